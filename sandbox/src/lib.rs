@@ -1,0 +1,204 @@
+//! Faithful local GitHub, Salesforce and Slack servers over one coherent seeded world.
+//!
+//! [`Sandbox::start`] binds three HTTP servers on loopback (one per app), all serving the same
+//! [`World`]. Every request passes through [`harness`]: it is counted (`GET /_sandbox/stats`), delayed by
+//! the latency model and, if configured, answered by an injected fault; then the app checks the
+//! credentials and the quota the way the real service does, and serves the world.
+
+#![recursion_limit = "256"]
+
+pub mod github;
+pub mod harness;
+pub mod salesforce;
+pub mod slack;
+pub mod soql;
+pub mod world;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use harness::{Faults, Latency, Settings};
+pub use world::World;
+
+/// Credentials the sandbox accepts. Anything else is rejected the way the real API rejects it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    pub github_token: String,
+    pub salesforce_client_id: String,
+    pub salesforce_client_secret: String,
+    pub salesforce_refresh_token: String,
+    pub slack_token: String,
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Credentials {
+            github_token: "ghp_sandboxDemoToken0000000000000000000".into(),
+            salesforce_client_id: "sandbox-client-id".into(),
+            salesforce_client_secret: "sandbox-client-secret".into(),
+            salesforce_refresh_token: "sandbox-refresh-token".into(),
+            slack_token: "xoxb-sandbox-demo-token".into(),
+        }
+    }
+}
+
+/// Request allowances, as the real services count them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Quotas {
+    /// GitHub core requests per hour per token (5,000 for a user token).
+    pub github_per_hour: u64,
+    /// GitHub search requests per minute.
+    pub github_search_per_minute: u64,
+    /// Salesforce requests per rolling 24 hours per org.
+    pub salesforce_per_day: u64,
+    /// Multiplier on Slack's per-method tiers (Tier 2 = 20/min, Tier 3 = 50/min at 1.0).
+    pub slack_tier_multiplier: f64,
+}
+
+impl Default for Quotas {
+    /// The real services' numbers.
+    fn default() -> Self {
+        Quotas {
+            github_per_hour: 5_000,
+            github_search_per_minute: 30,
+            salesforce_per_day: 100_000,
+            slack_tier_multiplier: 1.0,
+        }
+    }
+}
+
+impl Quotas {
+    /// Allowances large enough that interactive use, tests and benchmarks never meet them, for
+    /// `omnisql dev`: the demo should show queries, not waiting.
+    pub fn generous() -> Self {
+        Quotas {
+            github_per_hour: 10_000_000,
+            github_search_per_minute: 100_000,
+            salesforce_per_day: 100_000_000,
+            slack_tier_multiplier: 10_000.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxConfig {
+    pub seed: u64,
+    pub scale: u32,
+    pub credentials: Credentials,
+    pub quotas: Quotas,
+    pub github: Settings,
+    pub salesforce: Settings,
+    pub slack: Settings,
+    /// Lifetime of Salesforce access tokens; expired ones answer `INVALID_SESSION_ID`.
+    pub salesforce_token_ttl_secs: u64,
+    /// Address to bind; port 0 picks free ports.
+    pub host: String,
+    pub github_port: u16,
+    pub salesforce_port: u16,
+    pub slack_port: u16,
+}
+
+impl SandboxConfig {
+    /// The benchmark's default latency model: GitHub 100 ms, Salesforce 150 ms, Slack 80 ms, ±20%.
+    pub fn with_default_latency(mut self) -> Self {
+        self.github.latency = Latency { fixed_ms: 100, jitter_pct: 20.0 };
+        self.salesforce.latency = Latency { fixed_ms: 150, jitter_pct: 20.0 };
+        self.slack.latency = Latency { fixed_ms: 80, jitter_pct: 20.0 };
+        self
+    }
+
+    /// The same latency on every app.
+    pub fn with_latency(mut self, latency: Latency) -> Self {
+        self.github.latency = latency;
+        self.salesforce.latency = latency;
+        self.slack.latency = latency;
+        self
+    }
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            seed: 42,
+            scale: 1,
+            credentials: Credentials::default(),
+            quotas: Quotas::default(),
+            github: Settings::default(),
+            salesforce: Settings::default(),
+            slack: Settings::default(),
+            salesforce_token_ttl_secs: 3600,
+            host: "127.0.0.1".into(),
+            github_port: 0,
+            salesforce_port: 0,
+            slack_port: 0,
+        }
+    }
+}
+
+/// The three running servers. Dropping it stops them.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub github_url: String,
+    pub salesforce_url: String,
+    pub slack_url: String,
+    pub world: Arc<World>,
+    pub credentials: Credentials,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Sandbox {
+    pub async fn start(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        let world = Arc::new(World::generate(config.seed, config.scale));
+        let (gh_addr, gh) = bind(&config.host, config.github_port).await?;
+        let (sf_addr, sf) = bind(&config.host, config.salesforce_port).await?;
+        let (sl_addr, sl) = bind(&config.host, config.slack_port).await?;
+        let github_url = format!("http://{gh_addr}");
+        let salesforce_url = format!("http://{sf_addr}");
+        let slack_url = format!("http://{sl_addr}");
+
+        let github = github::router(github::GithubState::new(world.clone(), &config, github_url.clone()));
+        let salesforce =
+            salesforce::router(salesforce::SalesforceState::new(world.clone(), &config, salesforce_url.clone()));
+        let slack = slack::router(slack::SlackState::new(world.clone(), &config));
+        let tasks = vec![serve(gh, github), serve(sf, salesforce), serve(sl, slack)];
+        tracing::info!(%github_url, %salesforce_url, %slack_url, "sandbox listening");
+        Ok(Sandbox { github_url, salesforce_url, slack_url, world, credentials: config.credentials, tasks })
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn bind(host: &str, port: u16) -> Result<(SocketAddr, TcpListener), SandboxError> {
+    let addr = format!("{host}:{port}");
+    let listener = TcpListener::bind(&addr).await.map_err(|source| SandboxError::Bind { addr: addr.clone(), source })?;
+    let local = listener.local_addr().map_err(|source| SandboxError::Bind { addr, source })?;
+    Ok((local, listener))
+}
+
+fn serve(listener: TcpListener, router: axum::Router) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "sandbox server stopped");
+        }
+    })
+}
