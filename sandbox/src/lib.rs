@@ -180,6 +180,43 @@ impl Sandbox {
     }
 }
 
+/// How a connection reaches one sandbox app: connector name and its options.
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxConnection {
+    pub name: &'static str,
+    pub connector: &'static str,
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+impl Sandbox {
+    /// Connection options for the three apps, with the credentials the sandbox accepts.
+    pub fn connections(&self) -> Vec<SandboxConnection> {
+        let c = &self.credentials;
+        let opts = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        vec![
+            SandboxConnection {
+                name: "github",
+                connector: "github",
+                options: opts(&[("base_url", &self.github_url), ("token", &c.github_token), ("orgs", world::ORG)]),
+            },
+            SandboxConnection {
+                name: "salesforce",
+                connector: "salesforce",
+                options: opts(&[
+                    ("login_url", &self.salesforce_url),
+                    ("client_id", &c.salesforce_client_id),
+                    ("client_secret", &c.salesforce_client_secret),
+                ]),
+            },
+            SandboxConnection {
+                name: "slack",
+                connector: "slack",
+                options: opts(&[("base_url", &self.slack_url), ("token", &c.slack_token)]),
+            },
+        ]
+    }
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
         for t in &self.tasks {

@@ -1,1 +1,628 @@
-//! placeholder
+//! GitHub REST as the `github` schema: `repos`, `issues`, `pulls`, `commits`, `users`.
+//!
+//! Without a repository filter, `issues`, `pulls` and `commits` list the configured organisations'
+//! repositories and fan out over them concurrently (within the connection's concurrency bound). Lists
+//! use `per_page=100`; after the first page the `link` header's `last` page lets the remaining pages be
+//! fetched in parallel. Pushdown, per table:
+//!
+//! | table | filter | sent as | decision |
+//! |---|---|---|---|
+//! | all but users | `repo_full_name = / IN` | one repository path each | inexact (names ignore case) |
+//! | repos | `full_name = / IN` | `GET /repos/{o}/{r}` each | inexact |
+//! | issues, pulls | `state = 'open' / 'closed'`, `IN (both)` | `state=` | exact |
+//! | issues | `user_login = x` | `creator=x` | inexact |
+//! | issues | `assignee_login = x`, `IS NULL`, `IS NOT NULL` | `assignee=x / none / *` | inexact / exact |
+//! | issues | `array_has(labels, 'x')` | `labels=x` | inexact |
+//! | issues | `updated_at >= t` (`>` t) | `since=t` | exact (inexact) |
+//! | pulls | `base_ref = x` | `base=x` | exact |
+//! | commits | `author_email = x`, `author_login = x` | `author=x` | inexact |
+//! | commits | `committed_at >= / <= t` | `since` / `until` | exact |
+//! | users | `login = / IN` | `GET /users/{login}` each | inexact |
+//!
+//! `LIMIT` becomes a smaller `per_page` and an early stop when every filter is exact.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::TableProvider;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use omnisql_connector::filter::{self, pinned_texts};
+use omnisql_connector::http::{classify_common, retry_after, until_epoch};
+use omnisql_connector::pagination::{link, page_number};
+use omnisql_connector::{
+    ApiClient, ApiTable, ApiTableProvider, BearerToken, Column, Connector, ConnectorContext, ConnectorError, ConnectorFactory, Dialect, Kind,
+    ParameterSpec, Parameters, QueryContext, Result, ScanRequest, Verdict,
+};
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde_json::Value;
+
+const NAME: &str = "github";
+const VERSION: &str = "1.0.0";
+const PER_PAGE: usize = 100;
+
+static PARAMETERS: &[ParameterSpec] = &[
+    ParameterSpec::optional("base_url", "GitHub REST API base URL", Some("https://api.github.com")),
+    ParameterSpec::secret("token", "personal access token or GitHub App installation token"),
+    ParameterSpec::required("orgs", "comma-separated organisations whose repositories the tables cover"),
+];
+
+#[derive(Debug, Default)]
+pub struct GithubFactory;
+
+#[async_trait]
+impl ConnectorFactory for GithubFactory {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn version(&self) -> &'static str {
+        VERSION
+    }
+    fn parameters(&self) -> &'static [ParameterSpec] {
+        PARAMETERS
+    }
+    async fn create(&self, params: Parameters, ctx: ConnectorContext) -> Result<Arc<dyn Connector>> {
+        let base = params.require(NAME, "base_url")?.trim_end_matches('/').to_string();
+        url::Url::parse(&base).map_err(|e| ConnectorError::InvalidParameter {
+            connector: NAME.into(),
+            parameter: "base_url".into(),
+            reason: e.to_string(),
+        })?;
+        let mut headers = HeaderMap::new();
+        headers.insert("accept", HeaderValue::from_static("application/vnd.github+json"));
+        headers.insert("x-github-api-version", HeaderValue::from_static("2022-11-28"));
+        let token = params.require(NAME, "token")?.to_string();
+        let client = ApiClient::new(&ctx.connection, ctx.http.clone(), Arc::new(GithubDialect), Arc::new(BearerToken(token)), headers)?;
+        Ok(Arc::new(GithubConnector { api: Arc::new(Api { client, base, orgs: params.list("orgs") }), pushdown: ctx.pushdown }))
+    }
+}
+
+/// Reads GitHub's answers: rate limits (primary: remaining 0 until reset; secondary: `retry-after`).
+#[derive(Debug)]
+struct GithubDialect;
+
+impl Dialect for GithubDialect {
+    fn app(&self) -> &'static str {
+        "GitHub"
+    }
+    fn classify(&self, connection: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict {
+        if status.is_success() {
+            return Verdict::Ok;
+        }
+        let message = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
+        if matches!(status.as_u16(), 403 | 429) {
+            let remaining = headers.get("x-ratelimit-remaining").and_then(|v| v.to_str().ok());
+            if remaining == Some("0") {
+                let reset_in = until_epoch(headers, "x-ratelimit-reset").unwrap_or_default();
+                return Verdict::RateLimited { reset_in, message };
+            }
+            if let Some(after) = retry_after(headers) {
+                return Verdict::Retry { after: Some(after), reason: message };
+            }
+            if message.contains("secondary rate limit") {
+                return Verdict::Retry { after: Some(std::time::Duration::from_secs(60)), reason: message };
+            }
+        }
+        if status == StatusCode::NOT_FOUND {
+            let message = format!("{message} (the organisation or repository does not exist, or the token cannot see it)");
+            return Verdict::Fail(ConnectorError::Upstream { app: "GitHub", connection: connection.into(), status: 404, message });
+        }
+        classify_common("GitHub", connection, status, headers, message)
+    }
+}
+
+#[derive(Debug)]
+struct Api {
+    client: ApiClient,
+    base: String,
+    orgs: Vec<String>,
+}
+
+impl Api {
+    /// All pages of a list endpoint: the first, then the rest in parallel (known from `rel="last"`),
+    /// or one after another when a limit may stop early.
+    fn list(self: &Arc<Self>, q: Arc<QueryContext>, path: String, params: Vec<(String, String)>, limit: Option<usize>) -> BoxStream<'static, Result<Vec<Value>>> {
+        let api = self.clone();
+        let per_page = limit.map_or(PER_PAGE, |l| l.clamp(1, PER_PAGE));
+        let url = format!("{}{}", api.base, path);
+        let with_page = move |page: usize| {
+            let mut p = params.clone();
+            p.push(("per_page".into(), per_page.to_string()));
+            p.push(("page".into(), page.to_string()));
+            p
+        };
+        let first = {
+            let (api, q, url, params) = (api.clone(), q.clone(), url.clone(), with_page(1));
+            async move { api.client.get(&q, &url, &params).await }
+        };
+        stream::once(first)
+            .map(move |resp| -> Result<BoxStream<'static, Result<Vec<Value>>>> {
+                let resp = resp?;
+                let last = link(resp.header("link"), "last").and_then(|u| page_number(&u)).unwrap_or(1);
+                let rows = rows_of(&api, resp.body)?;
+                let wanted = limit.map_or(last, |l| l.div_ceil(per_page).min(last));
+                let rest = (2..=wanted).map({
+                    let (api, q, url, with_page) = (api.clone(), q.clone(), url.clone(), with_page.clone());
+                    move |page| {
+                        let (api, q, url, params) = (api.clone(), q.clone(), url.clone(), with_page(page));
+                        async move { rows_of(&api, api.client.get(&q, &url, &params).await?.body) }
+                    }
+                });
+                let concurrency = if limit.is_some() { 1 } else { api.client.max_concurrency() };
+                Ok(stream::once(async move { Ok(rows) }).chain(stream::iter(rest).buffered(concurrency)).boxed())
+            })
+            .try_flatten()
+            .boxed()
+    }
+
+    /// Full names of the organisations' repositories.
+    async fn repositories(&self, q: &QueryContext) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for org in &self.orgs {
+            let mut url = Some(format!("{}/orgs/{org}/repos", self.base));
+            let mut params = vec![("type".to_string(), "all".to_string()), ("per_page".to_string(), PER_PAGE.to_string())];
+            while let Some(u) = url {
+                let resp = self.client.get(q, &u, &params).await?;
+                for r in resp.body.as_array().into_iter().flatten() {
+                    if let Some(n) = r.get("full_name").and_then(Value::as_str) {
+                        names.push(n.to_string());
+                    }
+                }
+                url = link(resp.header("link"), "next");
+                params.clear();
+            }
+        }
+        Ok(names)
+    }
+}
+
+fn rows_of(api: &Api, body: Value) -> Result<Vec<Value>> {
+    match body {
+        Value::Array(rows) => Ok(rows),
+        _ => Err(ConnectorError::UnexpectedShape { app: "GitHub", connection: api.client.connection().into(), field: "[…] (a list)".into() }),
+    }
+}
+
+#[derive(Debug)]
+struct GithubConnector {
+    api: Arc<Api>,
+    pushdown: bool,
+}
+
+#[async_trait]
+impl Connector for GithubConnector {
+    fn table_names(&self) -> Vec<String> {
+        TABLES.iter().map(|t| t.to_string()).collect()
+    }
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let kind = match name {
+            "repos" => TableKind::Repos,
+            "issues" => TableKind::Issues,
+            "pulls" => TableKind::Pulls,
+            "commits" => TableKind::Commits,
+            "users" => TableKind::Users,
+            _ => return Ok(None),
+        };
+        let table = GithubTable { api: self.api.clone(), columns: columns(kind), kind };
+        Ok(Some(Arc::new(ApiTableProvider::new(Arc::new(table), self.pushdown))))
+    }
+}
+
+const TABLES: &[&str] = &["repos", "issues", "pulls", "commits", "users"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TableKind {
+    Repos,
+    Issues,
+    Pulls,
+    Commits,
+    Users,
+}
+
+fn columns(kind: TableKind) -> Vec<Column> {
+    use Kind::*;
+    let c = Column::new;
+    match kind {
+        TableKind::Repos => vec![
+            c("id", Int, "/id"),
+            c("name", Str, "/name"),
+            c("full_name", Str, "/full_name"),
+            c("owner_login", Str, "/owner/login"),
+            c("private", Bool, "/private"),
+            c("description", Str, "/description"),
+            c("language", Str, "/language"),
+            c("default_branch", Str, "/default_branch"),
+            c("open_issues_count", Int, "/open_issues_count"),
+            c("stargazers_count", Int, "/stargazers_count"),
+            c("forks_count", Int, "/forks_count"),
+            c("archived", Bool, "/archived"),
+            c("html_url", Str, "/html_url"),
+            c("created_at", Timestamp, "/created_at"),
+            c("updated_at", Timestamp, "/updated_at"),
+            c("pushed_at", Timestamp, "/pushed_at"),
+        ],
+        TableKind::Issues => vec![
+            c("repo_full_name", Str, "/_repo"),
+            c("id", Int, "/id"),
+            c("number", Int, "/number"),
+            c("title", Str, "/title"),
+            c("body", Str, "/body"),
+            c("state", Str, "/state"),
+            c("state_reason", Str, "/state_reason"),
+            c("user_login", Str, "/user/login"),
+            c("labels", StrList("name"), "/labels"),
+            c("assignee_login", Str, "/assignee/login"),
+            c("comments", Int, "/comments"),
+            c("author_association", Str, "/author_association"),
+            c("created_at", Timestamp, "/created_at"),
+            c("updated_at", Timestamp, "/updated_at"),
+            c("closed_at", Timestamp, "/closed_at"),
+            c("is_pull_request", Present, "/pull_request"),
+            c("html_url", Str, "/html_url"),
+        ],
+        TableKind::Pulls => vec![
+            c("repo_full_name", Str, "/_repo"),
+            c("id", Int, "/id"),
+            c("number", Int, "/number"),
+            c("title", Str, "/title"),
+            c("state", Str, "/state"),
+            c("user_login", Str, "/user/login"),
+            c("assignee_login", Str, "/assignee/login"),
+            c("labels", StrList("name"), "/labels"),
+            c("head_ref", Str, "/head/ref"),
+            c("base_ref", Str, "/base/ref"),
+            c("draft", Bool, "/draft"),
+            c("created_at", Timestamp, "/created_at"),
+            c("updated_at", Timestamp, "/updated_at"),
+            c("closed_at", Timestamp, "/closed_at"),
+            c("merged_at", Timestamp, "/merged_at"),
+            c("html_url", Str, "/html_url"),
+        ],
+        TableKind::Commits => vec![
+            c("repo_full_name", Str, "/_repo"),
+            c("sha", Str, "/sha"),
+            c("message", Str, "/commit/message"),
+            c("author_name", Str, "/commit/author/name"),
+            c("author_email", Str, "/commit/author/email"),
+            c("author_login", Str, "/author/login"),
+            c("committer_email", Str, "/commit/committer/email"),
+            c("committed_at", Timestamp, "/commit/author/date"),
+            c("html_url", Str, "/html_url"),
+        ],
+        TableKind::Users => vec![
+            c("id", Int, "/id"),
+            c("login", Str, "/login"),
+            c("name", Str, "/name"),
+            c("email", Str, "/email"),
+            c("company", Str, "/company"),
+            c("type", Str, "/type"),
+            c("site_admin", Bool, "/site_admin"),
+            c("created_at", Timestamp, "/created_at"),
+        ],
+    }
+}
+
+#[derive(Debug)]
+struct GithubTable {
+    api: Arc<Api>,
+    columns: Vec<Column>,
+    kind: TableKind,
+}
+
+fn is_state_literal(v: &ScalarValue) -> bool {
+    matches!(filter::text(v).as_deref(), Some("open" | "closed"))
+}
+
+/// Query parameters the filters become, and whether `LIMIT` may be sent (all filters exact).
+#[derive(Debug, Default)]
+struct Plan {
+    repos: Option<Vec<String>>,
+    params: Vec<(String, String)>,
+}
+
+impl GithubTable {
+    fn repo_column(&self) -> &'static str {
+        if self.kind == TableKind::Repos { "full_name" } else { "repo_full_name" }
+    }
+
+    fn plan(&self, scan: &ScanRequest) -> Plan {
+        let mut plan = Plan { repos: pinned_texts(&scan.filters, self.repo_column()), params: Vec::new() };
+        let mut put = |k: &str, v: String| {
+            if !plan.params.iter().any(|(key, _)| key == k) {
+                plan.params.push((k.to_string(), v));
+            }
+        };
+        for f in &scan.filters {
+            match (self.kind, f) {
+                (TableKind::Issues | TableKind::Pulls, f) if filter::pinned_values(f).is_some_and(|(c, _)| c == "state") => {
+                    if let Some((_, values)) = filter::pinned_values(f) {
+                        let states: Vec<String> = values.iter().filter_map(filter::text).collect();
+                        put("state", if states.len() == 1 { states[0].clone() } else { "all".into() });
+                    }
+                }
+                (TableKind::Issues, Expr::IsNull(e)) if filter::column(e) == Some("assignee_login") => put("assignee", "none".into()),
+                (TableKind::Issues, Expr::IsNotNull(e)) if filter::column(e) == Some("assignee_login") => put("assignee", "*".into()),
+                _ => {}
+            }
+            if let Some((c, op, v)) = filter::comparison(f) {
+                let text = filter::text(&v);
+                match (self.kind, c, op) {
+                    (TableKind::Issues, "user_login", Operator::Eq) => text.into_iter().for_each(|t| put("creator", t)),
+                    (TableKind::Issues, "assignee_login", Operator::Eq) => text.into_iter().for_each(|t| put("assignee", t)),
+                    (TableKind::Issues, "updated_at", Operator::Gt | Operator::GtEq) => {
+                        iso(&v).into_iter().for_each(|t| put("since", t));
+                    }
+                    (TableKind::Pulls, "base_ref", Operator::Eq) => text.into_iter().for_each(|t| put("base", t)),
+                    (TableKind::Commits, "author_email" | "author_login", Operator::Eq) => text.into_iter().for_each(|t| put("author", t)),
+                    (TableKind::Commits, "committed_at", Operator::Gt | Operator::GtEq) => iso(&v).into_iter().for_each(|t| put("since", t)),
+                    (TableKind::Commits, "committed_at", Operator::Lt | Operator::LtEq) => iso(&v).into_iter().for_each(|t| put("until", t)),
+                    _ => {}
+                }
+            }
+            if let Some(label) = label_filter(f) {
+                put("labels", label);
+            }
+        }
+        if matches!(self.kind, TableKind::Issues | TableKind::Pulls) && !plan.params.iter().any(|(k, _)| k == "state") {
+            plan.params.push(("state".into(), "all".into()));
+        }
+        plan
+    }
+
+    fn path(&self, repo: &str) -> String {
+        match self.kind {
+            TableKind::Issues => format!("/repos/{repo}/issues"),
+            TableKind::Pulls => format!("/repos/{repo}/pulls"),
+            TableKind::Commits => format!("/repos/{repo}/commits"),
+            TableKind::Repos => format!("/repos/{repo}"),
+            TableKind::Users => "/users".into(),
+        }
+    }
+}
+
+fn iso(v: &ScalarValue) -> Option<String> {
+    let micros = filter::timestamp_micros(v)?;
+    chrono::DateTime::from_timestamp_micros(micros).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// `array_has(labels, 'x')`.
+fn label_filter(f: &Expr) -> Option<String> {
+    let Expr::ScalarFunction(func) = f else { return None };
+    if func.name() != "array_has" || func.args.len() != 2 || filter::column(&func.args[0]) != Some("labels") {
+        return None;
+    }
+    filter::text(&filter::literal(&func.args[1])?)
+}
+
+fn with_repo(repo: &str, mut rows: Vec<Value>) -> Vec<Value> {
+    for r in &mut rows {
+        if let Some(o) = r.as_object_mut() {
+            o.insert("_repo".into(), Value::String(repo.to_string()));
+        }
+    }
+    rows
+}
+
+#[async_trait]
+impl ApiTable for GithubTable {
+    fn name(&self) -> String {
+        format!(
+            "github.{}",
+            match self.kind {
+                TableKind::Repos => "repos",
+                TableKind::Issues => "issues",
+                TableKind::Pulls => "pulls",
+                TableKind::Commits => "commits",
+                TableKind::Users => "users",
+            }
+        )
+    }
+
+    fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    fn pushdown(&self, f: &Expr) -> TableProviderFilterPushDown {
+        use TableProviderFilterPushDown::*;
+        if let Some((c, values)) = filter::pinned_values(f) {
+            if c == self.repo_column() && filter::texts(&values).is_some() && self.kind != TableKind::Users {
+                return Inexact;
+            }
+            if self.kind == TableKind::Users && c == "login" && filter::texts(&values).is_some() {
+                return Inexact;
+            }
+            if c == "state" && matches!(self.kind, TableKind::Issues | TableKind::Pulls) && !values.is_empty() && values.iter().all(is_state_literal) {
+                return Exact;
+            }
+        }
+        match (self.kind, f) {
+            (TableKind::Issues, Expr::IsNull(e) | Expr::IsNotNull(e)) if filter::column(e) == Some("assignee_login") => return Exact,
+            (TableKind::Issues, f) if label_filter(f).is_some() => return Inexact,
+            _ => {}
+        }
+        let Some((c, op, v)) = filter::comparison(f) else { return Unsupported };
+        match (self.kind, c, op) {
+            (TableKind::Issues, "user_login" | "assignee_login", Operator::Eq) if filter::text(&v).is_some() => Inexact,
+            (TableKind::Issues, "updated_at", Operator::GtEq) if iso(&v).is_some() => exact_if_whole_second(&v),
+            (TableKind::Issues, "updated_at", Operator::Gt) if iso(&v).is_some() => Inexact,
+            (TableKind::Pulls, "base_ref", Operator::Eq) if filter::text(&v).is_some() => Exact,
+            (TableKind::Commits, "author_email" | "author_login", Operator::Eq) if filter::text(&v).is_some() => Inexact,
+            (TableKind::Commits, "committed_at", Operator::GtEq | Operator::LtEq) if iso(&v).is_some() => exact_if_whole_second(&v),
+            (TableKind::Commits, "committed_at", Operator::Gt | Operator::Lt) if iso(&v).is_some() => Inexact,
+            _ => Unsupported,
+        }
+    }
+
+    fn describe(&self, scan: &ScanRequest) -> Vec<String> {
+        let plan = self.plan(scan);
+        let query = |extra: &[(String, String)]| {
+            let mut all = plan.params.clone();
+            all.extend_from_slice(extra);
+            if all.is_empty() { String::new() } else { format!("?{}", url::form_urlencoded::Serializer::new(String::new()).extend_pairs(all).finish()) }
+        };
+        let per_page = [("per_page".to_string(), scan.limit.map_or(PER_PAGE, |l| l.clamp(1, PER_PAGE)).to_string())];
+        match (self.kind, &plan.repos) {
+            (TableKind::Users, _) => match pinned_texts(&scan.filters, "login") {
+                Some(logins) => logins.iter().map(|l| format!("GET /users/{l}")).collect(),
+                None => {
+                    let mut v = vec![format!("GET /users{} (paged by since)", query(&per_page))];
+                    if self.needs_user_details(scan) {
+                        v.push("GET /users/{login} per user (for name, email, company)".into());
+                    }
+                    v
+                }
+            },
+            (TableKind::Repos, Some(repos)) => repos.iter().map(|r| format!("GET {}", self.path(r))).collect(),
+            (TableKind::Repos, None) => self.api.orgs.iter().map(|o| format!("GET /orgs/{o}/repos?type=all&per_page=100 (all pages)")).collect(),
+            (_, Some(repos)) => repos.iter().map(|r| format!("GET {}{} (all pages)", self.path(r), query(&per_page))).collect(),
+            (_, None) => {
+                let mut v: Vec<String> = self.api.orgs.iter().map(|o| format!("GET /orgs/{o}/repos?type=all&per_page=100")).collect();
+                v.push(format!("GET {}{} per repository (all pages)", self.path("{repo}"), query(&per_page)));
+                v
+            }
+        }
+    }
+
+    fn fetch(&self, scan: ScanRequest, q: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>> {
+        let plan = self.plan(&scan);
+        let api = self.api.clone();
+        let kind = self.kind;
+        let limit = scan.limit;
+        match kind {
+            TableKind::Users => {
+                let details = self.needs_user_details(&scan);
+                users(api, q, pinned_texts(&scan.filters, "login"), details, limit)
+            }
+            TableKind::Repos => match plan.repos {
+                Some(repos) => {
+                    let concurrency = api.client.max_concurrency();
+                    stream::iter(repos)
+                        .map(move |r| {
+                            let (api, q) = (api.clone(), q.clone());
+                            async move {
+                                match api.client.get(&q, &format!("{}/repos/{r}", api.base), &[]).await {
+                                    Ok(resp) => Ok(vec![resp.body]),
+                                    // A repository that does not exist is no row, as a filter that matches nothing.
+                                    Err(ConnectorError::Upstream { status: 404, .. }) => Ok(vec![]),
+                                    Err(e) => Err(e),
+                                }
+                            }
+                        })
+                        .buffered(concurrency)
+                        .boxed()
+                }
+                None => {
+                    let orgs = api.orgs.clone();
+                    stream::iter(orgs)
+                        .map(move |org| api.list(q.clone(), format!("/orgs/{org}/repos"), vec![("type".into(), "all".into())], None))
+                        .flatten()
+                        .boxed()
+                }
+            },
+            _ => {
+                let path_of = move |repo: &str| match kind {
+                    TableKind::Pulls => format!("/repos/{repo}/pulls"),
+                    TableKind::Commits => format!("/repos/{repo}/commits"),
+                    _ => format!("/repos/{repo}/issues"),
+                };
+                let params = plan.params.clone();
+                let repos_fut = {
+                    let (api, q) = (api.clone(), q.clone());
+                    async move {
+                        match plan.repos {
+                            Some(r) => Ok(r),
+                            None => api.repositories(&q).await,
+                        }
+                    }
+                };
+                stream::once(Box::pin(repos_fut))
+                    .map_ok(move |repos| {
+                        let (api, q, params) = (api.clone(), q.clone(), params.clone());
+                        let concurrency = api.client.max_concurrency();
+                        stream::iter(repos)
+                            .map(move |repo| {
+                                let pages = api.list(q.clone(), path_of(&repo), params.clone(), limit);
+                                let repo = repo.clone();
+                                pages
+                                    .or_else(|e| async move {
+                                        match e {
+                                            // A filtered repository that does not exist matches no rows.
+                                            ConnectorError::Upstream { status: 404, .. } => Ok(vec![]),
+                                            e => Err(e),
+                                        }
+                                    })
+                                    .map_ok(move |rows| with_repo(&repo, rows))
+                                    .boxed()
+                            })
+                            .flatten_unordered(concurrency)
+                    })
+                    .try_flatten()
+                    .boxed()
+            }
+        }
+    }
+}
+
+fn exact_if_whole_second(v: &ScalarValue) -> TableProviderFilterPushDown {
+    // GitHub takes whole seconds; a sub-second bound is rounded, so the engine must recheck.
+    match filter::timestamp_micros(v) {
+        Some(m) if m % 1_000_000 == 0 => TableProviderFilterPushDown::Exact,
+        _ => TableProviderFilterPushDown::Inexact,
+    }
+}
+
+impl GithubTable {
+    /// `GET /users` lists ids and logins only; name, email and company need one request per user.
+    fn needs_user_details(&self, scan: &ScanRequest) -> bool {
+        let detail = ["name", "email", "company", "created_at"];
+        match &scan.projection {
+            Some(p) => p.iter().any(|i| detail.contains(&self.columns[*i].name.as_str())),
+            None => true,
+        }
+    }
+}
+
+fn users(api: Arc<Api>, q: Arc<QueryContext>, logins: Option<Vec<String>>, details: bool, limit: Option<usize>) -> BoxStream<'static, Result<Vec<Value>>> {
+    let concurrency = api.client.max_concurrency();
+    let detail = {
+        let (api, q) = (api.clone(), q.clone());
+        move |login: String| {
+            let (api, q) = (api.clone(), q.clone());
+            async move {
+                match api.client.get(&q, &format!("{}/users/{login}", api.base), &[]).await {
+                    Ok(resp) => Ok(Some(resp.body)),
+                    Err(ConnectorError::Upstream { status: 404, .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    };
+    if let Some(logins) = logins {
+        return stream::iter(logins).map(detail).buffered(concurrency).map_ok(|u| u.into_iter().collect()).boxed();
+    }
+    let per_page = limit.map_or(PER_PAGE, |l| l.clamp(1, PER_PAGE));
+    let pages = omnisql_connector::pagination::follow(move |next: Option<String>| {
+        let (api, q) = (api.clone(), q.clone());
+        async move {
+            let url = next.unwrap_or_else(|| format!("{}/users?per_page={per_page}", api.base));
+            let resp = api.client.get(&q, &url, &[]).await?;
+            let next = link(resp.header("link"), "next");
+            Ok((rows_of(&api, resp.body)?, next))
+        }
+    });
+    if !details {
+        return pages;
+    }
+    pages
+        .map_ok(move |rows| {
+            let logins: Vec<String> = rows.iter().filter_map(|r| r.get("login").and_then(Value::as_str).map(str::to_string)).collect();
+            stream::iter(logins).map(detail.clone()).buffered(concurrency).try_filter_map(|u| async move { Ok(u) }).try_collect::<Vec<Value>>()
+        })
+        .try_buffered(1)
+        .boxed()
+}

@@ -1,0 +1,310 @@
+//! The governed HTTP client every connector uses: bounded concurrency per connection, retries of
+//! transient failures (5xx, 429, secondary limits, garbled bodies) with exponential backoff that honours
+//! `Retry-After` and rate-limit reset headers, one re-authentication on an expired session, and the
+//! query's deadline. Each connector supplies a [`Dialect`] that reads its API's answers.
+
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::error::{ConnectorError, Result};
+
+/// How a connection talks HTTP.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub max_attempts: u32,
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Longest single wait for a rate limit to reset before the query fails with a quota error.
+    pub max_rate_limit_wait: Duration,
+    pub request_timeout: Duration,
+    /// Requests in flight at once per connection.
+    pub max_concurrency: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            max_attempts: 5,
+            base_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            max_rate_limit_wait: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            max_concurrency: 16,
+        }
+    }
+}
+
+/// Per-query state, carried in DataFusion's session config: the deadline and what the query cost.
+#[derive(Debug, Default)]
+pub struct QueryContext {
+    pub deadline: Option<Instant>,
+    api_requests: AtomicU64,
+    log: Mutex<Vec<String>>,
+}
+
+/// At most this many requests are remembered per query (all are counted).
+const LOG_LIMIT: usize = 1000;
+
+impl QueryContext {
+    pub fn with_deadline(deadline: Option<Instant>) -> Self {
+        QueryContext { deadline, ..Default::default() }
+    }
+    /// Upstream requests sent (every attempt counts).
+    pub fn api_requests(&self) -> u64 {
+        self.api_requests.load(Ordering::Relaxed)
+    }
+    /// The first requests sent, as `GET url` lines.
+    pub fn request_log(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    fn record(&self, line: String) {
+        self.api_requests.fetch_add(1, Ordering::Relaxed);
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() < LOG_LIMIT {
+            log.push(line);
+        }
+    }
+    fn remaining(&self) -> Option<Duration> {
+        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// What a dialect makes of one response.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Use the body.
+    Ok,
+    /// Transient: try again, after `after` if the API said how long.
+    Retry { after: Option<Duration>, reason: String },
+    /// Out of quota until `reset_in`: wait if that fits, else fail with a quota error.
+    RateLimited { reset_in: Duration, message: String },
+    /// The session expired: authenticate again and retry once.
+    Reauthenticate,
+    Fail(ConnectorError),
+}
+
+/// How one API answers: which statuses are transient, what a rate limit looks like, where errors live.
+pub trait Dialect: Send + Sync + Debug {
+    fn app(&self) -> &'static str;
+    fn classify(&self, connection: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict;
+}
+
+/// Supplies the `Authorization` header, refreshing sessions where the API has them.
+#[async_trait]
+pub trait Auth: Send + Sync + Debug {
+    async fn authorization(&self, http: &reqwest::Client) -> Result<String>;
+    /// Forget a session the API rejected.
+    async fn invalidate(&self) {}
+}
+
+/// A fixed bearer token.
+pub struct BearerToken(pub String);
+
+impl Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+#[async_trait]
+impl Auth for BearerToken {
+    async fn authorization(&self, _: &reqwest::Client) -> Result<String> {
+        Ok(format!("Bearer {}", self.0))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl ApiResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Seconds in `Retry-After`.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers.get("retry-after")?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Time until an epoch-seconds reset header.
+pub fn until_epoch(headers: &HeaderMap, name: &str) -> Option<Duration> {
+    let reset = headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok()?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(reset.saturating_sub(now)))
+}
+
+/// A connection's client.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    connection: String,
+    settings: HttpSettings,
+    dialect: Arc<dyn Dialect>,
+    auth: Arc<dyn Auth>,
+    headers: HeaderMap,
+    permits: Arc<Semaphore>,
+}
+
+impl ApiClient {
+    pub fn new(connection: &str, settings: HttpSettings, dialect: Arc<dyn Dialect>, auth: Arc<dyn Auth>, headers: HeaderMap) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("omnisql/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(settings.max_concurrency)
+            .build()
+            .map_err(|source| ConnectorError::Transport { app: dialect.app(), connection: connection.into(), url: String::new(), source })?;
+        let permits = Arc::new(Semaphore::new(settings.max_concurrency.max(1)));
+        Ok(ApiClient { http, connection: connection.into(), settings, dialect, auth, headers, permits })
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn connection(&self) -> &str {
+        &self.connection
+    }
+
+    /// Most requests a connection sends at once; scans size their fan-out with it.
+    pub fn max_concurrency(&self) -> usize {
+        self.settings.max_concurrency
+    }
+
+    /// `GET url?params`, governed.
+    pub async fn get(&self, q: &QueryContext, url: &str, params: &[(String, String)]) -> Result<ApiResponse> {
+        let app = self.dialect.app();
+        let mut attempt = 0u32;
+        let mut reauthenticated = false;
+        let shown = display_url(url, params);
+        loop {
+            attempt += 1;
+            let remaining = q.remaining();
+            if remaining.is_some_and(|r| r.is_zero()) {
+                return Err(ConnectorError::DeadlineExceeded { app, connection: self.connection.clone() });
+            }
+            let timeout = remaining.map_or(self.settings.request_timeout, |r| r.min(self.settings.request_timeout));
+            let authorization = self.auth.authorization(&self.http).await?;
+            let outcome = {
+                let _permit = self.permits.acquire().await.map_err(|_| ConnectorError::DeadlineExceeded { app, connection: self.connection.clone() })?;
+                q.record(format!("GET {shown}"));
+                let send = async {
+                    let resp = self
+                        .http
+                        .get(url)
+                        .query(params)
+                        .headers(self.headers.clone())
+                        .header("authorization", authorization)
+                        .send()
+                        .await?;
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    let body = resp.bytes().await?;
+                    Ok::<_, reqwest::Error>((status, headers, body))
+                };
+                tokio::time::timeout(timeout, send).await
+            };
+            let (status, headers, body) = match outcome {
+                Err(_) if q.remaining().is_some_and(|r| r.is_zero()) => {
+                    return Err(ConnectorError::DeadlineExceeded { app, connection: self.connection.clone() });
+                }
+                Err(_) => {
+                    self.backoff(q, attempt, None, "request timed out".into()).await?;
+                    continue;
+                }
+                Ok(Err(source)) => {
+                    if attempt >= self.settings.max_attempts {
+                        return Err(ConnectorError::Transport { app, connection: self.connection.clone(), url: shown, source });
+                    }
+                    self.backoff(q, attempt, None, source.to_string()).await?;
+                    continue;
+                }
+                Ok(Ok(parts)) => parts,
+            };
+            match self.dialect.classify(&self.connection, status, &headers, &body) {
+                Verdict::Ok => match serde_json::from_slice::<Value>(&body) {
+                    Ok(body) => return Ok(ApiResponse { status, headers, body }),
+                    Err(source) => {
+                        // A garbled or cut-off body is a transient fault: ask again.
+                        if attempt >= self.settings.max_attempts {
+                            return Err(ConnectorError::Malformed { app, connection: self.connection.clone(), url: shown, source });
+                        }
+                        self.backoff(q, attempt, None, "malformed body".into()).await?;
+                    }
+                },
+                Verdict::Retry { after, reason } => self.backoff(q, attempt, after, reason).await?,
+                Verdict::RateLimited { reset_in, message } => {
+                    let fits_deadline = q.remaining().is_none_or(|r| reset_in < r);
+                    if reset_in > self.settings.max_rate_limit_wait || !fits_deadline || attempt >= self.settings.max_attempts {
+                        return Err(ConnectorError::QuotaExhausted { app, connection: self.connection.clone(), message, reset_in });
+                    }
+                    tracing::info!(connection = %self.connection, wait_ms = reset_in.as_millis() as u64, "rate limited, waiting for reset");
+                    tokio::time::sleep(reset_in + Duration::from_millis(50)).await;
+                }
+                Verdict::Reauthenticate if !reauthenticated => {
+                    reauthenticated = true;
+                    attempt -= 1;
+                    self.auth.invalidate().await;
+                }
+                Verdict::Reauthenticate => {
+                    return Err(ConnectorError::Unauthorized {
+                        app,
+                        connection: self.connection.clone(),
+                        status: status.as_u16(),
+                        message: "session rejected again after re-authentication".into(),
+                    });
+                }
+                Verdict::Fail(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn backoff(&self, q: &QueryContext, attempt: u32, after: Option<Duration>, reason: String) -> Result<()> {
+        let app = self.dialect.app();
+        if attempt >= self.settings.max_attempts {
+            return Err(ConnectorError::RetriesExhausted { app, connection: self.connection.clone(), attempts: attempt, last: reason });
+        }
+        let exp = self.settings.base_backoff.saturating_mul(1 << (attempt - 1).min(16)).min(self.settings.max_backoff);
+        // Up to 25% jitter, so synchronized clients spread out.
+        let jitter = exp.mul_f64((Instant::now().elapsed().subsec_nanos() % 250) as f64 / 1000.0);
+        let wait = after.unwrap_or(exp + jitter);
+        if q.remaining().is_some_and(|r| r <= wait) {
+            return Err(ConnectorError::DeadlineExceeded { app, connection: self.connection.clone() });
+        }
+        tracing::debug!(connection = %self.connection, attempt, wait_ms = wait.as_millis() as u64, %reason, "retrying");
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+}
+
+fn display_url(url: &str, params: &[(String, String)]) -> String {
+    if params.is_empty() {
+        return url.to_string();
+    }
+    let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+    format!("{url}{}{query}", if url.contains('?') { '&' } else { '?' })
+}
+
+/// The common reading of statuses, for dialects to fall back on.
+pub fn classify_common(app: &'static str, connection: &str, status: StatusCode, headers: &HeaderMap, message: String) -> Verdict {
+    match status.as_u16() {
+        200..=299 => Verdict::Ok,
+        401 => Verdict::Fail(ConnectorError::Unauthorized { app, connection: connection.into(), status: 401, message }),
+        429 => Verdict::Retry { after: retry_after(headers), reason: format!("429: {message}") },
+        408 | 500 | 502 | 503 | 504 => Verdict::Retry { after: retry_after(headers), reason: format!("{status}: {message}") },
+        403 => Verdict::Fail(ConnectorError::Forbidden { app, connection: connection.into(), status: 403, message }),
+        s => Verdict::Fail(ConnectorError::Upstream { app, connection: connection.into(), status: s, message }),
+    }
+}

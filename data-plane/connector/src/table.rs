@@ -1,0 +1,197 @@
+//! API tables as DataFusion tables. A connector implements [`ApiTable`] (columns, per-filter pushdown,
+//! the requests a scan makes, and a stream of JSON rows); [`ApiTableProvider`] and [`ApiScanExec`] do the
+//! rest: pushdown negotiation, `EXPLAIN` output, Arrow conversion, projection and limits.
+
+use std::fmt::{self, Debug};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use futures::stream::{BoxStream, StreamExt};
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::http::QueryContext;
+use crate::json::{self, Column};
+
+/// What a scan asks of the API: the columns it needs, the filters the table accepted, and a row limit
+/// (only when every filter was evaluated exactly by the API).
+#[derive(Debug, Clone, Default)]
+pub struct ScanRequest {
+    pub projection: Option<Vec<usize>>,
+    pub filters: Vec<Expr>,
+    pub limit: Option<usize>,
+}
+
+/// One table of an API.
+#[async_trait]
+pub trait ApiTable: Send + Sync + Debug + 'static {
+    /// `schema.table`, for plans and errors.
+    fn name(&self) -> String;
+    fn columns(&self) -> &[Column];
+    /// How the API treats `filter`. Default: not at all.
+    fn pushdown(&self, _filter: &Expr) -> TableProviderFilterPushDown {
+        TableProviderFilterPushDown::Unsupported
+    }
+    /// The API requests a scan will make, for `EXPLAIN`.
+    fn describe(&self, scan: &ScanRequest) -> Vec<String>;
+    /// The rows, a page at a time.
+    fn fetch(&self, scan: ScanRequest, query: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>>;
+}
+
+/// A DataFusion table over an [`ApiTable`].
+#[derive(Debug)]
+pub struct ApiTableProvider {
+    table: Arc<dyn ApiTable>,
+    schema: SchemaRef,
+    pushdown: bool,
+}
+
+impl ApiTableProvider {
+    /// With `pushdown` off, every filter and limit stays in the engine (the correctness gate's baseline).
+    pub fn new(table: Arc<dyn ApiTable>, pushdown: bool) -> Self {
+        let schema = json::schema_of(table.columns());
+        ApiTableProvider { table, schema, pushdown }
+    }
+}
+
+#[async_trait]
+impl TableProvider for ApiTableProvider {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| if self.pushdown { self.table.pushdown(f) } else { TableProviderFilterPushDown::Unsupported })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let request = ScanRequest {
+            projection: projection.cloned(),
+            filters: if self.pushdown { filters.to_vec() } else { Vec::new() },
+            limit: if self.pushdown { limit } else { None },
+        };
+        let schema = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        Ok(Arc::new(ApiScanExec::new(self.table.clone(), request, schema)))
+    }
+}
+
+/// The physical scan: one partition streaming the API's pages as record batches.
+#[derive(Debug)]
+pub struct ApiScanExec {
+    table: Arc<dyn ApiTable>,
+    request: ScanRequest,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl ApiScanExec {
+    fn new(table: Arc<dyn ApiTable>, request: ScanRequest, schema: SchemaRef) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        ApiScanExec { table, request, schema, properties }
+    }
+
+    pub fn table_name(&self) -> String {
+        self.table.name()
+    }
+
+    /// The requests this scan will make.
+    pub fn requests(&self) -> Vec<String> {
+        self.table.describe(&self.request)
+    }
+}
+
+impl DisplayAs for ApiScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "ApiScanExec: table={}", self.table.name())?;
+        if let Some(limit) = self.request.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        if !self.request.filters.is_empty() {
+            let filters: Vec<String> = self.request.filters.iter().map(|e| e.to_string()).collect();
+            write!(f, ", pushed=[{}]", filters.join(", "))?;
+        }
+        write!(f, ", requests=[{}]", self.requests().join("; "))
+    }
+}
+
+impl ExecutionPlan for ApiScanExec {
+    fn name(&self) -> &str {
+        "ApiScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(&self, _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!("ApiScanExec has one partition, asked for {partition}")));
+        }
+        let query = context.session_config().get_extension::<QueryContext>().unwrap_or_default();
+        let columns: Vec<Column> = match &self.request.projection {
+            Some(p) => p.iter().map(|i| self.table.columns()[*i].clone()).collect(),
+            None => self.table.columns().to_vec(),
+        };
+        let schema = self.schema.clone();
+        let mut remaining = self.request.limit;
+        let pages = self.table.fetch(self.request.clone(), query);
+        let batches = pages
+            .take_while(move |_| {
+                let more = remaining != Some(0);
+                futures::future::ready(more)
+            })
+            .map(move |page| {
+                let mut rows = page.map_err(DataFusionError::from)?;
+                if let Some(left) = remaining.as_mut() {
+                    rows.truncate(*left);
+                    *left -= rows.len();
+                }
+                let refs: Vec<&Column> = columns.iter().collect();
+                json::to_batch(schema.clone(), &refs, &rows).map_err(DataFusionError::from)
+            });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches)))
+    }
+}

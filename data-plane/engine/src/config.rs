@@ -1,0 +1,130 @@
+//! The data plane's configuration file: tenants, their API keys and their connections.
+//!
+//! ```toml
+//! [[tenants]]
+//! id = "demo"
+//!
+//! [[tenants.api_keys]]
+//! principal = "alice"
+//! token = "…"
+//!
+//! [[tenants.connections]]
+//! name = "github"          # the SQL schema
+//! connector = "github"
+//! version = "1.0.0"        # optional pin
+//! options = { token = "…", orgs = "acme" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub id: String,
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+    #[serde(default)]
+    pub connections: Vec<ConnectionConfig>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub principal: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for ApiKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyConfig").field("principal", &self.principal).field("token", &"<redacted>").finish()
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    pub name: String,
+    pub connector: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ConnectionConfig {
+    /// Options may hold secrets; only their names are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionConfig")
+            .field("name", &self.name)
+            .field("connector", &self.connector)
+            .field("version", &self.version)
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuration file {path} is not valid TOML for OmniSQL: {message}")]
+    Parse { path: String, message: String },
+    #[error("configuration is invalid: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Names are SQL identifiers, unique where they must be; tokens are long and unique.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ident = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') && !s.starts_with(|c: char| c.is_ascii_digit());
+        let mut tokens = std::collections::HashSet::new();
+        let mut tenants = std::collections::HashSet::new();
+        for t in &self.tenants {
+            if t.id.is_empty() || !tenants.insert(&t.id) {
+                return Err(ConfigError::Invalid(format!("tenant id `{}` is empty or repeated", t.id)));
+            }
+            for k in &t.api_keys {
+                if k.token.len() < 16 {
+                    return Err(ConfigError::Invalid(format!("tenant `{}`: API key of `{}` is shorter than 16 characters", t.id, k.principal)));
+                }
+                if !tokens.insert(&k.token) {
+                    return Err(ConfigError::Invalid(format!("tenant `{}`: an API key is used twice", t.id)));
+                }
+            }
+            let mut names = std::collections::HashSet::new();
+            for c in &t.connections {
+                if !ident(&c.name) || c.name == "information_schema" || c.name == "omnisql" {
+                    return Err(ConfigError::Invalid(format!(
+                        "tenant `{}`: connection name `{}` must be a lower-case SQL identifier (a-z, 0-9, _) other than information_schema and omnisql",
+                        t.id, c.name
+                    )));
+                }
+                if !names.insert(&c.name) {
+                    return Err(ConfigError::Invalid(format!("tenant `{}`: connection `{}` is defined twice", t.id, c.name)));
+                }
+            }
+        }
+        Ok(())
+    }
+}
