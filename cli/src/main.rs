@@ -1,1 +1,137 @@
-fn main() {}
+//! `omnisql`: the one binary.
+//!
+//! - `omnisql dev`: sandbox SaaS world + data plane + a demo tenant, in one process, on loopback.
+//! - `omnisql sql`: run a query against a Flight SQL endpoint (or an interactive prompt).
+//! - `omnisql data-plane --config FILE`: the data plane alone.
+//! - `omnisql sandbox`: the sandbox GitHub, Salesforce and Slack servers alone.
+
+mod client;
+mod dev;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "omnisql", version, about = "Federated SQL over live SaaS data")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sandbox + data plane + demo tenant in one process, on loopback.
+    Dev(dev::DevArgs),
+    /// Run SQL against a Flight SQL endpoint; without a query, an interactive prompt.
+    Sql(client::SqlArgs),
+    /// Run the data plane with tenants and connections from a TOML file.
+    DataPlane(DataPlaneArgs),
+    /// Serve the sandbox GitHub, Salesforce and Slack APIs alone.
+    Sandbox(dev::SandboxArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DataPlaneArgs {
+    /// Tenants, API keys and connections (TOML).
+    #[arg(long, env = "OMNISQL_CONFIG")]
+    config: PathBuf,
+    /// Flight SQL listen address.
+    #[arg(long, env = "OMNISQL_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
+    flight_addr: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Config(#[from] omnisql_engine::ConfigError),
+    #[error(transparent)]
+    Engine(#[from] omnisql_engine::EngineError),
+    #[error(transparent)]
+    Serve(#[from] omnisql_data_plane::ServeError),
+    #[error(transparent)]
+    Sandbox(#[from] omnisql_sandbox::SandboxError),
+    #[error(transparent)]
+    Client(#[from] client::ClientError),
+    #[error("cannot write {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn main() -> ExitCode {
+    // Both rustls crypto backends are linked; pick one before any TLS is used.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    let quiet = matches!(cli.command, Command::Sql(_));
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OMNISQL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Dev(args) => dev::run(args).await,
+            Command::Sql(args) => client::run(args).await.map_err(CliError::from),
+            Command::DataPlane(args) => data_plane(args).await,
+            Command::Sandbox(args) => dev::sandbox(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                message.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn data_plane(args: DataPlaneArgs) -> Result<(), CliError> {
+    let config = omnisql_engine::Config::load(&args.config)?;
+    let engine = std::sync::Arc::new(omnisql_engine::Engine::new(&config, Default::default())?);
+    let listener = omnisql_data_plane::bind(&args.flight_addr).await?;
+    eprintln!("OmniSQL data plane: Flight SQL on grpc://{}", args.flight_addr);
+    omnisql_data_plane::serve(engine, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    eprintln!("shutting down");
+}

@@ -1,1 +1,52 @@
-//! placeholder
+//! The OmniSQL data plane: Flight SQL in front of the engine.
+//!
+//! A Flight SQL client (ADBC, JDBC, pyarrow, BI tools) sends a bearer token and SQL; [`service`]
+//! authenticates it to a tenant, plans and runs the query with [`omnisql_engine::Engine`], and streams
+//! Arrow batches back as they are produced (memory stays bounded by the batches in flight). Errors become
+//! gRPC statuses in one place, [`status`].
+
+pub mod service;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use omnisql_engine::Engine;
+use tokio::net::TcpListener;
+
+pub use service::OmniFlightSql;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen for Flight SQL on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the Flight SQL server stopped")]
+    Serve(#[source] tonic::transport::Error),
+    #[error("cannot build the Flight SQL service")]
+    Init(#[source] arrow_flight::error::FlightError),
+}
+
+/// Binds the Flight SQL listener (port 0 picks a free port).
+pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr: addr.into(), source })
+}
+
+/// Serves Flight SQL on `listener` until `shutdown` resolves.
+pub async fn serve(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let service = OmniFlightSql::new(engine).map_err(ServeError::Init)?;
+    let local: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(addr = ?local, "Flight SQL listening");
+    tonic::transport::Server::builder()
+        .add_service(service::Server::new(service).max_decoding_message_size(64 * 1024 * 1024))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(ServeError::Serve)
+}
