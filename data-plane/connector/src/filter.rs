@@ -47,8 +47,20 @@ pub fn in_list(e: &Expr) -> Option<(&str, Vec<ScalarValue>, bool)> {
     Some((c, values, l.negated))
 }
 
-/// `col = v` or `col IN (v, …)` (not negated): the values a column is pinned to.
+/// `col = v`, `col IN (v, …)` (not negated), or `col = a OR col = b …` (the planner's form of short IN
+/// lists): the values a column is pinned to.
 pub fn pinned_values(e: &Expr) -> Option<(&str, Vec<ScalarValue>)> {
+    if let Expr::BinaryExpr(b) = e {
+        if b.op == Operator::Or {
+            let (left, mut values) = pinned_values(&b.left)?;
+            let (right, more) = pinned_values(&b.right)?;
+            if left != right {
+                return None;
+            }
+            values.extend(more);
+            return Some((left, values));
+        }
+    }
     if let Some((c, Operator::Eq, v)) = comparison(e) {
         return Some((c, vec![v]));
     }
@@ -117,5 +129,8 @@ mod tests {
         assert_eq!(c, "state");
         assert_eq!(values.len(), 2);
         assert!(pinned_values(&col("state").in_list(vec![lit("open")], true)).is_none());
+        let either = col("login").eq(lit("a")).or(col("login").eq(lit("b")));
+        assert_eq!(pinned_values(&either).unwrap().1.len(), 2);
+        assert!(pinned_values(&col("login").eq(lit("a")).or(col("name").eq(lit("b")))).is_none());
     }
 }

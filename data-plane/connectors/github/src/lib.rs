@@ -8,7 +8,7 @@
 //! | table | filter | sent as | decision |
 //! |---|---|---|---|
 //! | all but users | `repo_full_name = / IN` | one repository path each | inexact (names ignore case) |
-//! | repos | `full_name = / IN` | `GET /repos/{o}/{r}` each | inexact |
+//! | repos | `full_name = x` | `GET /repos/{o}/{r}` | inexact |
 //! | issues, pulls | `state = 'open' / 'closed'`, `IN (both)` | `state=` | exact |
 //! | issues | `user_login = x` | `creator=x` | inexact |
 //! | issues | `assignee_login = x`, `IS NULL`, `IS NOT NULL` | `assignee=x / none / *` | inexact / exact |
@@ -399,10 +399,21 @@ fn label_filter(f: &Expr) -> Option<String> {
     filter::text(&filter::literal(&func.args[1])?)
 }
 
+/// Adds `_repo`: the repository's full name as GitHub spells it (from the row's own `url`, since the
+/// name in the request path may differ in case), else the requested name.
 fn with_repo(repo: &str, mut rows: Vec<Value>) -> Vec<Value> {
     for r in &mut rows {
+        let canonical = r
+            .get("url")
+            .and_then(Value::as_str)
+            .and_then(|u| u.split_once("/repos/"))
+            .and_then(|(_, rest)| {
+                let mut parts = rest.splitn(3, '/');
+                Some(format!("{}/{}", parts.next()?, parts.next()?))
+            })
+            .unwrap_or_else(|| repo.to_string());
         if let Some(o) = r.as_object_mut() {
-            o.insert("_repo".into(), Value::String(repo.to_string()));
+            o.insert("_repo".into(), Value::String(canonical));
         }
     }
     rows
@@ -477,8 +488,8 @@ impl ApiTable for GithubTable {
                     v
                 }
             },
-            (TableKind::Repos, Some(repos)) => repos.iter().map(|r| format!("GET {}", self.path(r))).collect(),
-            (TableKind::Repos, None) => self.api.orgs.iter().map(|o| format!("GET /orgs/{o}/repos?type=all&per_page=100 (all pages)")).collect(),
+            (TableKind::Repos, Some(repos)) if repos.len() == 1 => repos.iter().map(|r| format!("GET {}", self.path(r))).collect(),
+            (TableKind::Repos, _) => self.api.orgs.iter().map(|o| format!("GET /orgs/{o}/repos?type=all&per_page=100 (all pages)")).collect(),
             (_, Some(repos)) => repos.iter().map(|r| format!("GET {}{} (all pages)", self.path(r), query(&per_page))).collect(),
             (_, None) => {
                 let mut v: Vec<String> = self.api.orgs.iter().map(|o| format!("GET /orgs/{o}/repos?type=all&per_page=100")).collect();
@@ -498,7 +509,8 @@ impl ApiTable for GithubTable {
                 let details = self.needs_user_details(&scan);
                 users(api, q, pinned_texts(&scan.filters, "login"), details, limit)
             }
-            TableKind::Repos => match plan.repos {
+            // One pinned repository is one request; several cost more than listing the organisation.
+            TableKind::Repos => match plan.repos.filter(|r| r.len() == 1) {
                 Some(repos) => {
                     let concurrency = api.client.max_concurrency();
                     stream::iter(repos)

@@ -325,6 +325,13 @@ impl ApiTable for SlackTable {
                                 // With a limit every filter was exact, so one channel's first rows suffice for it.
                                 let pages = if limit.is_some() { pages.take(1).boxed() } else { pages };
                                 pages
+                                    // A channel named in the query that does not exist matches no rows.
+                                    .or_else(|e| async move {
+                                        match e {
+                                            ConnectorError::Upstream { ref message, .. } if message == "channel_not_found" => Ok(vec![]),
+                                            e => Err(e),
+                                        }
+                                    })
                                     .map_ok(move |mut rows| {
                                         for r in &mut rows {
                                             if let Some(o) = r.as_object_mut() {
