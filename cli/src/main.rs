@@ -69,12 +69,16 @@ fn main() -> ExitCode {
     let quiet = matches!(cli.command, Command::Sql(_));
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OMNISQL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })),
+            tracing_subscriber::EnvFilter::try_from_env("OMNISQL_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -108,7 +112,10 @@ async fn data_plane(args: DataPlaneArgs) -> Result<(), CliError> {
     let config = omnisql_engine::Config::load(&args.config)?;
     let engine = std::sync::Arc::new(omnisql_engine::Engine::new(&config, Default::default())?);
     let listener = omnisql_data_plane::bind(&args.flight_addr).await?;
-    eprintln!("OmniSQL data plane: Flight SQL on grpc://{}", args.flight_addr);
+    eprintln!(
+        "OmniSQL data plane: Flight SQL on grpc://{}",
+        args.flight_addr
+    );
     omnisql_data_plane::serve(engine, listener, shutdown_signal()).await?;
     Ok(())
 }

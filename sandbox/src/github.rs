@@ -15,9 +15,9 @@ use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
+use crate::SandboxConfig;
 use crate::harness::{self, App, Harness};
 use crate::world::{GithubUser, Issue, ORG, Repo, World};
-use crate::SandboxConfig;
 
 const VERSIONS: &[&str] = &["2022-11-28", "2026-03-10"];
 const RETIRED_VERSIONS: &[&str] = &["2021-07-01"];
@@ -68,11 +68,18 @@ pub fn router(state: Arc<GithubState>) -> Router {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"message": message, "documentation_url": DOCS}))).into_response()
+    (
+        status,
+        Json(json!({"message": message, "documentation_url": DOCS})),
+    )
+        .into_response()
 }
 
 /// Who is calling, as the guard decided.
@@ -90,17 +97,34 @@ async fn guard(State(s): State<Arc<GithubState>>, mut req: Request, next: Next) 
             "Request forbidden by administrative rules. Please make sure your request has a User-Agent header",
         );
     }
-    if let Some(v) = headers.get("x-github-api-version").and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get("x-github-api-version")
+        .and_then(|v| v.to_str().ok())
+    {
         if RETIRED_VERSIONS.contains(&v) {
-            return error(StatusCode::GONE, &format!("API version '{v}' has been retired."));
+            return error(
+                StatusCode::GONE,
+                &format!("API version '{v}' has been retired."),
+            );
         }
         if !VERSIONS.contains(&v) {
-            return error(StatusCode::BAD_REQUEST, &format!("API version '{v}' is not supported."));
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("API version '{v}' is not supported."),
+            );
         }
     }
-    let token = headers.get("authorization").and_then(|v| v.to_str().ok()).map(|v| {
-        v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).or_else(|| v.strip_prefix("token ")).unwrap_or(v).trim().to_string()
-    });
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+                .or_else(|| v.strip_prefix("token "))
+                .unwrap_or(v)
+                .trim()
+                .to_string()
+        });
     let (key, limit) = match &token {
         Some(t) if *t == s.token => (t.clone(), s.per_hour),
         Some(_) => return error(StatusCode::UNAUTHORIZED, "Bad credentials"),
@@ -108,7 +132,15 @@ async fn guard(State(s): State<Arc<GithubState>>, mut req: Request, next: Next) 
     };
     let path = req.uri().path().to_string();
     let (resource, limit, window) = if path.starts_with("/search/") {
-        ("search", if token.is_some() { s.search_per_minute } else { 10 }, 60)
+        (
+            "search",
+            if token.is_some() {
+                s.search_per_minute
+            } else {
+                10
+            },
+            60,
+        )
     } else {
         ("core", limit, 3600)
     };
@@ -140,12 +172,21 @@ async fn guard(State(s): State<Arc<GithubState>>, mut req: Request, next: Next) 
     if !free && used >= limit {
         let mut resp = error(
             StatusCode::FORBIDDEN,
-            &format!("API rate limit exceeded for {key_kind}.", key_kind = if token.is_some() { "user ID 1" } else { "127.0.0.1" }),
+            &format!(
+                "API rate limit exceeded for {key_kind}.",
+                key_kind = if token.is_some() {
+                    "user ID 1"
+                } else {
+                    "127.0.0.1"
+                }
+            ),
         );
         rate_headers(&mut resp, used);
         return resp;
     }
-    req.extensions_mut().insert(Caller { authenticated: token.is_some() });
+    req.extensions_mut().insert(Caller {
+        authenticated: token.is_some(),
+    });
     let resp = next.run(req).await;
     let (mut parts, body) = resp.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
@@ -153,7 +194,10 @@ async fn guard(State(s): State<Arc<GithubState>>, mut req: Request, next: Next) 
     };
     let mut resp = if parts.status == StatusCode::OK {
         let etag = format!("W/\"{:016x}\"", fnv1a(&bytes));
-        let matches = headers.get("if-none-match").and_then(|v| v.to_str().ok()).is_some_and(|v| v == etag || v == etag.trim_start_matches("W/"));
+        let matches = headers
+            .get("if-none-match")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == etag || v == etag.trim_start_matches("W/"));
         if let Ok(v) = HeaderValue::from_str(&etag) {
             parts.headers.insert("etag", v);
         }
@@ -181,7 +225,9 @@ async fn guard(State(s): State<Arc<GithubState>>, mut req: Request, next: Next) 
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -190,19 +236,36 @@ fn ts(t: DateTime<Utc>) -> String {
 
 /// Serves one page of `items` with GitHub's `link` header.
 fn page(s: &GithubState, path: &str, q: &HashMap<String, String>, items: Vec<Value>) -> Response {
-    let per_page = q.get("per_page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(30).clamp(1, 100);
-    let page = q.get("page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1).max(1);
+    let per_page = q
+        .get("per_page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let page = q
+        .get("page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
     let last = items.len().div_ceil(per_page).max(1);
-    let chunk: Vec<Value> = items.into_iter().skip((page - 1) * per_page).take(per_page).collect();
+    let chunk: Vec<Value> = items
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
     let mut resp = Json(chunk).into_response();
     if last > 1 {
-        let mut params: Vec<(String, String)> =
-            q.iter().filter(|(k, _)| k.as_str() != "page").map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut params: Vec<(String, String)> = q
+            .iter()
+            .filter(|(k, _)| k.as_str() != "page")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         params.sort();
         let link = |p: usize, rel: &str| {
             let mut all = params.clone();
             all.push(("page".into(), p.to_string()));
-            let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(all).finish();
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(all)
+                .finish();
             format!("<{}{}?{}>; rel=\"{}\"", s.base, path, query, rel)
         };
         let mut links = Vec::new();
@@ -254,7 +317,15 @@ fn public_user(s: &GithubState, u: &GithubUser) -> Value {
 fn org_owner(s: &GithubState) -> Value {
     let mut v = simple_user(
         s,
-        &GithubUser { id: 1, login: ORG.into(), name: "Acme".into(), email: None, company: None, created: Utc::now(), employee: false },
+        &GithubUser {
+            id: 1,
+            login: ORG.into(),
+            name: "Acme".into(),
+            email: None,
+            company: None,
+            created: Utc::now(),
+            employee: false,
+        },
     );
     v["type"] = json!("Organization");
     v
@@ -264,7 +335,12 @@ fn repo_json(s: &GithubState, r: &Repo) -> Value {
     let full = r.full_name();
     let api = format!("{}/repos/{full}", s.base);
     let html = format!("https://github.example/{full}");
-    let open = s.world.issues.iter().filter(|i| i.repo as i64 == r.id - 5000 && i.open).count();
+    let open = s
+        .world
+        .issues
+        .iter()
+        .filter(|i| i.repo as i64 == r.id - 5000 && i.open)
+        .count();
     let mut v = json!({
         "id": r.id, "node_id": format!("R_{:08}", r.id), "name": r.name, "full_name": full,
         "owner": org_owner(s), "private": r.private, "html_url": html, "description": r.description,
@@ -279,20 +355,45 @@ fn repo_json(s: &GithubState, r: &Repo) -> Value {
         "clone_url": format!("{html}.git"), "svn_url": html,
     });
     for (field, suffix) in [
-        ("archive_url", "/{archive_format}{/ref}"), ("assignees_url", "/assignees{/user}"),
-        ("blobs_url", "/git/blobs{/sha}"), ("branches_url", "/branches{/branch}"),
-        ("collaborators_url", "/collaborators{/collaborator}"), ("comments_url", "/comments{/number}"),
-        ("commits_url", "/commits{/sha}"), ("compare_url", "/compare/{base}...{head}"),
-        ("contents_url", "/contents/{+path}"), ("contributors_url", "/contributors"),
-        ("deployments_url", "/deployments"), ("downloads_url", "/downloads"), ("events_url", "/events"),
-        ("forks_url", "/forks"), ("git_commits_url", "/git/commits{/sha}"), ("git_refs_url", "/git/refs{/sha}"),
-        ("git_tags_url", "/git/tags{/sha}"), ("hooks_url", "/hooks"), ("issue_comment_url", "/issues/comments{/number}"),
-        ("issue_events_url", "/issues/events{/number}"), ("issues_url", "/issues{/number}"), ("keys_url", "/keys{/key_id}"),
-        ("labels_url", "/labels{/name}"), ("languages_url", "/languages"), ("merges_url", "/merges"),
-        ("milestones_url", "/milestones{/number}"), ("notifications_url", "/notifications{?since,all,participating}"),
-        ("pulls_url", "/pulls{/number}"), ("releases_url", "/releases{/id}"), ("stargazers_url", "/stargazers"),
-        ("statuses_url", "/statuses/{sha}"), ("subscribers_url", "/subscribers"), ("subscription_url", "/subscription"),
-        ("tags_url", "/tags"), ("teams_url", "/teams"), ("trees_url", "/git/trees{/sha}"),
+        ("archive_url", "/{archive_format}{/ref}"),
+        ("assignees_url", "/assignees{/user}"),
+        ("blobs_url", "/git/blobs{/sha}"),
+        ("branches_url", "/branches{/branch}"),
+        ("collaborators_url", "/collaborators{/collaborator}"),
+        ("comments_url", "/comments{/number}"),
+        ("commits_url", "/commits{/sha}"),
+        ("compare_url", "/compare/{base}...{head}"),
+        ("contents_url", "/contents/{+path}"),
+        ("contributors_url", "/contributors"),
+        ("deployments_url", "/deployments"),
+        ("downloads_url", "/downloads"),
+        ("events_url", "/events"),
+        ("forks_url", "/forks"),
+        ("git_commits_url", "/git/commits{/sha}"),
+        ("git_refs_url", "/git/refs{/sha}"),
+        ("git_tags_url", "/git/tags{/sha}"),
+        ("hooks_url", "/hooks"),
+        ("issue_comment_url", "/issues/comments{/number}"),
+        ("issue_events_url", "/issues/events{/number}"),
+        ("issues_url", "/issues{/number}"),
+        ("keys_url", "/keys{/key_id}"),
+        ("labels_url", "/labels{/name}"),
+        ("languages_url", "/languages"),
+        ("merges_url", "/merges"),
+        ("milestones_url", "/milestones{/number}"),
+        (
+            "notifications_url",
+            "/notifications{?since,all,participating}",
+        ),
+        ("pulls_url", "/pulls{/number}"),
+        ("releases_url", "/releases{/id}"),
+        ("stargazers_url", "/stargazers"),
+        ("statuses_url", "/statuses/{sha}"),
+        ("subscribers_url", "/subscribers"),
+        ("subscription_url", "/subscription"),
+        ("tags_url", "/tags"),
+        ("teams_url", "/teams"),
+        ("trees_url", "/git/trees{/sha}"),
     ] {
         v[field] = json!(format!("{api}{suffix}"));
     }
@@ -303,7 +404,7 @@ fn label_json(s: &GithubState, repo: &Repo, name: &str) -> Value {
     json!({
         "id": fnv1a(name.as_bytes()) as i64 & 0x7fff_ffff, "node_id": format!("LA_{name}"),
         "url": format!("{}/repos/{}/labels/{name}", s.base, repo.full_name()),
-        "name": name, "description": null, "color": "d73a4a", "default": name == "bug",
+        "name": name, "description": format!("Label {name}"), "color": "d73a4a", "default": name == "bug",
     })
 }
 
@@ -348,9 +449,7 @@ fn pull_json(s: &GithubState, i: &Issue) -> Value {
     let html = format!("https://github.example/{full}/pull/{}", i.number);
     let issue_api = format!("{}/repos/{full}/issues/{}", s.base, i.number);
     let author = simple_user(s, &w.github_users[i.author]);
-    let branch = |r#ref: String, sha: String| {
-        json!({"label": format!("{ORG}:{ref}"), "ref": r#ref, "repo": repo_json(s, repo), "sha": sha, "user": author.clone()})
-    };
+    let branch = |r#ref: String, sha: String| json!({"label": format!("{ORG}:{ref}"), "ref": r#ref, "repo": repo_json(s, repo), "sha": sha, "user": author.clone()});
     let link = |href: String| json!({"href": href});
     json!({
         "url": api, "id": i.id + 10_000_000, "node_id": format!("PR_{:08}", i.id), "html_url": html,
@@ -387,7 +486,10 @@ fn find_repo<'a>(s: &'a GithubState, owner: &str, name: &str, caller: &Caller) -
         return None;
     }
     // Private repositories answer 404, not 403, to callers who may not see them.
-    s.world.repos.iter().find(|r| r.name.eq_ignore_ascii_case(name) && (caller.authenticated || !r.private))
+    s.world
+        .repos
+        .iter()
+        .find(|r| r.name.eq_ignore_ascii_case(name) && (caller.authenticated || !r.private))
 }
 
 type Q = Query<HashMap<String, String>>;
@@ -419,13 +521,24 @@ fn sorted_repos(s: &GithubState, caller: &Caller, q: &HashMap<String, String>) -
         "full_name" => repos.sort_by_key(|r| r.full_name()),
         _ => repos.sort_by_key(|r| std::cmp::Reverse(r.created)),
     }
-    if q.get("direction").map(String::as_str) == Some(if q.get("sort").map(String::as_str) == Some("full_name") { "desc" } else { "asc" }) {
+    if q.get("direction").map(String::as_str)
+        == Some(if q.get("sort").map(String::as_str) == Some("full_name") {
+            "desc"
+        } else {
+            "asc"
+        })
+    {
         repos.reverse();
     }
     repos.into_iter().map(|r| repo_json(s, r)).collect()
 }
 
-async fn org_repos(State(s): State<Arc<GithubState>>, axum::Extension(c): axum::Extension<Caller>, Path(org): Path<String>, Query(q): Q) -> Response {
+async fn org_repos(
+    State(s): State<Arc<GithubState>>,
+    axum::Extension(c): axum::Extension<Caller>,
+    Path(org): Path<String>,
+    Query(q): Q,
+) -> Response {
     if !org.eq_ignore_ascii_case(ORG) {
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
@@ -433,16 +546,29 @@ async fn org_repos(State(s): State<Arc<GithubState>>, axum::Extension(c): axum::
     page(&s, &format!("/orgs/{org}/repos"), &q, items)
 }
 
-async fn user_repos(State(s): State<Arc<GithubState>>, axum::Extension(c): axum::Extension<Caller>, Path(user): Path<String>, Query(q): Q) -> Response {
+async fn user_repos(
+    State(s): State<Arc<GithubState>>,
+    axum::Extension(c): axum::Extension<Caller>,
+    Path(user): Path<String>,
+    Query(q): Q,
+) -> Response {
     if s.world.github_user_by_login(&user).is_none() && !user.eq_ignore_ascii_case(ORG) {
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
     // Users own no repositories in this world; the organisation's are listed under its name.
-    let items = if user.eq_ignore_ascii_case(ORG) { sorted_repos(&s, &c, &q) } else { Vec::new() };
+    let items = if user.eq_ignore_ascii_case(ORG) {
+        sorted_repos(&s, &c, &q)
+    } else {
+        Vec::new()
+    };
     page(&s, &format!("/users/{user}/repos"), &q, items)
 }
 
-async fn repo(State(s): State<Arc<GithubState>>, axum::Extension(c): axum::Extension<Caller>, Path((owner, name)): Path<(String, String)>) -> Response {
+async fn repo(
+    State(s): State<Arc<GithubState>>,
+    axum::Extension(c): axum::Extension<Caller>,
+    Path((owner, name)): Path<(String, String)>,
+) -> Response {
     match find_repo(&s, &owner, &name, &c) {
         Some(r) => Json(repo_json(&s, r)).into_response(),
         None => error(StatusCode::NOT_FOUND, "Not Found"),
@@ -450,7 +576,9 @@ async fn repo(State(s): State<Arc<GithubState>>, axum::Extension(c): axum::Exten
 }
 
 fn parse_time(v: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(v).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(v)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 fn sort_issues(items: &mut [&Issue], q: &HashMap<String, String>) {
@@ -491,10 +619,20 @@ async fn issues(
     Path((owner, name)): Path<(String, String)>,
     Query(q): Q,
 ) -> Response {
-    let Some(repo) = find_repo(&s, &owner, &name, &c) else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    let Some(repo) = find_repo(&s, &owner, &name, &c) else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
     let w = &s.world;
     let repo_idx = (repo.id - 5000) as usize;
-    let labels: Vec<&str> = q.get("labels").map(|l| l.split(',').map(str::trim).filter(|l| !l.is_empty()).collect()).unwrap_or_default();
+    let labels: Vec<&str> = q
+        .get("labels")
+        .map(|l| {
+            l.split(',')
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
     let since = match q.get("since") {
         Some(v) => match parse_time(v) {
             Some(t) => Some(t),
@@ -510,10 +648,16 @@ async fn issues(
             Ok(false) => continue,
             Err(resp) => return resp,
         }
-        if !labels.iter().all(|l| i.labels.iter().any(|x| x.eq_ignore_ascii_case(l))) {
+        if !labels
+            .iter()
+            .all(|l| i.labels.iter().any(|x| x.eq_ignore_ascii_case(l)))
+        {
             continue;
         }
-        let assigned_to = |a: &str| i.assignee.is_some_and(|x| login_of(x).eq_ignore_ascii_case(a));
+        let assigned_to = |a: &str| {
+            i.assignee
+                .is_some_and(|x| login_of(x).eq_ignore_ascii_case(a))
+        };
         let assignee_ok = match q.get("assignee").map(String::as_str) {
             None => true,
             Some("*") => i.assignee.is_some(),
@@ -529,7 +673,10 @@ async fn issues(
             }
         }
         if let Some(m) = q.get("mentioned") {
-            if !i.assignee.is_some_and(|x| login_of(x).eq_ignore_ascii_case(m)) {
+            if !i
+                .assignee
+                .is_some_and(|x| login_of(x).eq_ignore_ascii_case(m))
+            {
                 continue;
             }
         }
@@ -551,10 +698,17 @@ async fn pulls(
     Path((owner, name)): Path<(String, String)>,
     Query(q): Q,
 ) -> Response {
-    let Some(repo) = find_repo(&s, &owner, &name, &c) else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    let Some(repo) = find_repo(&s, &owner, &name, &c) else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
     let repo_idx = (repo.id - 5000) as usize;
     let mut out = Vec::new();
-    for i in s.world.issues.iter().filter(|i| i.repo == repo_idx && i.is_pull) {
+    for i in s
+        .world
+        .issues
+        .iter()
+        .filter(|i| i.repo == repo_idx && i.is_pull)
+    {
         match state_matches(i, &q) {
             Ok(true) => {}
             Ok(false) => continue,
@@ -589,7 +743,9 @@ async fn commits(
     Path((owner, name)): Path<(String, String)>,
     Query(q): Q,
 ) -> Response {
-    let Some(repo) = find_repo(&s, &owner, &name, &c) else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    let Some(repo) = find_repo(&s, &owner, &name, &c) else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
     let w = &s.world;
     let repo_idx = (repo.id - 5000) as usize;
     let since = q.get("since").and_then(|v| parse_time(v));
@@ -624,16 +780,32 @@ async fn commits(
 }
 
 async fn users(State(s): State<Arc<GithubState>>, Query(q): Q) -> Response {
-    let since = q.get("since").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-    let per_page = q.get("per_page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(30).clamp(1, 100);
-    let mut list: Vec<&GithubUser> = s.world.github_users.iter().filter(|u| u.id > since).collect();
+    let since = q
+        .get("since")
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
+    let per_page = q
+        .get("per_page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let mut list: Vec<&GithubUser> = s
+        .world
+        .github_users
+        .iter()
+        .filter(|u| u.id > since)
+        .collect();
     list.sort_by_key(|u| u.id);
     let chunk: Vec<&GithubUser> = list.iter().take(per_page).copied().collect();
-    let mut resp = Json(chunk.iter().map(|u| simple_user(&s, u)).collect::<Vec<_>>()).into_response();
+    let mut resp =
+        Json(chunk.iter().map(|u| simple_user(&s, u)).collect::<Vec<_>>()).into_response();
     // `GET /users` pages only by `since`: the link points past the last id of this page.
     if list.len() > per_page {
         if let Some(last) = chunk.last() {
-            let link = format!("<{}/users?per_page={per_page}&since={}>; rel=\"next\"", s.base, last.id);
+            let link = format!(
+                "<{}/users?per_page={per_page}&since={}>; rel=\"next\"",
+                s.base, last.id
+            );
             if let Ok(v) = HeaderValue::from_str(&link) {
                 resp.headers_mut().insert("link", v);
             }
@@ -651,7 +823,11 @@ async fn user(State(s): State<Arc<GithubState>>, Path(login): Path<String>) -> R
 
 /// `GET /search/issues`: the qualifiers `repo:`, `org:`, `is:issue|pr`, `state:`, `label:`, `author:`,
 /// `assignee:` and free words matched against titles. At most 1,000 results are reachable.
-async fn search_issues(State(s): State<Arc<GithubState>>, axum::Extension(c): axum::Extension<Caller>, Query(q): Q) -> Response {
+async fn search_issues(
+    State(s): State<Arc<GithubState>>,
+    axum::Extension(c): axum::Extension<Caller>,
+    Query(q): Q,
+) -> Response {
     let Some(query) = q.get("q") else {
         return validation_failed("q", "");
     };
@@ -678,18 +854,32 @@ async fn search_issues(State(s): State<Arc<GithubState>>, axum::Extension(c): ax
             "state" => (v == "open") == i.open,
             "label" => i.labels.iter().any(|l| l.eq_ignore_ascii_case(v)),
             "author" => w.github_users[i.author].login.eq_ignore_ascii_case(v),
-            "assignee" => i.assignee.is_some_and(|a| w.github_users[a].login.eq_ignore_ascii_case(v)),
+            "assignee" => i
+                .assignee
+                .is_some_and(|a| w.github_users[a].login.eq_ignore_ascii_case(v)),
             _ => true,
         });
         if k.is_empty() {
             words.push(v.to_lowercase());
         }
     }
-    matches.retain(|i| words.iter().all(|word| i.title.to_lowercase().contains(word)));
+    matches.retain(|i| {
+        words
+            .iter()
+            .all(|word| i.title.to_lowercase().contains(word))
+    });
     sort_issues(&mut matches, &q);
     let total = matches.len();
-    let per_page = q.get("per_page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(30).clamp(1, 100);
-    let page_no = q.get("page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1).max(1);
+    let per_page = q
+        .get("per_page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let page_no = q
+        .get("page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
     if (page_no - 1) * per_page >= 1000 && total > 0 {
         return validation_failed("page", "Only the first 1000 search results are available");
     }

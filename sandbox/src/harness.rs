@@ -89,13 +89,20 @@ impl Harness {
     pub fn stats(&self) -> Stats {
         Stats {
             total: self.total.load(Ordering::SeqCst),
-            endpoints: self.endpoints.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            endpoints: self
+                .endpoints
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 
     fn reset(&self) {
         self.total.store(0, Ordering::SeqCst);
-        self.endpoints.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     fn roll(&self) -> f64 {
@@ -154,13 +161,20 @@ pub async fn layer(State(h): State<Arc<Harness>>, req: Request, next: Next) -> R
     let endpoint = format!(
         "{} {}",
         req.method(),
-        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| req.uri().path().to_string())
+        req.extensions()
+            .get::<MatchedPath>()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| req.uri().path().to_string())
     );
     if endpoint.contains("/_sandbox/") {
         return next.run(req).await;
     }
     h.total.fetch_add(1, Ordering::SeqCst);
-    *h.endpoints.lock().unwrap_or_else(|e| e.into_inner()).entry(endpoint).or_default() += 1;
+    *h.endpoints
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(endpoint)
+        .or_default() += 1;
 
     let s = h.settings();
     let delay = h.delay(s.latency);
@@ -175,7 +189,12 @@ pub async fn layer(State(h): State<Arc<Harness>>, req: Request, next: Next) -> R
         return h.rate_limited(f.retry_after_secs);
     }
     if f.malformed_rate > 0.0 && h.roll() < f.malformed_rate {
-        return (StatusCode::OK, [("content-type", "application/json")], "{\"ok\": tru<html>").into_response();
+        return (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            "{\"ok\": tru<html>",
+        )
+            .into_response();
     }
     let truncate = f.truncated_rate > 0.0 && h.roll() < f.truncated_rate;
     let resp = next.run(req).await;
@@ -213,7 +232,10 @@ pub async fn layer(State(h): State<Arc<Harness>>, req: Request, next: Next) -> R
 /// `/_sandbox/stats`, `/_sandbox/stats/reset` and `/_sandbox/settings` for one app.
 pub fn control_routes(h: Arc<Harness>) -> Router {
     Router::new()
-        .route("/_sandbox/stats", get(|State(h): State<Arc<Harness>>| async move { Json(h.stats()) }))
+        .route(
+            "/_sandbox/stats",
+            get(|State(h): State<Arc<Harness>>| async move { Json(h.stats()) }),
+        )
         .route(
             "/_sandbox/stats/reset",
             post(|State(h): State<Arc<Harness>>| async move {
@@ -235,5 +257,6 @@ pub fn control_routes(h: Arc<Harness>) -> Router {
 
 /// Wraps an app router with the harness and its control routes.
 pub fn wrap(app: Router, h: Arc<Harness>) -> Router {
-    app.merge(control_routes(h.clone())).layer(axum::middleware::from_fn_with_state(h, layer))
+    app.merge(control_routes(h.clone()))
+        .layer(axum::middleware::from_fn_with_state(h, layer))
 }

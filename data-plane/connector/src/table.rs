@@ -15,7 +15,9 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
 use futures::stream::{BoxStream, StreamExt};
 use serde_json::Value;
 
@@ -45,7 +47,11 @@ pub trait ApiTable: Send + Sync + Debug + 'static {
     /// The API requests a scan will make, for `EXPLAIN`.
     fn describe(&self, scan: &ScanRequest) -> Vec<String>;
     /// The rows, a page at a time.
-    fn fetch(&self, scan: ScanRequest, query: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>>;
+    fn fetch(
+        &self,
+        scan: ScanRequest,
+        query: Arc<QueryContext>,
+    ) -> BoxStream<'static, Result<Vec<Value>>>;
 }
 
 /// A DataFusion table over an [`ApiTable`].
@@ -60,7 +66,11 @@ impl ApiTableProvider {
     /// With `pushdown` off, every filter and limit stays in the engine (the correctness gate's baseline).
     pub fn new(table: Arc<dyn ApiTable>, pushdown: bool) -> Self {
         let schema = json::schema_of(table.columns());
-        ApiTableProvider { table, schema, pushdown }
+        ApiTableProvider {
+            table,
+            schema,
+            pushdown,
+        }
     }
 }
 
@@ -74,10 +84,19 @@ impl TableProvider for ApiTableProvider {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
         Ok(filters
             .iter()
-            .map(|f| if self.pushdown { self.table.pushdown(f) } else { TableProviderFilterPushDown::Unsupported })
+            .map(|f| {
+                if self.pushdown {
+                    self.table.pushdown(f)
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
             .collect())
     }
 
@@ -90,14 +109,22 @@ impl TableProvider for ApiTableProvider {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let request = ScanRequest {
             projection: projection.cloned(),
-            filters: if self.pushdown { filters.to_vec() } else { Vec::new() },
+            filters: if self.pushdown {
+                filters.to_vec()
+            } else {
+                Vec::new()
+            },
             limit: if self.pushdown { limit } else { None },
         };
         let schema = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
         };
-        Ok(Arc::new(ApiScanExec::new(self.table.clone(), request, schema)))
+        Ok(Arc::new(ApiScanExec::new(
+            self.table.clone(),
+            request,
+            schema,
+        )))
     }
 }
 
@@ -118,7 +145,12 @@ impl ApiScanExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        ApiScanExec { table, request, schema, properties }
+        ApiScanExec {
+            table,
+            request,
+            schema,
+            properties,
+        }
     }
 
     pub fn table_name(&self) -> String {
@@ -158,19 +190,34 @@ impl ExecutionPlan for ApiScanExec {
         vec![]
     }
 
-    fn apply_expressions(&self, _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>) -> DfResult<TreeNodeRecursion> {
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(self)
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
         if partition != 0 {
-            return Err(DataFusionError::Internal(format!("ApiScanExec has one partition, asked for {partition}")));
+            return Err(DataFusionError::Internal(format!(
+                "ApiScanExec has one partition, asked for {partition}"
+            )));
         }
-        let query = context.session_config().get_extension::<QueryContext>().unwrap_or_default();
+        let query = context
+            .session_config()
+            .get_extension::<QueryContext>()
+            .unwrap_or_default();
         let columns: Vec<Column> = match &self.request.projection {
             Some(p) => p.iter().map(|i| self.table.columns()[*i].clone()).collect(),
             None => self.table.columns().to_vec(),
@@ -192,6 +239,9 @@ impl ExecutionPlan for ApiScanExec {
                 let refs: Vec<&Column> = columns.iter().collect();
                 json::to_batch(schema.clone(), &refs, &rows).map_err(DataFusionError::from)
             });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            batches,
+        )))
     }
 }

@@ -5,13 +5,26 @@ use std::collections::BTreeMap;
 use crate::config::{ApiKeyConfig, Config, ConnectionConfig, TenantConfig};
 
 /// One tenant with one API key and the given `(name, connector, options)` connections.
-pub fn single_tenant(tenant: &str, principal: &str, token: &str, connections: Vec<(String, String, BTreeMap<String, String>)>) -> TenantConfig {
+pub fn single_tenant(
+    tenant: &str,
+    principal: &str,
+    token: &str,
+    connections: Vec<(String, String, BTreeMap<String, String>)>,
+) -> TenantConfig {
     TenantConfig {
         id: tenant.into(),
-        api_keys: vec![ApiKeyConfig { principal: principal.into(), token: token.into() }],
+        api_keys: vec![ApiKeyConfig {
+            principal: principal.into(),
+            token: token.into(),
+        }],
         connections: connections
             .into_iter()
-            .map(|(name, connector, options)| ConnectionConfig { name, connector, version: None, options })
+            .map(|(name, connector, options)| ConnectionConfig {
+                name,
+                connector,
+                version: None,
+                options,
+            })
             .collect(),
     }
 }

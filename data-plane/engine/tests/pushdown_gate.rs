@@ -16,7 +16,10 @@ async fn gate(queries: &[String]) -> (u64, u64) {
         let (with, rows, with_requests) = run(&pushed, sql).await;
         let (without, _, without_requests) = run(&naive, sql).await;
         assert_eq!(with, without, "results differ with pushdown for: {sql}");
-        assert!(with_requests <= without_requests, "pushdown made more requests ({with_requests} > {without_requests}) for: {sql}");
+        assert!(
+            with_requests <= without_requests,
+            "pushdown made more requests ({with_requests} > {without_requests}) for: {sql}"
+        );
         println!("{rows:>5} rows  {with_requests:>4} vs {without_requests:>4} requests  {sql}");
         total.0 += with_requests;
         total.1 += without_requests;
@@ -28,7 +31,12 @@ async fn gate(queries: &[String]) -> (u64, u64) {
 async fn github_results_are_identical_with_and_without_pushdown() {
     let w = omnisql_sandbox::World::generate(42, 1);
     let author = &w.github_users[w.issues[3].author].login;
-    let assignee = w.issues.iter().find_map(|i| i.assignee).map(|a| w.github_users[a].login.clone()).unwrap();
+    let assignee = w
+        .issues
+        .iter()
+        .find_map(|i| i.assignee)
+        .map(|a| w.github_users[a].login.clone())
+        .unwrap();
     let committer = &w.employees[w.commits[0].author].email;
     let queries = vec![
         "SELECT repo_full_name, number, state FROM github.issues WHERE state = 'open' ORDER BY repo_full_name, number".to_string(),
@@ -48,7 +56,10 @@ async fn github_results_are_identical_with_and_without_pushdown() {
         "SELECT full_name FROM github.repos ORDER BY full_name".into(),
     ];
     let (with, without) = gate(&queries).await;
-    assert!(with * 2 < without, "pushdown should at least halve GitHub requests here ({with} vs {without})");
+    assert!(
+        with * 2 < without,
+        "pushdown should at least halve GitHub requests here ({with} vs {without})"
+    );
 }
 
 #[tokio::test]
@@ -94,5 +105,8 @@ async fn slack_results_are_identical_with_and_without_pushdown() {
         format!("SELECT count(*) FROM (SELECT ts FROM slack.messages WHERE channel_id = '{channel}' LIMIT 5)"),
     ];
     let (with, without) = gate(&queries).await;
-    assert!(with < without, "pushdown saved no Slack requests ({with} vs {without})");
+    assert!(
+        with < without,
+        "pushdown saved no Slack requests ({with} vs {without})"
+    );
 }

@@ -1,0 +1,85 @@
+"""Starts `omnisql dev` once per session, as a user would, and hands tests its endpoints."""
+
+import json
+import os
+import pathlib
+import subprocess
+import threading
+import urllib.request
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def omnisql_binary() -> str:
+    if os.environ.get("OMNISQL_BIN"):
+        return os.environ["OMNISQL_BIN"]
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    return str(target / "debug" / "omnisql")
+
+
+class Dev:
+    """A running `omnisql dev` and what its endpoints file says."""
+
+    def __init__(self, tmp: pathlib.Path):
+        self.endpoints_file = tmp / "endpoints.json"
+        self.log: list[str] = []
+        self.proc = subprocess.Popen(
+            [omnisql_binary(), "dev", "--flight-addr", "127.0.0.1:0", "--endpoints-file", str(self.endpoints_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # The banner is printed once everything listens; read up to it, then keep draining the log.
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line)
+            if "Ctrl-C stops it" in line:
+                break
+        else:
+            raise RuntimeError("omnisql dev exited before it was ready:\n" + "".join(self.log))
+        threading.Thread(target=self._drain, daemon=True).start()
+        self.endpoints = json.loads(self.endpoints_file.read_text())
+        self.uri = self.endpoints["flight_sql"]
+        self.token = self.endpoints["token"]
+
+    def _drain(self):
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line)
+
+    def app(self, name: str) -> dict:
+        return self.endpoints[name]
+
+    def sandbox(self, app: str, path: str, body: dict | None = None) -> dict:
+        """GET (or POST `body` to) a sandbox control route of one app."""
+        url = self.endpoints[app]["base_url"] + path
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def dev(tmp_path_factory):
+    d = Dev(tmp_path_factory.mktemp("dev"))
+    yield d
+    d.stop()
+
+
+@pytest.fixture()
+def conn(dev):
+    import adbc_driver_flightsql.dbapi as flight_sql
+
+    c = flight_sql.connect(dev.uri, db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {dev.token}"})
+    yield c
+    c.close()

@@ -1,0 +1,207 @@
+"""OmniSQL through the ADBC Flight SQL driver and pyarrow, as a user runs it."""
+
+import json
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+import adbc_driver_flightsql.dbapi as flight_sql
+import adbc_driver_manager
+import pytest
+
+
+def test_get_info_names_the_server(conn):
+    info = conn.adbc_get_info()
+    assert info["vendor_name"] == "OmniSQL"
+
+
+def test_catalog_browsing_lists_each_app_schema_and_its_tables(conn):
+    objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
+    catalogs = {c["catalog_name"]: c for c in objects}
+    assert "omnisql" in catalogs
+    schemas = {s["db_schema_name"]: {t["table_name"] for t in s["db_schema_tables"]}
+               for s in catalogs["omnisql"]["catalog_db_schemas"]}
+    assert {"github", "salesforce", "slack"} <= set(schemas)
+    assert {"issues", "pulls", "commits", "repos", "users"} <= schemas["github"]
+    assert {"account", "contact", "opportunity", "user", "renewal__c"} <= schemas["salesforce"]
+    assert {"channels", "users", "messages"} <= schemas["slack"]
+
+
+def test_table_schema_of_a_salesforce_custom_object(conn):
+    schema = conn.adbc_get_table_schema("renewal__c", db_schema_filter="salesforce")
+    assert "amount__c" in schema.names and "account__c" in schema.names
+
+
+def _get(url: str, headers: dict) -> tuple[object, dict]:
+    req = urllib.request.Request(url, headers={"user-agent": "e2e", **headers})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read()), dict(resp.headers)
+
+
+def _expected_join(dev) -> set:
+    """The 3-app join computed independently, straight from the sandbox APIs."""
+    gh = dev.app("github")
+    h = {"authorization": f"Bearer {gh['credentials']['token']}"}
+    logins_by_issue = []
+    repos, _ = _get(gh["base_url"] + "/orgs/acme/repos?per_page=100", h)
+    for repo in repos:
+        page = 1
+        while True:
+            items, headers = _get(f"{gh['base_url']}/repos/{repo['full_name']}/issues?state=open&per_page=100&page={page}", h)
+            logins_by_issue += [(repo["full_name"], i["number"], i["user"]["login"]) for i in items if "pull_request" not in i]
+            if 'rel="next"' not in headers.get("link", headers.get("Link", "")):
+                break
+            page += 1
+    emails = {}
+    for login in {l for _, _, l in logins_by_issue}:
+        user, _ = _get(f"{gh['base_url']}/users/{login}", h)
+        emails[login] = user.get("email")
+
+    sf = dev.app("salesforce")
+    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": sf["credentials"]["client_id"],
+                                   "client_secret": sf["credentials"]["client_secret"]}).encode()
+    with urllib.request.urlopen(urllib.request.Request(sf["base_url"] + "/services/oauth2/token", data=form), timeout=30) as r:
+        token = json.loads(r.read())
+    sfh = {"authorization": f"Bearer {token['access_token']}"}
+    soql = urllib.parse.quote("SELECT Email, Account.OwnerId FROM Contact")
+    contacts = {}
+    q = "SELECT Email, AccountId FROM Contact"
+    body, _ = _get(f"{token['instance_url']}/services/data/v62.0/query?q={urllib.parse.quote(q)}", sfh)
+    for rec in body["records"]:
+        contacts[rec["Email"]] = rec["AccountId"]
+    del soql
+    q = "SELECT Id, OwnerId FROM Account"
+    body, _ = _get(f"{token['instance_url']}/services/data/v62.0/query?q={urllib.parse.quote(q)}", sfh)
+    owner = {rec["Id"]: rec["OwnerId"] for rec in body["records"]}
+    q = "SELECT Id, Email FROM User"
+    body, _ = _get(f"{token['instance_url']}/services/data/v62.0/query?q={urllib.parse.quote(q)}", sfh)
+    user_email = {rec["Id"]: rec["Email"] for rec in body["records"]}
+
+    sl = dev.app("slack")
+    members, _ = _get(sl["base_url"] + "/api/users.list?limit=1000", {"authorization": f"Bearer {sl['credentials']['token']}"})
+    slack_name = {m["profile"].get("email"): m["profile"]["real_name"] for m in members["members"]}
+
+    expected = set()
+    for repo, number, login in logins_by_issue:
+        email = emails.get(login)
+        if email in contacts:
+            owner_email = user_email[owner[contacts[email]]]
+            if owner_email in slack_name:
+                expected.add((repo, number, email, slack_name[owner_email]))
+    return expected
+
+
+JOIN = """
+    SELECT i.repo_full_name, i.number, c.email AS customer, su.real_name AS owner
+    FROM github.issues i
+    JOIN github.users gu ON gu.login = i.user_login
+    JOIN salesforce.contact c ON c.email = gu.email
+    JOIN salesforce.account a ON a.id = c.account_id
+    JOIN salesforce."user" u ON u.id = a.owner_id
+    JOIN slack.users su ON su.email = u.email
+    WHERE i.state = 'open' AND NOT i.is_pull_request
+"""
+
+
+def test_three_app_join_on_email_returns_the_rows_the_apis_hold(conn, dev):
+    expected = _expected_join(dev)
+    assert len(expected) > 5
+    with conn.cursor() as cur:
+        cur.execute(JOIN)
+        table = cur.fetch_arrow_table()
+    got = set(zip(*(table.column(n).to_pylist() for n in ["repo_full_name", "number", "customer", "owner"])))
+    assert got == expected
+
+
+def test_bound_parameters_filter_like_literals(conn):
+    def numbers(cur):
+        return [r[0] for r in cur.fetchall()]
+
+    with conn.cursor() as cur:
+        results = {}
+        for state in ("open", "closed"):
+            cur.execute(f"SELECT number FROM github.issues WHERE state = '{state}' AND repo_full_name = 'acme/web' ORDER BY number")
+            literal = numbers(cur)
+            cur.execute("SELECT number FROM github.issues WHERE state = $1 AND repo_full_name = $2 ORDER BY number", (state, "acme/web"))
+            assert numbers(cur) == literal
+            results[state] = literal
+    assert results["open"] and results["closed"] and not set(results["open"]) & set(results["closed"])
+
+
+def test_bad_sql_gets_a_clear_invalid_argument_error(conn):
+    with conn.cursor() as cur:
+        with pytest.raises(adbc_driver_manager.Error) as err:
+            cur.execute("SELEC name FROM salesforce.account")
+    text = str(err.value)
+    assert "invalid query" in text and "SELEC" in text, text
+    assert "INVALID_ARGUMENT" in text or "InvalidArgument" in text or "INVALID_ARGUMENT".lower() in text.lower(), text
+
+
+def test_unknown_table_names_the_table(conn):
+    with conn.cursor() as cur:
+        with pytest.raises(adbc_driver_manager.Error) as err:
+            cur.execute("SELECT * FROM github.nope")
+    assert "github.nope" in str(err.value)
+
+
+def test_wrong_token_is_rejected_with_unauthenticated(dev):
+    with pytest.raises(adbc_driver_manager.Error) as err:
+        c = flight_sql.connect(dev.uri, db_kwargs={"adbc.flight.sql.authorization_header": "Bearer not-a-real-key-123456"})
+        try:
+            with c.cursor() as cur:
+                cur.execute("SELECT 1")
+        finally:
+            c.close()
+    text = str(err.value)
+    assert "unknown or revoked API key" in text, text
+
+
+def test_cancelling_a_slow_query_stops_upstream_requests(conn, dev):
+    dev.sandbox("github", "/_sandbox/settings", {"latency": {"fixed_ms": 1500, "jitter_pct": 0}})
+    dev.sandbox("github", "/_sandbox/stats/reset", {})
+    errors = []
+    cur = conn.cursor()
+
+    def run():
+        try:
+            cur.execute("SELECT login, email FROM github.users")
+            cur.fetch_arrow_table()
+        except Exception as e:  # the cancellation surfaces here
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    try:
+        t.start()
+        deadline = time.monotonic() + 20
+        while dev.sandbox("github", "/_sandbox/stats")["total"] == 0:
+            assert time.monotonic() < deadline, "the query never reached GitHub"
+            time.sleep(0.05)
+        started = time.monotonic()
+        cur.adbc_cancel()
+        t.join(timeout=10)
+        assert not t.is_alive(), "the cancelled query did not return"
+        assert time.monotonic() - started < 5
+        assert errors, "the cancelled query should fail, not return rows"
+        at_cancel = dev.sandbox("github", "/_sandbox/stats")["total"]
+        time.sleep(3.5)  # two latency periods: anything still scheduled would have arrived
+        after = dev.sandbox("github", "/_sandbox/stats")["total"]
+        assert after - at_cancel <= 16, (at_cancel, after)
+        assert after < 40, f"a full scan needs 50+ requests, the cancelled one made {after}"
+    finally:
+        dev.sandbox("github", "/_sandbox/settings", {"latency": {"fixed_ms": 0, "jitter_pct": 0}})
+        cur.close()
+
+
+def test_pyarrow_flight_client_reads_results(dev):
+    from pyarrow import flight
+
+    client = flight.FlightClient(dev.uri)
+    options = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {dev.token}".encode())])
+    # A raw Flight SQL CommandStatementQuery, packed as the protocol's Any message.
+    from google_any import statement_descriptor  # noqa: E402  (local helper)
+
+    info = client.get_flight_info(statement_descriptor("SELECT name FROM slack.channels ORDER BY name"), options)
+    table = client.do_get(info.endpoints[0].ticket, options).read_all()
+    assert table.column("name").to_pylist() == sorted(table.column("name").to_pylist())
+    assert "general" in table.column("name").to_pylist()

@@ -1,0 +1,112 @@
+"""Sandbox responses validate against the published API descriptions in shared/specs."""
+
+import json
+import pathlib
+import urllib.parse
+import urllib.request
+
+import jsonschema
+import pytest
+from openapi_schema_validator import OAS30Validator
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SPECS = next(p for p in [ROOT.parent / "shared" / "specs", ROOT / "shared" / "specs"] if p.exists())
+
+
+@pytest.fixture(scope="module")
+def github_spec():
+    return json.loads((SPECS / "github-rest-openapi-2022-07.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def slack_spec():
+    return json.loads((SPECS / "slack-web-openapi-v2.json").read_text())
+
+
+def fetch(url, headers=None, data=None):
+    req = urllib.request.Request(url, data=data, headers={"user-agent": "contract-test", **(headers or {})})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read()), resp.headers
+
+
+def github_validator(spec, response_schema):
+    return OAS30Validator({**response_schema, "components": spec["components"]})
+
+
+def response_schema(spec, path, code="200"):
+    return spec["paths"][path]["get"]["responses"][code]["content"]["application/json"]["schema"]
+
+
+@pytest.mark.parametrize(
+    "spec_path,url_path",
+    [
+        ("/orgs/{org}/repos", "/orgs/acme/repos?per_page=100"),
+        ("/repos/{owner}/{repo}/issues", "/repos/acme/api/issues?state=all&per_page=100"),
+        ("/repos/{owner}/{repo}/pulls", "/repos/acme/api/pulls?state=all&per_page=20"),
+        ("/repos/{owner}/{repo}/commits", "/repos/acme/api/commits?per_page=20"),
+        ("/users", "/users?per_page=100"),
+        ("/search/issues", "/search/issues?q=repo:acme/api+is:issue+state:open"),
+    ],
+)
+def test_github_lists_match_the_openapi_description(dev, github_spec, spec_path, url_path):
+    gh = dev.app("github")
+    body, _ = fetch(gh["base_url"] + url_path, {"authorization": f"Bearer {gh['credentials']['token']}"})
+    assert body, "the sandbox returned nothing to validate"
+    github_validator(github_spec, response_schema(github_spec, spec_path)).validate(body)
+
+
+def test_github_user_matches_the_public_user_schema(dev, github_spec):
+    gh = dev.app("github")
+    h = {"authorization": f"Bearer {gh['credentials']['token']}"}
+    users, _ = fetch(gh["base_url"] + "/users?per_page=5", h)
+    user, _ = fetch(gh["base_url"] + "/users/" + users[0]["login"], h)
+    github_validator(github_spec, response_schema(github_spec, "/users/{username}")).validate(user)
+
+
+def test_github_errors_match_basic_error(dev, github_spec):
+    gh = dev.app("github")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        fetch(gh["base_url"] + "/repos/acme/api/issues", {"authorization": "Bearer wrong"})
+    assert err.value.code == 401
+    body = json.loads(err.value.read())
+    assert body["message"] == "Bad credentials"
+    OAS30Validator({"$ref": "#/components/schemas/basic-error", "components": github_spec["components"]}).validate(body)
+
+
+def slack_validator(spec, method):
+    schema = spec["paths"][method]["get"]["responses"]["200"]["schema"]
+    return jsonschema.Draft4Validator({**schema, "definitions": spec["definitions"]})
+
+
+@pytest.mark.parametrize("method,query", [("/conversations.list", "limit=1000"), ("/users.list", "limit=1000")])
+def test_slack_methods_match_the_openapi_description(dev, slack_spec, method, query):
+    sl = dev.app("slack")
+    body, _ = fetch(f"{sl['base_url']}/api{method}?{query}", {"authorization": f"Bearer {sl['credentials']['token']}"})
+    slack_validator(slack_spec, method).validate(body)
+
+
+def test_slack_history_matches_the_description_except_response_metadata(dev, slack_spec):
+    # The published schema omits `response_metadata`, which real responses carry.
+    sl = dev.app("slack")
+    h = {"authorization": f"Bearer {sl['credentials']['token']}"}
+    channels, _ = fetch(f"{sl['base_url']}/api/conversations.list", h)
+    body, _ = fetch(f"{sl['base_url']}/api/conversations.history?channel={channels['channels'][1]['id']}&limit=10", h)
+    assert body["response_metadata"]["next_cursor"]
+    body.pop("response_metadata")
+    slack_validator(slack_spec, "/conversations.history").validate(body)
+
+
+def test_salesforce_describe_matches_the_describe_schema(dev):
+    schema = json.loads((SPECS / "salesforce-sobject-describe.schema.json").read_text())
+    sf = dev.app("salesforce")
+    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": sf["credentials"]["client_id"],
+                                   "client_secret": sf["credentials"]["client_secret"]}).encode()
+    token, _ = fetch(sf["base_url"] + "/services/oauth2/token", data=form)
+    h = {"authorization": f"Bearer {token['access_token']}"}
+    objects, _ = fetch(token["instance_url"] + "/services/data/v62.0/sobjects", h)
+    names = [o["name"] for o in objects["sobjects"]]
+    assert "Renewal__c" in names
+    for name in names:
+        describe, _ = fetch(f"{token['instance_url']}/services/data/v62.0/sobjects/{name}/describe", h)
+        describe.pop("urls", None)  # not part of the published schema
+        jsonschema.Draft7Validator(schema).validate(describe)
