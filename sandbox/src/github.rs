@@ -23,6 +23,11 @@ const VERSIONS: &[&str] = &["2022-11-28", "2026-03-10"];
 const RETIRED_VERSIONS: &[&str] = &["2021-07-01"];
 const DOCS: &str = "https://docs.github.com/rest";
 
+/// (token or "anonymous", resource).
+type QuotaKey = (String, &'static str);
+/// (window start in epoch seconds, requests used in it).
+type Window = (u64, u64);
+
 #[derive(Debug)]
 pub struct GithubState {
     world: Arc<World>,
@@ -30,8 +35,7 @@ pub struct GithubState {
     token: String,
     per_hour: u64,
     search_per_minute: u64,
-    /// (token or "anonymous", resource) → (window start epoch secs, used).
-    usage: Mutex<HashMap<(String, &'static str), (u64, u64)>>,
+    usage: Mutex<HashMap<QuotaKey, Window>>,
     pub harness: Arc<Harness>,
 }
 

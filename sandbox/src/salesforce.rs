@@ -257,6 +257,9 @@ pub fn objects(w: &World) -> Vec<SObject> {
     vec![account, contact, opportunity, user, renewal]
 }
 
+/// An open query cursor: query id, its rows, batch size.
+type Cursor = (String, Arc<Vec<Value>>, usize);
+
 #[derive(Debug)]
 pub struct SalesforceState {
     base: String,
@@ -268,7 +271,7 @@ pub struct SalesforceState {
     per_day: u64,
     used: Mutex<(Instant, u64)>,
     sessions: Mutex<HashMap<String, Instant>>,
-    cursors: Mutex<HashMap<String, (String, Arc<Vec<Value>>, usize)>>,
+    cursors: Mutex<HashMap<String, Cursor>>,
     counter: Mutex<u64>,
     pub harness: Arc<Harness>,
 }

@@ -480,7 +480,7 @@ impl World {
                 } else {
                     "Customer - Channel"
                 },
-                industry: *rng.pick(INDUSTRIES),
+                industry: INDUSTRIES[rng.below(INDUSTRIES.len() as u64) as usize],
                 annual_revenue: revenue,
                 employees: if rng.chance(0.9) {
                     Some(rng.range(10, 50_000) as i64)
@@ -530,7 +530,7 @@ impl World {
                     first,
                     last,
                     email,
-                    title: *rng.pick(TITLES),
+                    title: TITLES[rng.below(TITLES.len() as u64) as usize],
                     created: base + Duration::days(rng.range(0, 300) as i64),
                     github_user,
                 });
@@ -678,7 +678,7 @@ impl World {
             }
         }
         // Newest first, as GitHub lists commits.
-        commits.sort_by(|a, b| b.date.cmp(&a.date));
+        commits.sort_by_key(|c| std::cmp::Reverse(c.date));
 
         let channels: Vec<Channel> = CHANNELS
             .iter()

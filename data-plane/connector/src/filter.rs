@@ -58,16 +58,16 @@ pub fn in_list(e: &Expr) -> Option<(&str, Vec<ScalarValue>, bool)> {
 /// `col = v`, `col IN (v, …)` (not negated), or `col = a OR col = b …` (the planner's form of short IN
 /// lists): the values a column is pinned to.
 pub fn pinned_values(e: &Expr) -> Option<(&str, Vec<ScalarValue>)> {
-    if let Expr::BinaryExpr(b) = e {
-        if b.op == Operator::Or {
-            let (left, mut values) = pinned_values(&b.left)?;
-            let (right, more) = pinned_values(&b.right)?;
-            if left != right {
-                return None;
-            }
-            values.extend(more);
-            return Some((left, values));
+    if let Expr::BinaryExpr(b) = e
+        && b.op == Operator::Or
+    {
+        let (left, mut values) = pinned_values(&b.left)?;
+        let (right, more) = pinned_values(&b.right)?;
+        if left != right {
+            return None;
         }
+        values.extend(more);
+        return Some((left, values));
     }
     if let Some((c, Operator::Eq, v)) = comparison(e) {
         return Some((c, vec![v]));
@@ -109,14 +109,14 @@ pub fn texts(values: &[ScalarValue]) -> Option<Vec<String>> {
 pub fn pinned_texts(filters: &[Expr], column: &str) -> Option<Vec<String>> {
     let mut pinned: Option<Vec<String>> = None;
     for f in filters {
-        if let Some((c, values)) = pinned_values(f) {
-            if c == column {
-                let values = texts(&values)?;
-                pinned = Some(match pinned {
-                    None => values,
-                    Some(prev) => prev.into_iter().filter(|v| values.contains(v)).collect(),
-                });
-            }
+        if let Some((c, values)) = pinned_values(f)
+            && c == column
+        {
+            let values = texts(&values)?;
+            pinned = Some(match pinned {
+                None => values,
+                Some(prev) => prev.into_iter().filter(|v| values.contains(v)).collect(),
+            });
         }
     }
     pinned

@@ -154,15 +154,15 @@ impl Engine {
                             .collect::<Vec<_>>()
                             .join(", "),
                     })?;
-                if let Some(v) = &c.version {
-                    if v != factory.version() {
-                        return Err(EngineError::VersionMismatch {
-                            connection: c.name.clone(),
-                            connector: c.connector.clone(),
-                            wanted: v.clone(),
-                            running: factory.version().into(),
-                        });
-                    }
+                if let Some(v) = &c.version
+                    && v != factory.version()
+                {
+                    return Err(EngineError::VersionMismatch {
+                        connection: c.name.clone(),
+                        connector: c.connector.clone(),
+                        wanted: v.clone(),
+                        running: factory.version().into(),
+                    });
                 }
                 let context = ConnectorContext {
                     connection: c.name.clone(),
@@ -288,10 +288,10 @@ pub fn connector_error(e: &DataFusionError) -> Option<&omnisql_connector::Connec
         if let Some(c) = err.downcast_ref::<omnisql_connector::ConnectorError>() {
             return Some(c);
         }
-        if let Some(DataFusionError::External(inner)) = err.downcast_ref::<DataFusionError>() {
-            if let Some(c) = inner.downcast_ref::<omnisql_connector::ConnectorError>() {
-                return Some(c);
-            }
+        if let Some(DataFusionError::External(inner)) = err.downcast_ref::<DataFusionError>()
+            && let Some(c) = inner.downcast_ref::<omnisql_connector::ConnectorError>()
+        {
+            return Some(c);
         }
         current = err.source();
     }

@@ -49,14 +49,14 @@ async fn three_app_join_on_email_finds_the_customers_behind_open_issues() {
         .collect();
     let mut expected = BTreeSet::new();
     for i in w.issues.iter().filter(|i| i.open && !i.is_pull) {
-        if let Some(email) = &w.github_users[i.author].email {
-            if let Some(&c) = contact_by_email.get(email.as_str()) {
-                expected.insert((
-                    w.repos[i.repo].full_name(),
-                    i.number,
-                    w.contacts[c].email.clone(),
-                ));
-            }
+        if let Some(email) = &w.github_users[i.author].email
+            && let Some(&c) = contact_by_email.get(email.as_str())
+        {
+            expected.insert((
+                w.repos[i.repo].full_name(),
+                i.number,
+                w.contacts[c].email.clone(),
+            ));
         }
     }
     assert!(

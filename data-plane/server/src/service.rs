@@ -405,14 +405,13 @@ impl FlightSqlService for OmniFlightSql {
         let handle = uuid::Uuid::new_v4().to_string();
         {
             let mut map = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
-            if map.len() >= MAX_PREPARED {
-                if let Some(oldest) = map
+            if map.len() >= MAX_PREPARED
+                && let Some(oldest) = map
                     .iter()
                     .min_by_key(|(_, (t, _))| *t)
                     .map(|(k, _)| k.clone())
-                {
-                    map.remove(&oldest);
-                }
+            {
+                map.remove(&oldest);
             }
             map.insert(
                 handle.clone(),
@@ -535,7 +534,7 @@ impl FlightSqlService for OmniFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.caller(&request)?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         self.info(
             &schema,
             query.as_any().encode_to_vec(),
@@ -635,7 +634,7 @@ impl FlightSqlService for OmniFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.caller(&request)?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         self.info(
             &schema,
             query.as_any().encode_to_vec(),

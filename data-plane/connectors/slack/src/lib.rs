@@ -356,10 +356,10 @@ impl ApiTable for SlackTable {
         if self.kind != TableKind::Messages {
             return TableProviderFilterPushDown::Unsupported;
         }
-        if let Some(("channel_id", values)) = filter::pinned_values(f) {
-            if filter::texts(&values).is_some() {
-                return TableProviderFilterPushDown::Exact;
-            }
+        if let Some(("channel_id", values)) = filter::pinned_values(f)
+            && filter::texts(&values).is_some()
+        {
+            return TableProviderFilterPushDown::Exact;
         }
         match filter::comparison(f) {
             Some((

@@ -1,4 +1,4 @@
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 //! Shared setup: a sandbox and engines over it.
 
 use std::sync::Arc;
