@@ -1,4 +1,5 @@
 //! Federated SQL over the sandbox: joins across the three apps find the rows the world holds.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Bad upstream behaviour gets retried or a clear error, never a silent wrong answer.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
