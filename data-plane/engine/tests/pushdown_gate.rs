@@ -1,6 +1,6 @@
 //! The correctness gate: every query gives the same result with pushdown on and off, over the same
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! sandbox world, and pushdown never costs more upstream requests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
