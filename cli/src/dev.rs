@@ -19,6 +19,9 @@ pub struct DevArgs {
     /// The demo tenant's API key.
     #[arg(long, env = "OMNISQL_DEV_TOKEN", default_value = DEV_TOKEN)]
     token: String,
+    /// Keep every filter and limit in the engine (the naive baseline, for comparisons).
+    #[arg(long, env = "OMNISQL_NO_PUSHDOWN")]
+    no_pushdown: bool,
     /// Also write the endpoints, token and sandbox credentials to this JSON file.
     #[arg(long, env = "OMNISQL_ENDPOINTS_FILE")]
     endpoints_file: Option<std::path::PathBuf>,
@@ -130,8 +133,9 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         &args.token,
         connections,
     )]);
-    let engine = Arc::new(Engine::new(&config, EngineOptions::default())?);
+    let engine = Arc::new(Engine::new(&config, EngineOptions { pushdown: !args.no_pushdown, ..Default::default() })?);
     let listener = omnisql_data_plane::bind(&args.flight_addr).await?;
+    let shutdown = shutdown_signal()?;
     let flight = format!(
         "grpc://{}",
         listener
@@ -171,7 +175,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         sandbox.salesforce_url,
         sandbox.slack_url
     );
-    omnisql_data_plane::serve(engine, listener, shutdown_signal()).await?;
+    omnisql_data_plane::serve(engine, listener, shutdown).await?;
     Ok(())
 }
 
@@ -184,6 +188,7 @@ pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
         ..args.world.config()
     };
     let sandbox = Sandbox::start(config).await?;
+    let shutdown = shutdown_signal()?;
     let (github, salesforce, slack) = app_endpoints(&sandbox);
     let show = serde_json::json!({"github": github, "salesforce": salesforce, "slack": slack});
     println!(
@@ -193,7 +198,7 @@ pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
     eprintln!(
         "Sandbox running; GET /_sandbox/stats on each base URL counts requests. Ctrl-C stops it."
     );
-    shutdown_signal().await;
+    shutdown.await;
     drop(sandbox);
     Ok(())
 }

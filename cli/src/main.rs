@@ -54,6 +54,11 @@ enum CliError {
     Sandbox(#[from] omnisql_sandbox::SandboxError),
     #[error(transparent)]
     Client(#[from] client::ClientError),
+    #[error("cannot install the shutdown signal handlers")]
+    Signal {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write {path}")]
     Write {
         path: String,
@@ -112,33 +117,25 @@ async fn data_plane(args: DataPlaneArgs) -> Result<(), CliError> {
     let config = omnisql_engine::Config::load(&args.config)?;
     let engine = std::sync::Arc::new(omnisql_engine::Engine::new(&config, Default::default())?);
     let listener = omnisql_data_plane::bind(&args.flight_addr).await?;
-    eprintln!(
-        "OmniSQL data plane: Flight SQL on grpc://{}",
-        args.flight_addr
-    );
-    omnisql_data_plane::serve(engine, listener, shutdown_signal()).await?;
+    let shutdown = shutdown_signal()?;
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or(args.flight_addr.clone());
+    eprintln!("OmniSQL data plane: Flight SQL on grpc://{addr}");
+    omnisql_data_plane::serve(engine, listener, shutdown).await?;
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// A future that resolves on Ctrl-C or SIGTERM. The handlers are installed now, before the caller
+/// announces it is ready, so a signal that arrives right after the announcement is not missed.
+pub(crate) fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static, CliError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let install = |kind: SignalKind| signal(kind).map_err(|source| CliError::Signal { source });
+    let mut interrupt = install(SignalKind::interrupt())?;
+    let mut terminate = install(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    eprintln!("shutting down");
+        eprintln!("shutting down");
+    })
 }

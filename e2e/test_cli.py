@@ -1,0 +1,105 @@
+"""The `omnisql` binary as a user drives it: dev's endpoints file, `sql`, `data-plane`, `sandbox`, Ctrl-C."""
+
+import json
+import pathlib
+import signal
+import subprocess
+
+import adbc_driver_flightsql.dbapi as flight_sql
+
+from conftest import Dev, omnisql_binary
+
+
+def sql(dev, *args, stdin=None):
+    endpoint = dev.uri.replace("grpc://", "http://")
+    return subprocess.run([omnisql_binary(), "sql", "--endpoint", endpoint, "--token", dev.token, *args],
+                          input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def test_endpoints_file_names_flight_sql_the_token_and_each_sandbox_app(dev):
+    e = dev.endpoints
+    assert e["flight_sql"].startswith("grpc://127.0.0.1:") and e["token"]
+    assert set(e["github"]["credentials"]) == {"token"}
+    assert set(e["salesforce"]["credentials"]) == {"client_id", "client_secret"}
+    assert set(e["slack"]["credentials"]) == {"token"}
+    for app in ("github", "salesforce", "slack"):
+        assert e[app]["base_url"].startswith("http://127.0.0.1:")
+
+
+def test_sql_command_prints_a_table_and_the_row_count(dev):
+    out = sql(dev, "SELECT name FROM slack.channels WHERE name = 'general'")
+    assert out.returncode == 0, out.stderr
+    assert "| general |" in out.stdout and "1 row in" in out.stdout
+
+
+def test_sql_command_reports_errors_with_a_nonzero_exit(dev):
+    out = sql(dev, "SELECT * FROM github.nope")
+    assert out.returncode != 0
+    assert "InvalidArgument" in out.stderr and "github.nope" in out.stderr
+
+
+def test_sql_prompt_runs_statements_ended_by_semicolons(dev):
+    out = sql(dev, stdin="SELECT count(*) AS n\nFROM slack.channels;\nSELECT 'second' AS s;\n\\q\n")
+    assert out.returncode == 0, out.stderr
+    assert "| 6 |" in out.stdout and "| second |" in out.stdout
+
+
+def test_data_plane_serves_tenants_from_a_config_file(tmp_path):
+    sandbox = subprocess.Popen([omnisql_binary(), "sandbox", "--github-port", "0", "--salesforce-port", "0", "--slack-port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    plane = None
+    try:
+        # The sandbox prints its endpoints as one JSON document, then serves.
+        text = ""
+        assert sandbox.stdout is not None
+        for line in sandbox.stdout:
+            text += line
+            if line.startswith("}"):
+                break
+        apps = json.loads(text)
+        config = tmp_path / "dataplane.toml"
+        config.write_text(f"""
+[[tenants]]
+id = "acme"
+[[tenants.api_keys]]
+principal = "analyst"
+token = "config-file-key-0123456789"
+[[tenants.connections]]
+name = "gh"
+connector = "github"
+version = "1.0.0"
+options = {{ base_url = "{apps['github']['base_url']}", token = "{apps['github']['credentials']['token']}", orgs = "acme" }}
+""")
+        plane = subprocess.Popen([omnisql_binary(), "data-plane", "--config", str(config), "--flight-addr", "127.0.0.1:0"],
+                                 stderr=subprocess.PIPE, text=True)
+        assert plane.stderr is not None
+        uri = None
+        for line in plane.stderr:
+            if "Flight SQL on" in line:
+                uri = line.strip().split("Flight SQL on ")[1]
+                break
+        assert uri, "the data plane did not start"
+        conn = flight_sql.connect(uri, db_kwargs={"adbc.flight.sql.authorization_header": "Bearer config-file-key-0123456789"})
+        with conn.cursor() as cur:
+            cur.execute("SELECT full_name FROM gh.repos ORDER BY full_name")
+            assert cur.fetch_arrow_table().column("full_name").to_pylist() == ["acme/api", "acme/cli", "acme/sdk", "acme/web"]
+        conn.close()
+    finally:
+        for p in (plane, sandbox):
+            if p:
+                p.terminate()
+                p.wait(timeout=10)
+
+
+def test_data_plane_rejects_an_invalid_config_with_a_clear_message(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[[tenants]]\nid = "t"\n[[tenants.connections]]\nname = "Bad-Name"\nconnector = "github"\n')
+    out = subprocess.run([omnisql_binary(), "data-plane", "--config", str(config)], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert "connection name `Bad-Name` must be a lower-case SQL identifier" in out.stderr
+
+
+def test_ctrl_c_stops_dev_cleanly(tmp_path):
+    d = Dev(tmp_path)
+    d.proc.send_signal(signal.SIGINT)
+    assert d.proc.wait(timeout=15) == 0
