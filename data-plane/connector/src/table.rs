@@ -25,6 +25,37 @@ use crate::error::Result;
 use crate::http::QueryContext;
 use crate::json::{self, Column};
 
+/// Pages fetched ahead of the consumer. DataFusion builds every scan's stream when the plan starts but
+/// polls a join's probe side only after its build side is complete; fetching from the moment the stream
+/// exists lets all sources of a query talk to their APIs at once. The bound keeps memory flat.
+const PREFETCH_PAGES: usize = 4;
+
+/// Drives `pages` on its own task into a bounded channel. Dropping the returned stream (the query
+/// finished or was cancelled) aborts the task and with it any request in flight.
+fn prefetch(pages: BoxStream<'static, Result<Vec<Value>>>) -> BoxStream<'static, Result<Vec<Value>>> {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return pages };
+    let (tx, rx) = tokio::sync::mpsc::channel(PREFETCH_PAGES);
+    let task = runtime.spawn(async move {
+        let mut pages = pages;
+        while let Some(page) = pages.next().await {
+            let failed = page.is_err();
+            if tx.send(page).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    let guard = AbortOnDrop(task);
+    futures::stream::unfold((rx, guard), |(mut rx, guard)| async move { rx.recv().await.map(|page| (page, (rx, guard))) }).boxed()
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What a scan asks of the API: the columns it needs, the filters the table accepted, and a row limit
 /// (only when every filter was evaluated exactly by the API).
 #[derive(Debug, Clone, Default)]
@@ -224,7 +255,7 @@ impl ExecutionPlan for ApiScanExec {
         };
         let schema = self.schema.clone();
         let mut remaining = self.request.limit;
-        let pages = self.table.fetch(self.request.clone(), query);
+        let pages = prefetch(self.table.fetch(self.request.clone(), query));
         let batches = pages
             .take_while(move |_| {
                 let more = remaining != Some(0);
