@@ -11,11 +11,7 @@ use crate::dev::DEV_TOKEN;
 #[derive(Debug, clap::Args)]
 pub struct SqlArgs {
     /// Flight SQL endpoint.
-    #[arg(
-        long,
-        env = "OMNISQL_ENDPOINT",
-        default_value = "http://127.0.0.1:50051"
-    )]
+    #[arg(long, env = "OMNISQL_ENDPOINT", default_value = "http://127.0.0.1:50051")]
     endpoint: String,
     /// API key (the `omnisql dev` demo key by default).
     #[arg(long, env = "OMNISQL_TOKEN", default_value = DEV_TOKEN, hide_default_value = true)]
@@ -40,40 +36,26 @@ pub enum ClientError {
 
 fn describe(e: arrow_flight::error::FlightError) -> ClientError {
     match e {
-        arrow_flight::error::FlightError::Tonic(s) => {
-            ClientError::Query(format!("{:?}: {}", s.code(), s.message()))
-        }
+        arrow_flight::error::FlightError::Tonic(s) => ClientError::Query(format!("{:?}: {}", s.code(), s.message())),
         other => ClientError::Query(other.to_string()),
     }
 }
 
 async fn connect(args: &SqlArgs) -> Result<FlightSqlServiceClient<Channel>, ClientError> {
-    let endpoint = args
-        .endpoint
-        .replace("grpc://", "http://")
-        .replace("grpc+tcp://", "http://");
+    let endpoint = args.endpoint.replace("grpc://", "http://").replace("grpc+tcp://", "http://");
     let channel = Endpoint::from_shared(endpoint.clone())
         .map_err(|_| ClientError::Endpoint(args.endpoint.clone()))?
         .connect()
         .await
-        .map_err(|source| ClientError::Connect {
-            endpoint: args.endpoint.clone(),
-            source,
-        })?;
+        .map_err(|source| ClientError::Connect { endpoint: args.endpoint.clone(), source })?;
     let mut client = FlightSqlServiceClient::new(channel);
     client.set_header("authorization", format!("Bearer {}", args.token));
     Ok(client)
 }
 
 /// Runs one query and returns its batches.
-pub async fn query(
-    client: &mut FlightSqlServiceClient<Channel>,
-    sql: &str,
-) -> Result<Vec<RecordBatch>, ClientError> {
-    let info = client
-        .execute(sql.to_string(), None)
-        .await
-        .map_err(describe)?;
+pub async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Result<Vec<RecordBatch>, ClientError> {
+    let info = client.execute(sql.to_string(), None).await.map_err(describe)?;
     let mut batches = Vec::new();
     for endpoint in info.endpoint {
         let Some(ticket) = endpoint.ticket else {
@@ -92,11 +74,7 @@ fn print(batches: &[RecordBatch], elapsed: std::time::Duration) {
         Ok(table) if rows > 0 => println!("{table}"),
         _ => {}
     }
-    println!(
-        "{rows} row{} in {:.3}s",
-        if rows == 1 { "" } else { "s" },
-        elapsed.as_secs_f64()
-    );
+    println!("{rows} row{} in {:.3}s", if rows == 1 { "" } else { "s" }, elapsed.as_secs_f64());
 }
 
 pub async fn run(args: SqlArgs) -> Result<(), ClientError> {
@@ -112,21 +90,15 @@ pub async fn run(args: SqlArgs) -> Result<(), ClientError> {
 
 async fn interactive(client: &mut FlightSqlServiceClient<Channel>) -> Result<(), ClientError> {
     use rustyline::error::ReadlineError;
-    let mut editor =
-        rustyline::DefaultEditor::new().map_err(|e| ClientError::Query(e.to_string()))?;
-    let history =
-        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".omnisql_history"));
+    let mut editor = rustyline::DefaultEditor::new().map_err(|e| ClientError::Query(e.to_string()))?;
+    let history = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".omnisql_history"));
     if let Some(h) = &history {
         let _ = editor.load_history(h);
     }
     println!("OmniSQL: end statements with `;`, `\\q` quits.");
     let mut buffer = String::new();
     loop {
-        let prompt = if buffer.is_empty() {
-            "omnisql> "
-        } else {
-            "     ..> "
-        };
+        let prompt = if buffer.is_empty() { "omnisql> " } else { "     ..> " };
         match editor.readline(prompt) {
             Ok(line) => {
                 let trimmed = line.trim();

@@ -50,17 +50,10 @@ impl WorldArgs {
         SandboxConfig {
             seed: self.seed,
             scale: self.scale,
-            quotas: if self.real_quotas {
-                Quotas::default()
-            } else {
-                Quotas::generous()
-            },
+            quotas: if self.real_quotas { Quotas::default() } else { Quotas::generous() },
             ..Default::default()
         }
-        .with_latency(Latency {
-            fixed_ms: self.latency_ms,
-            jitter_pct: if self.latency_ms > 0 { 20.0 } else { 0.0 },
-        })
+        .with_latency(Latency { fixed_ms: self.latency_ms, jitter_pct: if self.latency_ms > 0 { 20.0 } else { 0.0 } })
     }
 }
 
@@ -95,85 +88,37 @@ struct Endpoints {
 
 fn app_endpoints(sandbox: &Sandbox) -> (AppEndpoint, AppEndpoint, AppEndpoint) {
     let mut apps = sandbox.connections().into_iter().map(|c| {
-        let base_url = c
-            .options
-            .get("base_url")
-            .or(c.options.get("login_url"))
-            .cloned()
-            .unwrap_or_default();
-        let credentials = c
-            .options
-            .into_iter()
-            .filter(|(k, _)| k != "base_url" && k != "login_url" && k != "orgs")
-            .collect();
-        AppEndpoint {
-            base_url,
-            credentials,
-        }
+        let base_url = c.options.get("base_url").or(c.options.get("login_url")).cloned().unwrap_or_default();
+        let credentials = c.options.into_iter().filter(|(k, _)| k != "base_url" && k != "login_url" && k != "orgs").collect();
+        AppEndpoint { base_url, credentials }
     });
-    let mut next = || {
-        apps.next().unwrap_or(AppEndpoint {
-            base_url: String::new(),
-            credentials: Default::default(),
-        })
-    };
+    let mut next = || apps.next().unwrap_or(AppEndpoint { base_url: String::new(), credentials: Default::default() });
     (next(), next(), next())
 }
 
 pub async fn run(args: DevArgs) -> Result<(), CliError> {
     let sandbox = Sandbox::start(args.world.config()).await?;
-    let connections = sandbox
-        .connections()
-        .into_iter()
-        .map(|c| (c.name.to_string(), c.connector.to_string(), c.options))
-        .collect();
-    let config = testing::config(vec![testing::single_tenant(
-        "demo",
-        "demo-user",
-        &args.token,
-        connections,
-    )]);
+    let connections =
+        sandbox.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
+    let config = testing::config(vec![testing::single_tenant("demo", "demo-user", &args.token, connections)]);
     let engine = Arc::new(Engine::new(&config, EngineOptions { pushdown: !args.no_pushdown, ..Default::default() })?);
     let listener = omnisql_data_plane::bind(&args.flight_addr).await?;
     let shutdown = shutdown_signal()?;
-    let flight = format!(
-        "grpc://{}",
-        listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or(args.flight_addr.clone())
-    );
+    let flight = format!("grpc://{}", listener.local_addr().map(|a| a.to_string()).unwrap_or(args.flight_addr.clone()));
     let (github, salesforce, slack) = app_endpoints(&sandbox);
-    let endpoints = Endpoints {
-        flight_sql: flight.clone(),
-        token: args.token.clone(),
-        github,
-        salesforce,
-        slack,
-    };
+    let endpoints = Endpoints { flight_sql: flight.clone(), token: args.token.clone(), github, salesforce, slack };
     if let Some(path) = &args.endpoints_file {
         let json = serde_json::to_string_pretty(&endpoints).unwrap_or_default();
-        std::fs::write(path, json).map_err(|source| CliError::Write {
-            path: path.display().to_string(),
-            source,
-        })?;
+        std::fs::write(path, json).map_err(|source| CliError::Write { path: path.display().to_string(), source })?;
     }
-    let endpoint_flag = if args.flight_addr == "127.0.0.1:50051" {
-        String::new()
-    } else {
-        format!(" --endpoint http://{}", args.flight_addr)
-    };
+    let endpoint_flag =
+        if args.flight_addr == "127.0.0.1:50051" { String::new() } else { format!(" --endpoint http://{}", args.flight_addr) };
     eprintln!(
         "\nOmniSQL dev is running (demo tenant `demo`, sandbox world seed {} scale {}).\n\
          \n  Flight SQL   {flight}\n  API key      {}\n  GitHub       {}\n  Salesforce   {}\n  Slack        {}\n\
          \nTry:\n  omnisql sql{endpoint_flag} \"SELECT repo_full_name, number, title FROM github.issues WHERE state = 'open' LIMIT 5\"\n\
          \nCtrl-C stops it.\n",
-        args.world.seed,
-        args.world.scale,
-        args.token,
-        sandbox.github_url,
-        sandbox.salesforce_url,
-        sandbox.slack_url
+        args.world.seed, args.world.scale, args.token, sandbox.github_url, sandbox.salesforce_url, sandbox.slack_url
     );
     omnisql_data_plane::serve(engine, listener, shutdown).await?;
     Ok(())
@@ -191,13 +136,8 @@ pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
     let shutdown = shutdown_signal()?;
     let (github, salesforce, slack) = app_endpoints(&sandbox);
     let show = serde_json::json!({"github": github, "salesforce": salesforce, "slack": slack});
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&show).unwrap_or_default()
-    );
-    eprintln!(
-        "Sandbox running; GET /_sandbox/stats on each base URL counts requests. Ctrl-C stops it."
-    );
+    println!("{}", serde_json::to_string_pretty(&show).unwrap_or_default());
+    eprintln!("Sandbox running; GET /_sandbox/stats on each base URL counts requests. Ctrl-C stops it.");
     shutdown.await;
     drop(sandbox);
     Ok(())

@@ -72,18 +72,11 @@ pub fn router(state: Arc<GithubState>) -> Router {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"message": message, "documentation_url": DOCS})),
-    )
-        .into_response()
+    (status, Json(json!({"message": message, "documentation_url": DOCS}))).into_response()
 }
 
 /// Who is calling, as the guard decided.
@@ -101,34 +94,22 @@ async fn guard(State(s): State<Arc<GithubState>>, mut req: Request, next: Next) 
             "Request forbidden by administrative rules. Please make sure your request has a User-Agent header",
         );
     }
-    if let Some(v) = headers
-        .get("x-github-api-version")
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(v) = headers.get("x-github-api-version").and_then(|v| v.to_str().ok()) {
         if RETIRED_VERSIONS.contains(&v) {
-            return error(
-                StatusCode::GONE,
-                &format!("API version '{v}' has been retired."),
-            );
+            return error(StatusCode::GONE, &format!("API version '{v}' has been retired."));
         }
         if !VERSIONS.contains(&v) {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("API version '{v}' is not supported."),
-            );
+            return error(StatusCode::BAD_REQUEST, &format!("API version '{v}' is not supported."));
         }
     }
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-                .or_else(|| v.strip_prefix("token "))
-                .unwrap_or(v)
-                .trim()
-                .to_string()
-        });
+    let token = headers.get("authorization").and_then(|v| v.to_str().ok()).map(|v| {
+        v.strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .or_else(|| v.strip_prefix("token "))
+            .unwrap_or(v)
+            .trim()
+            .to_string()
+    });
     let (key, limit) = match &token {
         Some(t) if *t == s.token => (t.clone(), s.per_hour),
         Some(_) => return error(StatusCode::UNAUTHORIZED, "Bad credentials"),
@@ -136,15 +117,7 @@ async fn guard(State(s): State<Arc<GithubState>>, mut req: Request, next: Next) 
     };
     let path = req.uri().path().to_string();
     let (resource, limit, window) = if path.starts_with("/search/") {
-        (
-            "search",
-            if token.is_some() {
-                s.search_per_minute
-            } else {
-                10
-            },
-            60,
-        )
+        ("search", if token.is_some() { s.search_per_minute } else { 10 }, 60)
     } else {
         ("core", limit, 3600)
     };
@@ -178,19 +151,13 @@ async fn guard(State(s): State<Arc<GithubState>>, mut req: Request, next: Next) 
             StatusCode::FORBIDDEN,
             &format!(
                 "API rate limit exceeded for {key_kind}.",
-                key_kind = if token.is_some() {
-                    "user ID 1"
-                } else {
-                    "127.0.0.1"
-                }
+                key_kind = if token.is_some() { "user ID 1" } else { "127.0.0.1" }
             ),
         );
         rate_headers(&mut resp, used);
         return resp;
     }
-    req.extensions_mut().insert(Caller {
-        authenticated: token.is_some(),
-    });
+    req.extensions_mut().insert(Caller { authenticated: token.is_some() });
     let resp = next.run(req).await;
     let (mut parts, body) = resp.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
@@ -229,9 +196,7 @@ async fn guard(State(s): State<Arc<GithubState>>, mut req: Request, next: Next) 
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -240,36 +205,19 @@ fn ts(t: DateTime<Utc>) -> String {
 
 /// Serves one page of `items` with GitHub's `link` header.
 fn page(s: &GithubState, path: &str, q: &HashMap<String, String>, items: Vec<Value>) -> Response {
-    let per_page = q
-        .get("per_page")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(30)
-        .clamp(1, 100);
-    let page = q
-        .get("page")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1)
-        .max(1);
+    let per_page = q.get("per_page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(30).clamp(1, 100);
+    let page = q.get("page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1).max(1);
     let last = items.len().div_ceil(per_page).max(1);
-    let chunk: Vec<Value> = items
-        .into_iter()
-        .skip((page - 1) * per_page)
-        .take(per_page)
-        .collect();
+    let chunk: Vec<Value> = items.into_iter().skip((page - 1) * per_page).take(per_page).collect();
     let mut resp = Json(chunk).into_response();
     if last > 1 {
-        let mut params: Vec<(String, String)> = q
-            .iter()
-            .filter(|(k, _)| k.as_str() != "page")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut params: Vec<(String, String)> =
+            q.iter().filter(|(k, _)| k.as_str() != "page").map(|(k, v)| (k.clone(), v.clone())).collect();
         params.sort();
         let link = |p: usize, rel: &str| {
             let mut all = params.clone();
             all.push(("page".into(), p.to_string()));
-            let query = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(all)
-                .finish();
+            let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(all).finish();
             format!("<{}{}?{}>; rel=\"{}\"", s.base, path, query, rel)
         };
         let mut links = Vec::new();
@@ -339,12 +287,7 @@ fn repo_json(s: &GithubState, r: &Repo) -> Value {
     let full = r.full_name();
     let api = format!("{}/repos/{full}", s.base);
     let html = format!("https://github.example/{full}");
-    let open = s
-        .world
-        .issues
-        .iter()
-        .filter(|i| i.repo as i64 == r.id - 5000 && i.open)
-        .count();
+    let open = s.world.issues.iter().filter(|i| i.repo as i64 == r.id - 5000 && i.open).count();
     let mut v = json!({
         "id": r.id, "node_id": format!("R_{:08}", r.id), "name": r.name, "full_name": full,
         "owner": org_owner(s), "private": r.private, "html_url": html, "description": r.description,
@@ -385,10 +328,7 @@ fn repo_json(s: &GithubState, r: &Repo) -> Value {
         ("languages_url", "/languages"),
         ("merges_url", "/merges"),
         ("milestones_url", "/milestones{/number}"),
-        (
-            "notifications_url",
-            "/notifications{?since,all,participating}",
-        ),
+        ("notifications_url", "/notifications{?since,all,participating}"),
         ("pulls_url", "/pulls{/number}"),
         ("releases_url", "/releases{/id}"),
         ("stargazers_url", "/stargazers"),
@@ -490,10 +430,7 @@ fn find_repo<'a>(s: &'a GithubState, owner: &str, name: &str, caller: &Caller) -
         return None;
     }
     // Private repositories answer 404, not 403, to callers who may not see them.
-    s.world
-        .repos
-        .iter()
-        .find(|r| r.name.eq_ignore_ascii_case(name) && (caller.authenticated || !r.private))
+    s.world.repos.iter().find(|r| r.name.eq_ignore_ascii_case(name) && (caller.authenticated || !r.private))
 }
 
 type Q = Query<HashMap<String, String>>;
@@ -526,11 +463,7 @@ fn sorted_repos(s: &GithubState, caller: &Caller, q: &HashMap<String, String>) -
         _ => repos.sort_by_key(|r| std::cmp::Reverse(r.created)),
     }
     if q.get("direction").map(String::as_str)
-        == Some(if q.get("sort").map(String::as_str) == Some("full_name") {
-            "desc"
-        } else {
-            "asc"
-        })
+        == Some(if q.get("sort").map(String::as_str) == Some("full_name") { "desc" } else { "asc" })
     {
         repos.reverse();
     }
@@ -560,11 +493,7 @@ async fn user_repos(
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
     // Users own no repositories in this world; the organisation's are listed under its name.
-    let items = if user.eq_ignore_ascii_case(ORG) {
-        sorted_repos(&s, &c, &q)
-    } else {
-        Vec::new()
-    };
+    let items = if user.eq_ignore_ascii_case(ORG) { sorted_repos(&s, &c, &q) } else { Vec::new() };
     page(&s, &format!("/users/{user}/repos"), &q, items)
 }
 
@@ -580,9 +509,7 @@ async fn repo(
 }
 
 fn parse_time(v: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(v)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(v).ok().map(|t| t.with_timezone(&Utc))
 }
 
 fn sort_issues(items: &mut [&Issue], q: &HashMap<String, String>) {
@@ -628,15 +555,8 @@ async fn issues(
     };
     let w = &s.world;
     let repo_idx = (repo.id - 5000) as usize;
-    let labels: Vec<&str> = q
-        .get("labels")
-        .map(|l| {
-            l.split(',')
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
+    let labels: Vec<&str> =
+        q.get("labels").map(|l| l.split(',').map(str::trim).filter(|l| !l.is_empty()).collect()).unwrap_or_default();
     let since = match q.get("since") {
         Some(v) => match parse_time(v) {
             Some(t) => Some(t),
@@ -652,16 +572,10 @@ async fn issues(
             Ok(false) => continue,
             Err(resp) => return resp,
         }
-        if !labels
-            .iter()
-            .all(|l| i.labels.iter().any(|x| x.eq_ignore_ascii_case(l)))
-        {
+        if !labels.iter().all(|l| i.labels.iter().any(|x| x.eq_ignore_ascii_case(l))) {
             continue;
         }
-        let assigned_to = |a: &str| {
-            i.assignee
-                .is_some_and(|x| login_of(x).eq_ignore_ascii_case(a))
-        };
+        let assigned_to = |a: &str| i.assignee.is_some_and(|x| login_of(x).eq_ignore_ascii_case(a));
         let assignee_ok = match q.get("assignee").map(String::as_str) {
             None => true,
             Some("*") => i.assignee.is_some(),
@@ -677,10 +591,7 @@ async fn issues(
             }
         }
         if let Some(m) = q.get("mentioned") {
-            if !i
-                .assignee
-                .is_some_and(|x| login_of(x).eq_ignore_ascii_case(m))
-            {
+            if !i.assignee.is_some_and(|x| login_of(x).eq_ignore_ascii_case(m)) {
                 continue;
             }
         }
@@ -707,12 +618,7 @@ async fn pulls(
     };
     let repo_idx = (repo.id - 5000) as usize;
     let mut out = Vec::new();
-    for i in s
-        .world
-        .issues
-        .iter()
-        .filter(|i| i.repo == repo_idx && i.is_pull)
-    {
+    for i in s.world.issues.iter().filter(|i| i.repo == repo_idx && i.is_pull) {
         match state_matches(i, &q) {
             Ok(true) => {}
             Ok(false) => continue,
@@ -784,32 +690,16 @@ async fn commits(
 }
 
 async fn users(State(s): State<Arc<GithubState>>, Query(q): Q) -> Response {
-    let since = q
-        .get("since")
-        .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(0);
-    let per_page = q
-        .get("per_page")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(30)
-        .clamp(1, 100);
-    let mut list: Vec<&GithubUser> = s
-        .world
-        .github_users
-        .iter()
-        .filter(|u| u.id > since)
-        .collect();
+    let since = q.get("since").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    let per_page = q.get("per_page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(30).clamp(1, 100);
+    let mut list: Vec<&GithubUser> = s.world.github_users.iter().filter(|u| u.id > since).collect();
     list.sort_by_key(|u| u.id);
     let chunk: Vec<&GithubUser> = list.iter().take(per_page).copied().collect();
-    let mut resp =
-        Json(chunk.iter().map(|u| simple_user(&s, u)).collect::<Vec<_>>()).into_response();
+    let mut resp = Json(chunk.iter().map(|u| simple_user(&s, u)).collect::<Vec<_>>()).into_response();
     // `GET /users` pages only by `since`: the link points past the last id of this page.
     if list.len() > per_page {
         if let Some(last) = chunk.last() {
-            let link = format!(
-                "<{}/users?per_page={per_page}&since={}>; rel=\"next\"",
-                s.base, last.id
-            );
+            let link = format!("<{}/users?per_page={per_page}&since={}>; rel=\"next\"", s.base, last.id);
             if let Ok(v) = HeaderValue::from_str(&link) {
                 resp.headers_mut().insert("link", v);
             }
@@ -827,21 +717,13 @@ async fn user(State(s): State<Arc<GithubState>>, Path(login): Path<String>) -> R
 
 /// `GET /search/issues`: the qualifiers `repo:`, `org:`, `is:issue|pr`, `state:`, `label:`, `author:`,
 /// `assignee:` and free words matched against titles. At most 1,000 results are reachable.
-async fn search_issues(
-    State(s): State<Arc<GithubState>>,
-    axum::Extension(c): axum::Extension<Caller>,
-    Query(q): Q,
-) -> Response {
+async fn search_issues(State(s): State<Arc<GithubState>>, axum::Extension(c): axum::Extension<Caller>, Query(q): Q) -> Response {
     let Some(query) = q.get("q") else {
         return validation_failed("q", "");
     };
     let w = &s.world;
     let mut words = Vec::new();
-    let mut matches: Vec<&Issue> = w
-        .issues
-        .iter()
-        .filter(|i| c.authenticated || !w.repos[i.repo].private)
-        .collect();
+    let mut matches: Vec<&Issue> = w.issues.iter().filter(|i| c.authenticated || !w.repos[i.repo].private).collect();
     for term in query.split_whitespace() {
         let (k, v) = term.split_once(':').unwrap_or(("", term));
         let v = v.trim_matches('"');
@@ -858,32 +740,18 @@ async fn search_issues(
             "state" => (v == "open") == i.open,
             "label" => i.labels.iter().any(|l| l.eq_ignore_ascii_case(v)),
             "author" => w.github_users[i.author].login.eq_ignore_ascii_case(v),
-            "assignee" => i
-                .assignee
-                .is_some_and(|a| w.github_users[a].login.eq_ignore_ascii_case(v)),
+            "assignee" => i.assignee.is_some_and(|a| w.github_users[a].login.eq_ignore_ascii_case(v)),
             _ => true,
         });
         if k.is_empty() {
             words.push(v.to_lowercase());
         }
     }
-    matches.retain(|i| {
-        words
-            .iter()
-            .all(|word| i.title.to_lowercase().contains(word))
-    });
+    matches.retain(|i| words.iter().all(|word| i.title.to_lowercase().contains(word)));
     sort_issues(&mut matches, &q);
     let total = matches.len();
-    let per_page = q
-        .get("per_page")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(30)
-        .clamp(1, 100);
-    let page_no = q
-        .get("page")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1)
-        .max(1);
+    let per_page = q.get("per_page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(30).clamp(1, 100);
+    let page_no = q.get("page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1).max(1);
     if (page_no - 1) * per_page >= 1000 && total > 0 {
         return validation_failed("page", "Only the first 1000 search results are available");
     }

@@ -89,20 +89,13 @@ impl Harness {
     pub fn stats(&self) -> Stats {
         Stats {
             total: self.total.load(Ordering::SeqCst),
-            endpoints: self
-                .endpoints
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            endpoints: self.endpoints.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 
     fn reset(&self) {
         self.total.store(0, Ordering::SeqCst);
-        self.endpoints
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.endpoints.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     fn roll(&self) -> f64 {
@@ -126,11 +119,10 @@ impl Harness {
                 Json(serde_json::json!([{"message": "Server temporarily unavailable", "errorCode": "SERVER_UNAVAILABLE"}])),
             )
                 .into_response(),
-            App::Slack => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({"ok": false, "error": "service_unavailable"})),
-            )
-                .into_response(),
+            App::Slack => {
+                (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"ok": false, "error": "service_unavailable"})))
+                    .into_response()
+            }
         }
     }
 
@@ -146,8 +138,9 @@ impl Harness {
                 .into_response(),
             // Salesforce has no per-minute limit with Retry-After; its overload answer is a 503.
             App::Salesforce => return self.server_error(),
-            App::Slack => (StatusCode::TOO_MANY_REQUESTS, Json(serde_json::json!({"ok": false, "error": "ratelimited"})))
-                .into_response(),
+            App::Slack => {
+                (StatusCode::TOO_MANY_REQUESTS, Json(serde_json::json!({"ok": false, "error": "ratelimited"}))).into_response()
+            }
         };
         if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
             resp.headers_mut().insert("retry-after", v);
@@ -161,20 +154,13 @@ pub async fn layer(State(h): State<Arc<Harness>>, req: Request, next: Next) -> R
     let endpoint = format!(
         "{} {}",
         req.method(),
-        req.extensions()
-            .get::<MatchedPath>()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| req.uri().path().to_string())
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| req.uri().path().to_string())
     );
     if endpoint.contains("/_sandbox/") {
         return next.run(req).await;
     }
     h.total.fetch_add(1, Ordering::SeqCst);
-    *h.endpoints
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(endpoint)
-        .or_default() += 1;
+    *h.endpoints.lock().unwrap_or_else(|e| e.into_inner()).entry(endpoint).or_default() += 1;
 
     let s = h.settings();
     let delay = h.delay(s.latency);
@@ -189,12 +175,7 @@ pub async fn layer(State(h): State<Arc<Harness>>, req: Request, next: Next) -> R
         return h.rate_limited(f.retry_after_secs);
     }
     if f.malformed_rate > 0.0 && h.roll() < f.malformed_rate {
-        return (
-            StatusCode::OK,
-            [("content-type", "application/json")],
-            "{\"ok\": tru<html>",
-        )
-            .into_response();
+        return (StatusCode::OK, [("content-type", "application/json")], "{\"ok\": tru<html>").into_response();
     }
     let truncate = f.truncated_rate > 0.0 && h.roll() < f.truncated_rate;
     let resp = next.run(req).await;
@@ -232,10 +213,7 @@ pub async fn layer(State(h): State<Arc<Harness>>, req: Request, next: Next) -> R
 /// `/_sandbox/stats`, `/_sandbox/stats/reset` and `/_sandbox/settings` for one app.
 pub fn control_routes(h: Arc<Harness>) -> Router {
     Router::new()
-        .route(
-            "/_sandbox/stats",
-            get(|State(h): State<Arc<Harness>>| async move { Json(h.stats()) }),
-        )
+        .route("/_sandbox/stats", get(|State(h): State<Arc<Harness>>| async move { Json(h.stats()) }))
         .route(
             "/_sandbox/stats/reset",
             post(|State(h): State<Arc<Harness>>| async move {
@@ -257,6 +235,5 @@ pub fn control_routes(h: Arc<Harness>) -> Router {
 
 /// Wraps an app router with the harness and its control routes.
 pub fn wrap(app: Router, h: Arc<Harness>) -> Router {
-    app.merge(control_routes(h.clone()))
-        .layer(axum::middleware::from_fn_with_state(h, layer))
+    app.merge(control_routes(h.clone())).layer(axum::middleware::from_fn_with_state(h, layer))
 }

@@ -64,12 +64,7 @@ pub struct Quotas {
 impl Default for Quotas {
     /// The real services' numbers.
     fn default() -> Self {
-        Quotas {
-            github_per_hour: 5_000,
-            github_search_per_minute: 30,
-            salesforce_per_day: 100_000,
-            slack_tier_multiplier: 1.0,
-        }
+        Quotas { github_per_hour: 5_000, github_search_per_minute: 30, salesforce_per_day: 100_000, slack_tier_multiplier: 1.0 }
     }
 }
 
@@ -107,18 +102,9 @@ pub struct SandboxConfig {
 impl SandboxConfig {
     /// The benchmark's default latency model: GitHub 100 ms, Salesforce 150 ms, Slack 80 ms, ±20%.
     pub fn with_default_latency(mut self) -> Self {
-        self.github.latency = Latency {
-            fixed_ms: 100,
-            jitter_pct: 20.0,
-        };
-        self.salesforce.latency = Latency {
-            fixed_ms: 150,
-            jitter_pct: 20.0,
-        };
-        self.slack.latency = Latency {
-            fixed_ms: 80,
-            jitter_pct: 20.0,
-        };
+        self.github.latency = Latency { fixed_ms: 100, jitter_pct: 20.0 };
+        self.salesforce.latency = Latency { fixed_ms: 150, jitter_pct: 20.0 };
+        self.slack.latency = Latency { fixed_ms: 80, jitter_pct: 20.0 };
         self
     }
 
@@ -181,27 +167,12 @@ impl Sandbox {
         let salesforce_url = format!("http://{sf_addr}");
         let slack_url = format!("http://{sl_addr}");
 
-        let github = github::router(github::GithubState::new(
-            world.clone(),
-            &config,
-            github_url.clone(),
-        ));
-        let salesforce = salesforce::router(salesforce::SalesforceState::new(
-            world.clone(),
-            &config,
-            salesforce_url.clone(),
-        ));
+        let github = github::router(github::GithubState::new(world.clone(), &config, github_url.clone()));
+        let salesforce = salesforce::router(salesforce::SalesforceState::new(world.clone(), &config, salesforce_url.clone()));
         let slack = slack::router(slack::SlackState::new(world.clone(), &config));
         let tasks = vec![serve(gh, github), serve(sf, salesforce), serve(sl, slack)];
         tracing::info!(%github_url, %salesforce_url, %slack_url, "sandbox listening");
-        Ok(Sandbox {
-            github_url,
-            salesforce_url,
-            slack_url,
-            world,
-            credentials: config.credentials,
-            tasks,
-        })
+        Ok(Sandbox { github_url, salesforce_url, slack_url, world, credentials: config.credentials, tasks })
     }
 }
 
@@ -217,21 +188,12 @@ impl Sandbox {
     /// Connection options for the three apps, with the credentials the sandbox accepts.
     pub fn connections(&self) -> Vec<SandboxConnection> {
         let c = &self.credentials;
-        let opts = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
+        let opts = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         vec![
             SandboxConnection {
                 name: "github",
                 connector: "github",
-                options: opts(&[
-                    ("base_url", &self.github_url),
-                    ("token", &c.github_token),
-                    ("orgs", world::ORG),
-                ]),
+                options: opts(&[("base_url", &self.github_url), ("token", &c.github_token), ("orgs", world::ORG)]),
             },
             SandboxConnection {
                 name: "salesforce",
@@ -261,15 +223,8 @@ impl Drop for Sandbox {
 
 async fn bind(host: &str, port: u16) -> Result<(SocketAddr, TcpListener), SandboxError> {
     let addr = format!("{host}:{port}");
-    let listener = TcpListener::bind(&addr)
-        .await
-        .map_err(|source| SandboxError::Bind {
-            addr: addr.clone(),
-            source,
-        })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| SandboxError::Bind { addr, source })?;
+    let listener = TcpListener::bind(&addr).await.map_err(|source| SandboxError::Bind { addr: addr.clone(), source })?;
+    let local = listener.local_addr().map_err(|source| SandboxError::Bind { addr, source })?;
     Ok((local, listener))
 }
 

@@ -43,28 +43,11 @@ pub struct SObject {
     pub records: Vec<Map<String, Value>>,
 }
 
-const fn f(
-    name: &'static str,
-    kind: &'static str,
-    label: &'static str,
-    nillable: bool,
-) -> FieldDef {
-    FieldDef {
-        name,
-        kind,
-        label,
-        nillable,
-        reference_to: None,
-    }
+const fn f(name: &'static str, kind: &'static str, label: &'static str, nillable: bool) -> FieldDef {
+    FieldDef { name, kind, label, nillable, reference_to: None }
 }
 const fn r(name: &'static str, to: &'static str, label: &'static str, nillable: bool) -> FieldDef {
-    FieldDef {
-        name,
-        kind: "reference",
-        label,
-        nillable,
-        reference_to: Some(to),
-    }
+    FieldDef { name, kind: "reference", label, nillable, reference_to: Some(to) }
 }
 
 fn sf_time(t: DateTime<Utc>) -> String {
@@ -73,12 +56,7 @@ fn sf_time(t: DateTime<Utc>) -> String {
 
 /// The org's sObjects with their records, from the world.
 pub fn objects(w: &World) -> Vec<SObject> {
-    let rec = |pairs: Vec<(&str, Value)>| {
-        pairs
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect::<Map<_, _>>()
-    };
+    let rec = |pairs: Vec<(&str, Value)>| pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<Map<_, _>>();
     let owner = |i: usize| json!(w.employees[i].salesforce_id);
     let account = SObject {
         name: "Account",
@@ -181,10 +159,7 @@ pub fn objects(w: &World) -> Vec<SObject> {
                     ("AccountId", json!(w.accounts[o.account].id)),
                     ("Name", json!(o.name)),
                     ("Amount", json!(o.amount)),
-                    (
-                        "CloseDate",
-                        json!(o.close_date.format("%Y-%m-%d").to_string()),
-                    ),
+                    ("CloseDate", json!(o.close_date.format("%Y-%m-%d").to_string())),
                     ("StageName", json!(o.stage)),
                     ("Probability", json!(o.probability)),
                     ("IsClosed", json!(o.stage.starts_with("Closed"))),
@@ -245,10 +220,7 @@ pub fn objects(w: &World) -> Vec<SObject> {
                     ("Name", json!(n.name)),
                     ("Account__c", json!(w.accounts[n.account].id)),
                     ("Amount__c", json!(n.amount)),
-                    (
-                        "Renewal_Date__c",
-                        json!(n.date.format("%Y-%m-%d").to_string()),
-                    ),
+                    ("Renewal_Date__c", json!(n.date.format("%Y-%m-%d").to_string())),
                     ("CreatedDate", json!(sf_time(n.created))),
                 ])
             })
@@ -301,9 +273,7 @@ impl SalesforceState {
     }
 
     fn object(&self, name: &str) -> Option<&SObject> {
-        self.objects
-            .iter()
-            .find(|o| o.name.eq_ignore_ascii_case(name))
+        self.objects.iter().find(|o| o.name.eq_ignore_ascii_case(name))
     }
 }
 
@@ -311,14 +281,8 @@ pub fn router(state: Arc<SalesforceState>) -> Router {
     let data = Router::new()
         .route("/services/data/{version}/sobjects", get(sobjects))
         .route("/services/data/{version}/sobjects/", get(sobjects))
-        .route(
-            "/services/data/{version}/sobjects/{name}/describe",
-            get(describe),
-        )
-        .route(
-            "/services/data/{version}/sobjects/{name}/describe/",
-            get(describe),
-        )
+        .route("/services/data/{version}/sobjects/{name}/describe", get(describe))
+        .route("/services/data/{version}/sobjects/{name}/describe/", get(describe))
         .route("/services/data/{version}/query", get(query))
         .route("/services/data/{version}/query/", get(query))
         .route("/services/data/{version}/query/{locator}", get(query_more))
@@ -329,23 +293,13 @@ pub fn router(state: Arc<SalesforceState>) -> Router {
         .route("/services/data", get(versions))
         .route("/services/data/", get(versions))
         .merge(data)
-        .fallback(|| async {
-            errors(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
-                "The requested resource does not exist",
-            )
-        })
+        .fallback(|| async { errors(StatusCode::NOT_FOUND, "NOT_FOUND", "The requested resource does not exist") })
         .with_state(state.clone());
     harness::wrap(app, state.harness.clone())
 }
 
 fn errors(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!([{"message": message, "errorCode": code}])),
-    )
-        .into_response()
+    (status, Json(json!([{"message": message, "errorCode": code}]))).into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -358,11 +312,7 @@ struct TokenForm {
 
 async fn token(State(s): State<Arc<SalesforceState>>, Form(form): Form<TokenForm>) -> Response {
     let oauth_error = |error: &str, description: &str| {
-        (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": error, "error_description": description})),
-        )
-            .into_response()
+        (StatusCode::BAD_REQUEST, Json(json!({"error": error, "error_description": description}))).into_response()
     };
     let client_ok = form.client_id.as_deref() == Some(s.client_id.as_str())
         && form.client_secret.as_deref() == Some(s.client_secret.as_str());
@@ -378,14 +328,8 @@ async fn token(State(s): State<Arc<SalesforceState>>, Form(form): Form<TokenForm
         }
         _ => return oauth_error("unsupported_grant_type", "grant type not supported"),
     }
-    let access = format!(
-        "00DSANDBOX!{:016x}",
-        s.next_id().wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    );
-    s.sessions
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(access.clone(), Instant::now());
+    let access = format!("00DSANDBOX!{:016x}", s.next_id().wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    s.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(access.clone(), Instant::now());
     Json(json!({
         "access_token": access, "instance_url": s.base, "id": format!("{}/id/00DSANDBOX/005000000000000001", s.base),
         "token_type": "Bearer", "issued_at": Utc::now().timestamp_millis().to_string(),
@@ -416,11 +360,7 @@ async fn guard(
         .and_then(|v| v.parse::<u32>().ok())
         .is_some_and(|v| (MIN_VERSION..=MAX_VERSION).contains(&v));
     if !version_ok {
-        return errors(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "The requested resource does not exist",
-        );
+        return errors(StatusCode::NOT_FOUND, "NOT_FOUND", "The requested resource does not exist");
     }
     let token = req
         .headers()
@@ -429,18 +369,10 @@ async fn guard(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
     let valid = token.as_ref().is_some_and(|t| {
-        s.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(t)
-            .is_some_and(|issued| issued.elapsed() < s.token_ttl)
+        s.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(t).is_some_and(|issued| issued.elapsed() < s.token_ttl)
     });
     if !valid {
-        return errors(
-            StatusCode::UNAUTHORIZED,
-            "INVALID_SESSION_ID",
-            "Session expired or invalid",
-        );
+        return errors(StatusCode::UNAUTHORIZED, "INVALID_SESSION_ID", "Session expired or invalid");
     }
     let used = {
         let mut u = s.used.lock().unwrap_or_else(|e| e.into_inner());
@@ -455,11 +387,7 @@ async fn guard(
         }
     };
     let Some(used) = used else {
-        let mut resp = errors(
-            StatusCode::FORBIDDEN,
-            "REQUEST_LIMIT_EXCEEDED",
-            "TotalRequests Limit exceeded.",
-        );
+        let mut resp = errors(StatusCode::FORBIDDEN, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.");
         if let Ok(v) = HeaderValue::from_str(&format!("api-usage={}/{}", s.per_day, s.per_day)) {
             resp.headers_mut().insert("sforce-limit-info", v);
         }
@@ -503,10 +431,7 @@ fn soap_type(kind: &str) -> &'static str {
 
 fn field_json(fd: &FieldDef) -> Value {
     let numeric = matches!(fd.kind, "double" | "currency" | "percent");
-    let text = !matches!(
-        fd.kind,
-        "boolean" | "int" | "double" | "currency" | "percent" | "date" | "datetime"
-    );
+    let text = !matches!(fd.kind, "boolean" | "int" | "double" | "currency" | "percent" | "date" | "datetime");
     let length = match fd.kind {
         "id" | "reference" => 18,
         _ if text => 255,
@@ -533,17 +458,12 @@ fn field_json(fd: &FieldDef) -> Value {
     })
 }
 
-async fn describe(
-    State(s): State<Arc<SalesforceState>>,
-    Path((version, name)): Path<(String, String)>,
-) -> Response {
+async fn describe(State(s): State<Arc<SalesforceState>>, Path((version, name)): Path<(String, String)>) -> Response {
     let Some(o) = s.object(&name) else {
         return errors(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
-            &format!(
-                "The requested resource does not exist: sObject type '{name}' is not supported."
-            ),
+            &format!("The requested resource does not exist: sObject type '{name}' is not supported."),
         );
     };
     let url = format!("/services/data/{version}/sobjects/{}", o.name);
@@ -566,10 +486,7 @@ fn batch_size(req_headers: &axum::http::HeaderMap) -> usize {
     req_headers
         .get("sforce-query-options")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.split(',')
-                .find_map(|p| p.trim().strip_prefix("batchSize="))
-        })
+        .and_then(|v| v.split(',').find_map(|p| p.trim().strip_prefix("batchSize=")))
         .and_then(|v| v.parse::<usize>().ok())
         .map(|n| n.clamp(200, 2000))
         .unwrap_or(2000)
@@ -582,36 +499,19 @@ async fn query(
     headers: axum::http::HeaderMap,
 ) -> Response {
     let Some(text) = q.get("q") else {
-        return errors(
-            StatusCode::BAD_REQUEST,
-            "MALFORMED_QUERY",
-            "Missing query parameter 'q'",
-        );
+        return errors(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", "Missing query parameter 'q'");
     };
     let parsed = match soql::parse(text) {
         Ok(p) => p,
         Err(e) => {
-            return errors(
-                StatusCode::BAD_REQUEST,
-                "MALFORMED_QUERY",
-                &format!("unexpected token: {e}"),
-            );
+            return errors(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", &format!("unexpected token: {e}"));
         }
     };
     let Some(o) = s.object(&parsed.object) else {
-        return errors(
-            StatusCode::BAD_REQUEST,
-            "INVALID_TYPE",
-            &format!("sObject type '{}' is not supported.", parsed.object),
-        );
+        return errors(StatusCode::BAD_REQUEST, "INVALID_TYPE", &format!("sObject type '{}' is not supported.", parsed.object));
     };
     // Every referenced field must exist (case-insensitive), as Salesforce checks.
-    let resolve = |f: &str| {
-        o.fields
-            .iter()
-            .find(|d| d.name.eq_ignore_ascii_case(f))
-            .map(|d| d.name)
-    };
+    let resolve = |f: &str| o.fields.iter().find(|d| d.name.eq_ignore_ascii_case(f)).map(|d| d.name);
     let mut referenced = parsed.fields.clone();
     if let Some(c) = &parsed.filter {
         soql::fields_of(c, &mut referenced);
@@ -629,21 +529,9 @@ async fn query(
             );
         }
     }
-    let get_from = |rec: &Map<String, Value>, f: &str| {
-        resolve(f)
-            .and_then(|n| rec.get(n).cloned())
-            .unwrap_or(Value::Null)
-    };
-    let mut rows: Vec<&Map<String, Value>> = o
-        .records
-        .iter()
-        .filter(|rec| {
-            parsed
-                .filter
-                .as_ref()
-                .is_none_or(|c| soql::eval(c, &|f| get_from(rec, f)))
-        })
-        .collect();
+    let get_from = |rec: &Map<String, Value>, f: &str| resolve(f).and_then(|n| rec.get(n).cloned()).unwrap_or(Value::Null);
+    let mut rows: Vec<&Map<String, Value>> =
+        o.records.iter().filter(|rec| parsed.filter.as_ref().is_none_or(|c| soql::eval(c, &|f| get_from(rec, f)))).collect();
     if !parsed.order.is_empty() {
         rows.sort_by(|a, b| {
             for (f, desc, nulls) in &parsed.order {
@@ -662,7 +550,10 @@ async fn query(
         .map(|rec| {
             let mut out = Map::new();
             let id = rec.get("Id").and_then(Value::as_str).unwrap_or_default();
-            out.insert("attributes".into(), json!({"type": o.name, "url": format!("/services/data/{version}/sobjects/{}/{id}", o.name)}));
+            out.insert(
+                "attributes".into(),
+                json!({"type": o.name, "url": format!("/services/data/{version}/sobjects/{}/{id}", o.name)}),
+            );
             for f in &parsed.fields {
                 if let Some(n) = resolve(f) {
                     out.insert(n.to_string(), rec.get(n).cloned().unwrap_or(Value::Null));
@@ -675,50 +566,23 @@ async fn query(
     respond_batch(&s, &version, id, Arc::new(rows), 0, batch_size(&headers))
 }
 
-fn respond_batch(
-    s: &SalesforceState,
-    version: &str,
-    id: String,
-    rows: Arc<Vec<Value>>,
-    start: usize,
-    batch: usize,
-) -> Response {
+fn respond_batch(s: &SalesforceState, version: &str, id: String, rows: Arc<Vec<Value>>, start: usize, batch: usize) -> Response {
     let end = (start + batch).min(rows.len());
     let done = end >= rows.len();
-    let mut body =
-        json!({"totalSize": rows.len(), "done": done, "records": rows[start..end].to_vec()});
+    let mut body = json!({"totalSize": rows.len(), "done": done, "records": rows[start..end].to_vec()});
     if !done {
         let locator = format!("{id}-{end}");
         body["nextRecordsUrl"] = json!(format!("/services/data/{version}/query/{locator}"));
-        s.cursors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(locator, (id, rows, batch));
+        s.cursors.lock().unwrap_or_else(|e| e.into_inner()).insert(locator, (id, rows, batch));
     }
     Json(body).into_response()
 }
 
-async fn query_more(
-    State(s): State<Arc<SalesforceState>>,
-    Path((version, locator)): Path<(String, String)>,
-) -> Response {
-    let Some((id, rows, batch)) = s
-        .cursors
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&locator)
-    else {
-        return errors(
-            StatusCode::BAD_REQUEST,
-            "INVALID_QUERY_LOCATOR",
-            "invalid query locator",
-        );
+async fn query_more(State(s): State<Arc<SalesforceState>>, Path((version, locator)): Path<(String, String)>) -> Response {
+    let Some((id, rows, batch)) = s.cursors.lock().unwrap_or_else(|e| e.into_inner()).remove(&locator) else {
+        return errors(StatusCode::BAD_REQUEST, "INVALID_QUERY_LOCATOR", "invalid query locator");
     };
-    let start = locator
-        .rsplit('-')
-        .next()
-        .and_then(|n| n.parse::<usize>().ok())
-        .unwrap_or(rows.len());
+    let start = locator.rsplit('-').next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(rows.len());
     respond_batch(&s, &version, id, rows, start, batch)
 }
 

@@ -54,14 +54,8 @@ fn tier(method: &str) -> (&'static str, u64) {
 
 pub fn router(state: Arc<SlackState>) -> Router {
     let app = Router::new()
-        .route(
-            "/api/conversations.list",
-            get(conversations_list).post(conversations_list),
-        )
-        .route(
-            "/api/conversations.history",
-            get(conversations_history).post(conversations_history),
-        )
+        .route("/api/conversations.list", get(conversations_list).post(conversations_list))
+        .route("/api/conversations.history", get(conversations_history).post(conversations_history))
         .route("/api/users.list", get(users_list).post(users_list))
         .route("/api/auth.test", get(auth_test).post(auth_test))
         .fallback(|| async { Json(json!({"ok": false, "error": "unknown_method"})) })
@@ -81,11 +75,10 @@ async fn guard(State(s): State<Arc<SlackState>>, req: Request, next: Next) -> Re
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
-    let query_token = req.uri().query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.to_string())
-    });
+    let query_token = req
+        .uri()
+        .query()
+        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.to_string()));
     match header_token.or(query_token) {
         None => return fail("not_authed"),
         Some(t) if t == s.token => {}
@@ -109,11 +102,7 @@ async fn guard(State(s): State<Arc<SlackState>>, req: Request, next: Next) -> Re
         }
     };
     if let Some(secs) = retry_after {
-        let mut resp = (
-            StatusCode::TOO_MANY_REQUESTS,
-            Json(json!({"ok": false, "error": "ratelimited"})),
-        )
-            .into_response();
+        let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(json!({"ok": false, "error": "ratelimited"}))).into_response();
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
             resp.headers_mut().insert("retry-after", v);
         }
@@ -125,32 +114,17 @@ async fn guard(State(s): State<Arc<SlackState>>, req: Request, next: Next) -> Re
 type Q = Query<HashMap<String, String>>;
 
 /// Slices `items` at the opaque cursor; returns the page and the next cursor ("" at the end).
-fn cursor_page<T: Clone>(
-    items: &[T],
-    q: &HashMap<String, String>,
-    max: usize,
-) -> Result<(Vec<T>, String), Response> {
-    let limit = q
-        .get("limit")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(100)
-        .clamp(1, max);
+fn cursor_page<T: Clone>(items: &[T], q: &HashMap<String, String>, max: usize) -> Result<(Vec<T>, String), Response> {
+    let limit = q.get("limit").and_then(|v| v.parse::<usize>().ok()).unwrap_or(100).clamp(1, max);
     let start = match q.get("cursor").filter(|c| !c.is_empty()) {
         None => 0,
-        Some(c) => match c
-            .strip_prefix("dXNlcjp")
-            .and_then(|n| n.parse::<usize>().ok())
-        {
+        Some(c) => match c.strip_prefix("dXNlcjp").and_then(|n| n.parse::<usize>().ok()) {
             Some(n) if n <= items.len() => n,
             _ => return Err(fail("invalid_cursor")),
         },
     };
     let end = (start + limit).min(items.len());
-    let next = if end < items.len() {
-        format!("dXNlcjp{end}")
-    } else {
-        String::new()
-    };
+    let next = if end < items.len() { format!("dXNlcjp{end}") } else { String::new() };
     Ok((items[start..end].to_vec(), next))
 }
 
@@ -160,17 +134,11 @@ async fn auth_test(State(_s): State<Arc<SlackState>>) -> Response {
 
 async fn conversations_list(State(s): State<Arc<SlackState>>, Query(q): Q) -> Response {
     let w = &s.world;
-    let types = q
-        .get("types")
-        .cloned()
-        .unwrap_or_else(|| "public_channel".into());
+    let types = q.get("types").cloned().unwrap_or_else(|| "public_channel".into());
     if !types.split(',').any(|t| t.trim() == "public_channel") {
-        return Json(json!({"ok": true, "channels": [], "response_metadata": {"next_cursor": ""}}))
-            .into_response();
+        return Json(json!({"ok": true, "channels": [], "response_metadata": {"next_cursor": ""}})).into_response();
     }
-    let exclude_archived = q
-        .get("exclude_archived")
-        .is_some_and(|v| v == "true" || v == "1");
+    let exclude_archived = q.get("exclude_archived").is_some_and(|v| v == "true" || v == "1");
     let channels: Vec<Value> = w
         .channels
         .iter()
@@ -189,8 +157,7 @@ async fn conversations_list(State(s): State<Arc<SlackState>>, Query(q): Q) -> Re
         .collect();
     match cursor_page(&channels, &q, 1000) {
         Ok((page, next)) => {
-            Json(json!({"ok": true, "channels": page, "response_metadata": {"next_cursor": next}}))
-                .into_response()
+            Json(json!({"ok": true, "channels": page, "response_metadata": {"next_cursor": next}})).into_response()
         }
         Err(resp) => resp,
     }
@@ -228,7 +195,8 @@ async fn conversations_history(State(s): State<Arc<SlackState>>, Query(q): Q) ->
             above && below
         })
         .map(|m| {
-            let mut v = json!({"type": "message", "user": w.employees[m.user].slack_id, "text": m.text, "ts": m.ts, "team": TEAM});
+            let mut v =
+                json!({"type": "message", "user": w.employees[m.user].slack_id, "text": m.text, "ts": m.ts, "team": TEAM});
             if let Some(t) = &m.thread_ts {
                 v["thread_ts"] = json!(t);
             }

@@ -76,14 +76,10 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
                 }
             }
             out.push(Tok::Str(v));
-        } else if c.is_ascii_digit()
-            || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
-        {
+        } else if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
             let start = i;
             i += 1;
-            while i < chars.len()
-                && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '-' | ':' | '+'))
-            {
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '-' | ':' | '+')) {
                 i += 1;
             }
             let text: String = chars[start..i].iter().collect();
@@ -137,11 +133,7 @@ impl Parser {
         false
     }
     fn expect_kw(&mut self, kw: &str) -> Result<(), String> {
-        if self.keyword(kw) {
-            Ok(())
-        } else {
-            Err(format!("expecting '{kw}', found {:?}", self.peek()))
-        }
+        if self.keyword(kw) { Ok(()) } else { Err(format!("expecting '{kw}', found {:?}", self.peek())) }
     }
     fn sym(&mut self, s: &str) -> bool {
         if let Some(Tok::Sym(x)) = self.peek() {
@@ -219,10 +211,12 @@ impl Parser {
             return Err("expecting IN after NOT".into());
         }
         let op = match self.next() {
-            Some(Tok::Sym(s))
-                if matches!(s.as_str(), "=" | "!=" | "<>" | "<" | "<=" | ">" | ">=") =>
-            {
-                if s == "<>" { "!=".to_string() } else { s }
+            Some(Tok::Sym(s)) if matches!(s.as_str(), "=" | "!=" | "<>" | "<" | "<=" | ">" | ">=") => {
+                if s == "<>" {
+                    "!=".to_string()
+                } else {
+                    s
+                }
             }
             other => return Err(format!("expecting an operator, found {other:?}")),
         };
@@ -231,10 +225,7 @@ impl Parser {
 }
 
 pub fn parse(soql: &str) -> Result<Query, String> {
-    let mut p = Parser {
-        toks: tokenize(soql)?,
-        pos: 0,
-    };
+    let mut p = Parser { toks: tokenize(soql)?, pos: 0 };
     p.expect_kw("SELECT")?;
     let mut fields = vec![p.ident()?];
     while p.sym(",") {
@@ -242,11 +233,7 @@ pub fn parse(soql: &str) -> Result<Query, String> {
     }
     p.expect_kw("FROM")?;
     let object = p.ident()?;
-    let filter = if p.keyword("WHERE") {
-        Some(p.or()?)
-    } else {
-        None
-    };
+    let filter = if p.keyword("WHERE") { Some(p.or()?) } else { None };
     let mut order = Vec::new();
     if p.keyword("ORDER") {
         p.expect_kw("BY")?;
@@ -286,23 +273,14 @@ pub fn parse(soql: &str) -> Result<Query, String> {
         match p.next() {
             Some(Tok::Num(n)) if (0.0..=2000.0).contains(&n) => offset = Some(n as usize),
             other => {
-                return Err(format!(
-                    "OFFSET must be a number up to 2000, found {other:?}"
-                ));
+                return Err(format!("OFFSET must be a number up to 2000, found {other:?}"));
             }
         }
     }
     if let Some(t) = p.peek() {
         return Err(format!("unexpected token {t:?}"));
     }
-    Ok(Query {
-        fields,
-        object,
-        filter,
-        order,
-        limit,
-        offset,
-    })
+    Ok(Query { fields, object, filter, order, limit, offset })
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
@@ -312,10 +290,7 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z") {
         return Some(t.with_timezone(&Utc));
     }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc())
 }
 
 /// Orders a record value against a literal; `None` when they cannot be compared (SOQL: no match).
@@ -352,14 +327,8 @@ pub fn eval(c: &Cond, get: &dyn Fn(&str) -> Value) -> bool {
         Cond::Like(f, p) => matches!(get(f), Value::String(s) if like(&s, p)),
         Cond::In(f, values, negated) => {
             let v = get(f);
-            let found = values
-                .iter()
-                .any(|l| compare(&v, l) == Some(Ordering::Equal));
-            if *negated {
-                !v.is_null() && !found
-            } else {
-                found
-            }
+            let found = values.iter().any(|l| compare(&v, l) == Some(Ordering::Equal));
+            if *negated { !v.is_null() && !found } else { found }
         }
         Cond::Cmp(f, op, lit) => {
             let v = get(f);
@@ -394,23 +363,12 @@ pub fn order_values(a: &Value, b: &Value, desc: bool, nulls_first: Option<bool>)
     let ord = match (a, b) {
         (Value::Null, Value::Null) => return Ordering::Equal,
         (Value::Null, _) => {
-            return if nulls_first {
-                Ordering::Less
-            } else {
-                Ordering::Greater
-            };
+            return if nulls_first { Ordering::Less } else { Ordering::Greater };
         }
         (_, Value::Null) => {
-            return if nulls_first {
-                Ordering::Greater
-            } else {
-                Ordering::Less
-            };
+            return if nulls_first { Ordering::Greater } else { Ordering::Less };
         }
-        (Value::Number(x), Value::Number(y)) => x
-            .as_f64()
-            .partial_cmp(&y.as_f64())
-            .unwrap_or(Ordering::Equal),
+        (Value::Number(x), Value::Number(y)) => x.as_f64().partial_cmp(&y.as_f64()).unwrap_or(Ordering::Equal),
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
         (Value::String(x), Value::String(y)) => match (parse_time(x), parse_time(y)) {
             (Some(p), Some(q)) if x.len() >= 10 && x.as_bytes().get(4) == Some(&b'-') => p.cmp(&q),
@@ -455,15 +413,7 @@ mod tests {
     fn evaluates_case_insensitive_strings_nulls_and_dates() {
         let rec = json!({"Name": "Globex Corp", "Amount": null, "CreatedDate": "2024-03-01T10:00:00.000+0000"});
         let get = |f: &str| rec.get(f).cloned().unwrap_or(Value::Null);
-        let t = |s: &str| {
-            eval(
-                &parse(&format!("SELECT Id FROM X WHERE {s}"))
-                    .unwrap()
-                    .filter
-                    .unwrap(),
-                &get,
-            )
-        };
+        let t = |s: &str| eval(&parse(&format!("SELECT Id FROM X WHERE {s}")).unwrap().filter.unwrap(), &get);
         assert!(t("Name = 'globex corp'"));
         assert!(t("Name LIKE '%corp'"));
         assert!(t("Amount = null"));

@@ -293,14 +293,7 @@ const COMPANIES: &[&str] = &[
     "Nakatomi",
 ];
 const SUFFIXES: &[&str] = &["Corp", "Inc", "Labs", "Systems", "Group", "Industries"];
-const INDUSTRIES: &[&str] = &[
-    "Technology",
-    "Finance",
-    "Healthcare",
-    "Retail",
-    "Manufacturing",
-    "Energy",
-];
+const INDUSTRIES: &[&str] = &["Technology", "Finance", "Healthcare", "Retail", "Manufacturing", "Energy"];
 const CITIES: &[(&str, &str)] = &[
     ("San Francisco", "USA"),
     ("New York", "USA"),
@@ -326,15 +319,7 @@ const REPOS: &[(&str, &str, &str)] = &[
     ("sdk", "Client libraries for the Acme API", "Python"),
     ("cli", "The acme command line tool", "Go"),
 ];
-const LABELS: &[&str] = &[
-    "bug",
-    "enhancement",
-    "customer",
-    "p1",
-    "docs",
-    "question",
-    "performance",
-];
+const LABELS: &[&str] = &["bug", "enhancement", "customer", "p1", "docs", "question", "performance"];
 const TOPICS: &[&str] = &[
     "timeout when exporting reports",
     "login fails with SSO",
@@ -357,19 +342,10 @@ const CHANNELS: &[(&str, &str)] = &[
     ("incidents", "Production incidents"),
     ("random", "Everything else"),
 ];
-const TITLES: &[&str] = &[
-    "CTO",
-    "VP Engineering",
-    "Developer",
-    "IT Manager",
-    "Procurement",
-    "Analyst",
-];
+const TITLES: &[&str] = &["CTO", "VP Engineering", "Developer", "IT Manager", "Procurement", "Analyst"];
 
 fn base_time() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
-        .single()
-        .unwrap_or_default()
+    Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).single().unwrap_or_default()
 }
 
 fn hex(rng: &mut Rng, len: usize) -> String {
@@ -408,11 +384,7 @@ impl World {
         for i in 0..n_employees {
             let first = FIRST[i % FIRST.len()].to_string();
             let last = LAST[(i * 7 + i / FIRST.len()) % LAST.len()].to_string();
-            let suffix = if i >= FIRST.len() {
-                format!("{}", i / FIRST.len())
-            } else {
-                String::new()
-            };
+            let suffix = if i >= FIRST.len() { format!("{}", i / FIRST.len()) } else { String::new() };
             let local = format!("{}.{}{}", first.to_lowercase(), last.to_lowercase(), suffix);
             let email = format!("{local}@{EMPLOYEE_DOMAIN}");
             let login = format!("{}{}-acme", first.to_lowercase(), suffix);
@@ -427,12 +399,7 @@ impl World {
                 employee: true,
             });
             employees.push(Employee {
-                title: if i % 3 == 0 {
-                    "Account Executive"
-                } else {
-                    "Engineer"
-                }
-                .to_string(),
+                title: if i % 3 == 0 { "Account Executive" } else { "Engineer" }.to_string(),
                 first,
                 last,
                 email,
@@ -455,38 +422,22 @@ impl World {
             let base_name = COMPANIES[a % COMPANIES.len()];
             let round = a / COMPANIES.len();
             let suffix = SUFFIXES[(a + round) % SUFFIXES.len()];
-            let name = if round == 0 {
-                format!("{base_name} {suffix}")
-            } else {
-                format!("{base_name} {suffix} {}", round + 1)
-            };
+            let name = if round == 0 { format!("{base_name} {suffix}") } else { format!("{base_name} {suffix} {}", round + 1) };
             let domain = if round == 0 {
                 format!("{}.com", base_name.to_lowercase())
             } else {
                 format!("{}{}.com", base_name.to_lowercase(), round + 1)
             };
             let (city, country) = *rng.pick(CITIES);
-            let revenue = if rng.chance(0.9) {
-                Some(rng.range(1, 500) as f64 * 1_000_000.0)
-            } else {
-                None
-            };
+            let revenue = if rng.chance(0.9) { Some(rng.range(1, 500) as f64 * 1_000_000.0) } else { None };
             accounts.push(Account {
                 id: format!("001{:015}", a + 1),
                 name: name.clone(),
                 domain: domain.clone(),
-                kind: if rng.chance(0.8) {
-                    "Customer - Direct"
-                } else {
-                    "Customer - Channel"
-                },
+                kind: if rng.chance(0.8) { "Customer - Direct" } else { "Customer - Channel" },
                 industry: INDUSTRIES[rng.below(INDUSTRIES.len() as u64) as usize],
                 annual_revenue: revenue,
-                employees: if rng.chance(0.9) {
-                    Some(rng.range(10, 50_000) as i64)
-                } else {
-                    None
-                },
+                employees: if rng.chance(0.9) { Some(rng.range(10, 50_000) as i64) } else { None },
                 city,
                 country,
                 owner: *rng.pick(&sales),
@@ -497,23 +448,13 @@ impl World {
             for c in 0..n_contacts {
                 let first = rng.pick(FIRST).to_string();
                 let last = rng.pick(LAST).to_string();
-                let email = format!(
-                    "{}.{}{}@{domain}",
-                    first.to_lowercase(),
-                    last.to_lowercase(),
-                    c
-                );
+                let email = format!("{}.{}{}@{domain}", first.to_lowercase(), last.to_lowercase(), c);
                 // About half of the contacts use GitHub with the same email.
                 let github_user = if rng.chance(0.5) {
                     next_gh_id += 1;
                     github_users.push(GithubUser {
                         id: next_gh_id,
-                        login: format!(
-                            "{}{}-{}",
-                            first.to_lowercase(),
-                            c,
-                            domain.trim_end_matches(".com")
-                        ),
+                        login: format!("{}{}-{}", first.to_lowercase(), c, domain.trim_end_matches(".com")),
                         name: format!("{first} {last}"),
                         email: Some(email.clone()),
                         company: Some(name.clone()),
@@ -541,10 +482,7 @@ impl World {
                 opportunities.push(Opportunity {
                     id: format!("006{:015}", opportunities.len() + 1),
                     account: a,
-                    name: format!(
-                        "{name} - {}",
-                        ["Expansion", "Renewal", "New Business"][o % 3]
-                    ),
+                    name: format!("{name} - {}", ["Expansion", "Renewal", "New Business"][o % 3]),
                     amount: rng.range(5, 900) as f64 * 1_000.0,
                     stage,
                     probability,
@@ -573,19 +511,14 @@ impl World {
                 id: next_gh_id,
                 login: format!("{}-dev{o}", first.to_lowercase()),
                 name: format!("{first} {}", rng.pick(LAST)),
-                email: if rng.chance(0.6) {
-                    Some(format!("{}{o}@example.org", first.to_lowercase()))
-                } else {
-                    None
-                },
+                email: if rng.chance(0.6) { Some(format!("{}{o}@example.org", first.to_lowercase())) } else { None },
                 company: None,
                 created: base - Duration::days(rng.range(10, 3000) as i64),
                 employee: false,
             });
         }
         let customer_users: Vec<usize> = contacts.iter().filter_map(|c| c.github_user).collect();
-        let outsiders: Vec<usize> =
-            (github_users.len() - n_outsiders..github_users.len()).collect();
+        let outsiders: Vec<usize> = (github_users.len() - n_outsiders..github_users.len()).collect();
 
         let repos: Vec<Repo> = REPOS
             .iter()
@@ -632,23 +565,12 @@ impl World {
                     id: next_issue_id,
                     repo: r,
                     number: n as i64,
-                    title: if is_pull {
-                        format!("Fix: {topic}")
-                    } else {
-                        topic.to_string()
-                    },
-                    body: format!(
-                        "Reported via {}: {topic}.",
-                        if is_pull { "code review" } else { "support" }
-                    ),
+                    title: if is_pull { format!("Fix: {topic}") } else { topic.to_string() },
+                    body: format!("Reported via {}: {topic}.", if is_pull { "code review" } else { "support" }),
                     open,
                     author,
                     assignee: if rng.chance(0.6) {
-                        Some(github_user_of(
-                            &employees,
-                            &github_users,
-                            *rng.pick(&engineers),
-                        ))
+                        Some(github_user_of(&employees, &github_users, *rng.pick(&engineers)))
                     } else {
                         None
                     },
@@ -709,22 +631,13 @@ impl World {
                     let issue = &issues[rng.below(issues.len() as u64) as usize];
                     format!(
                         "{} {}#{} ({})",
-                        [
-                            "Customer escalation on",
-                            "Can someone look at",
-                            "Fixed in",
-                            "Still seeing"
-                        ][rng.below(4) as usize],
+                        ["Customer escalation on", "Can someone look at", "Fixed in", "Still seeing"][rng.below(4) as usize],
                         repos[issue.repo].full_name(),
                         issue.number,
                         issue.title
                     )
                 } else {
-                    format!(
-                        "{} {}",
-                        ["Morning all:", "Heads up:", "FYI", "Reminder:"][rng.below(4) as usize],
-                        rng.pick(TOPICS)
-                    )
+                    format!("{} {}", ["Morning all:", "Heads up:", "FYI", "Reminder:"][rng.below(4) as usize], rng.pick(TOPICS))
                 };
                 let thread_ts = match &last_root {
                     Some(root) if rng.chance(0.2) => Some(root.clone()),
@@ -733,13 +646,7 @@ impl World {
                 if thread_ts.is_none() {
                     last_root = Some(ts.clone());
                 }
-                messages.push(Message {
-                    channel: c,
-                    ts,
-                    user,
-                    text,
-                    thread_ts,
-                });
+                messages.push(Message { channel: c, ts, user, text, thread_ts });
             }
         }
 
@@ -761,9 +668,7 @@ impl World {
     }
 
     pub fn github_user_by_login(&self, login: &str) -> Option<&GithubUser> {
-        self.github_users
-            .iter()
-            .find(|u| u.login.eq_ignore_ascii_case(login))
+        self.github_users.iter().find(|u| u.login.eq_ignore_ascii_case(login))
     }
 
     pub fn employee_github_user(&self, employee: usize) -> usize {
@@ -788,31 +693,19 @@ mod tests {
         assert_eq!(a.issues.len(), b.issues.len());
         assert_eq!(a.issues[17].title, b.issues[17].title);
         assert_eq!(a.messages[33].text, b.messages[33].text);
-        assert_ne!(
-            a.issues.iter().map(|i| i.author).collect::<Vec<_>>(),
-            c.issues.iter().map(|i| i.author).collect::<Vec<_>>()
-        );
+        assert_ne!(a.issues.iter().map(|i| i.author).collect::<Vec<_>>(), c.issues.iter().map(|i| i.author).collect::<Vec<_>>());
     }
 
     #[test]
     fn joins_on_email_find_matches_and_misses() {
         let w = World::generate(42, 1);
-        let contact_emails: std::collections::HashSet<&str> =
-            w.contacts.iter().map(|c| c.email.as_str()).collect();
+        let contact_emails: std::collections::HashSet<&str> = w.contacts.iter().map(|c| c.email.as_str()).collect();
         let authors_with_contact = w
             .issues
             .iter()
-            .filter(|i| {
-                w.github_users[i.author]
-                    .email
-                    .as_deref()
-                    .is_some_and(|e| contact_emails.contains(e))
-            })
+            .filter(|i| w.github_users[i.author].email.as_deref().is_some_and(|e| contact_emails.contains(e)))
             .count();
-        assert!(
-            authors_with_contact > 10,
-            "some issue authors are customer contacts"
-        );
+        assert!(authors_with_contact > 10, "some issue authors are customer contacts");
         assert!(authors_with_contact < w.issues.len(), "and some are not");
         assert!(w.messages.iter().any(|m| m.text.contains("acme/api#")));
     }

@@ -5,68 +5,32 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
     #[error("connector `{connector}` needs parameter `{parameter}`")]
-    MissingParameter {
-        connector: String,
-        parameter: String,
-    },
+    MissingParameter { connector: String, parameter: String },
 
     #[error("connector `{connector}` parameter `{parameter}` is invalid: {reason}")]
-    InvalidParameter {
-        connector: String,
-        parameter: String,
-        reason: String,
-    },
+    InvalidParameter { connector: String, parameter: String, reason: String },
 
     #[error("connector `{connector}` does not take parameter `{parameter}` (it takes: {accepted})")]
-    UnknownParameter {
-        connector: String,
-        parameter: String,
-        accepted: String,
-    },
+    UnknownParameter { connector: String, parameter: String, accepted: String },
 
     #[error(
         "{app} rejected the credentials of connection `{connection}` ({status}: {message}); update the connection's credentials"
     )]
-    Unauthorized {
-        app: &'static str,
-        connection: String,
-        status: u16,
-        message: String,
-    },
+    Unauthorized { app: &'static str, connection: String, status: u16, message: String },
 
     #[error("{app} refused a request of connection `{connection}` ({status}: {message})")]
-    Forbidden {
-        app: &'static str,
-        connection: String,
-        status: u16,
-        message: String,
-    },
+    Forbidden { app: &'static str, connection: String, status: u16, message: String },
 
     #[error("{app} quota of connection `{connection}` is exhausted ({message}); it resets in {}s, try again then", reset_in.as_secs())]
-    QuotaExhausted {
-        app: &'static str,
-        connection: String,
-        message: String,
-        reset_in: Duration,
-    },
+    QuotaExhausted { app: &'static str, connection: String, message: String, reset_in: Duration },
 
     #[error("{app} answered {status} for connection `{connection}`: {message}")]
-    Upstream {
-        app: &'static str,
-        connection: String,
-        status: u16,
-        message: String,
-    },
+    Upstream { app: &'static str, connection: String, status: u16, message: String },
 
     #[error(
         "{app} kept failing for connection `{connection}` after {attempts} attempts (last: {last}); the service may be degraded, retry later"
     )]
-    RetriesExhausted {
-        app: &'static str,
-        connection: String,
-        attempts: u32,
-        last: String,
-    },
+    RetriesExhausted { app: &'static str, connection: String, attempts: u32, last: String },
 
     #[error("{app} sent a response that is not valid JSON for connection `{connection}` ({url})")]
     Malformed {
@@ -89,20 +53,13 @@ pub enum ConnectorError {
     #[error(
         "the query ran out of time waiting for {app} (connection `{connection}`); raise the query timeout or narrow the query"
     )]
-    DeadlineExceeded {
-        app: &'static str,
-        connection: String,
-    },
+    DeadlineExceeded { app: &'static str, connection: String },
 
     #[error("table `{table}` needs a filter on `{column}` (for example `WHERE {column} = '…'`)")]
     RequiredFilter { table: String, column: String },
 
     #[error("{app} response for connection `{connection}` lacks `{field}`")]
-    UnexpectedShape {
-        app: &'static str,
-        connection: String,
-        field: String,
-    },
+    UnexpectedShape { app: &'static str, connection: String, field: String },
 
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),

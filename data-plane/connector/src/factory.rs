@@ -23,35 +23,13 @@ pub struct ParameterSpec {
 
 impl ParameterSpec {
     pub const fn required(name: &'static str, description: &'static str) -> Self {
-        ParameterSpec {
-            name,
-            description,
-            required: true,
-            secret: false,
-            default: None,
-        }
+        ParameterSpec { name, description, required: true, secret: false, default: None }
     }
-    pub const fn optional(
-        name: &'static str,
-        description: &'static str,
-        default: Option<&'static str>,
-    ) -> Self {
-        ParameterSpec {
-            name,
-            description,
-            required: false,
-            secret: false,
-            default,
-        }
+    pub const fn optional(name: &'static str, description: &'static str, default: Option<&'static str>) -> Self {
+        ParameterSpec { name, description, required: false, secret: false, default }
     }
     pub const fn secret(name: &'static str, description: &'static str) -> Self {
-        ParameterSpec {
-            name,
-            description,
-            required: true,
-            secret: true,
-            default: None,
-        }
+        ParameterSpec { name, description, required: true, secret: true, default: None }
     }
 }
 
@@ -79,11 +57,7 @@ impl Debug for Parameters {
 }
 
 impl Parameters {
-    pub fn validate(
-        connector: &str,
-        specs: &[ParameterSpec],
-        given: &BTreeMap<String, String>,
-    ) -> Result<Self> {
+    pub fn validate(connector: &str, specs: &[ParameterSpec], given: &BTreeMap<String, String>) -> Result<Self> {
         for k in given.keys() {
             if !specs.iter().any(|s| s.name == k) {
                 return Err(ConnectorError::UnknownParameter {
@@ -95,28 +69,17 @@ impl Parameters {
         }
         let mut values = BTreeMap::new();
         for s in specs {
-            match given
-                .get(s.name)
-                .filter(|v| !v.trim().is_empty())
-                .cloned()
-                .or(s.default.map(str::to_string))
-            {
+            match given.get(s.name).filter(|v| !v.trim().is_empty()).cloned().or(s.default.map(str::to_string)) {
                 Some(v) => {
                     values.insert(s.name.to_string(), v);
                 }
                 None if s.required => {
-                    return Err(ConnectorError::MissingParameter {
-                        connector: connector.into(),
-                        parameter: s.name.into(),
-                    });
+                    return Err(ConnectorError::MissingParameter { connector: connector.into(), parameter: s.name.into() });
                 }
                 None => {}
             }
         }
-        Ok(Parameters {
-            values,
-            secret: specs.iter().filter(|s| s.secret).map(|s| s.name).collect(),
-        })
+        Ok(Parameters { values, secret: specs.iter().filter(|s| s.secret).map(|s| s.name).collect() })
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -125,23 +88,12 @@ impl Parameters {
 
     /// A parameter the specs mark required (so validation already proved it present).
     pub fn require(&self, connector: &str, name: &str) -> Result<&str> {
-        self.get(name)
-            .ok_or_else(|| ConnectorError::MissingParameter {
-                connector: connector.into(),
-                parameter: name.into(),
-            })
+        self.get(name).ok_or_else(|| ConnectorError::MissingParameter { connector: connector.into(), parameter: name.into() })
     }
 
     /// A comma-separated list parameter.
     pub fn list(&self, name: &str) -> Vec<String> {
-        self.get(name)
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.get(name).map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default()
     }
 }
 
@@ -170,15 +122,10 @@ pub trait ConnectorFactory: Send + Sync + Debug {
     fn version(&self) -> &'static str;
     fn parameters(&self) -> &'static [ParameterSpec];
     /// Builds a connector from validated parameters. May call the API (e.g. to discover tables).
-    async fn create(&self, params: Parameters, ctx: ConnectorContext)
-    -> Result<Arc<dyn Connector>>;
+    async fn create(&self, params: Parameters, ctx: ConnectorContext) -> Result<Arc<dyn Connector>>;
 
     /// Validates raw parameters, then creates.
-    async fn build(
-        &self,
-        given: &BTreeMap<String, String>,
-        ctx: ConnectorContext,
-    ) -> Result<Arc<dyn Connector>> {
+    async fn build(&self, given: &BTreeMap<String, String>, ctx: ConnectorContext) -> Result<Arc<dyn Connector>> {
         let params = Parameters::validate(self.name(), self.parameters(), given)?;
         self.create(params, ctx).await
     }
@@ -195,20 +142,12 @@ mod tests {
     ];
 
     fn given(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn validation_fills_defaults_and_redacts_secrets() {
-        let p = Parameters::validate(
-            "github",
-            SPECS,
-            &given(&[("base_url", "http://x"), ("token", "s3cret")]),
-        )
-        .unwrap();
+        let p = Parameters::validate("github", SPECS, &given(&[("base_url", "http://x"), ("token", "s3cret")])).unwrap();
         assert_eq!(p.get("orgs"), Some("acme"));
         let shown = format!("{p:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
@@ -217,18 +156,9 @@ mod tests {
 
     #[test]
     fn validation_names_missing_and_unknown_parameters() {
-        let e =
-            Parameters::validate("github", SPECS, &given(&[("base_url", "http://x")])).unwrap_err();
+        let e = Parameters::validate("github", SPECS, &given(&[("base_url", "http://x")])).unwrap_err();
         assert_eq!(e.to_string(), "connector `github` needs parameter `token`");
-        let e = Parameters::validate(
-            "github",
-            SPECS,
-            &given(&[("base_url", "x"), ("token", "t"), ("tokn", "t")]),
-        )
-        .unwrap_err();
-        assert!(
-            e.to_string().contains("does not take parameter `tokn`"),
-            "{e}"
-        );
+        let e = Parameters::validate("github", SPECS, &given(&[("base_url", "x"), ("token", "t"), ("tokn", "t")])).unwrap_err();
+        assert!(e.to_string().contains("does not take parameter `tokn`"), "{e}");
     }
 }

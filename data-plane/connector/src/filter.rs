@@ -27,15 +27,7 @@ pub fn literal(e: &Expr) -> Option<ScalarValue> {
 /// `col op literal` (or `literal op col`, flipped), with a comparison operator.
 pub fn comparison(e: &Expr) -> Option<(&str, Operator, ScalarValue)> {
     let Expr::BinaryExpr(b) = e else { return None };
-    if !matches!(
-        b.op,
-        Operator::Eq
-            | Operator::NotEq
-            | Operator::Lt
-            | Operator::LtEq
-            | Operator::Gt
-            | Operator::GtEq
-    ) {
+    if !matches!(b.op, Operator::Eq | Operator::NotEq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq) {
         return None;
     }
     if let (Some(c), Some(v)) = (column(&b.left), literal(&b.right)) {
@@ -81,9 +73,7 @@ pub fn pinned_values(e: &Expr) -> Option<(&str, Vec<ScalarValue>)> {
 /// A scalar's text, for values sent as query parameters.
 pub fn text(v: &ScalarValue) -> Option<String> {
     match v {
-        ScalarValue::Utf8(Some(s))
-        | ScalarValue::LargeUtf8(Some(s))
-        | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
         v if v.is_null() => None,
         ScalarValue::Boolean(Some(b)) => Some(b.to_string()),
         ScalarValue::Int8(_)
@@ -125,10 +115,7 @@ pub fn pinned_texts(filters: &[Expr], column: &str) -> Option<Vec<String>> {
 /// A timestamp scalar as UTC microseconds.
 pub fn timestamp_micros(v: &ScalarValue) -> Option<i64> {
     match v
-        .cast_to(&datafusion::arrow::datatypes::DataType::Timestamp(
-            datafusion::arrow::datatypes::TimeUnit::Microsecond,
-            None,
-        ))
+        .cast_to(&datafusion::arrow::datatypes::DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None))
         .ok()?
     {
         ScalarValue::TimestampMicrosecond(Some(t), _) => Some(t),

@@ -55,10 +55,7 @@ const LOG_LIMIT: usize = 1000;
 
 impl QueryContext {
     pub fn with_deadline(deadline: Option<Instant>) -> Self {
-        QueryContext {
-            deadline,
-            ..Default::default()
-        }
+        QueryContext { deadline, ..Default::default() }
     }
     /// Upstream requests sent (every attempt counts).
     pub fn api_requests(&self) -> u64 {
@@ -76,8 +73,7 @@ impl QueryContext {
         }
     }
     fn remaining(&self) -> Option<Duration> {
-        self.deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
+        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
     }
 }
 
@@ -104,13 +100,7 @@ pub enum Verdict {
 /// How one API answers: which statuses are transient, what a rate limit looks like, where errors live.
 pub trait Dialect: Send + Sync + Debug {
     fn app(&self) -> &'static str;
-    fn classify(
-        &self,
-        connection: &str,
-        status: StatusCode,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Verdict;
+    fn classify(&self, connection: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict;
 }
 
 /// Supplies the `Authorization` header, refreshing sessions where the API has them.
@@ -152,25 +142,12 @@ impl ApiResponse {
 
 /// Seconds in `Retry-After`.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get("retry-after")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    headers.get("retry-after")?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// Time until an epoch-seconds reset header.
 pub fn until_epoch(headers: &HeaderMap, name: &str) -> Option<Duration> {
-    let reset = headers
-        .get(name)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()?;
+    let reset = headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok()?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
     Some(Duration::from_secs(reset.saturating_sub(now)))
 }
@@ -207,15 +184,7 @@ impl ApiClient {
                 source,
             })?;
         let permits = Arc::new(Semaphore::new(settings.max_concurrency.max(1)));
-        Ok(ApiClient {
-            http,
-            connection: connection.into(),
-            settings,
-            dialect,
-            auth,
-            headers,
-            permits,
-        })
+        Ok(ApiClient { http, connection: connection.into(), settings, dialect, auth, headers, permits })
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -232,12 +201,7 @@ impl ApiClient {
     }
 
     /// `GET url?params`, governed.
-    pub async fn get(
-        &self,
-        q: &QueryContext,
-        url: &str,
-        params: &[(String, String)],
-    ) -> Result<ApiResponse> {
+    pub async fn get(&self, q: &QueryContext, url: &str, params: &[(String, String)]) -> Result<ApiResponse> {
         let app = self.dialect.app();
         let mut attempt = 0u32;
         let mut reauthenticated = false;
@@ -246,77 +210,54 @@ impl ApiClient {
             attempt += 1;
             let remaining = q.remaining();
             if remaining.is_some_and(|r| r.is_zero()) {
-                return Err(ConnectorError::DeadlineExceeded {
-                    app,
-                    connection: self.connection.clone(),
-                });
+                return Err(ConnectorError::DeadlineExceeded { app, connection: self.connection.clone() });
             }
-            let timeout = remaining.map_or(self.settings.request_timeout, |r| {
-                r.min(self.settings.request_timeout)
-            });
+            let timeout = remaining.map_or(self.settings.request_timeout, |r| r.min(self.settings.request_timeout));
             let authorization = self.auth.authorization(&self.http).await?;
-            let outcome =
-                {
-                    let _permit = self.permits.acquire().await.map_err(|_| {
-                        ConnectorError::DeadlineExceeded {
-                            app,
-                            connection: self.connection.clone(),
-                        }
-                    })?;
-                    q.record(format!("GET {shown}"));
-                    let send = async {
-                        let resp = self
-                            .http
-                            .get(url)
-                            .query(params)
-                            .headers(self.headers.clone())
-                            .header("authorization", authorization)
-                            .send()
-                            .await?;
-                        let status = resp.status();
-                        let headers = resp.headers().clone();
-                        let body = resp.bytes().await?;
-                        Ok::<_, reqwest::Error>((status, headers, body))
-                    };
-                    tokio::time::timeout(timeout, send).await
+            let outcome = {
+                let _permit = self
+                    .permits
+                    .acquire()
+                    .await
+                    .map_err(|_| ConnectorError::DeadlineExceeded { app, connection: self.connection.clone() })?;
+                q.record(format!("GET {shown}"));
+                let send = async {
+                    let resp = self
+                        .http
+                        .get(url)
+                        .query(params)
+                        .headers(self.headers.clone())
+                        .header("authorization", authorization)
+                        .send()
+                        .await?;
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    let body = resp.bytes().await?;
+                    Ok::<_, reqwest::Error>((status, headers, body))
                 };
+                tokio::time::timeout(timeout, send).await
+            };
             let (status, headers, body) = match outcome {
                 Err(_) if q.remaining().is_some_and(|r| r.is_zero()) => {
-                    return Err(ConnectorError::DeadlineExceeded {
-                        app,
-                        connection: self.connection.clone(),
-                    });
+                    return Err(ConnectorError::DeadlineExceeded { app, connection: self.connection.clone() });
                 }
                 Err(_) => {
-                    self.backoff(q, attempt, None, "request timed out".into())
-                        .await?;
+                    self.backoff(q, attempt, None, "request timed out".into()).await?;
                     continue;
                 }
                 Ok(Err(source)) => {
                     if attempt >= self.settings.max_attempts {
-                        return Err(ConnectorError::Transport {
-                            app,
-                            connection: self.connection.clone(),
-                            url: shown,
-                            source,
-                        });
+                        return Err(ConnectorError::Transport { app, connection: self.connection.clone(), url: shown, source });
                     }
                     self.backoff(q, attempt, None, source.to_string()).await?;
                     continue;
                 }
                 Ok(Ok(parts)) => parts,
             };
-            match self
-                .dialect
-                .classify(&self.connection, status, &headers, &body)
-            {
+            match self.dialect.classify(&self.connection, status, &headers, &body) {
                 Verdict::Ok => match serde_json::from_slice::<Value>(&body) {
                     Ok(body) => {
-                        return Ok(ApiResponse {
-                            status,
-                            headers,
-                            body,
-                        });
+                        return Ok(ApiResponse { status, headers, body });
                     }
                     Err(source) => {
                         // A garbled or cut-off body is a transient fault: ask again.
@@ -328,17 +269,13 @@ impl ApiClient {
                                 source,
                             });
                         }
-                        self.backoff(q, attempt, None, "malformed body".into())
-                            .await?;
+                        self.backoff(q, attempt, None, "malformed body".into()).await?;
                     }
                 },
                 Verdict::Retry { after, reason } => self.backoff(q, attempt, after, reason).await?,
                 Verdict::RateLimited { reset_in, message } => {
                     let fits_deadline = q.remaining().is_none_or(|r| reset_in < r);
-                    if reset_in > self.settings.max_rate_limit_wait
-                        || !fits_deadline
-                        || attempt >= self.settings.max_attempts
-                    {
+                    if reset_in > self.settings.max_rate_limit_wait || !fits_deadline || attempt >= self.settings.max_attempts {
                         return Err(ConnectorError::QuotaExhausted {
                             app,
                             connection: self.connection.clone(),
@@ -367,13 +304,7 @@ impl ApiClient {
         }
     }
 
-    async fn backoff(
-        &self,
-        q: &QueryContext,
-        attempt: u32,
-        after: Option<Duration>,
-        reason: String,
-    ) -> Result<()> {
+    async fn backoff(&self, q: &QueryContext, attempt: u32, after: Option<Duration>, reason: String) -> Result<()> {
         let app = self.dialect.app();
         if attempt >= self.settings.max_attempts {
             return Err(ConnectorError::RetriesExhausted {
@@ -383,19 +314,12 @@ impl ApiClient {
                 last: reason,
             });
         }
-        let exp = self
-            .settings
-            .base_backoff
-            .saturating_mul(1 << (attempt - 1).min(16))
-            .min(self.settings.max_backoff);
+        let exp = self.settings.base_backoff.saturating_mul(1 << (attempt - 1).min(16)).min(self.settings.max_backoff);
         // Up to 25% jitter, so synchronized clients spread out.
         let jitter = exp.mul_f64((Instant::now().elapsed().subsec_nanos() % 250) as f64 / 1000.0);
         let wait = after.unwrap_or(exp + jitter);
         if q.remaining().is_some_and(|r| r <= wait) {
-            return Err(ConnectorError::DeadlineExceeded {
-                app,
-                connection: self.connection.clone(),
-            });
+            return Err(ConnectorError::DeadlineExceeded { app, connection: self.connection.clone() });
         }
         tracing::debug!(connection = %self.connection, attempt, wait_ms = wait.as_millis() as u64, %reason, "retrying");
         tokio::time::sleep(wait).await;
@@ -407,47 +331,18 @@ fn display_url(url: &str, params: &[(String, String)]) -> String {
     if params.is_empty() {
         return url.to_string();
     }
-    let query = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(params)
-        .finish();
+    let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
     format!("{url}{}{query}", if url.contains('?') { '&' } else { '?' })
 }
 
 /// The common reading of statuses, for dialects to fall back on.
-pub fn classify_common(
-    app: &'static str,
-    connection: &str,
-    status: StatusCode,
-    headers: &HeaderMap,
-    message: String,
-) -> Verdict {
+pub fn classify_common(app: &'static str, connection: &str, status: StatusCode, headers: &HeaderMap, message: String) -> Verdict {
     match status.as_u16() {
         200..=299 => Verdict::Ok,
-        401 => Verdict::Fail(ConnectorError::Unauthorized {
-            app,
-            connection: connection.into(),
-            status: 401,
-            message,
-        }),
-        429 => Verdict::Retry {
-            after: retry_after(headers),
-            reason: format!("429: {message}"),
-        },
-        408 | 500 | 502 | 503 | 504 => Verdict::Retry {
-            after: retry_after(headers),
-            reason: format!("{status}: {message}"),
-        },
-        403 => Verdict::Fail(ConnectorError::Forbidden {
-            app,
-            connection: connection.into(),
-            status: 403,
-            message,
-        }),
-        s => Verdict::Fail(ConnectorError::Upstream {
-            app,
-            connection: connection.into(),
-            status: s,
-            message,
-        }),
+        401 => Verdict::Fail(ConnectorError::Unauthorized { app, connection: connection.into(), status: 401, message }),
+        429 => Verdict::Retry { after: retry_after(headers), reason: format!("429: {message}") },
+        408 | 500 | 502 | 503 | 504 => Verdict::Retry { after: retry_after(headers), reason: format!("{status}: {message}") },
+        403 => Verdict::Fail(ConnectorError::Forbidden { app, connection: connection.into(), status: 403, message }),
+        s => Verdict::Fail(ConnectorError::Upstream { app, connection: connection.into(), status: s, message }),
     }
 }

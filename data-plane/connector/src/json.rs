@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, ListBuilder,
-    StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, ListBuilder, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -39,9 +39,7 @@ impl Kind {
             Kind::Int => DataType::Int64,
             Kind::Float => DataType::Float64,
             Kind::Bool | Kind::Present => DataType::Boolean,
-            Kind::Timestamp | Kind::EpochSeconds => {
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-            }
+            Kind::Timestamp | Kind::EpochSeconds => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             Kind::Date => DataType::Date32,
             Kind::StrList(_) => DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
         }
@@ -59,21 +57,12 @@ pub struct Column {
 
 impl Column {
     pub fn new(name: &str, kind: Kind, pointer: &str) -> Self {
-        Column {
-            name: name.into(),
-            kind,
-            pointer: pointer.into(),
-        }
+        Column { name: name.into(), kind, pointer: pointer.into() }
     }
 }
 
 pub fn schema_of(columns: &[Column]) -> SchemaRef {
-    Arc::new(Schema::new(
-        columns
-            .iter()
-            .map(|c| Field::new(&c.name, c.kind.data_type(), true))
-            .collect::<Vec<_>>(),
-    ))
+    Arc::new(Schema::new(columns.iter().map(|c| Field::new(&c.name, c.kind.data_type(), true)).collect::<Vec<_>>()))
 }
 
 pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
@@ -117,9 +106,7 @@ fn as_epoch_micros(v: &Value) -> Option<i64> {
 }
 
 fn column_array(column: &Column, rows: &[Value]) -> ArrayRef {
-    let values = rows
-        .iter()
-        .map(|r| r.pointer(&column.pointer).filter(|v| !v.is_null()));
+    let values = rows.iter().map(|r| r.pointer(&column.pointer).filter(|v| !v.is_null()));
     match column.kind {
         Kind::Str => {
             let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
@@ -148,13 +135,8 @@ fn column_array(column: &Column, rows: &[Value]) -> ArrayRef {
         }
         Kind::Timestamp => {
             let mut b = TimestampMicrosecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
-            values.for_each(|v| {
-                b.append_option(
-                    v.and_then(Value::as_str)
-                        .and_then(parse_timestamp)
-                        .map(|t| t.timestamp_micros()),
-                )
-            });
+            values
+                .for_each(|v| b.append_option(v.and_then(Value::as_str).and_then(parse_timestamp).map(|t| t.timestamp_micros())));
             Arc::new(b.finish())
         }
         Kind::EpochSeconds => {
@@ -166,9 +148,8 @@ fn column_array(column: &Column, rows: &[Value]) -> ArrayRef {
             let mut b = Date32Builder::with_capacity(rows.len());
             let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
             values.for_each(|v| {
-                let d = v.and_then(Value::as_str).and_then(|s| {
-                    NaiveDate::parse_from_str(s.get(..10).unwrap_or(s), "%Y-%m-%d").ok()
-                });
+                let d =
+                    v.and_then(Value::as_str).and_then(|s| NaiveDate::parse_from_str(s.get(..10).unwrap_or(s), "%Y-%m-%d").ok());
                 b.append_option(d.map(|d| (d - epoch).num_days() as i32));
             });
             Arc::new(b.finish())
@@ -179,11 +160,7 @@ fn column_array(column: &Column, rows: &[Value]) -> ArrayRef {
                 match v.and_then(Value::as_array) {
                     Some(items) => {
                         for item in items {
-                            let s = if field.is_empty() {
-                                as_str(item)
-                            } else {
-                                item.get(field).and_then(as_str)
-                            };
+                            let s = if field.is_empty() { as_str(item) } else { item.get(field).and_then(as_str) };
                             b.values().append_option(s);
                         }
                         b.append(true);
@@ -225,13 +202,7 @@ mod tests {
         let refs: Vec<&Column> = cols.iter().collect();
         let batch = to_batch(schema_of(&cols), &refs, &rows).unwrap();
         let text = pretty_format_batches(&[batch]).unwrap().to_string();
-        assert!(
-            text.contains("| ada   | [bug, p1] | true  | 2024-01-02T03:04:05Z | 3 |"),
-            "{text}"
-        );
-        assert!(
-            text.contains("|       | []        | false | 2013-05-20T20:49:32Z | 7 |"),
-            "{text}"
-        );
+        assert!(text.contains("| ada   | [bug, p1] | true  | 2024-01-02T03:04:05Z | 3 |"), "{text}");
+        assert!(text.contains("|       | []        | false | 2013-05-20T20:49:32Z | 7 |"), "{text}");
     }
 }

@@ -20,11 +20,9 @@ pub mod table;
 
 pub use error::{ConnectorError, Result};
 pub use factory::{Connector, ConnectorContext, ConnectorFactory, ParameterSpec, Parameters};
-pub use http::{
-    ApiClient, ApiResponse, Auth, BearerToken, Dialect, HttpSettings, QueryContext, Verdict,
-};
+pub use http::{ApiClient, ApiResponse, Auth, BearerToken, Dialect, HttpSettings, QueryContext, Verdict};
 pub use json::{Column, Kind};
-pub use table::{ApiScanExec, ApiTable, ApiTableProvider, ScanRequest};
+pub use table::{ApiScanExec, ApiTable, ApiTableProvider, ScanRequest, SortKey};
 
 /// `AnnualRevenue` → `annual_revenue`, `Foo__c` → `foo__c`, `IsWon` → `is_won`.
 pub fn snake_case(name: &str) -> String {

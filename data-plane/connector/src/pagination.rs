@@ -12,34 +12,21 @@ pub fn parse_link_header(header: &str) -> Vec<(String, String)> {
         .split(',')
         .filter_map(|part| {
             let (url, params) = part.split_once(';')?;
-            let url = url
-                .trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>')
-                .to_string();
-            let rel = params
-                .split(';')
-                .find_map(|p| p.trim().strip_prefix("rel="))?
-                .trim_matches('"')
-                .to_string();
+            let url = url.trim().trim_start_matches('<').trim_end_matches('>').to_string();
+            let rel = params.split(';').find_map(|p| p.trim().strip_prefix("rel="))?.trim_matches('"').to_string();
             Some((rel, url))
         })
         .collect()
 }
 
 pub fn link(header: Option<&str>, rel: &str) -> Option<String> {
-    parse_link_header(header?)
-        .into_iter()
-        .find(|(r, _)| r == rel)
-        .map(|(_, u)| u)
+    parse_link_header(header?).into_iter().find(|(r, _)| r == rel).map(|(_, u)| u)
 }
 
 /// The `page` number in a URL's query.
 pub fn page_number(url: &str) -> Option<usize> {
     let query = url.split_once('?')?.1;
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "page")
-        .and_then(|(_, v)| v.parse().ok())
+    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "page").and_then(|(_, v)| v.parse().ok())
 }
 
 /// Follows a chain of pages: `fetch(next)` returns rows and the token of the following page (`None` at
@@ -67,10 +54,7 @@ mod tests {
     #[test]
     fn reads_github_link_headers() {
         let h = r#"<https://api.example/repos/a/b/issues?page=2&per_page=100>; rel="next", <https://api.example/repos/a/b/issues?page=7&per_page=100>; rel="last""#;
-        assert_eq!(
-            link(Some(h), "next").as_deref(),
-            Some("https://api.example/repos/a/b/issues?page=2&per_page=100")
-        );
+        assert_eq!(link(Some(h), "next").as_deref(), Some("https://api.example/repos/a/b/issues?page=2&per_page=100"));
         assert_eq!(link(Some(h), "last").and_then(|u| page_number(&u)), Some(7));
         assert_eq!(link(Some(h), "prev"), None);
     }
@@ -79,10 +63,7 @@ mod tests {
     async fn follow_stops_when_there_is_no_next_token() {
         let pages: Vec<_> = follow(|token: Option<u32>| async move {
             let n = token.unwrap_or(0);
-            Ok((
-                vec![serde_json::json!(n)],
-                if n < 2 { Some(n + 1) } else { None },
-            ))
+            Ok((vec![serde_json::json!(n)], if n < 2 { Some(n + 1) } else { None }))
         })
         .collect()
         .await;

@@ -12,12 +12,12 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::expressions::Column as PhysicalColumn;
+use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::sort_pushdown::SortOrderPushdownResult;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use futures::stream::{BoxStream, StreamExt};
 use serde_json::Value;
 
@@ -63,6 +63,16 @@ pub struct ScanRequest {
     pub projection: Option<Vec<usize>>,
     pub filters: Vec<Expr>,
     pub limit: Option<usize>,
+    /// Order the API must return rows in (only keys the table accepted with [`ApiTable::sorts_exactly`]).
+    pub order: Vec<SortKey>,
+}
+
+/// One `ORDER BY` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKey {
+    pub column: String,
+    pub descending: bool,
+    pub nulls_first: bool,
 }
 
 /// One table of an API.
@@ -75,14 +85,15 @@ pub trait ApiTable: Send + Sync + Debug + 'static {
     fn pushdown(&self, _filter: &Expr) -> TableProviderFilterPushDown {
         TableProviderFilterPushDown::Unsupported
     }
+    /// Whether the API returns rows in exactly SQL's order for this key (so the engine's sort can go).
+    /// Default: no.
+    fn sorts_exactly(&self, _key: &SortKey) -> bool {
+        false
+    }
     /// The API requests a scan will make, for `EXPLAIN`.
     fn describe(&self, scan: &ScanRequest) -> Vec<String>;
     /// The rows, a page at a time.
-    fn fetch(
-        &self,
-        scan: ScanRequest,
-        query: Arc<QueryContext>,
-    ) -> BoxStream<'static, Result<Vec<Value>>>;
+    fn fetch(&self, scan: ScanRequest, query: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>>;
 }
 
 /// A DataFusion table over an [`ApiTable`].
@@ -97,11 +108,7 @@ impl ApiTableProvider {
     /// With `pushdown` off, every filter and limit stays in the engine (the correctness gate's baseline).
     pub fn new(table: Arc<dyn ApiTable>, pushdown: bool) -> Self {
         let schema = json::schema_of(table.columns());
-        ApiTableProvider {
-            table,
-            schema,
-            pushdown,
-        }
+        ApiTableProvider { table, schema, pushdown }
     }
 }
 
@@ -115,19 +122,10 @@ impl TableProvider for ApiTableProvider {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
         Ok(filters
             .iter()
-            .map(|f| {
-                if self.pushdown {
-                    self.table.pushdown(f)
-                } else {
-                    TableProviderFilterPushDown::Unsupported
-                }
-            })
+            .map(|f| if self.pushdown { self.table.pushdown(f) } else { TableProviderFilterPushDown::Unsupported })
             .collect())
     }
 
@@ -140,22 +138,15 @@ impl TableProvider for ApiTableProvider {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let request = ScanRequest {
             projection: projection.cloned(),
-            filters: if self.pushdown {
-                filters.to_vec()
-            } else {
-                Vec::new()
-            },
+            filters: if self.pushdown { filters.to_vec() } else { Vec::new() },
             limit: if self.pushdown { limit } else { None },
+            order: Vec::new(),
         };
         let schema = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
         };
-        Ok(Arc::new(ApiScanExec::new(
-            self.table.clone(),
-            request,
-            schema,
-        )))
+        Ok(Arc::new(ApiScanExec::new(self.table.clone(), request, schema, self.pushdown, None)))
     }
 }
 
@@ -165,23 +156,34 @@ pub struct ApiScanExec {
     table: Arc<dyn ApiTable>,
     request: ScanRequest,
     schema: SchemaRef,
+    pushdown: bool,
+    ordering: Option<LexOrdering>,
     properties: Arc<PlanProperties>,
 }
 
 impl ApiScanExec {
-    fn new(table: Arc<dyn ApiTable>, request: ScanRequest, schema: SchemaRef) -> Self {
+    fn new(
+        table: Arc<dyn ApiTable>,
+        request: ScanRequest,
+        schema: SchemaRef,
+        pushdown: bool,
+        ordering: Option<LexOrdering>,
+    ) -> Self {
+        let equivalences = match &ordering {
+            Some(o) => EquivalenceProperties::new_with_orderings(schema.clone(), [o.clone()]),
+            None => EquivalenceProperties::new(schema.clone()),
+        };
         let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
+            equivalences,
             Partitioning::UnknownPartitioning(1),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        ApiScanExec {
-            table,
-            request,
-            schema,
-            properties,
-        }
+        ApiScanExec { table, request, schema, pushdown, ordering, properties }
+    }
+
+    fn with_request(&self, request: ScanRequest, ordering: Option<LexOrdering>) -> Self {
+        Self::new(self.table.clone(), request, self.schema.clone(), self.pushdown, ordering)
     }
 
     pub fn table_name(&self) -> String {
@@ -199,6 +201,11 @@ impl DisplayAs for ApiScanExec {
         write!(f, "ApiScanExec: table={}", self.table.name())?;
         if let Some(limit) = self.request.limit {
             write!(f, ", limit={limit}")?;
+        }
+        if !self.request.order.is_empty() {
+            let keys: Vec<String> =
+                self.request.order.iter().map(|k| format!("{}{}", k.column, if k.descending { " DESC" } else { "" })).collect();
+            write!(f, ", order=[{}]", keys.join(", "))?;
         }
         if !self.request.filters.is_empty() {
             let filters: Vec<String> = self.request.filters.iter().map(|e| e.to_string()).collect();
@@ -228,27 +235,56 @@ impl ExecutionPlan for ApiScanExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(self)
     }
 
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> DfResult<SendableRecordBatchStream> {
-        if partition != 0 {
-            return Err(DataFusionError::Internal(format!(
-                "ApiScanExec has one partition, asked for {partition}"
-            )));
+    /// Takes over an `ORDER BY` when the API sorts exactly as SQL does, so the engine's sort is removed.
+    fn try_pushdown_sort(&self, order: &[PhysicalSortExpr]) -> DfResult<SortOrderPushdownResult<Arc<dyn ExecutionPlan>>> {
+        if !self.pushdown || order.is_empty() {
+            return Ok(SortOrderPushdownResult::Unsupported);
         }
-        let query = context
-            .session_config()
-            .get_extension::<QueryContext>()
-            .unwrap_or_default();
+        let mut keys = Vec::with_capacity(order.len());
+        for e in order {
+            let Some(column) = e.expr.downcast_ref::<PhysicalColumn>() else {
+                return Ok(SortOrderPushdownResult::Unsupported);
+            };
+            let key = SortKey {
+                column: column.name().to_string(),
+                descending: e.options.descending,
+                nulls_first: e.options.nulls_first,
+            };
+            if !self.table.sorts_exactly(&key) {
+                return Ok(SortOrderPushdownResult::Unsupported);
+            }
+            keys.push(key);
+        }
+        let request = ScanRequest { order: keys, ..self.request.clone() };
+        let inner: Arc<dyn ExecutionPlan> = Arc::new(self.with_request(request, LexOrdering::new(order.to_vec())));
+        Ok(SortOrderPushdownResult::Exact { inner })
+    }
+
+    /// A limit directly above the scan (no engine filter between) goes to the API.
+    fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {
+        if !self.pushdown {
+            return None;
+        }
+        let limit = match (limit, self.request.limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Some(Arc::new(self.with_request(ScanRequest { limit, ..self.request.clone() }, self.ordering.clone())))
+    }
+
+    fn fetch(&self) -> Option<usize> {
+        self.request.limit
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!("ApiScanExec has one partition, asked for {partition}")));
+        }
+        let query = context.session_config().get_extension::<QueryContext>().unwrap_or_default();
         let columns: Vec<Column> = match &self.request.projection {
             Some(p) => p.iter().map(|i| self.table.columns()[*i].clone()).collect(),
             None => self.table.columns().to_vec(),
@@ -270,9 +306,6 @@ impl ExecutionPlan for ApiScanExec {
                 let refs: Vec<&Column> = columns.iter().collect();
                 json::to_batch(schema.clone(), &refs, &rows).map_err(DataFusionError::from)
             });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema.clone(),
-            batches,
-        )))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches)))
     }
 }

@@ -21,17 +21,8 @@ pub struct ConnectionSchema {
 }
 
 impl ConnectionSchema {
-    pub fn new(
-        config: ConnectionConfig,
-        factory: Arc<dyn ConnectorFactory>,
-        context: ConnectorContext,
-    ) -> Self {
-        ConnectionSchema {
-            config,
-            factory,
-            context,
-            connector: OnceCell::new(),
-        }
+    pub fn new(config: ConnectionConfig, factory: Arc<dyn ConnectorFactory>, context: ConnectorContext) -> Self {
+        ConnectionSchema { config, factory, context, connector: OnceCell::new() }
     }
 
     pub fn name(&self) -> &str {
@@ -42,15 +33,8 @@ impl ConnectionSchema {
         self.factory.name()
     }
 
-    pub async fn connector(
-        &self,
-    ) -> Result<&Arc<dyn Connector>, omnisql_connector::ConnectorError> {
-        self.connector
-            .get_or_try_init(|| {
-                self.factory
-                    .build(&self.config.options, self.context.clone())
-            })
-            .await
+    pub async fn connector(&self) -> Result<&Arc<dyn Connector>, omnisql_connector::ConnectorError> {
+        self.connector.get_or_try_init(|| self.factory.build(&self.config.options, self.context.clone())).await
     }
 
     /// Table names, creating the connector if needed.
@@ -62,10 +46,7 @@ impl ConnectionSchema {
 #[async_trait]
 impl SchemaProvider for ConnectionSchema {
     fn table_names(&self) -> Vec<String> {
-        self.connector
-            .get()
-            .map(|c| c.table_names())
-            .unwrap_or_default()
+        self.connector.get().map(|c| c.table_names()).unwrap_or_default()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {

@@ -46,10 +46,7 @@ pub struct ApiKeyConfig {
 
 impl std::fmt::Debug for ApiKeyConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKeyConfig")
-            .field("principal", &self.principal)
-            .field("token", &"<redacted>")
-            .finish()
+        f.debug_struct("ApiKeyConfig").field("principal", &self.principal).field("token", &"<redacted>").finish()
     }
 }
 
@@ -92,14 +89,10 @@ pub enum ConfigError {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let config: Config =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })?;
         config.validate()?;
         Ok(config)
     }
@@ -108,18 +101,14 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let ident = |s: &str| {
             !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
                 && !s.starts_with(|c: char| c.is_ascii_digit())
         };
         let mut tokens = std::collections::HashSet::new();
         let mut tenants = std::collections::HashSet::new();
         for t in &self.tenants {
             if t.id.is_empty() || !tenants.insert(&t.id) {
-                return Err(ConfigError::Invalid(format!(
-                    "tenant id `{}` is empty or repeated",
-                    t.id
-                )));
+                return Err(ConfigError::Invalid(format!("tenant id `{}` is empty or repeated", t.id)));
             }
             for k in &t.api_keys {
                 if k.token.len() < 16 {
@@ -129,10 +118,7 @@ impl Config {
                     )));
                 }
                 if !tokens.insert(&k.token) {
-                    return Err(ConfigError::Invalid(format!(
-                        "tenant `{}`: an API key is used twice",
-                        t.id
-                    )));
+                    return Err(ConfigError::Invalid(format!("tenant `{}`: an API key is used twice", t.id)));
                 }
             }
             let mut names = std::collections::HashSet::new();
@@ -144,10 +130,7 @@ impl Config {
                     )));
                 }
                 if !names.insert(&c.name) {
-                    return Err(ConfigError::Invalid(format!(
-                        "tenant `{}`: connection `{}` is defined twice",
-                        t.id, c.name
-                    )));
+                    return Err(ConfigError::Invalid(format!("tenant `{}`: connection `{}` is defined twice", t.id, c.name)));
                 }
             }
         }

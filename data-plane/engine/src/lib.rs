@@ -82,21 +82,11 @@ pub enum EngineError {
     #[error(
         "connection `{connection}` of tenant `{tenant}` uses connector `{connector}`, which this data plane does not have (it has: {available})"
     )]
-    UnknownConnector {
-        tenant: String,
-        connection: String,
-        connector: String,
-        available: String,
-    },
+    UnknownConnector { tenant: String, connection: String, connector: String, available: String },
     #[error(
         "connection `{connection}` pins connector `{connector}` version {wanted}, but this data plane runs version {running}"
     )]
-    VersionMismatch {
-        connection: String,
-        connector: String,
-        wanted: String,
-        running: String,
-    },
+    VersionMismatch { connection: String, connector: String, wanted: String, running: String },
     #[error(transparent)]
     Config(#[from] ConfigError),
 }
@@ -130,29 +120,16 @@ impl Engine {
         for t in &config.tenants {
             let tenant = TenantId(t.id.clone());
             for k in &t.api_keys {
-                tokens.insert(
-                    k.token.clone(),
-                    Caller {
-                        tenant: tenant.clone(),
-                        principal: k.principal.clone(),
-                    },
-                );
+                tokens.insert(k.token.clone(), Caller { tenant: tenant.clone(), principal: k.principal.clone() });
             }
             let mut schemas = Vec::new();
             for c in &t.connections {
-                let factory = factories
-                    .iter()
-                    .find(|f| f.name() == c.connector)
-                    .cloned()
-                    .ok_or_else(|| EngineError::UnknownConnector {
+                let factory =
+                    factories.iter().find(|f| f.name() == c.connector).cloned().ok_or_else(|| EngineError::UnknownConnector {
                         tenant: t.id.clone(),
                         connection: c.name.clone(),
                         connector: c.connector.clone(),
-                        available: factories
-                            .iter()
-                            .map(|f| f.name())
-                            .collect::<Vec<_>>()
-                            .join(", "),
+                        available: factories.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "),
                     })?;
                 if let Some(v) = &c.version
                     && v != factory.version()
@@ -164,20 +141,13 @@ impl Engine {
                         running: factory.version().into(),
                     });
                 }
-                let context = ConnectorContext {
-                    connection: c.name.clone(),
-                    http: options.http.clone(),
-                    pushdown: options.pushdown,
-                };
+                let context =
+                    ConnectorContext { connection: c.name.clone(), http: options.http.clone(), pushdown: options.pushdown };
                 schemas.push(Arc::new(ConnectionSchema::new(c.clone(), factory, context)));
             }
             tenants.insert(tenant, Tenant { schemas });
         }
-        Ok(Engine {
-            tenants,
-            tokens,
-            options,
-        })
+        Ok(Engine { tenants, tokens, options })
     }
 
     /// The caller a bearer token belongs to.
@@ -188,10 +158,7 @@ impl Engine {
 
     /// The tenant's connection schemas.
     pub fn schemas(&self, tenant: &TenantId) -> &[Arc<ConnectionSchema>] {
-        self.tenants
-            .get(tenant)
-            .map(|t| t.schemas.as_slice())
-            .unwrap_or(&[])
+        self.tenants.get(tenant).map(|t| t.schemas.as_slice()).unwrap_or(&[])
     }
 
     /// A DataFusion session that sees only `tenant`'s connections.
@@ -208,20 +175,14 @@ impl Engine {
             // Names were validated unique; a repeated one cannot occur.
             let _ = catalog.register_schema(s.name(), schema);
         }
-        let _ = catalog.register_schema(
-            "public",
-            Arc::new(datafusion::catalog::MemorySchemaProvider::new()),
-        );
+        let _ = catalog.register_schema("public", Arc::new(datafusion::catalog::MemorySchemaProvider::new()));
         ctx.register_catalog(CATALOG, Arc::new(catalog));
         ctx
     }
 
     /// Makes every connection's connector ready (so their tables are listed), reporting the ones that
     /// could not be created.
-    pub async fn warm_up(
-        &self,
-        tenant: &TenantId,
-    ) -> Vec<(String, omnisql_connector::ConnectorError)> {
+    pub async fn warm_up(&self, tenant: &TenantId) -> Vec<(String, omnisql_connector::ConnectorError)> {
         let mut failed = Vec::new();
         for s in self.schemas(tenant) {
             if let Err(e) = s.connector().await {
@@ -232,15 +193,8 @@ impl Engine {
     }
 
     /// Plans `sql` for `caller`, binding `params` to `$1`, `$2`, … placeholders.
-    pub async fn plan(
-        &self,
-        caller: &Caller,
-        sql: &str,
-        params: Option<ParamValues>,
-    ) -> Result<PreparedQuery, DataFusionError> {
-        let context = Arc::new(QueryContext::with_deadline(Some(
-            Instant::now() + self.options.query_timeout,
-        )));
+    pub async fn plan(&self, caller: &Caller, sql: &str, params: Option<ParamValues>) -> Result<PreparedQuery, DataFusionError> {
+        let context = Arc::new(QueryContext::with_deadline(Some(Instant::now() + self.options.query_timeout)));
         let ctx = self.session(&caller.tenant, context.clone());
         let mut dataframe = ctx.sql(sql).await?;
         if let Some(p) = params {
@@ -250,21 +204,14 @@ impl Engine {
     }
 
     /// Plans without binding, for prepared statements: the logical plan with its placeholders.
-    pub async fn logical_plan(
-        &self,
-        caller: &Caller,
-        sql: &str,
-    ) -> Result<LogicalPlan, DataFusionError> {
+    pub async fn logical_plan(&self, caller: &Caller, sql: &str) -> Result<LogicalPlan, DataFusionError> {
         let ctx = self.session(&caller.tenant, Arc::new(QueryContext::default()));
         let state = ctx.state();
         state.create_logical_plan(sql).await
     }
 
     /// Runs a planned query as a stream of batches.
-    pub async fn execute(
-        &self,
-        query: PreparedQuery,
-    ) -> Result<SendableRecordBatchStream, DataFusionError> {
+    pub async fn execute(&self, query: PreparedQuery) -> Result<SendableRecordBatchStream, DataFusionError> {
         query.dataframe.execute_stream().await
     }
 

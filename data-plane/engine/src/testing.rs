@@ -13,18 +13,10 @@ pub fn single_tenant(
 ) -> TenantConfig {
     TenantConfig {
         id: tenant.into(),
-        api_keys: vec![ApiKeyConfig {
-            principal: principal.into(),
-            token: token.into(),
-        }],
+        api_keys: vec![ApiKeyConfig { principal: principal.into(), token: token.into() }],
         connections: connections
             .into_iter()
-            .map(|(name, connector, options)| ConnectionConfig {
-                name,
-                connector,
-                version: None,
-                options,
-            })
+            .map(|(name, connector, options)| ConnectionConfig { name, connector, version: None, options })
             .collect(),
     }
 }

@@ -13,15 +13,9 @@ async fn issue_count_matches_the_world_and_fans_out_over_repositories() {
     let sb = sandbox(SandboxConfig::default()).await;
     let engine = engine(&sb, true);
     let (out, _, requests) = run(&engine, "SELECT count(*) AS n FROM github.issues").await;
-    assert!(
-        out.contains(&format!("| {} |", sb.world.issues.len())),
-        "{out}"
-    );
+    assert!(out.contains(&format!("| {} |", sb.world.issues.len())), "{out}");
     // One repository list plus at least one page per repository.
-    assert!(
-        requests > sb.world.repos.len() as u64,
-        "{requests} requests"
-    );
+    assert!(requests > sb.world.repos.len() as u64, "{requests} requests");
 }
 
 #[tokio::test]
@@ -42,51 +36,30 @@ async fn three_app_join_on_email_finds_the_customers_behind_open_issues() {
     let got: usize = batches.iter().map(|b| b.num_rows()).sum();
 
     let w = &sb.world;
-    let contact_by_email: HashMap<&str, usize> = w
-        .contacts
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.email.as_str(), i))
-        .collect();
+    let contact_by_email: HashMap<&str, usize> = w.contacts.iter().enumerate().map(|(i, c)| (c.email.as_str(), i)).collect();
     let mut expected = BTreeSet::new();
     for i in w.issues.iter().filter(|i| i.open && !i.is_pull) {
         if let Some(email) = &w.github_users[i.author].email
             && let Some(&c) = contact_by_email.get(email.as_str())
         {
-            expected.insert((
-                w.repos[i.repo].full_name(),
-                i.number,
-                w.contacts[c].email.clone(),
-            ));
+            expected.insert((w.repos[i.repo].full_name(), i.number, w.contacts[c].email.clone()));
         }
     }
-    assert!(
-        !expected.is_empty(),
-        "the world has customer-reported open issues"
-    );
+    assert!(!expected.is_empty(), "the world has customer-reported open issues");
     assert_eq!(got, expected.len(), "{}", pretty(&batches));
     let text = pretty(&batches);
     let (repo, number, email) = expected.iter().next().unwrap();
-    assert!(
-        text.contains(email) && text.contains(repo) && text.contains(&format!("| {number} ")),
-        "{text}"
-    );
+    assert!(text.contains(email) && text.contains(repo) && text.contains(&format!("| {number} ")), "{text}");
 }
 
 #[tokio::test]
 async fn outside_contributors_find_no_salesforce_contact() {
     let sb = sandbox(SandboxConfig::default()).await;
     let engine = engine(&sb, true);
-    let sql =
-        "SELECT gu.login FROM github.users gu LEFT JOIN salesforce.contact c ON c.email = gu.email
+    let sql = "SELECT gu.login FROM github.users gu LEFT JOIN salesforce.contact c ON c.email = gu.email
                WHERE c.id IS NULL AND gu.login LIKE '%-dev%' ORDER BY gu.login";
     let (_, rows, _) = run(&engine, sql).await;
-    let outsiders = sb
-        .world
-        .github_users
-        .iter()
-        .filter(|u| u.login.contains("-dev"))
-        .count();
+    let outsiders = sb.world.github_users.iter().filter(|u| u.login.contains("-dev")).count();
     assert_eq!(rows, outsiders);
 }
 
@@ -100,12 +73,7 @@ async fn slack_messages_mention_issues_that_exist() {
         JOIN github.issues i ON m.text LIKE concat('%', i.repo_full_name, '#', CAST(i.number AS VARCHAR), ' %')
         WHERE m.text LIKE '%acme/%#%'";
     let (_, rows, _) = run(&engine, sql).await;
-    let mentions = sb
-        .world
-        .messages
-        .iter()
-        .filter(|m| m.text.contains("acme/") && m.text.contains('#'))
-        .count();
+    let mentions = sb.world.messages.iter().filter(|m| m.text.contains("acme/") && m.text.contains('#')).count();
     assert_eq!(rows, mentions);
 }
 
@@ -118,18 +86,11 @@ async fn explain_shows_the_api_requests_each_scan_makes() {
         "EXPLAIN SELECT title FROM github.issues WHERE repo_full_name = 'acme/api' AND state = 'open' AND user_login = 'ada-acme'",
     )
     .await;
-    assert!(
-        out.contains("GET /repos/acme/api/issues?state=open&creator=ada-acme"),
-        "{out}"
-    );
-    let (out, _, _) = run(
-        &engine,
-        "EXPLAIN SELECT name FROM salesforce.account WHERE annual_revenue > 1000000 LIMIT 5",
-    )
-    .await;
-    assert!(
-        out.contains("SELECT Name FROM Account WHERE AnnualRevenue > 1000000 LIMIT 5"),
-        "{out}"
-    );
+    assert!(out.contains("GET /repos/acme/api/issues?state=open&creator=ada-acme"), "{out}");
+    let (out, _, _) = run(&engine, "EXPLAIN SELECT name FROM salesforce.account WHERE annual_revenue > 1000000 LIMIT 5").await;
+    assert!(out.contains("SELECT Name FROM Account WHERE AnnualRevenue > 1000000 LIMIT 5"), "{out}");
+    let (out, _, _) = run(&engine, "EXPLAIN SELECT name FROM salesforce.account ORDER BY annual_revenue DESC LIMIT 3").await;
+    assert!(out.contains("FROM Account ORDER BY AnnualRevenue DESC NULLS FIRST LIMIT 3"), "{out}");
+    assert!(!out.contains("SortExec"), "the API sorts, the engine does not: {out}");
     assert_eq!(requests, 0, "EXPLAIN plans without fetching rows");
 }

@@ -32,35 +32,37 @@ async fn gate(queries: &[String]) -> (u64, u64) {
 async fn github_results_are_identical_with_and_without_pushdown() {
     let w = omnisql_sandbox::World::generate(42, 1);
     let author = &w.github_users[w.issues[3].author].login;
-    let assignee = w
-        .issues
-        .iter()
-        .find_map(|i| i.assignee)
-        .map(|a| w.github_users[a].login.clone())
-        .unwrap();
+    let assignee = w.issues.iter().find_map(|i| i.assignee).map(|a| w.github_users[a].login.clone()).unwrap();
     let committer = &w.employees[w.commits[0].author].email;
     let queries = vec![
-        "SELECT repo_full_name, number, state FROM github.issues WHERE state = 'open' ORDER BY repo_full_name, number".to_string(),
-        format!("SELECT repo_full_name, number FROM github.issues WHERE repo_full_name = 'acme/api' AND user_login = '{author}' ORDER BY number"),
-        format!("SELECT repo_full_name, number FROM github.issues WHERE assignee_login = '{assignee}' AND state IN ('open', 'closed') ORDER BY 1, 2"),
+        "SELECT repo_full_name, number, state FROM github.issues WHERE state = 'open' ORDER BY repo_full_name, number"
+            .to_string(),
+        format!(
+            "SELECT repo_full_name, number FROM github.issues WHERE repo_full_name = 'acme/api' AND user_login = '{author}' ORDER BY number"
+        ),
+        format!(
+            "SELECT repo_full_name, number FROM github.issues WHERE assignee_login = '{assignee}' AND state IN ('open', 'closed') ORDER BY 1, 2"
+        ),
         "SELECT repo_full_name, number FROM github.issues WHERE assignee_login IS NULL AND state = 'closed' ORDER BY 1, 2".into(),
         "SELECT repo_full_name, number, labels FROM github.issues WHERE array_has(labels, 'bug') ORDER BY 1, 2".into(),
-        "SELECT repo_full_name, number FROM github.issues WHERE updated_at >= TIMESTAMP '2025-01-01T00:00:00Z' ORDER BY 1, 2".into(),
-        "SELECT repo_full_name, number FROM github.issues WHERE updated_at > TIMESTAMP '2025-01-01T00:00:00.5Z' ORDER BY 1, 2".into(),
+        "SELECT repo_full_name, number FROM github.issues WHERE updated_at >= TIMESTAMP '2025-01-01T00:00:00Z' ORDER BY 1, 2"
+            .into(),
+        "SELECT repo_full_name, number FROM github.issues WHERE updated_at > TIMESTAMP '2025-01-01T00:00:00.5Z' ORDER BY 1, 2"
+            .into(),
         "SELECT count(*) FROM github.issues WHERE repo_full_name = 'ACME/API'".into(),
         "SELECT count(*) FROM (SELECT number FROM github.issues WHERE state = 'open' LIMIT 7)".into(),
-        "SELECT repo_full_name, number, base_ref FROM github.pulls WHERE base_ref = 'main' AND state = 'closed' ORDER BY 1, 2".into(),
-        format!("SELECT sha FROM github.commits WHERE author_email = '{committer}' AND committed_at >= TIMESTAMP '2024-06-01T00:00:00Z' ORDER BY sha"),
+        "SELECT repo_full_name, number, base_ref FROM github.pulls WHERE base_ref = 'main' AND state = 'closed' ORDER BY 1, 2"
+            .into(),
+        format!(
+            "SELECT sha FROM github.commits WHERE author_email = '{committer}' AND committed_at >= TIMESTAMP '2024-06-01T00:00:00Z' ORDER BY sha"
+        ),
         "SELECT sha FROM github.commits WHERE committed_at <= TIMESTAMP '2024-03-01T00:00:00Z' ORDER BY sha".into(),
         format!("SELECT login, email FROM github.users WHERE login IN ('{author}', 'nobody-here') ORDER BY login"),
         "SELECT full_name, private FROM github.repos WHERE full_name IN ('acme/api', 'acme/nope') ORDER BY full_name".into(),
         "SELECT full_name FROM github.repos ORDER BY full_name".into(),
     ];
     let (with, without) = gate(&queries).await;
-    assert!(
-        with * 2 < without,
-        "pushdown should at least halve GitHub requests here ({with} vs {without})"
-    );
+    assert!(with * 2 < without, "pushdown should at least halve GitHub requests here ({with} vs {without})");
 }
 
 #[tokio::test]
@@ -82,6 +84,9 @@ async fn salesforce_results_are_identical_with_and_without_pushdown() {
         "SELECT name, amount__c FROM salesforce.renewal__c WHERE amount__c > 100000 ORDER BY name",
         "SELECT id FROM salesforce.contact WHERE created_date >= TIMESTAMP '2024-03-01T00:00:00Z' ORDER BY id",
         "SELECT industry, count(*) AS n, sum(annual_revenue) AS revenue FROM salesforce.account GROUP BY industry ORDER BY industry",
+        "SELECT name, annual_revenue FROM salesforce.account ORDER BY annual_revenue DESC NULLS LAST LIMIT 3",
+        "SELECT name, amount FROM salesforce.opportunity WHERE amount > 10000 ORDER BY amount, close_date LIMIT 4",
+        "SELECT name, annual_revenue FROM salesforce.account WHERE name LIKE '%o%' ORDER BY annual_revenue NULLS FIRST LIMIT 2",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -99,15 +104,15 @@ async fn slack_results_are_identical_with_and_without_pushdown() {
     let queries = vec![
         format!("SELECT channel_id, ts, text FROM slack.messages WHERE channel_id = '{channel}' ORDER BY ts"),
         format!("SELECT channel_id, ts FROM slack.messages WHERE ts >= '{ts_a}' AND ts < '{ts_b}' ORDER BY channel_id, ts"),
-        format!("SELECT channel_id, ts FROM slack.messages WHERE channel_id IN ('{channel}', 'C000NOPE') AND ts > '{ts_a}' ORDER BY ts"),
-        "SELECT channel_id, ts FROM slack.messages WHERE posted_at > TIMESTAMP '2025-06-01T00:00:00Z' ORDER BY channel_id, ts".into(),
+        format!(
+            "SELECT channel_id, ts FROM slack.messages WHERE channel_id IN ('{channel}', 'C000NOPE') AND ts > '{ts_a}' ORDER BY ts"
+        ),
+        "SELECT channel_id, ts FROM slack.messages WHERE posted_at > TIMESTAMP '2025-06-01T00:00:00Z' ORDER BY channel_id, ts"
+            .into(),
         "SELECT id, email FROM slack.users WHERE email LIKE '%@acme.dev' ORDER BY id".into(),
         "SELECT name FROM slack.channels ORDER BY name".into(),
         format!("SELECT count(*) FROM (SELECT ts FROM slack.messages WHERE channel_id = '{channel}' LIMIT 5)"),
     ];
     let (with, without) = gate(&queries).await;
-    assert!(
-        with < without,
-        "pushdown saved no Slack requests ({with} vs {without})"
-    );
+    assert!(with < without, "pushdown saved no Slack requests ({with} vs {without})");
 }

@@ -10,35 +10,15 @@ use omnisql_engine::{Engine, EngineOptions, testing};
 use omnisql_sandbox::{Faults, Quotas, Sandbox, SandboxConfig, Settings};
 
 async fn set_faults(url: &str, faults: Faults) {
-    let settings = Settings {
-        faults,
-        ..Default::default()
-    };
-    let resp = reqwest::Client::new()
-        .post(format!("{url}/_sandbox/settings"))
-        .json(&settings)
-        .send()
-        .await
-        .unwrap();
+    let settings = Settings { faults, ..Default::default() };
+    let resp = reqwest::Client::new().post(format!("{url}/_sandbox/settings")).json(&settings).send().await.unwrap();
     assert!(resp.status().is_success());
 }
 
 fn quick_engine(sb: &Sandbox, timeout: Duration) -> Engine {
-    let connections = sb
-        .connections()
-        .into_iter()
-        .map(|c| (c.name.to_string(), c.connector.to_string(), c.options))
-        .collect();
-    let config = testing::config(vec![testing::single_tenant(
-        "acme",
-        "tester",
-        TOKEN,
-        connections,
-    )]);
-    let mut options = EngineOptions {
-        query_timeout: timeout,
-        ..Default::default()
-    };
+    let connections = sb.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
+    let config = testing::config(vec![testing::single_tenant("acme", "tester", TOKEN, connections)]);
+    let mut options = EngineOptions { query_timeout: timeout, ..Default::default() };
     options.http.base_backoff = Duration::from_millis(5);
     Engine::new(&config, options).unwrap()
 }
@@ -68,10 +48,7 @@ async fn transient_faults_are_retried_and_the_answer_is_still_exact() {
     let w = &sb.world;
     let (out, _, requests) = run(&engine, "SELECT count(*) AS n FROM github.issues").await;
     assert!(out.contains(&format!("| {} |", w.issues.len())), "{out}");
-    assert!(
-        requests > 5,
-        "faults should have cost retries ({requests} requests)"
-    );
+    assert!(requests > 5, "faults should have cost retries ({requests} requests)");
     let (out, _, _) = run(&engine, "SELECT count(*) AS n FROM salesforce.contact").await;
     assert!(out.contains(&format!("| {} |", w.contacts.len())), "{out}");
     let (out, _, _) = run(&engine, "SELECT count(*) AS n FROM slack.messages").await;
@@ -81,51 +58,25 @@ async fn transient_faults_are_retried_and_the_answer_is_still_exact() {
 #[tokio::test]
 async fn a_service_that_keeps_failing_gives_an_error_naming_it() {
     let sb = sandbox(SandboxConfig::default()).await;
-    set_faults(
-        &sb.slack_url,
-        Faults {
-            server_error_rate: 1.0,
-            ..Default::default()
-        },
-    )
-    .await;
+    set_faults(&sb.slack_url, Faults { server_error_rate: 1.0, ..Default::default() }).await;
     let engine = quick_engine(&sb, Duration::from_secs(30));
     let e = error_of(&engine, "SELECT * FROM slack.channels").await;
-    assert!(
-        e.contains("Slack kept failing for connection `slack` after 5 attempts"),
-        "{e}"
-    );
+    assert!(e.contains("Slack kept failing for connection `slack` after 5 attempts"), "{e}");
 }
 
 #[tokio::test]
 async fn an_exhausted_github_quota_fails_the_query_with_the_reset_time() {
-    let sb = sandbox(SandboxConfig {
-        quotas: Quotas {
-            github_per_hour: 2,
-            ..Quotas::default()
-        },
-        ..Default::default()
-    })
-    .await;
+    let sb = sandbox(SandboxConfig { quotas: Quotas { github_per_hour: 2, ..Quotas::default() }, ..Default::default() }).await;
     let engine = quick_engine(&sb, Duration::from_secs(30));
     let e = error_of(&engine, "SELECT count(*) FROM github.issues").await;
-    assert!(
-        e.contains("GitHub quota of connection `github` is exhausted"),
-        "{e}"
-    );
+    assert!(e.contains("GitHub quota of connection `github` is exhausted"), "{e}");
     assert!(e.contains("resets in"), "{e}");
 }
 
 #[tokio::test]
 async fn a_slack_rate_limit_longer_than_the_deadline_fails_with_a_timeout_error() {
-    let sb = sandbox(SandboxConfig {
-        quotas: Quotas {
-            slack_tier_multiplier: 0.02,
-            ..Quotas::default()
-        },
-        ..Default::default()
-    })
-    .await;
+    let sb = sandbox(SandboxConfig { quotas: Quotas { slack_tier_multiplier: 0.02, ..Quotas::default() }, ..Default::default() })
+        .await;
     let engine = quick_engine(&sb, Duration::from_secs(3));
     let e = error_of(&engine, "SELECT count(*) FROM slack.messages").await;
     assert!(e.contains("ran out of time waiting for Slack"), "{e}");
@@ -134,11 +85,8 @@ async fn a_slack_rate_limit_longer_than_the_deadline_fails_with_a_timeout_error(
 #[tokio::test]
 async fn wrong_credentials_name_the_app_and_the_connection() {
     let sb = sandbox(SandboxConfig::default()).await;
-    let mut connections: Vec<_> = sb
-        .connections()
-        .into_iter()
-        .map(|c| (c.name.to_string(), c.connector.to_string(), c.options))
-        .collect();
+    let mut connections: Vec<_> =
+        sb.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
     for (_, _, options) in connections.iter_mut() {
         for key in ["token", "client_secret"] {
             if let Some(v) = options.get_mut(key) {
@@ -146,89 +94,46 @@ async fn wrong_credentials_name_the_app_and_the_connection() {
             }
         }
     }
-    let config = testing::config(vec![testing::single_tenant(
-        "acme",
-        "tester",
-        TOKEN,
-        connections,
-    )]);
+    let config = testing::config(vec![testing::single_tenant("acme", "tester", TOKEN, connections)]);
     let engine = Engine::new(&config, EngineOptions::default()).unwrap();
     let e = error_of(&engine, "SELECT * FROM slack.users").await;
-    assert!(
-        e.contains("Slack rejected the credentials of connection `slack` (200: invalid_auth)"),
-        "{e}"
-    );
+    assert!(e.contains("Slack rejected the credentials of connection `slack` (200: invalid_auth)"), "{e}");
     let e = error_of(&engine, "SELECT * FROM github.repos").await;
-    assert!(
-        e.contains("GitHub rejected the credentials of connection `github` (401: Bad credentials)"),
-        "{e}"
-    );
+    assert!(e.contains("GitHub rejected the credentials of connection `github` (401: Bad credentials)"), "{e}");
     let e = error_of(&engine, "SELECT * FROM salesforce.account").await;
-    assert!(
-        e.contains("Salesforce rejected the credentials of connection `salesforce`"),
-        "{e}"
-    );
-    assert!(
-        !e.contains("wrong-secret-value"),
-        "secrets never appear in errors: {e}"
-    );
+    assert!(e.contains("Salesforce rejected the credentials of connection `salesforce`"), "{e}");
+    assert!(!e.contains("wrong-secret-value"), "secrets never appear in errors: {e}");
 }
 
 #[tokio::test]
 async fn an_expired_salesforce_session_is_renewed_once_and_the_query_succeeds() {
-    let sb = sandbox(SandboxConfig {
-        salesforce_token_ttl_secs: 1,
-        ..Default::default()
-    })
-    .await;
+    let sb = sandbox(SandboxConfig { salesforce_token_ttl_secs: 1, ..Default::default() }).await;
     let engine = engine(&sb, true);
     let (first, _, _) = run(&engine, "SELECT count(*) AS n FROM salesforce.account").await;
     // Let the session expire; the next query meets INVALID_SESSION_ID and must log in again.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (second, _, _) = run(&engine, "SELECT count(*) AS n FROM salesforce.account").await;
     assert_eq!(first, second);
-    let stats: serde_json::Value = reqwest::get(format!("{}/_sandbox/stats", sb.salesforce_url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        stats["endpoints"]["POST /services/oauth2/token"], 2,
-        "{stats}"
-    );
+    let stats: serde_json::Value =
+        reqwest::get(format!("{}/_sandbox/stats", sb.salesforce_url)).await.unwrap().json().await.unwrap();
+    assert_eq!(stats["endpoints"]["POST /services/oauth2/token"], 2, "{stats}");
 }
 
 #[tokio::test]
 async fn a_query_deadline_stops_a_slow_scan_with_a_clear_error() {
     let sb = sandbox(SandboxConfig::default()).await;
-    set_faults(
-        &sb.github_url,
-        Faults {
-            slow_body_ms: 2000,
-            ..Default::default()
-        },
-    )
-    .await;
+    set_faults(&sb.github_url, Faults { slow_body_ms: 2000, ..Default::default() }).await;
     let engine = quick_engine(&sb, Duration::from_millis(800));
     let started = std::time::Instant::now();
     let e = error_of(&engine, "SELECT count(*) FROM github.issues").await;
     assert!(e.contains("ran out of time waiting for GitHub"), "{e}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "the deadline was not kept: {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "the deadline was not kept: {:?}", started.elapsed());
 }
 
 #[tokio::test]
 async fn tenants_see_only_their_own_connections() {
     let sb = sandbox(SandboxConfig::default()).await;
-    let all: Vec<_> = sb
-        .connections()
-        .into_iter()
-        .map(|c| (c.name.to_string(), c.connector.to_string(), c.options))
-        .collect();
+    let all: Vec<_> = sb.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
     let github_only = all.iter().filter(|c| c.0 == "github").cloned().collect();
     let config = testing::config(vec![
         testing::single_tenant("acme", "tester", TOKEN, all),
@@ -237,23 +142,9 @@ async fn tenants_see_only_their_own_connections() {
     let engine = Engine::new(&config, EngineOptions::default()).unwrap();
     let other = engine.authenticate("other-token-0123456789").unwrap();
     assert_eq!(other.tenant.0, "other");
-    let e = engine
-        .query(&other, "SELECT * FROM salesforce.account")
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("salesforce.account") && e.contains("not found"),
-        "{e}"
-    );
-    let e = engine
-        .query(&other, "SELECT * FROM omnisql.slack.users")
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = engine.query(&other, "SELECT * FROM salesforce.account").await.unwrap_err().to_string();
+    assert!(e.contains("salesforce.account") && e.contains("not found"), "{e}");
+    let e = engine.query(&other, "SELECT * FROM omnisql.slack.users").await.unwrap_err().to_string();
     assert!(e.contains("not found"), "{e}");
-    assert!(
-        engine.authenticate("other-token-012345678").is_none(),
-        "a prefix of a key is no key"
-    );
+    assert!(engine.authenticate("other-token-012345678").is_none(), "a prefix of a key is no key");
 }

@@ -32,12 +32,7 @@ pub enum ServeError {
 
 /// Binds the Flight SQL listener (port 0 picks a free port).
 pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: addr.into(),
-            source,
-        })
+    TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr: addr.into(), source })
 }
 
 /// Serves Flight SQL on `listener` until `shutdown` resolves.
@@ -51,10 +46,7 @@ pub async fn serve(
     tracing::info!(addr = ?local, "Flight SQL listening");
     tonic::transport::Server::builder()
         .add_service(service::Server::new(service).max_decoding_message_size(64 * 1024 * 1024))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
         .map_err(ServeError::Serve)
 }

@@ -17,15 +17,14 @@ use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandPreparedStatementQuery, CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
     SqlSupportedCaseSensitivity, TicketStatementQuery,
 };
 use arrow_flight::{
-    FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
-    IpcMessage, SchemaAsIpc, Ticket,
+    FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc,
+    Ticket,
 };
 use base64::Engine as _;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
@@ -122,46 +121,31 @@ impl OmniFlightSql {
         b.append(SqlInfo::SqlDdlCatalog, false);
         b.append(SqlInfo::SqlDdlSchema, false);
         b.append(SqlInfo::SqlDdlTable, false);
-        b.append(
-            SqlInfo::SqlIdentifierCase,
-            SqlSupportedCaseSensitivity::SqlCaseSensitivityLowercase as i32,
-        );
+        b.append(SqlInfo::SqlIdentifierCase, SqlSupportedCaseSensitivity::SqlCaseSensitivityLowercase as i32);
         b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
-        b.append(
-            SqlInfo::SqlQuotedIdentifierCase,
-            SqlSupportedCaseSensitivity::SqlCaseSensitivityCaseInsensitive as i32,
-        );
+        b.append(SqlInfo::SqlQuotedIdentifierCase, SqlSupportedCaseSensitivity::SqlCaseSensitivityCaseInsensitive as i32);
         b.append(SqlInfo::SqlAllTablesAreSelectable, true);
         b.append(SqlInfo::SqlNullOrdering, 2i32);
-        Ok(OmniFlightSql {
-            engine,
-            prepared: Mutex::new(HashMap::new()),
-            sql_info: b.build()?,
-        })
+        Ok(OmniFlightSql { engine, prepared: Mutex::new(HashMap::new()), sql_info: b.build()? })
     }
 
     /// The caller behind a request's bearer token.
     #[allow(clippy::result_large_err)]
     fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        let header = req.metadata().get("authorization").ok_or_else(|| {
-            Status::unauthenticated("no API key: send the header `authorization: Bearer <api key>`")
-        })?;
-        let value = header
-            .to_str()
-            .map_err(|_| Status::unauthenticated("the authorization header is not valid text"))?;
+        let header = req
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| Status::unauthenticated("no API key: send the header `authorization: Bearer <api key>`"))?;
+        let value = header.to_str().map_err(|_| Status::unauthenticated("the authorization header is not valid text"))?;
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                Status::unauthenticated("the authorization header must be `Bearer <api key>`")
-            })?;
+            .ok_or_else(|| Status::unauthenticated("the authorization header must be `Bearer <api key>`"))?;
         match self.engine.authenticate(token.trim()) {
             Some(c) => Ok(c),
             None => {
                 tracing::warn!("rejected an unknown or revoked API key");
-                Err(Status::unauthenticated(
-                    "unknown or revoked API key: ask your OmniSQL admin for a valid key",
-                ))
+                Err(Status::unauthenticated("unknown or revoked API key: ask your OmniSQL admin for a valid key"))
             }
         }
     }
@@ -172,51 +156,24 @@ impl OmniFlightSql {
         match map.get(&handle) {
             // Another tenant's handle is reported exactly like an unknown one.
             Some((_, p)) if p.caller.tenant == caller.tenant => Ok(p.clone()),
-            _ => Err(Status::not_found(
-                "unknown prepared statement: it was closed, or never created on this data plane",
-            )),
+            _ => Err(Status::not_found("unknown prepared statement: it was closed, or never created on this data plane")),
         }
     }
 
-    async fn schema_of(
-        &self,
-        caller: &Caller,
-        sql: &str,
-        params: Option<Vec<ScalarValue>>,
-    ) -> Result<SchemaRef, Status> {
-        let q = self
-            .engine
-            .plan(caller, sql, params.map(ParamValues::from))
-            .await
-            .map_err(|e| status::from_datafusion(&e))?;
+    async fn schema_of(&self, caller: &Caller, sql: &str, params: Option<Vec<ScalarValue>>) -> Result<SchemaRef, Status> {
+        let q = self.engine.plan(caller, sql, params.map(ParamValues::from)).await.map_err(|e| status::from_datafusion(&e))?;
         Ok(Arc::new(q.dataframe.schema().as_arrow().clone()))
     }
 
     /// Runs `sql` and streams its batches as Flight data.
-    async fn run(
-        &self,
-        caller: Caller,
-        sql: String,
-        params: Option<Vec<ScalarValue>>,
-    ) -> Result<Response<FlightStream>, Status> {
+    async fn run(&self, caller: Caller, sql: String, params: Option<Vec<ScalarValue>>) -> Result<Response<FlightStream>, Status> {
         let started = Instant::now();
         let q = self.engine.plan(&caller, &sql, params.map(ParamValues::from)).await.map_err(|e| {
             tracing::info!(tenant = %caller.tenant, principal = %caller.principal, error = %e, "query rejected");
             status::from_datafusion(&e)
         })?;
-        let mut record = QueryRecord {
-            caller,
-            started,
-            context: q.context.clone(),
-            rows: 0,
-            error: None,
-            completed: false,
-        };
-        let mut stream = self
-            .engine
-            .execute(q)
-            .await
-            .map_err(|e| status::from_datafusion(&e))?;
+        let mut record = QueryRecord { caller, started, context: q.context.clone(), rows: 0, error: None, completed: false };
+        let mut stream = self.engine.execute(q).await.map_err(|e| status::from_datafusion(&e))?;
         let schema = stream.schema();
         let batches = futures::stream::poll_fn(move |cx| {
             let next = stream.poll_next_unpin(cx);
@@ -224,22 +181,12 @@ impl OmniFlightSql {
             next
         })
         .map_err(|e| FlightError::Tonic(Box::new(status::from_datafusion(&e))));
-        let data = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(batches)
-            .map_err(flight_to_status);
+        let data = FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map_err(flight_to_status);
         Ok(Response::new(Box::pin(data)))
     }
 
-    fn info(
-        &self,
-        schema: &Schema,
-        ticket: Vec<u8>,
-        descriptor: FlightDescriptor,
-    ) -> Result<Response<FlightInfo>, Status> {
-        let endpoint = FlightEndpoint::new().with_ticket(Ticket {
-            ticket: ticket.into(),
-        });
+    fn info(&self, schema: &Schema, ticket: Vec<u8>, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
+        let endpoint = FlightEndpoint::new().with_ticket(Ticket { ticket: ticket.into() });
         let info = FlightInfo::new()
             .try_with_schema(schema)
             .map_err(|e| status::internal(&e))?
@@ -275,28 +222,15 @@ impl FlightSqlService for OmniFlightSql {
     async fn do_handshake(
         &self,
         request: Request<Streaming<HandshakeRequest>>,
-    ) -> Result<
-        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
-        Status,
-    > {
+    ) -> Result<Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>, Status> {
         // Bearer clients need no handshake; Basic clients send the API key as the password.
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         let token = if let Some(basic) = header.strip_prefix("Basic ") {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(basic.trim())
-                .map_err(|_| {
-                    Status::unauthenticated("the Basic credentials are not valid base64")
-                })?;
-            let text = String::from_utf8(decoded)
-                .map_err(|_| Status::unauthenticated("the Basic credentials are not text"))?;
-            text.split_once(':')
-                .map(|(_, p)| p.to_string())
-                .unwrap_or(text)
+                .map_err(|_| Status::unauthenticated("the Basic credentials are not valid base64"))?;
+            let text = String::from_utf8(decoded).map_err(|_| Status::unauthenticated("the Basic credentials are not text"))?;
+            text.split_once(':').map(|(_, p)| p.to_string()).unwrap_or(text)
         } else if let Some(b) = header.strip_prefix("Bearer ") {
             b.trim().to_string()
         } else {
@@ -305,18 +239,12 @@ impl FlightSqlService for OmniFlightSql {
             ));
         };
         if self.engine.authenticate(&token).is_none() {
-            return Err(Status::unauthenticated(
-                "unknown or revoked API key: ask your OmniSQL admin for a valid key",
-            ));
+            return Err(Status::unauthenticated("unknown or revoked API key: ask your OmniSQL admin for a valid key"));
         }
         let bearer = format!("Bearer {token}");
-        let response = HandshakeResponse {
-            protocol_version: 0,
-            payload: token.into_bytes().into(),
-        };
-        let mut resp: Response<
-            Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>,
-        > = Response::new(Box::pin(futures::stream::once(async { Ok(response) })));
+        let response = HandshakeResponse { protocol_version: 0, payload: token.into_bytes().into() };
+        let mut resp: Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>> =
+            Response::new(Box::pin(futures::stream::once(async { Ok(response) })));
         let value = MetadataValue::try_from(bearer.as_str())
             .map_err(|_| Status::unauthenticated("the API key is not valid header text"))?;
         resp.metadata_mut().insert("authorization", value);
@@ -330,14 +258,8 @@ impl FlightSqlService for OmniFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = self.caller(&request)?;
         let schema = self.schema_of(&caller, &query.query, None).await?;
-        let ticket = TicketStatementQuery {
-            statement_handle: query.query.into_bytes().into(),
-        };
-        self.info(
-            &schema,
-            ticket.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        let ticket = TicketStatementQuery { statement_handle: query.query.into_bytes().into() };
+        self.info(&schema, ticket.as_any().encode_to_vec(), request.into_inner())
     }
 
     async fn do_get_statement(
@@ -378,58 +300,32 @@ impl FlightSqlService for OmniFlightSql {
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let caller = self.caller(&request)?;
-        let plan = self
-            .engine
-            .logical_plan(&caller, &query.query)
-            .await
-            .map_err(|e| status::from_datafusion(&e))?;
+        let plan = self.engine.logical_plan(&caller, &query.query).await.map_err(|e| status::from_datafusion(&e))?;
         let dataset_schema: Schema = plan.schema().as_arrow().clone();
         let mut parameters: Vec<(String, Field)> = plan
             .get_parameter_fields()
             .map_err(|e| status::from_datafusion(&e))?
             .into_iter()
             .map(|(name, field)| {
-                let data_type = field
-                    .map(|f| f.data_type().clone())
-                    .unwrap_or(datafusion::arrow::datatypes::DataType::Null);
+                let data_type = field.map(|f| f.data_type().clone()).unwrap_or(datafusion::arrow::datatypes::DataType::Null);
                 (name.clone(), Field::new(name, data_type, true))
             })
             .collect();
-        parameters.sort_by_key(|(name, _)| {
-            name.trim_start_matches('$')
-                .parse::<usize>()
-                .unwrap_or(usize::MAX)
-        });
-        let parameter_schema =
-            Schema::new(parameters.into_iter().map(|(_, f)| f).collect::<Vec<_>>());
+        parameters.sort_by_key(|(name, _)| name.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX));
+        let parameter_schema = Schema::new(parameters.into_iter().map(|(_, f)| f).collect::<Vec<_>>());
         let handle = uuid::Uuid::new_v4().to_string();
         {
             let mut map = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
             if map.len() >= MAX_PREPARED
-                && let Some(oldest) = map
-                    .iter()
-                    .min_by_key(|(_, (t, _))| *t)
-                    .map(|(k, _)| k.clone())
+                && let Some(oldest) = map.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| k.clone())
             {
                 map.remove(&oldest);
             }
-            map.insert(
-                handle.clone(),
-                (
-                    Instant::now(),
-                    Prepared {
-                        caller,
-                        sql: query.query,
-                        params: None,
-                    },
-                ),
-            );
+            map.insert(handle.clone(), (Instant::now(), Prepared { caller, sql: query.query, params: None }));
         }
         let options = IpcWriteOptions::default();
         let ipc = |s: &Schema| -> Result<IpcMessage, Status> {
-            SchemaAsIpc::new(s, &options)
-                .try_into()
-                .map_err(|e: datafusion::arrow::error::ArrowError| status::internal(&e))
+            SchemaAsIpc::new(s, &options).try_into().map_err(|e: datafusion::arrow::error::ArrowError| status::internal(&e))
         };
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into_bytes().into(),
@@ -445,23 +341,14 @@ impl FlightSqlService for OmniFlightSql {
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let caller = self.caller(&request)?;
         self.prepared(&caller, &cmd.prepared_statement_handle)?;
-        let stream = request
-            .into_inner()
-            .map_err(|s| FlightError::Tonic(Box::new(s)));
-        let batches: Vec<RecordBatch> =
-            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream)
-                .try_collect()
-                .await
-                .map_err(|e| {
-                    Status::invalid_argument(format!(
-                        "the bound parameters are not valid Arrow data: {e}"
-                    ))
-                })?;
+        let stream = request.into_inner().map_err(|s| FlightError::Tonic(Box::new(s)));
+        let batches: Vec<RecordBatch> = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream)
+            .try_collect()
+            .await
+            .map_err(|e| Status::invalid_argument(format!("the bound parameters are not valid Arrow data: {e}")))?;
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         if rows > 1 {
-            return Err(Status::invalid_argument(format!(
-                "bind one row of parameters per execution (got {rows})"
-            )));
+            return Err(Status::invalid_argument(format!("bind one row of parameters per execution (got {rows})")));
         }
         let params = match batches.iter().find(|b| b.num_rows() == 1) {
             Some(b) => Some(
@@ -469,24 +356,15 @@ impl FlightSqlService for OmniFlightSql {
                     .iter()
                     .map(|c| ScalarValue::try_from_array(c, 0))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| {
-                        Status::invalid_argument(format!("cannot read a bound parameter: {e}"))
-                    })?,
+                    .map_err(|e| Status::invalid_argument(format!("cannot read a bound parameter: {e}")))?,
             ),
             None => None,
         };
         let handle = String::from_utf8_lossy(&cmd.prepared_statement_handle).to_string();
-        if let Some((_, p)) = self
-            .prepared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&handle)
-        {
+        if let Some((_, p)) = self.prepared.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&handle) {
             p.params = params;
         }
-        Ok(DoPutPreparedStatementResult {
-            prepared_statement_handle: Some(cmd.prepared_statement_handle),
-        })
+        Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(cmd.prepared_statement_handle) })
     }
 
     async fn do_action_close_prepared_statement(
@@ -497,10 +375,7 @@ impl FlightSqlService for OmniFlightSql {
         let caller = self.caller(&request)?;
         self.prepared(&caller, &query.prepared_statement_handle)?;
         let handle = String::from_utf8_lossy(&query.prepared_statement_handle).to_string();
-        self.prepared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&handle);
+        self.prepared.lock().unwrap_or_else(|e| e.into_inner()).remove(&handle);
         Ok(())
     }
 
@@ -511,11 +386,7 @@ impl FlightSqlService for OmniFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         self.caller(&request)?;
         let schema = query.clone().into_builder(&self.sql_info).schema();
-        self.info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.info(&schema, query.as_any().encode_to_vec(), request.into_inner())
     }
 
     async fn do_get_sql_info(
@@ -535,11 +406,7 @@ impl FlightSqlService for OmniFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         self.caller(&request)?;
         let schema = query.into_builder().schema();
-        self.info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.info(&schema, query.as_any().encode_to_vec(), request.into_inner())
     }
 
     async fn do_get_catalogs(
@@ -560,11 +427,7 @@ impl FlightSqlService for OmniFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         self.caller(&request)?;
         let schema = query.clone().into_builder().schema();
-        self.info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.info(&schema, query.as_any().encode_to_vec(), request.into_inner())
     }
 
     async fn do_get_schemas(
@@ -587,18 +450,10 @@ impl FlightSqlService for OmniFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         self.caller(&request)?;
         let schema = query.clone().into_builder().schema();
-        self.info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.info(&schema, query.as_any().encode_to_vec(), request.into_inner())
     }
 
-    async fn do_get_tables(
-        &self,
-        query: CommandGetTables,
-        request: Request<Ticket>,
-    ) -> Result<Response<FlightStream>, Status> {
+    async fn do_get_tables(&self, query: CommandGetTables, request: Request<Ticket>) -> Result<Response<FlightStream>, Status> {
         let caller = self.caller(&request)?;
         let include_schema = query.include_schema;
         let mut builder = query.into_builder();
@@ -620,9 +475,7 @@ impl FlightSqlService for OmniFlightSql {
                 } else {
                     Arc::new(Schema::empty())
                 };
-                builder
-                    .append(CATALOG, s.name(), &name, "TABLE", &table_schema)
-                    .map_err(|e| status::internal(&e))?;
+                builder.append(CATALOG, s.name(), &name, "TABLE", &table_schema).map_err(|e| status::internal(&e))?;
             }
         }
         Self::batch_stream(builder.schema(), builder.build())
@@ -635,11 +488,7 @@ impl FlightSqlService for OmniFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         self.caller(&request)?;
         let schema = query.into_builder().schema();
-        self.info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.info(&schema, query.as_any().encode_to_vec(), request.into_inner())
     }
 
     async fn do_get_table_types(
@@ -653,16 +502,9 @@ impl FlightSqlService for OmniFlightSql {
         Self::batch_stream(builder.schema(), builder.build())
     }
 
-    async fn do_get_fallback(
-        &self,
-        request: Request<Ticket>,
-        message: Any,
-    ) -> Result<Response<FlightStream>, Status> {
+    async fn do_get_fallback(&self, request: Request<Ticket>, message: Any) -> Result<Response<FlightStream>, Status> {
         self.caller(&request)?;
-        Err(Status::unimplemented(format!(
-            "OmniSQL does not serve {}",
-            message.type_url
-        )))
+        Err(Status::unimplemented(format!("OmniSQL does not serve {}", message.type_url)))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

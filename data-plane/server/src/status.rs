@@ -14,9 +14,9 @@ pub fn from_datafusion(e: &DataFusionError) -> Status {
             Status::invalid_argument(format!("invalid query: {}", strip_backtrace(e.find_root())))
         }
         DataFusionError::NotImplemented(m) => Status::unimplemented(format!("not supported: {m}")),
-        DataFusionError::ResourcesExhausted(m) => Status::resource_exhausted(format!(
-            "the query needs more memory than this data plane allows: {m}"
-        )),
+        DataFusionError::ResourcesExhausted(m) => {
+            Status::resource_exhausted(format!("the query needs more memory than this data plane allows: {m}"))
+        }
         DataFusionError::Execution(m) => Status::invalid_argument(format!("query failed: {m}")),
         DataFusionError::ArrowError(a, _) => Status::invalid_argument(format!("query failed: {a}")),
         other => internal(other),
@@ -24,11 +24,7 @@ pub fn from_datafusion(e: &DataFusionError) -> Status {
 }
 
 fn strip_backtrace(e: &DataFusionError) -> String {
-    e.to_string()
-        .split("\n\nbacktrace")
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    e.to_string().split("\n\nbacktrace").next().unwrap_or_default().to_string()
 }
 
 pub fn from_connector(e: &ConnectorError) -> Status {
@@ -36,16 +32,14 @@ pub fn from_connector(e: &ConnectorError) -> Status {
         ConnectorError::MissingParameter { .. }
         | ConnectorError::InvalidParameter { .. }
         | ConnectorError::UnknownParameter { .. } => Code::FailedPrecondition,
-        ConnectorError::Unauthorized { .. } | ConnectorError::Forbidden { .. } => {
-            Code::FailedPrecondition
-        }
+        ConnectorError::Unauthorized { .. } | ConnectorError::Forbidden { .. } => Code::FailedPrecondition,
         ConnectorError::QuotaExhausted { .. } => Code::ResourceExhausted,
         ConnectorError::Upstream { status, .. } if *status >= 500 => Code::Unavailable,
         ConnectorError::Upstream { status: 404, .. } => Code::NotFound,
         ConnectorError::Upstream { .. } => Code::FailedPrecondition,
-        ConnectorError::RetriesExhausted { .. }
-        | ConnectorError::Transport { .. }
-        | ConnectorError::Malformed { .. } => Code::Unavailable,
+        ConnectorError::RetriesExhausted { .. } | ConnectorError::Transport { .. } | ConnectorError::Malformed { .. } => {
+            Code::Unavailable
+        }
         ConnectorError::UnexpectedShape { .. } => Code::Unavailable,
         ConnectorError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
         ConnectorError::RequiredFilter { .. } => Code::InvalidArgument,
@@ -58,7 +52,5 @@ pub fn from_connector(e: &ConnectorError) -> Status {
 pub fn internal(e: &dyn std::error::Error) -> Status {
     let id = uuid::Uuid::new_v4();
     tracing::error!(error_id = %id, error = %e, "internal error");
-    Status::internal(format!(
-        "internal error {id}; the data plane log has the details"
-    ))
+    Status::internal(format!("internal error {id}; the data plane log has the details"))
 }

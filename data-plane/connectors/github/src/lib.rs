@@ -32,9 +32,8 @@ use omnisql_connector::filter::{self, pinned_texts};
 use omnisql_connector::http::{classify_common, retry_after, until_epoch};
 use omnisql_connector::pagination::{link, page_number};
 use omnisql_connector::{
-    ApiClient, ApiTable, ApiTableProvider, BearerToken, Column, Connector, ConnectorContext,
-    ConnectorError, ConnectorFactory, Dialect, Kind, ParameterSpec, Parameters, QueryContext,
-    Result, ScanRequest, Verdict,
+    ApiClient, ApiTable, ApiTableProvider, BearerToken, Column, Connector, ConnectorContext, ConnectorError, ConnectorFactory,
+    Dialect, Kind, ParameterSpec, Parameters, QueryContext, Result, ScanRequest, Verdict,
 };
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -45,19 +44,9 @@ const VERSION: &str = "1.0.0";
 const PER_PAGE: usize = 100;
 
 static PARAMETERS: &[ParameterSpec] = &[
-    ParameterSpec::optional(
-        "base_url",
-        "GitHub REST API base URL",
-        Some("https://api.github.com"),
-    ),
-    ParameterSpec::secret(
-        "token",
-        "personal access token or GitHub App installation token",
-    ),
-    ParameterSpec::required(
-        "orgs",
-        "comma-separated organisations whose repositories the tables cover",
-    ),
+    ParameterSpec::optional("base_url", "GitHub REST API base URL", Some("https://api.github.com")),
+    ParameterSpec::secret("token", "personal access token or GitHub App installation token"),
+    ParameterSpec::required("orgs", "comma-separated organisations whose repositories the tables cover"),
 ];
 
 #[derive(Debug, Default)]
@@ -74,45 +63,20 @@ impl ConnectorFactory for GithubFactory {
     fn parameters(&self) -> &'static [ParameterSpec] {
         PARAMETERS
     }
-    async fn create(
-        &self,
-        params: Parameters,
-        ctx: ConnectorContext,
-    ) -> Result<Arc<dyn Connector>> {
-        let base = params
-            .require(NAME, "base_url")?
-            .trim_end_matches('/')
-            .to_string();
+    async fn create(&self, params: Parameters, ctx: ConnectorContext) -> Result<Arc<dyn Connector>> {
+        let base = params.require(NAME, "base_url")?.trim_end_matches('/').to_string();
         url::Url::parse(&base).map_err(|e| ConnectorError::InvalidParameter {
             connector: NAME.into(),
             parameter: "base_url".into(),
             reason: e.to_string(),
         })?;
         let mut headers = HeaderMap::new();
-        headers.insert(
-            "accept",
-            HeaderValue::from_static("application/vnd.github+json"),
-        );
-        headers.insert(
-            "x-github-api-version",
-            HeaderValue::from_static("2022-11-28"),
-        );
+        headers.insert("accept", HeaderValue::from_static("application/vnd.github+json"));
+        headers.insert("x-github-api-version", HeaderValue::from_static("2022-11-28"));
         let token = params.require(NAME, "token")?.to_string();
-        let client = ApiClient::new(
-            &ctx.connection,
-            ctx.http.clone(),
-            Arc::new(GithubDialect),
-            Arc::new(BearerToken(token)),
-            headers,
-        )?;
-        Ok(Arc::new(GithubConnector {
-            api: Arc::new(Api {
-                client,
-                base,
-                orgs: params.list("orgs"),
-            }),
-            pushdown: ctx.pushdown,
-        }))
+        let client =
+            ApiClient::new(&ctx.connection, ctx.http.clone(), Arc::new(GithubDialect), Arc::new(BearerToken(token)), headers)?;
+        Ok(Arc::new(GithubConnector { api: Arc::new(Api { client, base, orgs: params.list("orgs") }), pushdown: ctx.pushdown }))
     }
 }
 
@@ -124,13 +88,7 @@ impl Dialect for GithubDialect {
     fn app(&self) -> &'static str {
         "GitHub"
     }
-    fn classify(
-        &self,
-        connection: &str,
-        status: StatusCode,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Verdict {
+    fn classify(&self, connection: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict {
         if status.is_success() {
             return Verdict::Ok;
         }
@@ -139,30 +97,20 @@ impl Dialect for GithubDialect {
             .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
             .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
         if matches!(status.as_u16(), 403 | 429) {
-            let remaining = headers
-                .get("x-ratelimit-remaining")
-                .and_then(|v| v.to_str().ok());
+            let remaining = headers.get("x-ratelimit-remaining").and_then(|v| v.to_str().ok());
             if remaining == Some("0") {
                 let reset_in = until_epoch(headers, "x-ratelimit-reset").unwrap_or_default();
                 return Verdict::RateLimited { reset_in, message };
             }
             if let Some(after) = retry_after(headers) {
-                return Verdict::Retry {
-                    after: Some(after),
-                    reason: message,
-                };
+                return Verdict::Retry { after: Some(after), reason: message };
             }
             if message.contains("secondary rate limit") {
-                return Verdict::Retry {
-                    after: Some(std::time::Duration::from_secs(60)),
-                    reason: message,
-                };
+                return Verdict::Retry { after: Some(std::time::Duration::from_secs(60)), reason: message };
             }
         }
         if status == StatusCode::NOT_FOUND {
-            let message = format!(
-                "{message} (the organisation or repository does not exist, or the token cannot see it)"
-            );
+            let message = format!("{message} (the organisation or repository does not exist, or the token cannot see it)");
             return Verdict::Fail(ConnectorError::Upstream {
                 app: "GitHub",
                 connection: connection.into(),
@@ -205,36 +153,21 @@ impl Api {
             async move { api.client.get(&q, &url, &params).await }
         };
         stream::once(first)
-            .map(
-                move |resp| -> Result<BoxStream<'static, Result<Vec<Value>>>> {
-                    let resp = resp?;
-                    let last = link(resp.header("link"), "last")
-                        .and_then(|u| page_number(&u))
-                        .unwrap_or(1);
-                    let rows = rows_of(&api, resp.body)?;
-                    let wanted = limit.map_or(last, |l| l.div_ceil(per_page).min(last));
-                    let rest =
-                        (2..=wanted).map({
-                            let (api, q, url, with_page) =
-                                (api.clone(), q.clone(), url.clone(), with_page.clone());
-                            move |page| {
-                                let (api, q, url, params) =
-                                    (api.clone(), q.clone(), url.clone(), with_page(page));
-                                async move {
-                                    rows_of(&api, api.client.get(&q, &url, &params).await?.body)
-                                }
-                            }
-                        });
-                    let concurrency = if limit.is_some() {
-                        1
-                    } else {
-                        api.client.max_concurrency()
-                    };
-                    Ok(stream::once(async move { Ok(rows) })
-                        .chain(stream::iter(rest).buffered(concurrency))
-                        .boxed())
-                },
-            )
+            .map(move |resp| -> Result<BoxStream<'static, Result<Vec<Value>>>> {
+                let resp = resp?;
+                let last = link(resp.header("link"), "last").and_then(|u| page_number(&u)).unwrap_or(1);
+                let rows = rows_of(&api, resp.body)?;
+                let wanted = limit.map_or(last, |l| l.div_ceil(per_page).min(last));
+                let rest = (2..=wanted).map({
+                    let (api, q, url, with_page) = (api.clone(), q.clone(), url.clone(), with_page.clone());
+                    move |page| {
+                        let (api, q, url, params) = (api.clone(), q.clone(), url.clone(), with_page(page));
+                        async move { rows_of(&api, api.client.get(&q, &url, &params).await?.body) }
+                    }
+                });
+                let concurrency = if limit.is_some() { 1 } else { api.client.max_concurrency() };
+                Ok(stream::once(async move { Ok(rows) }).chain(stream::iter(rest).buffered(concurrency)).boxed())
+            })
             .try_flatten()
             .boxed()
     }
@@ -244,10 +177,7 @@ impl Api {
         let mut names = Vec::new();
         for org in &self.orgs {
             let mut url = Some(format!("{}/orgs/{org}/repos", self.base));
-            let mut params = vec![
-                ("type".to_string(), "all".to_string()),
-                ("per_page".to_string(), PER_PAGE.to_string()),
-            ];
+            let mut params = vec![("type".to_string(), "all".to_string()), ("per_page".to_string(), PER_PAGE.to_string())];
             while let Some(u) = url {
                 let resp = self.client.get(q, &u, &params).await?;
                 for r in resp.body.as_array().into_iter().flatten() {
@@ -294,15 +224,8 @@ impl Connector for GithubConnector {
             "users" => TableKind::Users,
             _ => return Ok(None),
         };
-        let table = GithubTable {
-            api: self.api.clone(),
-            columns: columns(kind),
-            kind,
-        };
-        Ok(Some(Arc::new(ApiTableProvider::new(
-            Arc::new(table),
-            self.pushdown,
-        ))))
+        let table = GithubTable { api: self.api.clone(), columns: columns(kind), kind };
+        Ok(Some(Arc::new(ApiTableProvider::new(Arc::new(table), self.pushdown))))
     }
 }
 
@@ -420,18 +343,11 @@ struct Plan {
 
 impl GithubTable {
     fn repo_column(&self) -> &'static str {
-        if self.kind == TableKind::Repos {
-            "full_name"
-        } else {
-            "repo_full_name"
-        }
+        if self.kind == TableKind::Repos { "full_name" } else { "repo_full_name" }
     }
 
     fn plan(&self, scan: &ScanRequest) -> Plan {
-        let mut plan = Plan {
-            repos: pinned_texts(&scan.filters, self.repo_column()),
-            params: Vec::new(),
-        };
+        let mut plan = Plan { repos: pinned_texts(&scan.filters, self.repo_column()), params: Vec::new() };
         let mut put = |k: &str, v: String| {
             if !plan.params.iter().any(|(key, _)| key == k) {
                 plan.params.push((k.to_string(), v));
@@ -439,29 +355,16 @@ impl GithubTable {
         };
         for f in &scan.filters {
             match (self.kind, f) {
-                (TableKind::Issues | TableKind::Pulls, f)
-                    if filter::pinned_values(f).is_some_and(|(c, _)| c == "state") =>
-                {
+                (TableKind::Issues | TableKind::Pulls, f) if filter::pinned_values(f).is_some_and(|(c, _)| c == "state") => {
                     if let Some((_, values)) = filter::pinned_values(f) {
                         let states: Vec<String> = values.iter().filter_map(filter::text).collect();
-                        put(
-                            "state",
-                            if states.len() == 1 {
-                                states[0].clone()
-                            } else {
-                                "all".into()
-                            },
-                        );
+                        put("state", if states.len() == 1 { states[0].clone() } else { "all".into() });
                     }
                 }
-                (TableKind::Issues, Expr::IsNull(e))
-                    if filter::column(e) == Some("assignee_login") =>
-                {
+                (TableKind::Issues, Expr::IsNull(e)) if filter::column(e) == Some("assignee_login") => {
                     put("assignee", "none".into())
                 }
-                (TableKind::Issues, Expr::IsNotNull(e))
-                    if filter::column(e) == Some("assignee_login") =>
-                {
+                (TableKind::Issues, Expr::IsNotNull(e)) if filter::column(e) == Some("assignee_login") => {
                     put("assignee", "*".into())
                 }
                 _ => {}
@@ -469,18 +372,12 @@ impl GithubTable {
             if let Some((c, op, v)) = filter::comparison(f) {
                 let text = filter::text(&v);
                 match (self.kind, c, op) {
-                    (TableKind::Issues, "user_login", Operator::Eq) => {
-                        text.into_iter().for_each(|t| put("creator", t))
-                    }
-                    (TableKind::Issues, "assignee_login", Operator::Eq) => {
-                        text.into_iter().for_each(|t| put("assignee", t))
-                    }
+                    (TableKind::Issues, "user_login", Operator::Eq) => text.into_iter().for_each(|t| put("creator", t)),
+                    (TableKind::Issues, "assignee_login", Operator::Eq) => text.into_iter().for_each(|t| put("assignee", t)),
                     (TableKind::Issues, "updated_at", Operator::Gt | Operator::GtEq) => {
                         iso(&v).into_iter().for_each(|t| put("since", t));
                     }
-                    (TableKind::Pulls, "base_ref", Operator::Eq) => {
-                        text.into_iter().for_each(|t| put("base", t))
-                    }
+                    (TableKind::Pulls, "base_ref", Operator::Eq) => text.into_iter().for_each(|t| put("base", t)),
                     (TableKind::Commits, "author_email" | "author_login", Operator::Eq) => {
                         text.into_iter().for_each(|t| put("author", t))
                     }
@@ -497,9 +394,7 @@ impl GithubTable {
                 put("labels", label);
             }
         }
-        if matches!(self.kind, TableKind::Issues | TableKind::Pulls)
-            && !plan.params.iter().any(|(k, _)| k == "state")
-        {
+        if matches!(self.kind, TableKind::Issues | TableKind::Pulls) && !plan.params.iter().any(|(k, _)| k == "state") {
             plan.params.push(("state".into(), "all".into()));
         }
         plan
@@ -518,8 +413,7 @@ impl GithubTable {
 
 fn iso(v: &ScalarValue) -> Option<String> {
     let micros = filter::timestamp_micros(v)?;
-    chrono::DateTime::from_timestamp_micros(micros)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    chrono::DateTime::from_timestamp_micros(micros).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
 /// `array_has(labels, 'x')`.
@@ -527,10 +421,7 @@ fn label_filter(f: &Expr) -> Option<String> {
     let Expr::ScalarFunction(func) = f else {
         return None;
     };
-    if func.name() != "array_has"
-        || func.args.len() != 2
-        || filter::column(&func.args[0]) != Some("labels")
-    {
+    if func.name() != "array_has" || func.args.len() != 2 || filter::column(&func.args[0]) != Some("labels") {
         return None;
     }
     filter::text(&filter::literal(&func.args[1])?)
@@ -578,10 +469,7 @@ impl ApiTable for GithubTable {
     fn pushdown(&self, f: &Expr) -> TableProviderFilterPushDown {
         use TableProviderFilterPushDown::*;
         if let Some((c, values)) = filter::pinned_values(f) {
-            if c == self.repo_column()
-                && filter::texts(&values).is_some()
-                && self.kind != TableKind::Users
-            {
+            if c == self.repo_column() && filter::texts(&values).is_some() && self.kind != TableKind::Users {
                 return Inexact;
             }
             if self.kind == TableKind::Users && c == "login" && filter::texts(&values).is_some() {
@@ -596,9 +484,7 @@ impl ApiTable for GithubTable {
             }
         }
         match (self.kind, f) {
-            (TableKind::Issues, Expr::IsNull(e) | Expr::IsNotNull(e))
-                if filter::column(e) == Some("assignee_login") =>
-            {
+            (TableKind::Issues, Expr::IsNull(e) | Expr::IsNotNull(e)) if filter::column(e) == Some("assignee_login") => {
                 return Exact;
             }
             (TableKind::Issues, f) if label_filter(f).is_some() => return Inexact,
@@ -608,31 +494,15 @@ impl ApiTable for GithubTable {
             return Unsupported;
         };
         match (self.kind, c, op) {
-            (TableKind::Issues, "user_login" | "assignee_login", Operator::Eq)
-                if filter::text(&v).is_some() =>
-            {
-                Inexact
-            }
-            (TableKind::Issues, "updated_at", Operator::GtEq) if iso(&v).is_some() => {
-                exact_if_whole_second(&v)
-            }
+            (TableKind::Issues, "user_login" | "assignee_login", Operator::Eq) if filter::text(&v).is_some() => Inexact,
+            (TableKind::Issues, "updated_at", Operator::GtEq) if iso(&v).is_some() => exact_if_whole_second(&v),
             (TableKind::Issues, "updated_at", Operator::Gt) if iso(&v).is_some() => Inexact,
             (TableKind::Pulls, "base_ref", Operator::Eq) if filter::text(&v).is_some() => Exact,
-            (TableKind::Commits, "author_email" | "author_login", Operator::Eq)
-                if filter::text(&v).is_some() =>
-            {
-                Inexact
-            }
-            (TableKind::Commits, "committed_at", Operator::GtEq | Operator::LtEq)
-                if iso(&v).is_some() =>
-            {
+            (TableKind::Commits, "author_email" | "author_login", Operator::Eq) if filter::text(&v).is_some() => Inexact,
+            (TableKind::Commits, "committed_at", Operator::GtEq | Operator::LtEq) if iso(&v).is_some() => {
                 exact_if_whole_second(&v)
             }
-            (TableKind::Commits, "committed_at", Operator::Gt | Operator::Lt)
-                if iso(&v).is_some() =>
-            {
-                Inexact
-            }
+            (TableKind::Commits, "committed_at", Operator::Gt | Operator::Lt) if iso(&v).is_some() => Inexact,
             _ => Unsupported,
         }
     }
@@ -645,20 +515,10 @@ impl ApiTable for GithubTable {
             if all.is_empty() {
                 String::new()
             } else {
-                format!(
-                    "?{}",
-                    url::form_urlencoded::Serializer::new(String::new())
-                        .extend_pairs(all)
-                        .finish()
-                )
+                format!("?{}", url::form_urlencoded::Serializer::new(String::new()).extend_pairs(all).finish())
             }
         };
-        let per_page = [(
-            "per_page".to_string(),
-            scan.limit
-                .map_or(PER_PAGE, |l| l.clamp(1, PER_PAGE))
-                .to_string(),
-        )];
+        let per_page = [("per_page".to_string(), scan.limit.map_or(PER_PAGE, |l| l.clamp(1, PER_PAGE)).to_string())];
         match (self.kind, &plan.repos) {
             (TableKind::Users, _) => match pinned_texts(&scan.filters, "login") {
                 Some(logins) => logins.iter().map(|l| format!("GET /users/{l}")).collect(),
@@ -670,42 +530,23 @@ impl ApiTable for GithubTable {
                     v
                 }
             },
-            (TableKind::Repos, Some(repos)) if repos.len() == 1 => repos
-                .iter()
-                .map(|r| format!("GET {}", self.path(r)))
-                .collect(),
-            (TableKind::Repos, _) => self
-                .api
-                .orgs
-                .iter()
-                .map(|o| format!("GET /orgs/{o}/repos?type=all&per_page=100 (all pages)"))
-                .collect(),
-            (_, Some(repos)) => repos
-                .iter()
-                .map(|r| format!("GET {}{} (all pages)", self.path(r), query(&per_page)))
-                .collect(),
+            (TableKind::Repos, Some(repos)) if repos.len() == 1 => {
+                repos.iter().map(|r| format!("GET {}", self.path(r))).collect()
+            }
+            (TableKind::Repos, _) => {
+                self.api.orgs.iter().map(|o| format!("GET /orgs/{o}/repos?type=all&per_page=100 (all pages)")).collect()
+            }
+            (_, Some(repos)) => repos.iter().map(|r| format!("GET {}{} (all pages)", self.path(r), query(&per_page))).collect(),
             (_, None) => {
-                let mut v: Vec<String> = self
-                    .api
-                    .orgs
-                    .iter()
-                    .map(|o| format!("GET /orgs/{o}/repos?type=all&per_page=100"))
-                    .collect();
-                v.push(format!(
-                    "GET {}{} per repository (all pages)",
-                    self.path("{repo}"),
-                    query(&per_page)
-                ));
+                let mut v: Vec<String> =
+                    self.api.orgs.iter().map(|o| format!("GET /orgs/{o}/repos?type=all&per_page=100")).collect();
+                v.push(format!("GET {}{} per repository (all pages)", self.path("{repo}"), query(&per_page)));
                 v
             }
         }
     }
 
-    fn fetch(
-        &self,
-        scan: ScanRequest,
-        q: Arc<QueryContext>,
-    ) -> BoxStream<'static, Result<Vec<Value>>> {
+    fn fetch(&self, scan: ScanRequest, q: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>> {
         let plan = self.plan(&scan);
         let api = self.api.clone();
         let kind = self.kind;
@@ -723,11 +564,7 @@ impl ApiTable for GithubTable {
                         .map(move |r| {
                             let (api, q) = (api.clone(), q.clone());
                             async move {
-                                match api
-                                    .client
-                                    .get(&q, &format!("{}/repos/{r}", api.base), &[])
-                                    .await
-                                {
+                                match api.client.get(&q, &format!("{}/repos/{r}", api.base), &[]).await {
                                     Ok(resp) => Ok(vec![resp.body]),
                                     // A repository that does not exist is no row, as a filter that matches nothing.
                                     Err(ConnectorError::Upstream { status: 404, .. }) => Ok(vec![]),
@@ -742,12 +579,7 @@ impl ApiTable for GithubTable {
                     let orgs = api.orgs.clone();
                     stream::iter(orgs)
                         .map(move |org| {
-                            api.list(
-                                q.clone(),
-                                format!("/orgs/{org}/repos"),
-                                vec![("type".into(), "all".into())],
-                                None,
-                            )
+                            api.list(q.clone(), format!("/orgs/{org}/repos"), vec![("type".into(), "all".into())], None)
                         })
                         .flatten()
                         .boxed()
@@ -775,16 +607,13 @@ impl ApiTable for GithubTable {
                         let concurrency = api.client.max_concurrency();
                         stream::iter(repos)
                             .map(move |repo| {
-                                let pages =
-                                    api.list(q.clone(), path_of(&repo), params.clone(), limit);
+                                let pages = api.list(q.clone(), path_of(&repo), params.clone(), limit);
                                 let repo = repo.clone();
                                 pages
                                     .or_else(|e| async move {
                                         match e {
                                             // A filtered repository that does not exist matches no rows.
-                                            ConnectorError::Upstream { status: 404, .. } => {
-                                                Ok(vec![])
-                                            }
+                                            ConnectorError::Upstream { status: 404, .. } => Ok(vec![]),
                                             e => Err(e),
                                         }
                                     })
@@ -813,9 +642,7 @@ impl GithubTable {
     fn needs_user_details(&self, scan: &ScanRequest) -> bool {
         let detail = ["name", "email", "company", "created_at"];
         match &scan.projection {
-            Some(p) => p
-                .iter()
-                .any(|i| detail.contains(&self.columns[*i].name.as_str())),
+            Some(p) => p.iter().any(|i| detail.contains(&self.columns[*i].name.as_str())),
             None => true,
         }
     }
@@ -834,11 +661,7 @@ fn users(
         move |login: String| {
             let (api, q) = (api.clone(), q.clone());
             async move {
-                match api
-                    .client
-                    .get(&q, &format!("{}/users/{login}", api.base), &[])
-                    .await
-                {
+                match api.client.get(&q, &format!("{}/users/{login}", api.base), &[]).await {
                     Ok(resp) => Ok(Some(resp.body)),
                     Err(ConnectorError::Upstream { status: 404, .. }) => Ok(None),
                     Err(e) => Err(e),
@@ -847,11 +670,7 @@ fn users(
         }
     };
     if let Some(logins) = logins {
-        return stream::iter(logins)
-            .map(detail)
-            .buffered(concurrency)
-            .map_ok(|u| u.into_iter().collect())
-            .boxed();
+        return stream::iter(logins).map(detail).buffered(concurrency).map_ok(|u| u.into_iter().collect()).boxed();
     }
     let per_page = limit.map_or(PER_PAGE, |l| l.clamp(1, PER_PAGE));
     let pages = omnisql_connector::pagination::follow(move |next: Option<String>| {
@@ -868,10 +687,8 @@ fn users(
     }
     pages
         .map_ok(move |rows| {
-            let logins: Vec<String> = rows
-                .iter()
-                .filter_map(|r| r.get("login").and_then(Value::as_str).map(str::to_string))
-                .collect();
+            let logins: Vec<String> =
+                rows.iter().filter_map(|r| r.get("login").and_then(Value::as_str).map(str::to_string)).collect();
             stream::iter(logins)
                 .map(detail.clone())
                 .buffered(concurrency)

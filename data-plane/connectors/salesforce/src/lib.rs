@@ -2,8 +2,9 @@
 //! alike, with columns from describe (`AnnualRevenue` → `annual_revenue`, `Foo__c` → `foo__c`).
 //!
 //! Scans become one SOQL query: the projection is the SELECT list, filters (`= != < <= > >= IN LIKE
-//! IS [NOT] NULL AND OR NOT`) become WHERE, and LIMIT becomes LIMIT when every filter is exact; batches
-//! follow `nextRecordsUrl`. SOQL compares strings ignoring case and treats NULL in two-valued logic,
+//! IS [NOT] NULL AND OR NOT`) become WHERE, `ORDER BY` on number, date and boolean columns becomes
+//! ORDER BY … NULLS FIRST/LAST, and LIMIT becomes LIMIT when every filter is exact; batches follow
+//! `nextRecordsUrl`. SOQL compares strings ignoring case and treats NULL in two-valued logic,
 //! so string comparisons and `NOT` are pushed as inexact (the engine rechecks); numbers, dates,
 //! booleans and NULL tests are exact. Sessions come from OAuth (client credentials, or a refresh token
 //! when one is configured) and are renewed once on `INVALID_SESSION_ID`.
@@ -19,9 +20,8 @@ use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use futures::stream::BoxStream;
 use omnisql_connector::http::classify_common;
 use omnisql_connector::{
-    ApiClient, ApiTable, ApiTableProvider, Auth, Column, Connector, ConnectorContext,
-    ConnectorError, ConnectorFactory, Dialect, Kind, ParameterSpec, Parameters, QueryContext,
-    Result, ScanRequest, Verdict, filter, snake_case,
+    ApiClient, ApiTable, ApiTableProvider, Auth, Column, Connector, ConnectorContext, ConnectorError, ConnectorFactory, Dialect,
+    Kind, ParameterSpec, Parameters, QueryContext, Result, ScanRequest, SortKey, Verdict, filter, snake_case,
 };
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -33,10 +33,7 @@ const VERSION: &str = "1.0.0";
 const APP: &str = "Salesforce";
 
 static PARAMETERS: &[ParameterSpec] = &[
-    ParameterSpec::required(
-        "login_url",
-        "OAuth host, e.g. https://login.salesforce.com or the org's My Domain",
-    ),
+    ParameterSpec::required("login_url", "OAuth host, e.g. https://login.salesforce.com or the org's My Domain"),
     ParameterSpec::required("client_id", "connected app consumer key"),
     ParameterSpec::secret("client_secret", "connected app consumer secret"),
     ParameterSpec {
@@ -63,11 +60,7 @@ impl ConnectorFactory for SalesforceFactory {
     fn parameters(&self) -> &'static [ParameterSpec] {
         PARAMETERS
     }
-    async fn create(
-        &self,
-        params: Parameters,
-        ctx: ConnectorContext,
-    ) -> Result<Arc<dyn Connector>> {
+    async fn create(&self, params: Parameters, ctx: ConnectorContext) -> Result<Arc<dyn Connector>> {
         let version = params.require(NAME, "api_version")?.to_string();
         if !version.starts_with('v') || version[1..].parse::<f64>().is_err() {
             return Err(ConnectorError::InvalidParameter {
@@ -78,34 +71,17 @@ impl ConnectorFactory for SalesforceFactory {
         }
         let auth = Arc::new(OAuth {
             connection: ctx.connection.clone(),
-            login_url: params
-                .require(NAME, "login_url")?
-                .trim_end_matches('/')
-                .to_string(),
+            login_url: params.require(NAME, "login_url")?.trim_end_matches('/').to_string(),
             client_id: params.require(NAME, "client_id")?.to_string(),
             client_secret: params.require(NAME, "client_secret")?.to_string(),
             refresh_token: params.get("refresh_token").map(str::to_string),
             session: RwLock::new(None),
         });
-        let client = ApiClient::new(
-            &ctx.connection,
-            ctx.http.clone(),
-            Arc::new(SalesforceDialect),
-            auth.clone(),
-            HeaderMap::new(),
-        )?;
-        let api = Arc::new(Api {
-            client,
-            auth,
-            version,
-        });
+        let client =
+            ApiClient::new(&ctx.connection, ctx.http.clone(), Arc::new(SalesforceDialect), auth.clone(), HeaderMap::new())?;
+        let api = Arc::new(Api { client, auth, version });
         let objects = api.sobjects(&QueryContext::default()).await?;
-        Ok(Arc::new(SalesforceConnector {
-            api,
-            objects,
-            described: Mutex::new(HashMap::new()),
-            pushdown: ctx.pushdown,
-        }))
+        Ok(Arc::new(SalesforceConnector { api, objects, described: Mutex::new(HashMap::new()), pushdown: ctx.pushdown }))
     }
 }
 
@@ -127,10 +103,7 @@ struct OAuth {
 
 impl Debug for OAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OAuth")
-            .field("login_url", &self.login_url)
-            .field("client_id", &self.client_id)
-            .finish_non_exhaustive()
+        f.debug_struct("OAuth").field("login_url", &self.login_url).field("client_id", &self.client_id).finish_non_exhaustive()
     }
 }
 
@@ -143,39 +116,22 @@ impl OAuth {
         if let Some(s) = slot.clone() {
             return Ok(s);
         }
-        let mut form = vec![
-            ("client_id", self.client_id.as_str()),
-            ("client_secret", self.client_secret.as_str()),
-        ];
+        let mut form = vec![("client_id", self.client_id.as_str()), ("client_secret", self.client_secret.as_str())];
         match &self.refresh_token {
-            Some(t) => form.extend([
-                ("grant_type", "refresh_token"),
-                ("refresh_token", t.as_str()),
-            ]),
+            Some(t) => form.extend([("grant_type", "refresh_token"), ("refresh_token", t.as_str())]),
             None => form.push(("grant_type", "client_credentials")),
         }
         let url = format!("{}/services/oauth2/token", self.login_url);
-        let transport = |source| ConnectorError::Transport {
-            app: APP,
-            connection: self.connection.clone(),
-            url: url.clone(),
-            source,
-        };
-        let resp = http
-            .post(&url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(transport)?;
+        let transport =
+            |source| ConnectorError::Transport { app: APP, connection: self.connection.clone(), url: url.clone(), source };
+        let resp = http.post(&url).form(&form).send().await.map_err(transport)?;
         let status = resp.status();
         let body: Value = resp.json().await.map_err(transport)?;
         if !status.is_success() {
             let message = format!(
                 "{}: {}",
                 body.get("error").and_then(Value::as_str).unwrap_or("error"),
-                body.get("error_description")
-                    .and_then(Value::as_str)
-                    .unwrap_or("token request refused")
+                body.get("error_description").and_then(Value::as_str).unwrap_or("token request refused")
             );
             return Err(ConnectorError::Unauthorized {
                 app: APP,
@@ -185,14 +141,11 @@ impl OAuth {
             });
         }
         let field = |name: &str| {
-            body.get(name)
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .ok_or_else(|| ConnectorError::UnexpectedShape {
-                    app: APP,
-                    connection: self.connection.clone(),
-                    field: name.into(),
-                })
+            body.get(name).and_then(Value::as_str).map(str::to_string).ok_or_else(|| ConnectorError::UnexpectedShape {
+                app: APP,
+                connection: self.connection.clone(),
+                field: name.into(),
+            })
         };
         let session = Session {
             access_token: field("access_token")?,
@@ -220,26 +173,14 @@ impl Dialect for SalesforceDialect {
     fn app(&self) -> &'static str {
         APP
     }
-    fn classify(
-        &self,
-        connection: &str,
-        status: StatusCode,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Verdict {
+    fn classify(&self, connection: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict {
         if status.is_success() {
             return Verdict::Ok;
         }
-        let first = serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|v| v.get(0).cloned())
-            .unwrap_or(Value::Null);
+        let first = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get(0).cloned()).unwrap_or(Value::Null);
         let code = first.get("errorCode").and_then(Value::as_str).unwrap_or("");
-        let message = first
-            .get("message")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("HTTP {status}"));
+        let message =
+            first.get("message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("HTTP {status}"));
         match code {
             "INVALID_SESSION_ID" => Verdict::Reauthenticate,
             "REQUEST_LIMIT_EXCEEDED" => Verdict::Fail(ConnectorError::QuotaExhausted {
@@ -253,11 +194,7 @@ impl Dialect for SalesforceDialect {
                 connection,
                 status,
                 headers,
-                if code.is_empty() {
-                    message
-                } else {
-                    format!("{code}: {message}")
-                },
+                if code.is_empty() { message } else { format!("{code}: {message}") },
             ),
         }
     }
@@ -278,18 +215,13 @@ impl Api {
 
     /// Queryable sObject names.
     async fn sobjects(&self, q: &QueryContext) -> Result<Vec<String>> {
-        let url = self
-            .url(&format!("/services/data/{}/sobjects", self.version))
-            .await?;
+        let url = self.url(&format!("/services/data/{}/sobjects", self.version)).await?;
         let body = self.client.get(q, &url, &[]).await?.body;
-        let list = body
-            .get("sobjects")
-            .and_then(Value::as_array)
-            .ok_or_else(|| ConnectorError::UnexpectedShape {
-                app: APP,
-                connection: self.client.connection().into(),
-                field: "sobjects".into(),
-            })?;
+        let list = body.get("sobjects").and_then(Value::as_array).ok_or_else(|| ConnectorError::UnexpectedShape {
+            app: APP,
+            connection: self.client.connection().into(),
+            field: "sobjects".into(),
+        })?;
         Ok(list
             .iter()
             .filter(|o| o.get("queryable").and_then(Value::as_bool).unwrap_or(false))
@@ -298,25 +230,13 @@ impl Api {
     }
 
     async fn describe(&self, object: &str) -> Result<Vec<(Column, &'static str)>> {
-        let url = self
-            .url(&format!(
-                "/services/data/{}/sobjects/{object}/describe",
-                self.version
-            ))
-            .await?;
-        let body = self
-            .client
-            .get(&QueryContext::default(), &url, &[])
-            .await?
-            .body;
-        let fields = body
-            .get("fields")
-            .and_then(Value::as_array)
-            .ok_or_else(|| ConnectorError::UnexpectedShape {
-                app: APP,
-                connection: self.client.connection().into(),
-                field: "fields".into(),
-            })?;
+        let url = self.url(&format!("/services/data/{}/sobjects/{object}/describe", self.version)).await?;
+        let body = self.client.get(&QueryContext::default(), &url, &[]).await?.body;
+        let fields = body.get("fields").and_then(Value::as_array).ok_or_else(|| ConnectorError::UnexpectedShape {
+            app: APP,
+            connection: self.client.connection().into(),
+            field: "fields".into(),
+        })?;
         Ok(fields
             .iter()
             .filter_map(|f| {
@@ -330,10 +250,7 @@ impl Api {
                     "address" | "location" | "base64" | "anyType" | "complexvalue" => return None,
                     _ => (Kind::Str, "string"),
                 };
-                Some((
-                    Column::new(&snake_case(name), kind.0, &format!("/{name}")),
-                    kind.1,
-                ))
+                Some((Column::new(&snake_case(name), kind.0, &format!("/{name}")), kind.1))
             })
             .collect())
     }
@@ -353,11 +270,7 @@ impl Connector for SalesforceConnector {
         self.objects.iter().map(|o| snake_case(o)).collect()
     }
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let Some(object) = self
-            .objects
-            .iter()
-            .find(|o| snake_case(o) == name.to_lowercase())
-        else {
+        let Some(object) = self.objects.iter().find(|o| snake_case(o) == name.to_lowercase()) else {
             return Ok(None);
         };
         let mut described = self.described.lock().await;
@@ -366,12 +279,7 @@ impl Connector for SalesforceConnector {
             None => {
                 let fields = self.api.describe(object).await?;
                 let (columns, types) = fields.into_iter().unzip();
-                let t = Arc::new(SObjectTable {
-                    api: self.api.clone(),
-                    object: object.clone(),
-                    columns,
-                    types,
-                });
+                let t = Arc::new(SObjectTable { api: self.api.clone(), object: object.clone(), columns, types });
                 described.insert(object.clone(), t.clone());
                 t
             }
@@ -392,10 +300,7 @@ struct SObjectTable {
 impl SObjectTable {
     fn field(&self, column: &str) -> Option<(&str, &'static str)> {
         let i = self.columns.iter().position(|c| c.name == column)?;
-        Some((
-            self.columns[i].pointer.trim_start_matches('/'),
-            self.types[i],
-        ))
+        Some((self.columns[i].pointer.trim_start_matches('/'), self.types[i]))
     }
 
     fn soql_literal(kind: &str, v: &ScalarValue) -> Option<String> {
@@ -403,13 +308,9 @@ impl SObjectTable {
             return None;
         }
         match kind {
-            "string" => filter::text(v)
-                .map(|s| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))),
+            "string" => filter::text(v).map(|s| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))),
             "number" => match v {
-                ScalarValue::Utf8(_)
-                | ScalarValue::Utf8View(_)
-                | ScalarValue::LargeUtf8(_)
-                | ScalarValue::Boolean(_) => None,
+                ScalarValue::Utf8(_) | ScalarValue::Utf8View(_) | ScalarValue::LargeUtf8(_) | ScalarValue::Boolean(_) => None,
                 v => filter::text(v).filter(|t| t.parse::<f64>().is_ok()),
             },
             "bool" => match v {
@@ -422,10 +323,7 @@ impl SObjectTable {
                 Some(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
             }
             "date" => match v {
-                ScalarValue::Date32(Some(d)) => {
-                    chrono::NaiveDate::from_num_days_from_ce_opt(*d + 719_163)
-                        .map(|d| d.to_string())
-                }
+                ScalarValue::Date32(Some(d)) => chrono::NaiveDate::from_num_days_from_ce_opt(*d + 719_163).map(|d| d.to_string()),
                 _ => None,
             },
             _ => None,
@@ -451,14 +349,8 @@ impl SObjectTable {
                 let (c, exact) = self.translate(inner)?;
                 exact.then(|| (format!("(NOT {c})"), false))
             }
-            Expr::IsNull(inner) => Some((
-                format!("{} = null", self.field(filter::column(inner)?)?.0),
-                true,
-            )),
-            Expr::IsNotNull(inner) => Some((
-                format!("{} != null", self.field(filter::column(inner)?)?.0),
-                true,
-            )),
+            Expr::IsNull(inner) => Some((format!("{} = null", self.field(filter::column(inner)?)?.0), true)),
+            Expr::IsNotNull(inner) => Some((format!("{} != null", self.field(filter::column(inner)?)?.0), true)),
             Expr::Like(l) if !l.negated && l.escape_char.is_none() => {
                 let (field, kind) = self.field(filter::column(&l.expr)?)?;
                 let pattern = filter::text(&filter::literal(&l.pattern)?)?;
@@ -466,20 +358,14 @@ impl SObjectTable {
                     return None;
                 }
                 Some((
-                    format!(
-                        "{field} LIKE {}",
-                        Self::soql_literal("string", &ScalarValue::Utf8(Some(pattern)))?
-                    ),
+                    format!("{field} LIKE {}", Self::soql_literal("string", &ScalarValue::Utf8(Some(pattern)))?),
                     l.case_insensitive,
                 ))
             }
             _ => {
                 if let Some((c, values, negated)) = filter::in_list(e) {
                     let (field, kind) = self.field(c)?;
-                    let list = values
-                        .iter()
-                        .map(|v| Self::soql_literal(kind, v))
-                        .collect::<Option<Vec<_>>>()?;
+                    let list = values.iter().map(|v| Self::soql_literal(kind, v)).collect::<Option<Vec<_>>>()?;
                     if list.is_empty() {
                         return None;
                     }
@@ -511,28 +397,30 @@ impl SObjectTable {
 
     fn soql(&self, scan: &ScanRequest) -> String {
         let mut fields: Vec<&str> = match &scan.projection {
-            Some(p) => p
-                .iter()
-                .map(|i| self.columns[*i].pointer.trim_start_matches('/'))
-                .collect(),
-            None => self
-                .columns
-                .iter()
-                .map(|c| c.pointer.trim_start_matches('/'))
-                .collect(),
+            Some(p) => p.iter().map(|i| self.columns[*i].pointer.trim_start_matches('/')).collect(),
+            None => self.columns.iter().map(|c| c.pointer.trim_start_matches('/')).collect(),
         };
         if fields.is_empty() {
             fields.push("Id");
         }
         let mut soql = format!("SELECT {} FROM {}", fields.join(", "), self.object);
-        let conditions: Vec<String> = scan
-            .filters
-            .iter()
-            .filter_map(|f| self.translate(f).map(|(c, _)| c))
-            .collect();
+        let conditions: Vec<String> = scan.filters.iter().filter_map(|f| self.translate(f).map(|(c, _)| c)).collect();
         if !conditions.is_empty() {
             soql.push_str(" WHERE ");
             soql.push_str(&conditions.join(" AND "));
+        }
+        let order: Vec<String> = scan
+            .order
+            .iter()
+            .filter_map(|k| {
+                let (field, _) = self.field(&k.column)?;
+                let direction = if k.descending { "DESC" } else { "ASC" };
+                Some(format!("{field} {direction} NULLS {}", if k.nulls_first { "FIRST" } else { "LAST" }))
+            })
+            .collect();
+        if !order.is_empty() {
+            soql.push_str(" ORDER BY ");
+            soql.push_str(&order.join(", "));
         }
         if let Some(limit) = scan.limit {
             soql.push_str(&format!(" LIMIT {limit}"));
@@ -556,18 +444,14 @@ impl ApiTable for SObjectTable {
             None => TableProviderFilterPushDown::Unsupported,
         }
     }
-    fn describe(&self, scan: &ScanRequest) -> Vec<String> {
-        vec![format!(
-            "GET /services/data/{}/query?q={} (then nextRecordsUrl)",
-            self.api.version,
-            self.soql(scan)
-        )]
+    /// SOQL orders strings ignoring case (SQL does not), so only numbers, dates and booleans are exact.
+    fn sorts_exactly(&self, key: &SortKey) -> bool {
+        matches!(self.field(&key.column), Some((_, "number" | "date" | "datetime" | "bool")))
     }
-    fn fetch(
-        &self,
-        scan: ScanRequest,
-        q: Arc<QueryContext>,
-    ) -> BoxStream<'static, Result<Vec<Value>>> {
+    fn describe(&self, scan: &ScanRequest) -> Vec<String> {
+        vec![format!("GET /services/data/{}/query?q={} (then nextRecordsUrl)", self.api.version, self.soql(scan))]
+    }
+    fn fetch(&self, scan: ScanRequest, q: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>> {
         let soql = self.soql(&scan);
         let api = self.api.clone();
         omnisql_connector::pagination::follow(move |next: Option<String>| {
@@ -575,9 +459,7 @@ impl ApiTable for SObjectTable {
             async move {
                 let resp = match next {
                     None => {
-                        let url = api
-                            .url(&format!("/services/data/{}/query", api.version))
-                            .await?;
+                        let url = api.url(&format!("/services/data/{}/query", api.version)).await?;
                         api.client.get(&q, &url, &[("q".to_string(), soql)]).await?
                     }
                     Some(path) => api.client.get(&q, &api.url(&path).await?, &[]).await?,
@@ -594,13 +476,7 @@ impl ApiTable for SObjectTable {
                     }
                 };
                 let done = body.get("done").and_then(Value::as_bool).unwrap_or(true);
-                let next = if done {
-                    None
-                } else {
-                    body.get("nextRecordsUrl")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                };
+                let next = if done { None } else { body.get("nextRecordsUrl").and_then(Value::as_str).map(str::to_string) };
                 Ok((records, next))
             }
         })

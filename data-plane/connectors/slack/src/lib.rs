@@ -16,9 +16,8 @@ use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use omnisql_connector::http::classify_common;
 use omnisql_connector::{
-    ApiClient, ApiTable, ApiTableProvider, BearerToken, Column, Connector, ConnectorContext,
-    ConnectorError, ConnectorFactory, Dialect, Kind, ParameterSpec, Parameters, QueryContext,
-    Result, ScanRequest, Verdict, filter,
+    ApiClient, ApiTable, ApiTableProvider, BearerToken, Column, Connector, ConnectorContext, ConnectorError, ConnectorFactory,
+    Dialect, Kind, ParameterSpec, Parameters, QueryContext, Result, ScanRequest, Verdict, filter,
 };
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -29,11 +28,7 @@ const VERSION: &str = "1.0.0";
 const APP: &str = "Slack";
 
 static PARAMETERS: &[ParameterSpec] = &[
-    ParameterSpec::optional(
-        "base_url",
-        "Slack Web API base URL",
-        Some("https://slack.com"),
-    ),
+    ParameterSpec::optional("base_url", "Slack Web API base URL", Some("https://slack.com")),
     ParameterSpec::secret("token", "bot (xoxb-) or user (xoxp-) token"),
 ];
 
@@ -51,15 +46,8 @@ impl ConnectorFactory for SlackFactory {
     fn parameters(&self) -> &'static [ParameterSpec] {
         PARAMETERS
     }
-    async fn create(
-        &self,
-        params: Parameters,
-        ctx: ConnectorContext,
-    ) -> Result<Arc<dyn Connector>> {
-        let base = params
-            .require(NAME, "base_url")?
-            .trim_end_matches('/')
-            .to_string();
+    async fn create(&self, params: Parameters, ctx: ConnectorContext) -> Result<Arc<dyn Connector>> {
+        let base = params.require(NAME, "base_url")?.trim_end_matches('/').to_string();
         url::Url::parse(&base).map_err(|e| ConnectorError::InvalidParameter {
             connector: NAME.into(),
             parameter: "base_url".into(),
@@ -73,10 +61,7 @@ impl ConnectorFactory for SlackFactory {
             Arc::new(BearerToken(token)),
             HeaderMap::new(),
         )?;
-        Ok(Arc::new(SlackConnector {
-            api: Arc::new(Api { client, base }),
-            pushdown: ctx.pushdown,
-        }))
+        Ok(Arc::new(SlackConnector { api: Arc::new(Api { client, base }), pushdown: ctx.pushdown }))
     }
 }
 
@@ -87,13 +72,7 @@ impl Dialect for SlackDialect {
     fn app(&self) -> &'static str {
         APP
     }
-    fn classify(
-        &self,
-        connection: &str,
-        status: StatusCode,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Verdict {
+    fn classify(&self, connection: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict {
         if !status.is_success() {
             return classify_common(APP, connection, status, headers, format!("HTTP {status}"));
         }
@@ -104,20 +83,12 @@ impl Dialect for SlackDialect {
         if v.get("ok").and_then(Value::as_bool) != Some(false) {
             return Verdict::Ok;
         }
-        let error = v
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown_error")
-            .to_string();
+        let error = v.get("error").and_then(Value::as_str).unwrap_or("unknown_error").to_string();
         let connection = connection.to_string();
         match error.as_str() {
-            "invalid_auth" | "not_authed" | "token_revoked" | "token_expired"
-            | "account_inactive" => Verdict::Fail(ConnectorError::Unauthorized {
-                app: APP,
-                connection,
-                status: 200,
-                message: error,
-            }),
+            "invalid_auth" | "not_authed" | "token_revoked" | "token_expired" | "account_inactive" => {
+                Verdict::Fail(ConnectorError::Unauthorized { app: APP, connection, status: 200, message: error })
+            }
             "missing_scope" | "not_allowed_token_type" | "no_permission" => {
                 let needed = v.get("needed").and_then(Value::as_str).unwrap_or("?");
                 Verdict::Fail(ConnectorError::Forbidden {
@@ -127,22 +98,11 @@ impl Dialect for SlackDialect {
                     message: format!("{error} (needs scope {needed})"),
                 })
             }
-            "ratelimited" => Verdict::Retry {
-                after: omnisql_connector::http::retry_after(headers),
-                reason: error,
-            },
+            "ratelimited" => Verdict::Retry { after: omnisql_connector::http::retry_after(headers), reason: error },
             "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout" => {
-                Verdict::Retry {
-                    after: None,
-                    reason: error,
-                }
+                Verdict::Retry { after: None, reason: error }
             }
-            _ => Verdict::Fail(ConnectorError::Upstream {
-                app: APP,
-                connection,
-                status: 200,
-                message: error,
-            }),
+            _ => Verdict::Fail(ConnectorError::Upstream { app: APP, connection, status: 200, message: error }),
         }
     }
 }
@@ -169,11 +129,7 @@ impl Api {
                 if let Some(c) = cursor {
                     params.push(("cursor".into(), c));
                 }
-                let mut body = api
-                    .client
-                    .get(&q, &format!("{}/api/{method}", api.base), &params)
-                    .await?
-                    .body;
+                let mut body = api.client.get(&q, &format!("{}/api/{method}", api.base), &params).await?.body;
                 let rows = match body.get_mut(key).map(Value::take) {
                     Some(Value::Array(rows)) => rows,
                     _ => {
@@ -196,10 +152,7 @@ impl Api {
 
     fn channels(self: &Arc<Self>, q: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>> {
         let params = vec![
-            (
-                "types".to_string(),
-                "public_channel,private_channel".to_string(),
-            ),
+            ("types".to_string(), "public_channel,private_channel".to_string()),
             ("exclude_archived".to_string(), "false".to_string()),
             ("limit".to_string(), "1000".to_string()),
         ];
@@ -225,15 +178,8 @@ impl Connector for SlackConnector {
             "messages" => TableKind::Messages,
             _ => return Ok(None),
         };
-        let table = SlackTable {
-            api: self.api.clone(),
-            columns: columns(kind),
-            kind,
-        };
-        Ok(Some(Arc::new(ApiTableProvider::new(
-            Arc::new(table),
-            self.pushdown,
-        ))))
+        let table = SlackTable { api: self.api.clone(), columns: columns(kind), kind };
+        Ok(Some(Arc::new(ApiTableProvider::new(Arc::new(table), self.pushdown))))
     }
 }
 
@@ -320,10 +266,7 @@ fn time_bounds(filters: &[Expr]) -> (Option<String>, Option<String>) {
 impl SlackTable {
     fn history_params(&self, scan: &ScanRequest) -> Vec<(String, String)> {
         let (oldest, latest) = time_bounds(&scan.filters);
-        let mut params = vec![(
-            "limit".to_string(),
-            scan.limit.map_or(999, |l| l.clamp(1, 999)).to_string(),
-        )];
+        let mut params = vec![("limit".to_string(), scan.limit.map_or(999, |l| l.clamp(1, 999)).to_string())];
         if let Some(o) = oldest {
             params.push(("oldest".into(), o));
         }
@@ -362,11 +305,9 @@ impl ApiTable for SlackTable {
             return TableProviderFilterPushDown::Exact;
         }
         match filter::comparison(f) {
-            Some((
-                "ts" | "posted_at",
-                Operator::Gt | Operator::GtEq | Operator::Lt | Operator::LtEq | Operator::Eq,
-                _,
-            )) if time_bounds(std::slice::from_ref(f)) != (None, None) => {
+            Some(("ts" | "posted_at", Operator::Gt | Operator::GtEq | Operator::Lt | Operator::LtEq | Operator::Eq, _))
+                if time_bounds(std::slice::from_ref(f)) != (None, None) =>
+            {
                 TableProviderFilterPushDown::Inexact
             }
             _ => TableProviderFilterPushDown::Unsupported,
@@ -374,12 +315,17 @@ impl ApiTable for SlackTable {
     }
     fn describe(&self, scan: &ScanRequest) -> Vec<String> {
         match self.kind {
-            TableKind::Channels => vec!["GET /api/conversations.list?types=public_channel,private_channel&limit=1000 (all cursors)".into()],
+            TableKind::Channels => {
+                vec!["GET /api/conversations.list?types=public_channel,private_channel&limit=1000 (all cursors)".into()]
+            }
             TableKind::Users => vec!["GET /api/users.list?limit=1000 (all cursors)".into()],
             TableKind::Messages => {
-                let params = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(self.history_params(scan)).finish();
+                let params =
+                    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(self.history_params(scan)).finish();
                 match filter::pinned_texts(&scan.filters, "channel_id") {
-                    Some(ids) => ids.iter().map(|c| format!("GET /api/conversations.history?channel={c}&{params} (all cursors)")).collect(),
+                    Some(ids) => {
+                        ids.iter().map(|c| format!("GET /api/conversations.history?channel={c}&{params} (all cursors)")).collect()
+                    }
                     None => vec![
                         "GET /api/conversations.list?types=public_channel,private_channel&limit=1000".into(),
                         format!("GET /api/conversations.history?channel={{id}}&{params} per channel (all cursors)"),
@@ -388,20 +334,11 @@ impl ApiTable for SlackTable {
             }
         }
     }
-    fn fetch(
-        &self,
-        scan: ScanRequest,
-        q: Arc<QueryContext>,
-    ) -> BoxStream<'static, Result<Vec<Value>>> {
+    fn fetch(&self, scan: ScanRequest, q: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>> {
         let api = self.api.clone();
         match self.kind {
             TableKind::Channels => api.channels(q),
-            TableKind::Users => api.pages(
-                q,
-                "users.list",
-                vec![("limit".into(), "1000".into())],
-                "members",
-            ),
+            TableKind::Users => api.pages(q, "users.list", vec![("limit".into(), "1000".into())], "members"),
             TableKind::Messages => {
                 let params = self.history_params(&scan);
                 let limit = scan.limit;
@@ -416,9 +353,7 @@ impl ApiTable for SlackTable {
                                 Ok(pages
                                     .into_iter()
                                     .flatten()
-                                    .filter_map(|c| {
-                                        c.get("id").and_then(Value::as_str).map(str::to_string)
-                                    })
+                                    .filter_map(|c| c.get("id").and_then(Value::as_str).map(str::to_string))
                                     .collect())
                             }
                         }
@@ -432,21 +367,14 @@ impl ApiTable for SlackTable {
                             .map(move |id| {
                                 let mut p = params.clone();
                                 p.insert(0, ("channel".into(), id.clone()));
-                                let pages =
-                                    api.pages(q.clone(), "conversations.history", p, "messages");
+                                let pages = api.pages(q.clone(), "conversations.history", p, "messages");
                                 // With a limit every filter was exact, so one channel's first rows suffice for it.
-                                let pages = if limit.is_some() {
-                                    pages.take(1).boxed()
-                                } else {
-                                    pages
-                                };
+                                let pages = if limit.is_some() { pages.take(1).boxed() } else { pages };
                                 pages
                                     // A channel named in the query that does not exist matches no rows.
                                     .or_else(|e| async move {
                                         match e {
-                                            ConnectorError::Upstream { ref message, .. }
-                                                if message == "channel_not_found" =>
-                                            {
+                                            ConnectorError::Upstream { ref message, .. } if message == "channel_not_found" => {
                                                 Ok(vec![])
                                             }
                                             e => Err(e),
@@ -455,10 +383,7 @@ impl ApiTable for SlackTable {
                                     .map_ok(move |mut rows| {
                                         for r in &mut rows {
                                             if let Some(o) = r.as_object_mut() {
-                                                o.insert(
-                                                    "_channel".into(),
-                                                    Value::String(id.clone()),
-                                                );
+                                                o.insert("_channel".into(), Value::String(id.clone()));
                                             }
                                         }
                                         rows

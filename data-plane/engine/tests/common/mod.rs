@@ -15,50 +15,21 @@ pub async fn sandbox(config: SandboxConfig) -> Sandbox {
 }
 
 pub fn engine(sandbox: &Sandbox, pushdown: bool) -> Arc<Engine> {
-    let connections = sandbox
-        .connections()
-        .into_iter()
-        .map(|c| (c.name.to_string(), c.connector.to_string(), c.options))
-        .collect();
-    let config = testing::config(vec![testing::single_tenant(
-        "acme",
-        "tester",
-        TOKEN,
-        connections,
-    )]);
-    Arc::new(
-        Engine::new(
-            &config,
-            EngineOptions {
-                pushdown,
-                ..Default::default()
-            },
-        )
-        .expect("engine builds"),
-    )
+    let connections =
+        sandbox.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
+    let config = testing::config(vec![testing::single_tenant("acme", "tester", TOKEN, connections)]);
+    Arc::new(Engine::new(&config, EngineOptions { pushdown, ..Default::default() }).expect("engine builds"))
 }
 
 pub fn caller() -> Caller {
-    Caller {
-        tenant: TenantId("acme".into()),
-        principal: "tester".into(),
-    }
+    Caller { tenant: TenantId("acme".into()), principal: "tester".into() }
 }
 
 pub async fn run(engine: &Engine, sql: &str) -> (String, usize, u64) {
-    let (batches, requests) = engine
-        .query(&caller(), sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    (
-        pretty(&batches),
-        batches.iter().map(RecordBatch::num_rows).sum(),
-        requests,
-    )
+    let (batches, requests) = engine.query(&caller(), sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    (pretty(&batches), batches.iter().map(RecordBatch::num_rows).sum(), requests)
 }
 
 pub fn pretty(batches: &[RecordBatch]) -> String {
-    pretty_format_batches(batches)
-        .map(|d| d.to_string())
-        .unwrap_or_default()
+    pretty_format_batches(batches).map(|d| d.to_string()).unwrap_or_default()
 }
