@@ -21,7 +21,8 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Par
 use futures::stream::{BoxStream, StreamExt};
 use serde_json::Value;
 
-use crate::error::Result;
+use crate::error::{ConnectorError, Result};
+use crate::filter::pinned_values;
 use crate::http::QueryContext;
 use crate::json::{self, Column};
 
@@ -85,6 +86,11 @@ pub trait ApiTable: Send + Sync + Debug + 'static {
     fn pushdown(&self, _filter: &Expr) -> TableProviderFilterPushDown {
         TableProviderFilterPushDown::Unsupported
     }
+    /// Columns the API cannot do without (e.g. a search query): a scan without `column = …` on each
+    /// fails with [`ConnectorError::RequiredFilter`]. Default: none.
+    fn required_filters(&self) -> &[&'static str] {
+        &[]
+    }
     /// Whether the API returns rows in exactly SQL's order for this key (so the engine's sort can go).
     /// Default: no.
     fn sorts_exactly(&self, _key: &SortKey) -> bool {
@@ -105,6 +111,10 @@ pub struct ApiTableProvider {
 }
 
 impl ApiTableProvider {
+    fn pins_required(&self, filter: &Expr) -> bool {
+        pinned_values(filter).is_some_and(|(c, _)| self.table.required_filters().contains(&c))
+    }
+
     /// With `pushdown` off, every filter and limit stays in the engine (the correctness gate's baseline).
     pub fn new(table: Arc<dyn ApiTable>, pushdown: bool) -> Self {
         let schema = json::schema_of(table.columns());
@@ -125,7 +135,14 @@ impl TableProvider for ApiTableProvider {
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
         Ok(filters
             .iter()
-            .map(|f| if self.pushdown { self.table.pushdown(f) } else { TableProviderFilterPushDown::Unsupported })
+            .map(|f| {
+                // A required filter is an input of the API, not an optimisation: it is always sent.
+                if self.pushdown || self.pins_required(f) {
+                    self.table.pushdown(f)
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
             .collect())
     }
 
@@ -136,9 +153,18 @@ impl TableProvider for ApiTableProvider {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        for column in self.table.required_filters() {
+            if !filters.iter().any(|f| pinned_values(f).is_some_and(|(c, _)| c == *column)) {
+                return Err(ConnectorError::RequiredFilter { table: self.table.name(), column: column.to_string() }.into());
+            }
+        }
         let request = ScanRequest {
             projection: projection.cloned(),
-            filters: if self.pushdown { filters.to_vec() } else { Vec::new() },
+            filters: if self.pushdown {
+                filters.to_vec()
+            } else {
+                filters.iter().filter(|f| self.pins_required(f)).cloned().collect()
+            },
             limit: if self.pushdown { limit } else { None },
             order: Vec::new(),
         };

@@ -94,3 +94,36 @@ async fn explain_shows_the_api_requests_each_scan_makes() {
     assert!(!out.contains("SortExec"), "the API sorts, the engine does not: {out}");
     assert_eq!(requests, 0, "EXPLAIN plans without fetching rows");
 }
+
+#[tokio::test]
+async fn search_issues_requires_its_query_and_answers_it() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let w = &sb.world;
+    for pushdown in [true, false] {
+        let engine = engine(&sb, pushdown);
+        let e = engine.query(&caller(), "SELECT number FROM github.search_issues").await.unwrap_err().to_string();
+        assert!(e.contains("table `github.search_issues` needs a filter on `query`"), "{e}");
+        let (out, rows, _) = run(
+            &engine,
+            "SELECT repo_full_name, number FROM github.search_issues WHERE query = 'repo:acme/api is:issue state:open'",
+        )
+        .await;
+        let expected = w.issues.iter().filter(|i| i.repo == 0 && i.open && !i.is_pull).count();
+        assert_eq!(rows, expected, "{out}");
+        assert!(out.contains("acme/api"));
+    }
+}
+
+#[tokio::test]
+async fn a_search_beyond_githubs_1000_results_fails_instead_of_truncating() {
+    let sb = sandbox(SandboxConfig { scale: 6, ..Default::default() }).await;
+    let engine = engine(&sb, true);
+    let e = engine
+        .query(&caller(), "SELECT count(*) FROM github.search_issues WHERE query = 'org:acme'")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("GitHub returns at most 1,000"), "{e}");
+    let (_, rows, _) = run(&engine, "SELECT number FROM github.search_issues WHERE query = 'org:acme' LIMIT 150").await;
+    assert_eq!(rows, 150);
+}

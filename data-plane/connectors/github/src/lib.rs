@@ -1,4 +1,5 @@
-//! GitHub REST as the `github` schema: `repos`, `issues`, `pulls`, `commits`, `users`.
+//! GitHub REST as the `github` schema: `repos`, `issues`, `pulls`, `commits`, `users`, and
+//! `search_issues` (GitHub's issue search; its `query` column is required).
 //!
 //! Without a repository filter, `issues`, `pulls` and `commits` list the configured organisations'
 //! repositories and fan out over them concurrently (within the connection's concurrency bound). Lists
@@ -18,8 +19,11 @@
 //! | commits | `author_email = x`, `author_login = x` | `author=x` | inexact |
 //! | commits | `committed_at >= / <= t` | `since` / `until` | exact |
 //! | users | `login = / IN` | `GET /users/{login}` each | inexact |
+//! | search_issues | `query = '…'` (required) | `GET /search/issues?q=…` | exact |
 //!
 //! `LIMIT` becomes a smaller `per_page` and an early stop when every filter is exact.
+
+mod search;
 
 use std::sync::Arc;
 
@@ -123,7 +127,7 @@ impl Dialect for GithubDialect {
 }
 
 #[derive(Debug)]
-struct Api {
+pub(crate) struct Api {
     client: ApiClient,
     base: String,
     orgs: Vec<String>,
@@ -222,6 +226,10 @@ impl Connector for GithubConnector {
             "pulls" => TableKind::Pulls,
             "commits" => TableKind::Commits,
             "users" => TableKind::Users,
+            "search_issues" => {
+                let table = search::SearchIssues::new(self.api.clone());
+                return Ok(Some(Arc::new(ApiTableProvider::new(Arc::new(table), self.pushdown))));
+            }
             _ => return Ok(None),
         };
         let table = GithubTable { api: self.api.clone(), columns: columns(kind), kind };
@@ -229,7 +237,7 @@ impl Connector for GithubConnector {
     }
 }
 
-const TABLES: &[&str] = &["repos", "issues", "pulls", "commits", "users"];
+const TABLES: &[&str] = &["repos", "issues", "pulls", "commits", "users", "search_issues"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TableKind {
