@@ -36,6 +36,11 @@ pub struct GithubState {
     per_hour: u64,
     search_per_minute: u64,
     usage: Mutex<HashMap<QuotaKey, Window>>,
+    points_per_minute: u64,
+    max_concurrent: usize,
+    /// (caller, endpoint) → (minute window start, points used): the secondary limit.
+    points: Mutex<HashMap<(String, String), Window>>,
+    in_flight: std::sync::atomic::AtomicUsize,
     pub harness: Arc<Harness>,
 }
 
@@ -48,6 +53,10 @@ impl GithubState {
             per_hour: config.quotas.github_per_hour,
             search_per_minute: config.quotas.github_search_per_minute,
             usage: Mutex::new(HashMap::new()),
+            points_per_minute: config.quotas.github_points_per_minute,
+            max_concurrent: config.quotas.github_max_concurrent,
+            points: Mutex::new(HashMap::new()),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             harness: Harness::new(App::Github, config.github, config.seed),
         })
     }
@@ -157,8 +166,25 @@ async fn guard(State(s): State<Arc<GithubState>>, mut req: Request, next: Next) 
         rate_headers(&mut resp, used);
         return resp;
     }
+    if !free {
+        let endpoint =
+            req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or(path.clone());
+        if let Some(wait) = secondary_limit(&s, &key, endpoint, t) {
+            let mut resp = error(
+                StatusCode::FORBIDDEN,
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+            );
+            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                resp.headers_mut().insert("retry-after", v);
+            }
+            rate_headers(&mut resp, used);
+            return resp;
+        }
+    }
     req.extensions_mut().insert(Caller { authenticated: token.is_some() });
+    let in_flight = InFlight::enter(&s.in_flight);
     let resp = next.run(req).await;
+    drop(in_flight);
     let (mut parts, body) = resp.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "Server Error");
@@ -193,6 +219,40 @@ async fn guard(State(s): State<Arc<GithubState>>, mut req: Request, next: Next) 
     };
     rate_headers(&mut resp, used);
     resp
+}
+
+/// Counts a request in flight until dropped (also when the client goes away mid-request).
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Seconds to wait when a secondary limit is hit: too many requests in flight, or too many points on
+/// one endpoint this minute.
+fn secondary_limit(s: &GithubState, key: &str, endpoint: String, t: u64) -> Option<u64> {
+    if s.in_flight.load(std::sync::atomic::Ordering::SeqCst) >= s.max_concurrent {
+        return Some(1);
+    }
+    let mut points = s.points.lock().unwrap_or_else(|e| e.into_inner());
+    let window = points.entry((key.to_string(), endpoint)).or_insert((t, 0));
+    if t >= window.0 + 60 {
+        *window = (t, 0);
+    }
+    if window.1 >= s.points_per_minute {
+        return Some((window.0 + 60).saturating_sub(t).max(1));
+    }
+    window.1 += 1;
+    None
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

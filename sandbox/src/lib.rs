@@ -55,6 +55,10 @@ pub struct Quotas {
     pub github_per_hour: u64,
     /// GitHub search requests per minute.
     pub github_search_per_minute: u64,
+    /// GitHub's secondary limits: points per minute per endpoint (a GET is one point) and requests in
+    /// flight at once.
+    pub github_points_per_minute: u64,
+    pub github_max_concurrent: usize,
     /// Salesforce requests per rolling 24 hours per org.
     pub salesforce_per_day: u64,
     /// Multiplier on Slack's per-method tiers (Tier 2 = 20/min, Tier 3 = 50/min at 1.0).
@@ -64,7 +68,14 @@ pub struct Quotas {
 impl Default for Quotas {
     /// The real services' numbers.
     fn default() -> Self {
-        Quotas { github_per_hour: 5_000, github_search_per_minute: 30, salesforce_per_day: 100_000, slack_tier_multiplier: 1.0 }
+        Quotas {
+            github_per_hour: 5_000,
+            github_search_per_minute: 30,
+            github_points_per_minute: 900,
+            github_max_concurrent: 100,
+            salesforce_per_day: 100_000,
+            slack_tier_multiplier: 1.0,
+        }
     }
 }
 
@@ -75,6 +86,8 @@ impl Quotas {
         Quotas {
             github_per_hour: 10_000_000,
             github_search_per_minute: 100_000,
+            github_points_per_minute: 100_000_000,
+            github_max_concurrent: 100_000,
             salesforce_per_day: 100_000_000,
             slack_tier_multiplier: 10_000.0,
         }

@@ -245,3 +245,20 @@ async fn faults_inject_server_errors_malformed_and_truncated_bodies() {
     let body = c.get(&url).header("authorization", gh_auth(&sb)).send().await.unwrap().text().await.unwrap();
     assert!(started.elapsed().as_millis() >= 300 && serde_json::from_str::<Value>(&body).is_ok());
 }
+
+#[tokio::test]
+async fn github_secondary_limit_caps_points_per_endpoint_per_minute_with_retry_after() {
+    let quotas = Quotas { github_points_per_minute: 3, ..Quotas::default() };
+    let (sb, c) = start(SandboxConfig { quotas, ..Default::default() }).await;
+    let get = |path: &str| c.get(format!("{}{path}", sb.github_url)).header("authorization", gh_auth(&sb)).send();
+    for _ in 0..3 {
+        assert_eq!(get("/repos/acme/api/issues").await.unwrap().status(), StatusCode::OK);
+    }
+    // Another repository is the same endpoint template, so the same bucket.
+    let r = get("/repos/acme/web/issues").await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_ne!(r.headers()["x-ratelimit-remaining"], "0", "a secondary limit is not the hourly quota");
+    assert!(r.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("secondary rate limit"));
+    assert_eq!(get("/repos/acme/api").await.unwrap().status(), StatusCode::OK, "other endpoints have their own points");
+}
