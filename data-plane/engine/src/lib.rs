@@ -156,6 +156,11 @@ impl Engine {
         self.tokens.get(token).cloned()
     }
 
+    /// Every tenant this data plane serves.
+    pub fn tenants(&self) -> Vec<TenantId> {
+        self.tenants.keys().cloned().collect()
+    }
+
     /// The tenant's connection schemas.
     pub fn schemas(&self, tenant: &TenantId) -> &[Arc<ConnectionSchema>] {
         self.tenants.get(tenant).map(|t| t.schemas.as_slice()).unwrap_or(&[])

@@ -148,3 +148,26 @@ async fn tenants_see_only_their_own_connections() {
     assert!(e.contains("not found"), "{e}");
     assert!(engine.authenticate("other-token-012345678").is_none(), "a prefix of a key is no key");
 }
+
+#[tokio::test]
+async fn the_salesforce_refresh_token_flow_is_used_when_configured() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let with_refresh = |token: &str| {
+        let mut connections: Vec<_> =
+            sb.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
+        for (name, _, options) in connections.iter_mut() {
+            if name == "salesforce" {
+                options.insert("refresh_token".into(), token.into());
+            }
+        }
+        let config = testing::config(vec![testing::single_tenant("acme", "tester", TOKEN, connections)]);
+        Engine::new(&config, EngineOptions::default()).unwrap()
+    };
+    let good = with_refresh(&sb.credentials.salesforce_refresh_token);
+    let (out, _, _) = run(&good, "SELECT count(*) AS n FROM salesforce.account").await;
+    assert!(out.contains(&format!("| {} |", sb.world.accounts.len())), "{out}");
+    let bad = with_refresh("revoked-refresh-token");
+    let e = error_of(&bad, "SELECT count(*) FROM salesforce.account").await;
+    assert!(e.contains("invalid_grant"), "{e}");
+    assert!(!e.contains("revoked-refresh-token"), "secrets never appear in errors: {e}");
+}

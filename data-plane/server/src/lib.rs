@@ -41,6 +41,16 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // Connect every connection now (in the background) so the first query does not pay for logins and
+    // object discovery, and a misconfigured connection shows in the log at start.
+    let warm = engine.clone();
+    tokio::spawn(async move {
+        for tenant in warm.tenants() {
+            for (connection, error) in warm.warm_up(&tenant).await {
+                tracing::warn!(%tenant, %connection, %error, "connection unavailable; its queries will fail until it recovers");
+            }
+        }
+    });
     let service = OmniFlightSql::new(engine).map_err(ServeError::Init)?;
     let local: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?local, "Flight SQL listening");
