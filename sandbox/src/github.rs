@@ -36,6 +36,10 @@ pub struct GithubState {
     per_hour: u64,
     search_per_minute: u64,
     usage: Mutex<HashMap<QuotaKey, Window>>,
+    /// Open issues per repository, counted once.
+    open_issues: Vec<usize>,
+    /// Issue indices per repository in creation order (the default sort, so sorting is a no-op).
+    by_repo: Vec<Vec<usize>>,
     points_per_minute: u64,
     max_concurrent: usize,
     /// (caller, endpoint) → (minute window start, points used): the secondary limit.
@@ -46,6 +50,14 @@ pub struct GithubState {
 
 impl GithubState {
     pub fn new(world: Arc<World>, config: &SandboxConfig, base: String) -> Arc<Self> {
+        let open_issues = (0..world.repos.len()).map(|r| world.issues.iter().filter(|i| i.repo == r && i.open).count()).collect();
+        let by_repo = (0..world.repos.len())
+            .map(|r| {
+                let mut ids: Vec<usize> = (0..world.issues.len()).filter(|&i| world.issues[i].repo == r).collect();
+                ids.sort_by_key(|&i| (world.issues[i].created, world.issues[i].number));
+                ids
+            })
+            .collect();
         Arc::new(GithubState {
             world,
             base,
@@ -53,6 +65,8 @@ impl GithubState {
             per_hour: config.quotas.github_per_hour,
             search_per_minute: config.quotas.github_search_per_minute,
             usage: Mutex::new(HashMap::new()),
+            open_issues,
+            by_repo,
             points_per_minute: config.quotas.github_points_per_minute,
             max_concurrent: config.quotas.github_max_concurrent,
             points: Mutex::new(HashMap::new()),
@@ -263,12 +277,12 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// Serves one page of `items` with GitHub's `link` header.
-fn page(s: &GithubState, path: &str, q: &HashMap<String, String>, items: Vec<Value>) -> Response {
+/// Serves one page of `items` with GitHub's `link` header; only that page is rendered to JSON.
+fn page<T>(s: &GithubState, path: &str, q: &HashMap<String, String>, items: Vec<T>, render: impl Fn(T) -> Value) -> Response {
     let per_page = q.get("per_page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(30).clamp(1, 100);
     let page = q.get("page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1).max(1);
     let last = items.len().div_ceil(per_page).max(1);
-    let chunk: Vec<Value> = items.into_iter().skip((page - 1) * per_page).take(per_page).collect();
+    let chunk: Vec<Value> = items.into_iter().skip((page - 1) * per_page).take(per_page).map(render).collect();
     let mut resp = Json(chunk).into_response();
     if last > 1 {
         let mut params: Vec<(String, String)> =
@@ -347,7 +361,7 @@ fn repo_json(s: &GithubState, r: &Repo) -> Value {
     let full = r.full_name();
     let api = format!("{}/repos/{full}", s.base);
     let html = format!("https://github.example/{full}");
-    let open = s.world.issues.iter().filter(|i| i.repo as i64 == r.id - 5000 && i.open).count();
+    let open = s.open_issues.get((r.id - 5000) as usize).copied().unwrap_or(0);
     let mut v = json!({
         "id": r.id, "node_id": format!("R_{:08}", r.id), "name": r.name, "full_name": full,
         "owner": org_owner(s), "private": r.private, "html_url": html, "description": r.description,
@@ -540,7 +554,7 @@ async fn org_repos(
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
     let items = sorted_repos(&s, &c, &q);
-    page(&s, &format!("/orgs/{org}/repos"), &q, items)
+    page(&s, &format!("/orgs/{org}/repos"), &q, items, |v| v)
 }
 
 async fn user_repos(
@@ -554,7 +568,7 @@ async fn user_repos(
     }
     // Users own no repositories in this world; the organisation's are listed under its name.
     let items = if user.eq_ignore_ascii_case(ORG) { sorted_repos(&s, &c, &q) } else { Vec::new() };
-    page(&s, &format!("/users/{user}/repos"), &q, items)
+    page(&s, &format!("/users/{user}/repos"), &q, items, |v| v)
 }
 
 async fn repo(
@@ -626,7 +640,7 @@ async fn issues(
     };
     let login_of = |u: usize| w.github_users[u].login.as_str();
     let mut out = Vec::new();
-    for i in w.issues.iter().filter(|i| i.repo == repo_idx) {
+    for i in s.by_repo[repo_idx].iter().map(|&i| &w.issues[i]) {
         match state_matches(i, &q) {
             Ok(true) => {}
             Ok(false) => continue,
@@ -663,8 +677,7 @@ async fn issues(
         out.push(i);
     }
     sort_issues(&mut out, &q);
-    let items = out.into_iter().map(|i| issue_json(&s, i)).collect();
-    page(&s, &format!("/repos/{owner}/{name}/issues"), &q, items)
+    page(&s, &format!("/repos/{owner}/{name}/issues"), &q, out, |i| issue_json(&s, i))
 }
 
 async fn pulls(
@@ -678,7 +691,7 @@ async fn pulls(
     };
     let repo_idx = (repo.id - 5000) as usize;
     let mut out = Vec::new();
-    for i in s.world.issues.iter().filter(|i| i.repo == repo_idx && i.is_pull) {
+    for i in s.by_repo[repo_idx].iter().map(|&i| &s.world.issues[i]).filter(|i| i.is_pull) {
         match state_matches(i, &q) {
             Ok(true) => {}
             Ok(false) => continue,
@@ -703,8 +716,7 @@ async fn pulls(
     if q.get("direction").map(String::as_str) != Some("asc") {
         out.reverse();
     }
-    let items = out.into_iter().map(|i| pull_json(&s, i)).collect();
-    page(&s, &format!("/repos/{owner}/{name}/pulls"), &q, items)
+    page(&s, &format!("/repos/{owner}/{name}/pulls"), &q, out, |i| pull_json(&s, i))
 }
 
 async fn commits(
@@ -731,10 +743,14 @@ async fn commits(
         if since.is_some_and(|t| cm.date < t) || until.is_some_and(|t| cm.date > t) {
             continue;
         }
+        items.push(cm);
+    }
+    let render = |cm: &crate::world::Commit| {
+        let e = &w.employees[cm.author];
         let api = format!("{}/repos/{}/commits/{}", s.base, repo.full_name(), cm.sha);
         let user = simple_user(&s, &w.github_users[w.employee_github_user(cm.author)]);
         let git_user = json!({"name": e.name(), "email": e.email, "date": ts(cm.date)});
-        items.push(json!({
+        json!({
             "url": api, "sha": cm.sha, "node_id": format!("C_{}", &cm.sha[..12]),
             "html_url": format!("https://github.example/{}/commit/{}", repo.full_name(), cm.sha),
             "comments_url": format!("{api}/comments"),
@@ -744,9 +760,9 @@ async fn commits(
                 "tree": {"sha": format!("{:040x}", fnv1a(cm.sha.as_bytes())), "url": format!("{}/repos/{}/git/trees/{}", s.base, repo.full_name(), cm.sha)},
             },
             "author": user, "committer": user, "parents": [],
-        }));
-    }
-    page(&s, &format!("/repos/{owner}/{name}/commits"), &q, items)
+        })
+    };
+    page(&s, &format!("/repos/{owner}/{name}/commits"), &q, items, render)
 }
 
 async fn users(State(s): State<Arc<GithubState>>, Query(q): Q) -> Response {
@@ -815,16 +831,12 @@ async fn search_issues(State(s): State<Arc<GithubState>>, axum::Extension(c): ax
     if (page_no - 1) * per_page >= 1000 && total > 0 {
         return validation_failed("page", "Only the first 1000 search results are available");
     }
-    let reachable: Vec<Value> = matches
-        .into_iter()
-        .take(1000)
-        .map(|i| {
-            let mut v = issue_json(&s, i);
-            v["score"] = json!(1.0);
-            v
-        })
-        .collect();
-    let resp = page(&s, "/search/issues", &q, reachable);
+    let reachable: Vec<&Issue> = matches.into_iter().take(1000).collect();
+    let resp = page(&s, "/search/issues", &q, reachable, |i| {
+        let mut v = issue_json(&s, i);
+        v["score"] = json!(1.0);
+        v
+    });
     let (parts, body) = resp.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "Server Error");
