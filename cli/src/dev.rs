@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use omnisql_engine::{Engine, EngineOptions, testing};
+use omnisql_engine::{Engine, testing};
 use omnisql_sandbox::{Latency, Quotas, Sandbox, SandboxConfig};
 use serde::Serialize;
 
@@ -19,9 +19,8 @@ pub struct DevArgs {
     /// The demo tenant's API key.
     #[arg(long, env = "OMNISQL_DEV_TOKEN", default_value = DEV_TOKEN)]
     token: String,
-    /// Keep every filter and limit in the engine (the naive baseline, for comparisons).
-    #[arg(long, env = "OMNISQL_NO_PUSHDOWN")]
-    no_pushdown: bool,
+    #[command(flatten)]
+    engine: crate::EngineArgs,
     /// Also write the endpoints, token and sandbox credentials to this JSON file.
     #[arg(long, env = "OMNISQL_ENDPOINTS_FILE")]
     endpoints_file: Option<std::path::PathBuf>,
@@ -101,7 +100,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     let connections =
         sandbox.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
     let config = testing::config(vec![testing::single_tenant("demo", "demo-user", &args.token, connections)]);
-    let engine = Arc::new(Engine::new(&config, EngineOptions { pushdown: !args.no_pushdown, ..Default::default() })?);
+    let engine = Arc::new(Engine::new(&config, args.engine.options())?);
     let listener = omnisql_data_plane::bind(&args.flight_addr).await?;
     let shutdown = shutdown_signal()?;
     let flight = format!("grpc://{}", listener.local_addr().map(|a| a.to_string()).unwrap_or(args.flight_addr.clone()));

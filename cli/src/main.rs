@@ -32,6 +32,29 @@ enum Command {
     Sandbox(dev::SandboxArgs),
 }
 
+/// How the engine runs queries; the defaults are the production ones.
+#[derive(Debug, clap::Args)]
+pub(crate) struct EngineArgs {
+    /// Keep every filter, order and limit in the engine (a baseline for comparisons).
+    #[arg(long, env = "OMNISQL_NO_PUSHDOWN")]
+    no_pushdown: bool,
+    /// The naive federated engine: no pushdown, no prefetch, one request at a time per connection.
+    #[arg(long, env = "OMNISQL_NAIVE", conflicts_with = "no_pushdown")]
+    naive: bool,
+}
+
+impl EngineArgs {
+    pub(crate) fn options(&self) -> omnisql_engine::EngineOptions {
+        if self.naive {
+            omnisql_engine::EngineOptions::naive()
+        } else if self.no_pushdown {
+            omnisql_engine::EngineOptions::without_pushdown()
+        } else {
+            omnisql_engine::EngineOptions::default()
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct DataPlaneArgs {
     /// Tenants, API keys and connections (TOML).
@@ -40,6 +63,8 @@ struct DataPlaneArgs {
     /// Flight SQL listen address.
     #[arg(long, env = "OMNISQL_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
     flight_addr: String,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +136,7 @@ fn main() -> ExitCode {
 
 async fn data_plane(args: DataPlaneArgs) -> Result<(), CliError> {
     let config = omnisql_engine::Config::load(&args.config)?;
-    let engine = std::sync::Arc::new(omnisql_engine::Engine::new(&config, Default::default())?);
+    let engine = std::sync::Arc::new(omnisql_engine::Engine::new(&config, args.engine.options())?);
     let listener = omnisql_data_plane::bind(&args.flight_addr).await?;
     let shutdown = shutdown_signal()?;
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or(args.flight_addr.clone());

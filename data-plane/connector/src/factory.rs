@@ -97,13 +97,28 @@ impl Parameters {
     }
 }
 
-/// What every connector of a session shares: the connection's name (for errors), HTTP behaviour, and
-/// whether pushdown is on (off only for the correctness gate and the naive baseline).
+/// What a connector gets from the engine: the connection's name (for errors), HTTP behaviour, and how
+/// its scans run.
 #[derive(Debug, Clone)]
 pub struct ConnectorContext {
     pub connection: String,
     pub http: HttpSettings,
+    pub scan: ScanOptions,
+}
+
+/// How scans run. Both are on in production; off only for the correctness gate and the naive baseline.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanOptions {
+    /// Send filters, projections, orders and limits to the API.
     pub pushdown: bool,
+    /// Fetch pages from the moment the plan starts, so every source of a query works at once.
+    pub prefetch: bool,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions { pushdown: true, prefetch: true }
+    }
 }
 
 /// A connector instance for one connection: hands out DataFusion tables.

@@ -19,7 +19,7 @@ pub mod pagination;
 pub mod table;
 
 pub use error::{ConnectorError, Result};
-pub use factory::{Connector, ConnectorContext, ConnectorFactory, ParameterSpec, Parameters};
+pub use factory::{Connector, ConnectorContext, ConnectorFactory, ParameterSpec, Parameters, ScanOptions};
 pub use http::{ApiClient, ApiResponse, Auth, BearerToken, Dialect, HttpSettings, QueryContext, Verdict};
 pub use json::{Column, Kind};
 pub use table::{ApiScanExec, ApiTable, ApiTableProvider, ScanRequest, SortKey};

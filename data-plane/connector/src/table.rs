@@ -22,6 +22,7 @@ use futures::stream::{BoxStream, StreamExt};
 use serde_json::Value;
 
 use crate::error::{ConnectorError, Result};
+use crate::factory::ScanOptions;
 use crate::filter::pinned_values;
 use crate::http::QueryContext;
 use crate::json::{self, Column};
@@ -108,6 +109,7 @@ pub struct ApiTableProvider {
     table: Arc<dyn ApiTable>,
     schema: SchemaRef,
     pushdown: bool,
+    prefetch: bool,
 }
 
 impl ApiTableProvider {
@@ -115,10 +117,11 @@ impl ApiTableProvider {
         pinned_values(filter).is_some_and(|(c, _)| self.table.required_filters().contains(&c))
     }
 
-    /// With `pushdown` off, every filter and limit stays in the engine (the correctness gate's baseline).
-    pub fn new(table: Arc<dyn ApiTable>, pushdown: bool) -> Self {
+    /// With pushdown off, every filter, order and limit stays in the engine (the correctness gate's
+    /// baseline).
+    pub fn new(table: Arc<dyn ApiTable>, options: ScanOptions) -> Self {
         let schema = json::schema_of(table.columns());
-        ApiTableProvider { table, schema, pushdown }
+        ApiTableProvider { table, schema, pushdown: options.pushdown, prefetch: options.prefetch }
     }
 }
 
@@ -172,7 +175,8 @@ impl TableProvider for ApiTableProvider {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
         };
-        Ok(Arc::new(ApiScanExec::new(self.table.clone(), request, schema, self.pushdown, None)))
+        let options = ScanOptions { pushdown: self.pushdown, prefetch: self.prefetch };
+        Ok(Arc::new(ApiScanExec::new(self.table.clone(), request, schema, options, None)))
     }
 }
 
@@ -182,7 +186,7 @@ pub struct ApiScanExec {
     table: Arc<dyn ApiTable>,
     request: ScanRequest,
     schema: SchemaRef,
-    pushdown: bool,
+    options: ScanOptions,
     ordering: Option<LexOrdering>,
     properties: Arc<PlanProperties>,
 }
@@ -192,7 +196,7 @@ impl ApiScanExec {
         table: Arc<dyn ApiTable>,
         request: ScanRequest,
         schema: SchemaRef,
-        pushdown: bool,
+        options: ScanOptions,
         ordering: Option<LexOrdering>,
     ) -> Self {
         let equivalences = match &ordering {
@@ -205,11 +209,11 @@ impl ApiScanExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        ApiScanExec { table, request, schema, pushdown, ordering, properties }
+        ApiScanExec { table, request, schema, options, ordering, properties }
     }
 
     fn with_request(&self, request: ScanRequest, ordering: Option<LexOrdering>) -> Self {
-        Self::new(self.table.clone(), request, self.schema.clone(), self.pushdown, ordering)
+        Self::new(self.table.clone(), request, self.schema.clone(), self.options, ordering)
     }
 
     pub fn table_name(&self) -> String {
@@ -267,7 +271,7 @@ impl ExecutionPlan for ApiScanExec {
 
     /// Takes over an `ORDER BY` when the API sorts exactly as SQL does, so the engine's sort is removed.
     fn try_pushdown_sort(&self, order: &[PhysicalSortExpr]) -> DfResult<SortOrderPushdownResult<Arc<dyn ExecutionPlan>>> {
-        if !self.pushdown || order.is_empty() {
+        if !self.options.pushdown || order.is_empty() {
             return Ok(SortOrderPushdownResult::Unsupported);
         }
         let mut keys = Vec::with_capacity(order.len());
@@ -292,7 +296,7 @@ impl ExecutionPlan for ApiScanExec {
 
     /// A limit directly above the scan (no engine filter between) goes to the API.
     fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {
-        if !self.pushdown {
+        if !self.options.pushdown {
             return None;
         }
         let limit = match (limit, self.request.limit) {
@@ -317,7 +321,8 @@ impl ExecutionPlan for ApiScanExec {
         };
         let schema = self.schema.clone();
         let mut remaining = self.request.limit;
-        let pages = prefetch(self.table.fetch(self.request.clone(), query));
+        let pages = self.table.fetch(self.request.clone(), query);
+        let pages = if self.options.prefetch { prefetch(pages) } else { pages };
         let batches = pages
             .take_while(move |_| {
                 let more = remaining != Some(0);

@@ -22,7 +22,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
-use omnisql_connector::{ConnectorContext, ConnectorFactory, HttpSettings, QueryContext};
+use omnisql_connector::{ConnectorContext, ConnectorFactory, HttpSettings, QueryContext, ScanOptions};
 
 pub use catalog::ConnectionSchema;
 pub use config::{Config, ConfigError};
@@ -57,8 +57,8 @@ pub struct Caller {
 
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
-    /// Off only for the correctness gate and the naive baseline: filters and limits stay in the engine.
-    pub pushdown: bool,
+    /// Pushdown and prefetch; both off only for the correctness gate and the naive baseline.
+    pub scan: ScanOptions,
     pub http: HttpSettings,
     /// Longest a query may run.
     pub query_timeout: Duration,
@@ -66,10 +66,25 @@ pub struct EngineOptions {
     pub target_partitions: usize,
 }
 
+impl EngineOptions {
+    /// The naive federated engine, as a baseline: no pushdown, no prefetch, one request at a time per
+    /// connection.
+    pub fn naive() -> Self {
+        let mut options = EngineOptions { scan: ScanOptions { pushdown: false, prefetch: false }, ..Default::default() };
+        options.http.max_concurrency = 1;
+        options
+    }
+
+    /// Only pushdown off (the correctness gate compares exactly that).
+    pub fn without_pushdown() -> Self {
+        EngineOptions { scan: ScanOptions { pushdown: false, prefetch: true }, ..Default::default() }
+    }
+}
+
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
-            pushdown: true,
+            scan: ScanOptions::default(),
             http: HttpSettings::default(),
             query_timeout: Duration::from_secs(120),
             target_partitions: 4,
@@ -141,8 +156,7 @@ impl Engine {
                         running: factory.version().into(),
                     });
                 }
-                let context =
-                    ConnectorContext { connection: c.name.clone(), http: options.http.clone(), pushdown: options.pushdown };
+                let context = ConnectorContext { connection: c.name.clone(), http: options.http.clone(), scan: options.scan };
                 schemas.push(Arc::new(ConnectionSchema::new(c.clone(), factory, context)));
             }
             tenants.insert(tenant, Tenant { schemas });

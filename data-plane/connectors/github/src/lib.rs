@@ -37,7 +37,7 @@ use omnisql_connector::http::{classify_common, retry_after, until_epoch};
 use omnisql_connector::pagination::{link, page_number};
 use omnisql_connector::{
     ApiClient, ApiTable, ApiTableProvider, BearerToken, Column, Connector, ConnectorContext, ConnectorError, ConnectorFactory,
-    Dialect, Kind, ParameterSpec, Parameters, QueryContext, Result, ScanRequest, Verdict,
+    Dialect, Kind, ParameterSpec, Parameters, QueryContext, Result, ScanOptions, ScanRequest, Verdict,
 };
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -80,7 +80,7 @@ impl ConnectorFactory for GithubFactory {
         let token = params.require(NAME, "token")?.to_string();
         let client =
             ApiClient::new(&ctx.connection, ctx.http.clone(), Arc::new(GithubDialect), Arc::new(BearerToken(token)), headers)?;
-        Ok(Arc::new(GithubConnector { api: Arc::new(Api { client, base, orgs: params.list("orgs") }), pushdown: ctx.pushdown }))
+        Ok(Arc::new(GithubConnector { api: Arc::new(Api { client, base, orgs: params.list("orgs") }), scan: ctx.scan }))
     }
 }
 
@@ -211,7 +211,7 @@ fn rows_of(api: &Api, body: Value) -> Result<Vec<Value>> {
 #[derive(Debug)]
 struct GithubConnector {
     api: Arc<Api>,
-    pushdown: bool,
+    scan: ScanOptions,
 }
 
 #[async_trait]
@@ -228,12 +228,12 @@ impl Connector for GithubConnector {
             "users" => TableKind::Users,
             "search_issues" => {
                 let table = search::SearchIssues::new(self.api.clone());
-                return Ok(Some(Arc::new(ApiTableProvider::new(Arc::new(table), self.pushdown))));
+                return Ok(Some(Arc::new(ApiTableProvider::new(Arc::new(table), self.scan))));
             }
             _ => return Ok(None),
         };
         let table = GithubTable { api: self.api.clone(), columns: columns(kind), kind };
-        Ok(Some(Arc::new(ApiTableProvider::new(Arc::new(table), self.pushdown))))
+        Ok(Some(Arc::new(ApiTableProvider::new(Arc::new(table), self.scan))))
     }
 }
 

@@ -21,7 +21,7 @@ use futures::stream::BoxStream;
 use omnisql_connector::http::classify_common;
 use omnisql_connector::{
     ApiClient, ApiTable, ApiTableProvider, Auth, Column, Connector, ConnectorContext, ConnectorError, ConnectorFactory, Dialect,
-    Kind, ParameterSpec, Parameters, QueryContext, Result, ScanRequest, SortKey, Verdict, filter, snake_case,
+    Kind, ParameterSpec, Parameters, QueryContext, Result, ScanOptions, ScanRequest, SortKey, Verdict, filter, snake_case,
 };
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -81,7 +81,7 @@ impl ConnectorFactory for SalesforceFactory {
             ApiClient::new(&ctx.connection, ctx.http.clone(), Arc::new(SalesforceDialect), auth.clone(), HeaderMap::new())?;
         let api = Arc::new(Api { client, auth, version });
         let objects = api.sobjects(&QueryContext::default()).await?;
-        Ok(Arc::new(SalesforceConnector { api, objects, described: Mutex::new(HashMap::new()), pushdown: ctx.pushdown }))
+        Ok(Arc::new(SalesforceConnector { api, objects, described: Mutex::new(HashMap::new()), scan: ctx.scan }))
     }
 }
 
@@ -261,7 +261,7 @@ struct SalesforceConnector {
     api: Arc<Api>,
     objects: Vec<String>,
     described: Mutex<HashMap<String, Arc<SObjectTable>>>,
-    pushdown: bool,
+    scan: ScanOptions,
 }
 
 #[async_trait]
@@ -284,7 +284,7 @@ impl Connector for SalesforceConnector {
                 t
             }
         };
-        Ok(Some(Arc::new(ApiTableProvider::new(table, self.pushdown))))
+        Ok(Some(Arc::new(ApiTableProvider::new(table, self.scan))))
     }
 }
 

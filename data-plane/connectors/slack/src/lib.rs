@@ -17,7 +17,7 @@ use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use omnisql_connector::http::classify_common;
 use omnisql_connector::{
     ApiClient, ApiTable, ApiTableProvider, BearerToken, Column, Connector, ConnectorContext, ConnectorError, ConnectorFactory,
-    Dialect, Kind, ParameterSpec, Parameters, QueryContext, Result, ScanRequest, Verdict, filter,
+    Dialect, Kind, ParameterSpec, Parameters, QueryContext, Result, ScanOptions, ScanRequest, Verdict, filter,
 };
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -61,7 +61,7 @@ impl ConnectorFactory for SlackFactory {
             Arc::new(BearerToken(token)),
             HeaderMap::new(),
         )?;
-        Ok(Arc::new(SlackConnector { api: Arc::new(Api { client, base }), pushdown: ctx.pushdown }))
+        Ok(Arc::new(SlackConnector { api: Arc::new(Api { client, base }), scan: ctx.scan }))
     }
 }
 
@@ -163,7 +163,7 @@ impl Api {
 #[derive(Debug)]
 struct SlackConnector {
     api: Arc<Api>,
-    pushdown: bool,
+    scan: ScanOptions,
 }
 
 #[async_trait]
@@ -179,7 +179,7 @@ impl Connector for SlackConnector {
             _ => return Ok(None),
         };
         let table = SlackTable { api: self.api.clone(), columns: columns(kind), kind };
-        Ok(Some(Arc::new(ApiTableProvider::new(Arc::new(table), self.pushdown))))
+        Ok(Some(Arc::new(ApiTableProvider::new(Arc::new(table), self.scan))))
     }
 }
 

@@ -18,7 +18,8 @@ pub fn engine(sandbox: &Sandbox, pushdown: bool) -> Arc<Engine> {
     let connections =
         sandbox.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
     let config = testing::config(vec![testing::single_tenant("acme", "tester", TOKEN, connections)]);
-    Arc::new(Engine::new(&config, EngineOptions { pushdown, ..Default::default() }).expect("engine builds"))
+    let options = if pushdown { EngineOptions::default() } else { EngineOptions::without_pushdown() };
+    Arc::new(Engine::new(&config, options).expect("engine builds"))
 }
 
 pub fn caller() -> Caller {
