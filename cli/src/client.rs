@@ -3,8 +3,7 @@
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use futures::TryStreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::dev::DEV_TOKEN;
 
@@ -20,52 +19,10 @@ pub struct SqlArgs {
     query: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("cannot connect to {endpoint}; is the data plane running (`omnisql dev`)?")]
-    Connect {
-        endpoint: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
-    #[error("invalid endpoint {0}: expected e.g. http://127.0.0.1:50051")]
-    Endpoint(String),
-    #[error("{0}")]
-    Query(String),
-}
-
-fn describe(e: arrow_flight::error::FlightError) -> ClientError {
-    match e {
-        arrow_flight::error::FlightError::Tonic(s) => ClientError::Query(format!("{:?}: {}", s.code(), s.message())),
-        other => ClientError::Query(other.to_string()),
-    }
-}
+pub use omnisql_data_plane::client::{ClientError, query};
 
 async fn connect(args: &SqlArgs) -> Result<FlightSqlServiceClient<Channel>, ClientError> {
-    let endpoint = args.endpoint.replace("grpc://", "http://").replace("grpc+tcp://", "http://");
-    let channel = Endpoint::from_shared(endpoint.clone())
-        .map_err(|_| ClientError::Endpoint(args.endpoint.clone()))?
-        .connect()
-        .await
-        .map_err(|source| ClientError::Connect { endpoint: args.endpoint.clone(), source })?;
-    let mut client = FlightSqlServiceClient::new(channel);
-    client.set_header("authorization", format!("Bearer {}", args.token));
-    Ok(client)
-}
-
-/// Runs one query and returns its batches.
-pub async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Result<Vec<RecordBatch>, ClientError> {
-    let info = client.execute(sql.to_string(), None).await.map_err(describe)?;
-    let mut batches = Vec::new();
-    for endpoint in info.endpoint {
-        let Some(ticket) = endpoint.ticket else {
-            continue;
-        };
-        let stream = client.do_get(ticket).await.map_err(describe)?;
-        let mut part: Vec<RecordBatch> = stream.try_collect().await.map_err(describe)?;
-        batches.append(&mut part);
-    }
-    Ok(batches)
+    omnisql_data_plane::client::connect(&args.endpoint, &args.token).await
 }
 
 fn print(batches: &[RecordBatch], elapsed: std::time::Duration) {

@@ -4,7 +4,9 @@
 //! - `omnisql sql`: run a query against a Flight SQL endpoint (or an interactive prompt).
 //! - `omnisql data-plane --config FILE`: the data plane alone.
 //! - `omnisql sandbox`: the sandbox GitHub, Salesforce and Slack servers alone.
+//! - `omnisql bench`: latency, throughput and upstream requests, against baselines.
 
+mod bench;
 mod client;
 mod dev;
 
@@ -30,6 +32,8 @@ enum Command {
     DataPlane(DataPlaneArgs),
     /// Serve the sandbox GitHub, Salesforce and Slack APIs alone.
     Sandbox(dev::SandboxArgs),
+    /// Benchmark OmniSQL against the naive engine and the physical limit; writes JSON and Markdown.
+    Bench(bench::BenchArgs),
 }
 
 /// How the engine runs queries; the defaults are the production ones.
@@ -79,6 +83,8 @@ enum CliError {
     Sandbox(#[from] omnisql_sandbox::SandboxError),
     #[error(transparent)]
     Client(#[from] client::ClientError),
+    #[error(transparent)]
+    Bench(#[from] omnisql_bench::BenchError),
     #[error("cannot install the shutdown signal handlers")]
     Signal {
         #[source]
@@ -117,6 +123,7 @@ fn main() -> ExitCode {
             Command::Sql(args) => client::run(args).await.map_err(CliError::from),
             Command::DataPlane(args) => data_plane(args).await,
             Command::Sandbox(args) => dev::sandbox(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

@@ -242,6 +242,11 @@ async fn bind(host: &str, port: u16) -> Result<(SocketAddr, TcpListener), Sandbo
 }
 
 fn serve(listener: TcpListener, router: axum::Router) -> JoinHandle<()> {
+    use axum::serve::ListenerExt;
+    // Answer without Nagle's delay, as the real services' front ends do.
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "sandbox server stopped");

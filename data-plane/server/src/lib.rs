@@ -5,6 +5,7 @@
 //! Arrow batches back as they are produced (memory stays bounded by the batches in flight). Errors become
 //! gRPC statuses in one place, [`status`].
 
+pub mod client;
 pub mod service;
 pub mod status;
 
@@ -54,9 +55,16 @@ pub async fn serve(
     let service = OmniFlightSql::new(engine).map_err(ServeError::Init)?;
     let local: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?local, "Flight SQL listening");
+    // Small request/response pairs: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms per call.
+    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+        if let Ok(stream) = &conn {
+            let _ = stream.set_nodelay(true);
+        }
+        conn
+    });
     tonic::transport::Server::builder()
         .add_service(service::Server::new(service).max_decoding_message_size(64 * 1024 * 1024))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(ServeError::Serve)
 }

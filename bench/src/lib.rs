@@ -1,0 +1,408 @@
+//! `omnisql bench`: latency, throughput and API economy of OmniSQL, side by side with baselines.
+//!
+//! The harness starts the sandbox (in this process, with a latency model) and two data planes as child
+//! processes over the same world: OmniSQL as shipped, and the naive federated engine (no pushdown, no
+//! prefetch, one request at a time per connection). It drives both over Flight SQL on loopback with many
+//! client connections, counts upstream requests at the sandbox, and reports per workload p50/p95/p99,
+//! achieved QPS, upstream requests per query, the physical limit (fewest sequential round trips × the
+//! modelled latency) and peak data-plane memory, as a table, JSON and Markdown.
+
+pub mod plane;
+pub mod report;
+pub mod workloads;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use omnisql_data_plane::client;
+use omnisql_engine::testing;
+use omnisql_sandbox::{Latency, Quotas, Sandbox, SandboxConfig};
+use serde::Serialize;
+
+use crate::plane::DataPlane;
+use crate::workloads::{App, Workload};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Sandbox(#[from] omnisql_sandbox::SandboxError),
+    #[error("cannot start {bin}")]
+    Spawn {
+        bin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the data plane: {0}")]
+    Start(String),
+    #[error(transparent)]
+    Client(#[from] client::ClientError),
+    #[error("cannot write {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read sandbox stats")]
+    Stats(#[source] reqwest::Error),
+}
+
+/// The sandbox's latency model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum LatencyModel {
+    /// GitHub 100 ms, Salesforce 150 ms, Slack 80 ms per request, ±20%.
+    Default,
+    /// No added latency: the engine's own overhead.
+    Zero,
+}
+
+impl LatencyModel {
+    fn millis(self, app: App) -> f64 {
+        match (self, app) {
+            (LatencyModel::Zero, _) => 0.0,
+            (LatencyModel::Default, App::Github) => 100.0,
+            (LatencyModel::Default, App::Salesforce) => 150.0,
+            (LatencyModel::Default, App::Slack) => 80.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub latency: LatencyModel,
+    pub scale: u32,
+    /// Measured runs per workload and engine.
+    pub iterations: usize,
+    /// Client connections running a workload at once.
+    pub concurrency: usize,
+    /// The sustained multi-tenant mix: target rate, tenants, seconds (0 skips it).
+    pub mix_rate: u32,
+    pub mix_tenants: usize,
+    pub mix_seconds: f64,
+    /// Skip the naive baseline.
+    pub skip_naive: bool,
+    pub out_dir: PathBuf,
+    /// The `omnisql` binary, for the data plane child processes.
+    pub omnisql_bin: PathBuf,
+}
+
+impl BenchOptions {
+    /// A few seconds: enough to prove the harness works end to end.
+    pub fn quick(omnisql_bin: PathBuf, out_dir: PathBuf) -> Self {
+        BenchOptions {
+            latency: LatencyModel::Zero,
+            scale: 1,
+            iterations: 3,
+            concurrency: 2,
+            mix_rate: 50,
+            mix_tenants: 4,
+            mix_seconds: 1.0,
+            skip_naive: false,
+            out_dir,
+            omnisql_bin,
+        }
+    }
+}
+
+/// One workload on one engine.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadResult {
+    pub workload: String,
+    pub engine: &'static str,
+    pub runs: usize,
+    pub errors: usize,
+    pub rows: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub qps: f64,
+    pub upstream_per_query: f64,
+    /// No response cache exists yet, so every request is a miss.
+    pub cache_hit_rate: f64,
+    pub physical_limit_ms: f64,
+    /// Pushdown can shrink this workload's upstream traffic (the 10× target applies).
+    pub selective: bool,
+    /// p50 as a multiple of the physical limit (absent when the limit is zero).
+    pub p50_vs_limit: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MixResult {
+    pub engine: &'static str,
+    pub target_qps: u32,
+    pub tenants: usize,
+    pub seconds: f64,
+    pub completed: usize,
+    pub errors: usize,
+    pub achieved_qps: f64,
+    pub rate_held: bool,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub latency_model: LatencyModel,
+    pub scale: u32,
+    pub cores: usize,
+    pub workloads: Vec<WorkloadResult>,
+    pub mix: Vec<MixResult>,
+    pub peak_rss_mib: BTreeMap<&'static str, f64>,
+    /// Every latency sample, per workload and engine, for the distribution chart.
+    pub samples_ms: BTreeMap<String, Vec<f64>>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn token(tenant: usize) -> String {
+    format!("bench-tenant-{tenant:02}-api-key")
+}
+
+/// Upstream requests the sandbox has counted since the last reset, all apps together.
+async fn upstream(http: &reqwest::Client, sandbox: &Sandbox, reset: bool) -> Result<u64, BenchError> {
+    let mut total = 0;
+    for base in [&sandbox.github_url, &sandbox.salesforce_url, &sandbox.slack_url] {
+        let resp = if reset {
+            http.post(format!("{base}/_sandbox/stats/reset")).send().await
+        } else {
+            http.get(format!("{base}/_sandbox/stats")).send().await
+        };
+        let stats: serde_json::Value = resp.map_err(BenchError::Stats)?.json().await.map_err(BenchError::Stats)?;
+        total += stats["total"].as_u64().unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// Runs `runs` queries over `concurrency` connections; returns latencies (ms), errors, rows of one run.
+async fn drive(
+    uri: &str,
+    token: &str,
+    sql: &str,
+    runs: usize,
+    concurrency: usize,
+) -> Result<(Vec<f64>, usize, usize, f64), BenchError> {
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for c in 0..concurrency.max(1) {
+        let mut client = client::connect(uri, token).await?;
+        let share = runs / concurrency.max(1) + usize::from(c < runs % concurrency.max(1));
+        let sql = sql.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut out = (Vec::with_capacity(share), 0usize, 0usize);
+            for _ in 0..share {
+                let t = Instant::now();
+                match client::query(&mut client, &sql).await {
+                    Ok(batches) => {
+                        out.0.push(t.elapsed().as_secs_f64() * 1000.0);
+                        out.2 = batches.iter().map(|b| b.num_rows()).sum();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "benchmark query failed");
+                        out.1 += 1;
+                    }
+                }
+            }
+            out
+        }));
+    }
+    let (mut latencies, mut errors, mut rows) = (Vec::new(), 0, 0);
+    for t in tasks {
+        if let Ok((l, e, r)) = t.await {
+            latencies.extend(l);
+            errors += e;
+            rows = rows.max(r);
+        }
+    }
+    Ok((latencies, errors, rows, started.elapsed().as_secs_f64()))
+}
+
+struct Measured {
+    result: WorkloadResult,
+    samples: Vec<f64>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    http: &reqwest::Client,
+    sandbox: &Sandbox,
+    plane: &DataPlane,
+    engine: &'static str,
+    name: &str,
+    sql: &str,
+    runs: usize,
+    concurrency: usize,
+    limit_ms: f64,
+    selective: bool,
+) -> Result<Measured, BenchError> {
+    upstream(http, sandbox, true).await?;
+    let (mut latencies, errors, rows, elapsed) = drive(&plane.uri, &token(0), sql, runs, concurrency).await?;
+    let requests = upstream(http, sandbox, false).await?;
+    latencies.sort_by(f64::total_cmp);
+    let p50 = percentile(&latencies, 50.0);
+    let result = WorkloadResult {
+        workload: name.to_string(),
+        engine,
+        runs: latencies.len(),
+        errors,
+        rows,
+        p50_ms: p50,
+        p95_ms: percentile(&latencies, 95.0),
+        p99_ms: percentile(&latencies, 99.0),
+        qps: latencies.len() as f64 / elapsed.max(1e-9),
+        upstream_per_query: requests as f64 / runs.max(1) as f64,
+        cache_hit_rate: 0.0,
+        physical_limit_ms: limit_ms,
+        selective,
+        p50_vs_limit: (limit_ms > 0.0).then(|| p50 / limit_ms),
+    };
+    Ok(Measured { result, samples: latencies })
+}
+
+/// The sustained mix: an open loop at `rate` queries per second spread over `tenants` tenants; latency
+/// counts from each query's scheduled start, so a falling-behind server shows in it.
+async fn mix(
+    plane: &DataPlane,
+    queries: &[String],
+    rate: u32,
+    tenants: usize,
+    seconds: f64,
+) -> Result<(MixResult, Vec<f64>), BenchError> {
+    let mut clients = Vec::new();
+    for t in 0..tenants.max(1) {
+        // Two connections per tenant.
+        for _ in 0..2 {
+            clients.push(client::connect(&plane.uri, &token(t)).await?);
+        }
+    }
+    let total = (rate as f64 * seconds).round() as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        let mut client = clients[i % clients.len()].clone();
+        let sql = queries[i % queries.len()].clone();
+        let scheduled = start + interval.mul_f64(i as f64);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(scheduled).await;
+            let ok = client::query(&mut client, &sql).await.is_ok();
+            (ok, scheduled.elapsed().as_secs_f64() * 1000.0, tokio::time::Instant::now())
+        }));
+    }
+    let (mut latencies, mut errors, mut last) = (Vec::with_capacity(total), 0, start);
+    for t in tasks {
+        if let Ok((ok, ms, done)) = t.await {
+            if ok {
+                latencies.push(ms);
+            } else {
+                errors += 1;
+            }
+            last = last.max(done);
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let elapsed = last.duration_since(start).as_secs_f64().max(1e-9);
+    let achieved = latencies.len() as f64 / elapsed;
+    let result = MixResult {
+        engine: "omnisql",
+        target_qps: rate,
+        tenants,
+        seconds,
+        completed: latencies.len(),
+        errors,
+        achieved_qps: achieved,
+        rate_held: errors == 0 && achieved >= 0.95 * rate as f64,
+        p50_ms: percentile(&latencies, 50.0),
+        p95_ms: percentile(&latencies, 95.0),
+        p99_ms: percentile(&latencies, 99.0),
+    };
+    Ok((result, latencies))
+}
+
+fn sandbox_config(options: &BenchOptions) -> SandboxConfig {
+    let config = SandboxConfig { scale: options.scale, quotas: Quotas::generous(), ..Default::default() };
+    match options.latency {
+        LatencyModel::Default => config.with_default_latency(),
+        LatencyModel::Zero => config.with_latency(Latency::default()),
+    }
+}
+
+/// Runs every workload on OmniSQL and on the naive engine, then the sustained mix; writes the report.
+pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
+    let sandbox = Sandbox::start(sandbox_config(options)).await?;
+    let connections: Vec<_> =
+        sandbox.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
+    let tenants = options.mix_tenants.max(1);
+    let config = testing::config(
+        (0..tenants).map(|t| testing::single_tenant(&format!("tenant{t:02}"), "bench", &token(t), connections.clone())).collect(),
+    );
+    std::fs::create_dir_all(&options.out_dir)
+        .map_err(|source| BenchError::Write { path: options.out_dir.display().to_string(), source })?;
+    let config_path = options.out_dir.join("bench-data-plane.toml");
+    let text = toml::to_string(&config).unwrap_or_default();
+    std::fs::write(&config_path, text).map_err(|source| BenchError::Write { path: config_path.display().to_string(), source })?;
+
+    let http = reqwest::Client::new();
+    let workloads = workloads::all(&sandbox.world);
+    let limit =
+        |w: &Workload| w.min_round_trips.iter().map(|(app, n)| options.latency.millis(*app) * *n as f64).fold(0.0, f64::max);
+    let mut report = Report {
+        latency_model: options.latency,
+        scale: options.scale,
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        workloads: Vec::new(),
+        mix: Vec::new(),
+        peak_rss_mib: BTreeMap::new(),
+        samples_ms: BTreeMap::new(),
+    };
+    let engines: &[(&'static str, bool)] =
+        if options.skip_naive { &[("omnisql", false)] } else { &[("omnisql", false), ("naive", true)] };
+    for &(engine, naive) in engines {
+        let plane = DataPlane::start(&options.omnisql_bin, &config_path, naive).await?;
+        // Cold: the first query of a fresh data plane (logins, object discovery); then warm.
+        let join = workloads.iter().find(|w| w.name == "join_3_sources").cloned();
+        if let Some(w) = &join {
+            for (name, runs) in [("cold_join_3_sources", 1), ("warm_join_3_sources", options.iterations)] {
+                let m = measure(&http, &sandbox, &plane, engine, name, &w.sql, runs, 1, limit(w), w.selective).await?;
+                report.samples_ms.insert(format!("{name}/{engine}"), m.samples);
+                report.workloads.push(m.result);
+            }
+        }
+        for w in &workloads {
+            let m = measure(
+                &http,
+                &sandbox,
+                &plane,
+                engine,
+                w.name,
+                &w.sql,
+                options.iterations,
+                options.concurrency,
+                limit(w),
+                w.selective,
+            )
+            .await?;
+            report.samples_ms.insert(format!("{}/{engine}", w.name), m.samples);
+            report.workloads.push(m.result);
+        }
+        if !naive && options.mix_seconds > 0.0 && options.mix_rate > 0 {
+            let (mut result, samples) =
+                mix(&plane, &workloads::mix(&sandbox.world), options.mix_rate, tenants, options.mix_seconds).await?;
+            result.engine = engine;
+            report.samples_ms.insert(format!("sustained_mix/{engine}"), samples);
+            report.mix.push(result);
+        }
+        if let Some(mib) = plane.peak_rss_mib() {
+            report.peak_rss_mib.insert(engine, mib);
+        }
+        plane.stop().await;
+    }
+    report::write(&report, &options.out_dir)?;
+    Ok(report)
+}

@@ -1,0 +1,58 @@
+//! A data plane child process (`omnisql data-plane`), so its memory is measured apart from the sandbox
+//! and the clients.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::BenchError;
+
+#[derive(Debug)]
+pub struct DataPlane {
+    child: Child,
+    pub uri: String,
+}
+
+impl DataPlane {
+    /// Starts `bin data-plane --config config` on a free port; `naive` selects the baseline engine.
+    pub async fn start(bin: &Path, config: &Path, naive: bool) -> Result<DataPlane, BenchError> {
+        let mut cmd = Command::new(bin);
+        cmd.args(["data-plane", "--flight-addr", "127.0.0.1:0", "--config"]).arg(config);
+        if naive {
+            cmd.arg("--naive");
+        }
+        cmd.env("OMNISQL_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|source| BenchError::Spawn { bin: bin.display().to_string(), source })?;
+        let stderr = child.stderr.take().ok_or_else(|| BenchError::Start("no stderr".into()))?;
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = Vec::new();
+        let uri = loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => {
+                    if let Some((_, uri)) = line.split_once("Flight SQL on ") {
+                        break uri.trim().to_string();
+                    }
+                    seen.push(line);
+                }
+                _ => return Err(BenchError::Start(format!("the data plane exited before listening:\n{}", seen.join("\n")))),
+            }
+        };
+        // Keep draining its log so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(DataPlane { child, uri })
+    }
+
+    /// Peak resident memory so far, in MiB (Linux `VmHWM`).
+    pub fn peak_rss_mib(&self) -> Option<f64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}

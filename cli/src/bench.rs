@@ -1,0 +1,77 @@
+//! `omnisql bench`.
+
+use std::path::PathBuf;
+
+use omnisql_bench::{BenchOptions, LatencyModel};
+
+use crate::CliError;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Latency {
+    /// GitHub 100 ms, Salesforce 150 ms, Slack 80 ms per request, ±20%.
+    Default,
+    /// No added latency: the engine's own overhead.
+    Zero,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Sandbox latency model.
+    #[arg(long, value_enum, default_value = "default")]
+    latency: Latency,
+    /// A run of a few seconds (zero latency, few iterations): proves the harness, measures little.
+    #[arg(long)]
+    quick: bool,
+    /// Measured runs per workload and engine.
+    #[arg(long, default_value_t = 30)]
+    iterations: usize,
+    /// Client connections per workload.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Sustained mix: target queries per second (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Sustained mix: tenants.
+    #[arg(long, default_value_t = 20)]
+    tenants: usize,
+    /// Sustained mix: seconds.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Sandbox world size.
+    #[arg(long, default_value_t = 1)]
+    scale: u32,
+    /// Skip the naive-engine baseline.
+    #[arg(long)]
+    skip_naive: bool,
+    /// Where bench.json and bench.md go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+pub async fn run(args: BenchArgs) -> Result<(), CliError> {
+    let bin = std::env::current_exe().map_err(|source| CliError::Write { path: "current executable".into(), source })?;
+    let options = if args.quick {
+        BenchOptions::quick(bin, args.out.clone())
+    } else {
+        BenchOptions {
+            latency: match args.latency {
+                Latency::Default => LatencyModel::Default,
+                Latency::Zero => LatencyModel::Zero,
+            },
+            scale: args.scale,
+            iterations: args.iterations,
+            concurrency: args.concurrency,
+            mix_rate: args.rate,
+            mix_tenants: args.tenants,
+            mix_seconds: args.seconds,
+            skip_naive: args.skip_naive,
+            out_dir: args.out.clone(),
+            omnisql_bin: bin,
+        }
+    };
+    eprintln!("running benchmarks ({:?} latency); results go to {}", options.latency, options.out_dir.display());
+    let report = omnisql_bench::run(&options).await?;
+    println!("{}", omnisql_bench::report::table(&report));
+    eprintln!("wrote {}/bench.json and bench.md", options.out_dir.display());
+    Ok(())
+}
