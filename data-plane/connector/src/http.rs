@@ -25,8 +25,9 @@ pub struct HttpSettings {
     /// Longest single wait for a rate limit to reset before the query fails with a quota error.
     pub max_rate_limit_wait: Duration,
     pub request_timeout: Duration,
-    /// Requests in flight at once per connection.
-    pub max_concurrency: usize,
+    /// Requests in flight at once per connection; `None` takes the API's own default
+    /// ([`Dialect::default_concurrency`]).
+    pub max_concurrency: Option<usize>,
 }
 
 impl Default for HttpSettings {
@@ -37,7 +38,7 @@ impl Default for HttpSettings {
             max_backoff: Duration::from_secs(10),
             max_rate_limit_wait: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
-            max_concurrency: 16,
+            max_concurrency: None,
         }
     }
 }
@@ -100,6 +101,11 @@ pub enum Verdict {
 /// How one API answers: which statuses are transient, what a rate limit looks like, where errors live.
 pub trait Dialect: Send + Sync + Debug {
     fn app(&self) -> &'static str;
+    /// Requests a connection keeps in flight unless configured otherwise: what the API tolerates from
+    /// one credential, with headroom for its other clients.
+    fn default_concurrency(&self) -> usize {
+        16
+    }
     fn classify(&self, connection: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict;
 }
 
@@ -162,6 +168,7 @@ pub struct ApiClient {
     auth: Arc<dyn Auth>,
     headers: HeaderMap,
     permits: Arc<Semaphore>,
+    concurrency: usize,
 }
 
 impl ApiClient {
@@ -172,10 +179,11 @@ impl ApiClient {
         auth: Arc<dyn Auth>,
         headers: HeaderMap,
     ) -> Result<Self> {
+        let concurrency = settings.max_concurrency.unwrap_or_else(|| dialect.default_concurrency()).max(1);
         let http = reqwest::Client::builder()
             .user_agent(concat!("omnisql/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(settings.max_concurrency)
+            .pool_max_idle_per_host(concurrency)
             .build()
             .map_err(|source| ConnectorError::Transport {
                 app: dialect.app(),
@@ -183,8 +191,8 @@ impl ApiClient {
                 url: String::new(),
                 source,
             })?;
-        let permits = Arc::new(Semaphore::new(settings.max_concurrency.max(1)));
-        Ok(ApiClient { http, connection: connection.into(), settings, dialect, auth, headers, permits })
+        let permits = Arc::new(Semaphore::new(concurrency));
+        Ok(ApiClient { http, connection: connection.into(), settings, dialect, auth, headers, permits, concurrency })
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -197,7 +205,7 @@ impl ApiClient {
 
     /// Most requests a connection sends at once; scans size their fan-out with it.
     pub fn max_concurrency(&self) -> usize {
-        self.settings.max_concurrency
+        self.concurrency
     }
 
     /// `GET url?params`, governed.

@@ -71,7 +71,7 @@ impl EngineOptions {
     /// connection.
     pub fn naive() -> Self {
         let mut options = EngineOptions { scan: ScanOptions { pushdown: false, prefetch: false }, ..Default::default() };
-        options.http.max_concurrency = 1;
+        options.http.max_concurrency = Some(1);
         options
     }
 

@@ -92,6 +92,10 @@ impl Dialect for GithubDialect {
     fn app(&self) -> &'static str {
         "GitHub"
     }
+    /// GitHub allows 100 concurrent requests per token; half leaves room for its other users.
+    fn default_concurrency(&self) -> usize {
+        50
+    }
     fn classify(&self, connection: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict {
         if status.is_success() {
             return Verdict::Ok;

@@ -173,6 +173,10 @@ impl Dialect for SalesforceDialect {
     fn app(&self) -> &'static str {
         APP
     }
+    /// Salesforce caps an org at 25 concurrent long-running requests; stay well inside it.
+    fn default_concurrency(&self) -> usize {
+        10
+    }
     fn classify(&self, connection: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict {
         if status.is_success() {
             return Verdict::Ok;

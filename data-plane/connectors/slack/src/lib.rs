@@ -72,6 +72,10 @@ impl Dialect for SlackDialect {
     fn app(&self) -> &'static str {
         APP
     }
+    /// Slack limits calls per minute per method, not concurrency; a few at once is plenty.
+    fn default_concurrency(&self) -> usize {
+        8
+    }
     fn classify(&self, connection: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict {
         if !status.is_success() {
             return classify_common(APP, connection, status, headers, format!("HTTP {status}"));
