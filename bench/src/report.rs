@@ -124,12 +124,78 @@ pub fn write(r: &Report, dir: &Path) -> Result<(), BenchError> {
     };
     put("bench.json", serde_json::to_string_pretty(r).unwrap_or_default())?;
     let md = format!(
-        "# OmniSQL benchmark\n\nLatency model: {:?}; sandbox scale {}; {} cores. The `naive` engine is OmniSQL with pushdown, prefetch and \
+        "# OmniSQL benchmark\n\n![latency distributions](bench.png)\n\nLatency model: {:?}; sandbox scale {}; {} cores. The `naive` engine is OmniSQL with pushdown, prefetch and \
          parallel requests turned off. The physical limit is the fewest sequential upstream round trips times the modelled latency.\n\n{}",
         r.latency_model,
         r.scale,
         r.cores,
         table(r)
     );
-    put("bench.md", md)
+    put("bench.md", md)?;
+    let png = dir.join("bench.png");
+    chart(r, &png).map_err(|e| BenchError::Write { path: png.display().to_string(), source: std::io::Error::other(e) })
+}
+
+/// Latency distributions as a PNG: one panel per workload, the cumulative share of queries answered
+/// within each latency, OmniSQL against the naive engine.
+pub fn chart(r: &Report, path: &Path) -> Result<(), String> {
+    use plotters::prelude::*;
+    // A font that ships inside a crate, so the chart renders the same on every machine.
+    plotters::style::register_font("sans-serif", FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT)
+        .map_err(|_| "font".to_string())?;
+    let mut workloads: Vec<String> = Vec::new();
+    for key in r.samples_ms.keys() {
+        let name = key.split('/').next().unwrap_or_default().to_string();
+        if !workloads.contains(&name) {
+            workloads.push(name);
+        }
+    }
+    let cols = 3usize;
+    let rows = workloads.len().div_ceil(cols).max(1);
+    let root = BitMapBackend::new(path, (1500, 420 * rows as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let panels = root.split_evenly((rows, cols));
+    for (panel, workload) in panels.iter().zip(&workloads) {
+        let series: Vec<(&str, RGBColor, &Vec<f64>)> = [("omnisql", BLUE), ("naive", RED)]
+            .into_iter()
+            .filter_map(|(engine, color)| r.samples_ms.get(&format!("{workload}/{engine}")).map(|s| (engine, color, s)))
+            .filter(|(_, _, s)| !s.is_empty())
+            .collect();
+        let max = series.iter().flat_map(|(_, _, s)| s.iter().copied()).fold(1.0, f64::max) * 1.1;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(workload, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(44)
+            .build_cartesian_2d(0.0..max, 0.0..1.05)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("latency (ms)")
+            .y_desc("share of queries")
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (engine, color, samples) in series {
+            let mut sorted = samples.clone();
+            sorted.sort_by(f64::total_cmp);
+            let n = sorted.len() as f64;
+            let points: Vec<(f64, f64)> = sorted.iter().enumerate().map(|(i, v)| (*v, (i + 1) as f64 / n)).collect();
+            chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled()))).map_err(|e| e.to_string())?;
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(engine)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
 }

@@ -72,6 +72,6 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     eprintln!("running benchmarks ({:?} latency); results go to {}", options.latency, options.out_dir.display());
     let report = omnisql_bench::run(&options).await?;
     println!("{}", omnisql_bench::report::table(&report));
-    eprintln!("wrote {}/bench.json and bench.md", options.out_dir.display());
+    eprintln!("wrote {0}/bench.json, {0}/bench.md and {0}/bench.png", options.out_dir.display());
     Ok(())
 }
