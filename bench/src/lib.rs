@@ -45,6 +45,8 @@ pub enum BenchError {
     },
     #[error("cannot read sandbox stats")]
     Stats(#[source] reqwest::Error),
+    #[error("the dlt baseline failed: {0}")]
+    Dlt(String),
 }
 
 /// The sandbox's latency model.
@@ -81,6 +83,8 @@ pub struct BenchOptions {
     pub mix_seconds: f64,
     /// Skip the naive baseline.
     pub skip_naive: bool,
+    /// A Python with dlt and DuckDB, for the outside baseline (skipped when absent).
+    pub dlt_python: Option<PathBuf>,
     pub out_dir: PathBuf,
     /// The `omnisql` binary, for the data plane child processes.
     pub omnisql_bin: PathBuf,
@@ -98,6 +102,7 @@ impl BenchOptions {
             mix_tenants: 4,
             mix_seconds: 1.0,
             skip_naive: false,
+            dlt_python: None,
             out_dir,
             omnisql_bin,
         }
@@ -141,6 +146,18 @@ pub struct MixResult {
     pub p99_ms: f64,
 }
 
+/// The outside baseline: copy the apps into DuckDB with dlt, then ask the join there.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct DltResult {
+    pub load_seconds: f64,
+    pub first_query_seconds: f64,
+    pub repeat_query_seconds: f64,
+    pub rows: usize,
+    /// Upstream requests the load made.
+    #[serde(default)]
+    pub upstream_requests: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub latency_model: LatencyModel,
@@ -149,6 +166,8 @@ pub struct Report {
     pub workloads: Vec<WorkloadResult>,
     pub mix: Vec<MixResult>,
     pub peak_rss_mib: BTreeMap<&'static str, f64>,
+    /// `None` when no Python with dlt was given.
+    pub dlt: Option<DltResult>,
     /// Every latency sample, per workload and engine, for the distribution chart.
     pub samples_ms: BTreeMap<String, Vec<f64>>,
 }
@@ -359,6 +378,7 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
         workloads: Vec::new(),
         mix: Vec::new(),
         peak_rss_mib: BTreeMap::new(),
+        dlt: None,
         samples_ms: BTreeMap::new(),
     };
     let engines: &[(&'static str, bool)] =
@@ -403,6 +423,42 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
         }
         plane.stop().await;
     }
+    if let Some(python) = &options.dlt_python {
+        upstream(&http, &sandbox, true).await?;
+        let mut result = dlt_baseline(python, &sandbox, &options.out_dir).await?;
+        result.upstream_requests = upstream(&http, &sandbox, false).await?;
+        report.dlt = Some(result);
+    }
     report::write(&report, &options.out_dir)?;
     Ok(report)
+}
+
+/// Runs `baselines/dlt_duckdb.py` against the sandbox.
+async fn dlt_baseline(python: &std::path::Path, sandbox: &Sandbox, dir: &std::path::Path) -> Result<DltResult, BenchError> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/baselines/dlt_duckdb.py");
+    let endpoints = serde_json::json!({
+        "github": {"base_url": sandbox.github_url, "credentials": {"token": sandbox.credentials.github_token}},
+        "salesforce": {"base_url": sandbox.salesforce_url, "credentials": {
+            "client_id": sandbox.credentials.salesforce_client_id,
+            "client_secret": sandbox.credentials.salesforce_client_secret,
+        }},
+        "slack": {"base_url": sandbox.slack_url, "credentials": {"token": sandbox.credentials.slack_token}},
+    });
+    let path = dir.join("bench-sandbox-endpoints.json");
+    std::fs::write(&path, endpoints.to_string())
+        .map_err(|source| BenchError::Write { path: path.display().to_string(), source })?;
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .arg("--endpoints")
+        .arg(&path)
+        .env("RUNTIME__LOG_LEVEL", "ERROR")
+        .output()
+        .await
+        .map_err(|source| BenchError::Spawn { bin: python.display().to_string(), source })?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    match (out.status.success(), serde_json::from_str::<DltResult>(last)) {
+        (true, Ok(r)) => Ok(r),
+        _ => Err(BenchError::Dlt(format!("{}{}", stdout, String::from_utf8_lossy(&out.stderr)))),
+    }
 }

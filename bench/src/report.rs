@@ -101,6 +101,24 @@ pub fn table(r: &Report) -> String {
             );
         }
     }
+    if let Some(d) = &r.dlt {
+        let omnisql = find(r, "join_3_sources", "omnisql").map_or(0.0, |w| w.p50_ms);
+        let _ = writeln!(s, "\n| outside baseline: dlt → DuckDB, then SQL | seconds | upstream requests | rows |");
+        let _ = writeln!(s, "|---|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "| fresh question (load + query) | {:.2} | {} | {} |",
+            d.load_seconds + d.first_query_seconds,
+            d.upstream_requests,
+            d.rows
+        );
+        let _ = writeln!(
+            s,
+            "| repeated question (query only, data as old as the load) | {:.4} | 0 | {} |",
+            d.repeat_query_seconds, d.rows
+        );
+        let _ = writeln!(s, "| OmniSQL, live (join_3_sources p50) | {:.3} | – | – |", omnisql / 1000.0);
+    }
     let _ = writeln!(s);
     for (engine, mib) in &r.peak_rss_mib {
         let _ = writeln!(s, "peak data-plane memory ({engine}): {mib:.0} MiB");

@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// Skip the naive-engine baseline.
     #[arg(long)]
     skip_naive: bool,
+    /// A Python with dlt and DuckDB (`pip install "dlt[duckdb]"`) for the outside baseline.
+    #[arg(long, env = "OMNISQL_BENCH_DLT_PYTHON")]
+    dlt_python: Option<PathBuf>,
     /// Where bench.json and bench.md go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -51,7 +54,7 @@ pub struct BenchArgs {
 pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     let bin = std::env::current_exe().map_err(|source| CliError::Write { path: "current executable".into(), source })?;
     let options = if args.quick {
-        BenchOptions::quick(bin, args.out.clone())
+        BenchOptions { dlt_python: args.dlt_python.clone(), ..BenchOptions::quick(bin, args.out.clone()) }
     } else {
         BenchOptions {
             latency: match args.latency {
@@ -65,6 +68,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
             mix_tenants: args.tenants,
             mix_seconds: args.seconds,
             skip_naive: args.skip_naive,
+            dlt_python: args.dlt_python.clone(),
             out_dir: args.out.clone(),
             omnisql_bin: bin,
         }
