@@ -165,7 +165,8 @@ def test_cancelling_a_slow_query_stops_upstream_requests(conn, dev):
 
     def run():
         try:
-            cur.execute("SELECT login, email FROM github.users")
+            # Fresh data only: a cached answer would never reach GitHub.
+            cur.execute("SET omnisql.max_staleness = '0'; SELECT login, email FROM github.users")
             cur.fetch_arrow_table()
         except Exception as e:  # the cancellation surfaces here
             errors.append(e)

@@ -61,6 +61,11 @@ pub enum ConnectorError {
     #[error("{app} response for connection `{connection}` lacks `{field}`")]
     UnexpectedShape { app: &'static str, connection: String, field: String },
 
+    #[error(
+        "the query needs more than its budget of {budget} upstream requests (SET omnisql.request_budget); narrow it or raise the budget"
+    )]
+    BudgetExceeded { budget: u64 },
+
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
 }

@@ -101,9 +101,31 @@ impl Parameters {
 /// its scans run.
 #[derive(Debug, Clone)]
 pub struct ConnectorContext {
+    pub tenant: String,
     pub connection: String,
+    /// Fingerprint of the connection's credentials (cache entries never cross credentials).
+    pub credential: u64,
     pub http: HttpSettings,
     pub scan: ScanOptions,
+    /// The shared response cache, if caching is on.
+    pub cache: Option<std::sync::Arc<crate::cache::ResponseCache>>,
+    /// How long this connection's answers count as fresh unless a query says otherwise.
+    pub cache_ttl: std::time::Duration,
+}
+
+impl ConnectorContext {
+    /// A context for tests and tools: no cache, default HTTP and scan behaviour.
+    pub fn standalone(connection: &str) -> Self {
+        ConnectorContext {
+            tenant: String::new(),
+            connection: connection.into(),
+            credential: 0,
+            http: HttpSettings::default(),
+            scan: ScanOptions::default(),
+            cache: None,
+            cache_ttl: std::time::Duration::ZERO,
+        }
+    }
 }
 
 /// How scans run. Both are on in production; off only for the correctness gate and the naive baseline.

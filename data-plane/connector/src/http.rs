@@ -3,6 +3,7 @@
 //! `Retry-After` and rate-limit reset headers, one re-authentication on an expired session, and the
 //! query's deadline. Each connector supplies a [`Dialect`] that reads its API's answers.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,9 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
+use crate::cache::{CacheKey, ResponseCache};
 use crate::error::{ConnectorError, Result};
+use crate::factory::ConnectorContext;
 
 /// How a connection talks HTTP.
 #[derive(Debug, Clone)]
@@ -47,8 +50,24 @@ impl Default for HttpSettings {
 #[derive(Debug, Default)]
 pub struct QueryContext {
     pub deadline: Option<Instant>,
+    /// How old a cached answer the query accepts; `None`: each connection's default TTL; zero: fresh
+    /// (revalidated) data only.
+    pub max_staleness: Option<Duration>,
+    /// Most upstream requests the query may make; one more fails it.
+    pub request_budget: Option<u64>,
     api_requests: AtomicU64,
+    cache_hits: AtomicU64,
     log: Mutex<Vec<String>>,
+    /// Per connection, the age of the oldest answer the query used.
+    freshness: Mutex<BTreeMap<String, Freshness>>,
+}
+
+/// How current one source's data in a result is.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Freshness {
+    pub oldest_age_seconds: f64,
+    /// When the oldest answer was fetched from the API (Unix seconds).
+    pub as_of_unix: f64,
 }
 
 /// At most this many requests are remembered per query (all are counted).
@@ -57,6 +76,23 @@ const LOG_LIMIT: usize = 1000;
 impl QueryContext {
     pub fn with_deadline(deadline: Option<Instant>) -> Self {
         QueryContext { deadline, ..Default::default() }
+    }
+    /// Answers served from the cache without any upstream call.
+    pub fn cache_hits(&self) -> u64 {
+        self.cache_hits.load(Ordering::Relaxed)
+    }
+    /// Per connection, how old the oldest data the query used is.
+    pub fn freshness(&self) -> BTreeMap<String, Freshness> {
+        self.freshness.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    fn observe_age(&self, connection: &str, fetched: SystemTime) {
+        let age = SystemTime::now().duration_since(fetched).unwrap_or_default().as_secs_f64();
+        let as_of = fetched.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let mut map = self.freshness.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map.entry(connection.to_string()).or_insert(Freshness { oldest_age_seconds: age, as_of_unix: as_of });
+        if age > entry.oldest_age_seconds {
+            *entry = Freshness { oldest_age_seconds: age, as_of_unix: as_of };
+        }
     }
     /// Upstream requests sent (every attempt counts).
     pub fn api_requests(&self) -> u64 {
@@ -101,6 +137,10 @@ pub enum Verdict {
 /// How one API answers: which statuses are transient, what a rate limit looks like, where errors live.
 pub trait Dialect: Send + Sync + Debug {
     fn app(&self) -> &'static str;
+    /// Whether an answer may be served again from the cache (not, e.g., a page of a one-shot cursor).
+    fn cacheable(&self, _url: &str, _response: &ApiResponse) -> bool {
+        true
+    }
     /// Requests a connection keeps in flight unless configured otherwise: what the API tolerates from
     /// one credential, with headroom for its other clients.
     fn default_concurrency(&self) -> usize {
@@ -169,16 +209,27 @@ pub struct ApiClient {
     headers: HeaderMap,
     permits: Arc<Semaphore>,
     concurrency: usize,
+    cache: Option<CacheScope>,
+}
+
+/// Where this client's answers live in the shared cache, and for how long they count as fresh.
+#[derive(Debug, Clone)]
+struct CacheScope {
+    cache: Arc<ResponseCache>,
+    tenant: String,
+    credential: u64,
+    ttl: Duration,
+}
+
+/// What one governed request returned.
+enum Fetched {
+    Fresh(ApiResponse),
+    NotModified,
 }
 
 impl ApiClient {
-    pub fn new(
-        connection: &str,
-        settings: HttpSettings,
-        dialect: Arc<dyn Dialect>,
-        auth: Arc<dyn Auth>,
-        headers: HeaderMap,
-    ) -> Result<Self> {
+    pub fn new(ctx: &ConnectorContext, dialect: Arc<dyn Dialect>, auth: Arc<dyn Auth>, headers: HeaderMap) -> Result<Self> {
+        let (connection, settings) = (ctx.connection.as_str(), ctx.http.clone());
         let concurrency = settings.max_concurrency.unwrap_or_else(|| dialect.default_concurrency()).max(1);
         let http = reqwest::Client::builder()
             .user_agent(concat!("omnisql/", env!("CARGO_PKG_VERSION")))
@@ -192,7 +243,13 @@ impl ApiClient {
                 source,
             })?;
         let permits = Arc::new(Semaphore::new(concurrency));
-        Ok(ApiClient { http, connection: connection.into(), settings, dialect, auth, headers, permits, concurrency })
+        let cache = ctx.cache.clone().map(|cache| CacheScope {
+            cache,
+            tenant: ctx.tenant.clone(),
+            credential: ctx.credential,
+            ttl: ctx.cache_ttl,
+        });
+        Ok(ApiClient { http, connection: connection.into(), settings, dialect, auth, headers, permits, concurrency, cache })
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -208,8 +265,77 @@ impl ApiClient {
         self.concurrency
     }
 
-    /// `GET url?params`, governed.
+    /// `GET url?params`: from the cache when an answer is as fresh as the query accepts, revalidated
+    /// when the API supports it, else from the API (governed).
     pub async fn get(&self, q: &QueryContext, url: &str, params: &[(String, String)]) -> Result<ApiResponse> {
+        let Some(scope) = &self.cache else {
+            return match self.send(q, url, params, None).await? {
+                Fetched::Fresh(r) => Ok(r),
+                Fetched::NotModified => Err(self.unexpected_304()),
+            };
+        };
+        let mut sorted = params.to_vec();
+        sorted.sort();
+        let key = CacheKey {
+            tenant: scope.tenant.clone(),
+            connection: self.connection.clone(),
+            credential: scope.credential,
+            request: format!("GET {}", display_url(url, &sorted)),
+        };
+        let allowed = q.max_staleness.unwrap_or(scope.ttl);
+        let cached = scope.cache.get(&key);
+        if let Some(c) = &cached {
+            if c.fetched_at.elapsed() <= allowed && !allowed.is_zero() {
+                scope.cache.count(&scope.tenant, |s| {
+                    s.hits += 1;
+                    s.saved_calls += 1;
+                });
+                q.cache_hits.fetch_add(1, Ordering::Relaxed);
+                q.observe_age(&self.connection, c.fetched_wall);
+                return Ok((*c.response).clone());
+            }
+        }
+        let etag = cached.as_ref().and_then(|c| c.etag.clone());
+        match self.send(q, url, params, etag.as_deref()).await? {
+            Fetched::NotModified => {
+                let Some(c) = cached else { return Err(self.unexpected_304()) };
+                scope.cache.refresh(&key);
+                scope.cache.count(&scope.tenant, |s| {
+                    s.revalidations += 1;
+                    s.saved_calls += 1;
+                });
+                q.observe_age(&self.connection, SystemTime::now());
+                Ok((*c.response).clone())
+            }
+            Fetched::Fresh(response) => {
+                scope.cache.count(&scope.tenant, |s| s.misses += 1);
+                q.observe_age(&self.connection, SystemTime::now());
+                if self.dialect.cacheable(url, &response) {
+                    let size = response.body.to_string().len();
+                    scope.cache.put(key, Arc::new(response.clone()), size);
+                }
+                Ok(response)
+            }
+        }
+    }
+
+    fn unexpected_304(&self) -> ConnectorError {
+        ConnectorError::Upstream {
+            app: self.dialect.app(),
+            connection: self.connection.clone(),
+            status: 304,
+            message: "answered 304 Not Modified to a request that was not conditional".into(),
+        }
+    }
+
+    /// One governed request: retries, backoff, rate limits, re-authentication, deadline.
+    async fn send(
+        &self,
+        q: &QueryContext,
+        url: &str,
+        params: &[(String, String)],
+        if_none_match: Option<&str>,
+    ) -> Result<Fetched> {
         let app = self.dialect.app();
         let mut attempt = 0u32;
         let mut reauthenticated = false;
@@ -228,16 +354,19 @@ impl ApiClient {
                     .acquire()
                     .await
                     .map_err(|_| ConnectorError::DeadlineExceeded { app, connection: self.connection.clone() })?;
+                if let Some(budget) = q.request_budget {
+                    if q.api_requests() >= budget {
+                        return Err(ConnectorError::BudgetExceeded { budget });
+                    }
+                }
                 q.record(format!("GET {shown}"));
                 let send = async {
-                    let resp = self
-                        .http
-                        .get(url)
-                        .query(params)
-                        .headers(self.headers.clone())
-                        .header("authorization", authorization)
-                        .send()
-                        .await?;
+                    let mut req =
+                        self.http.get(url).query(params).headers(self.headers.clone()).header("authorization", authorization);
+                    if let Some(etag) = if_none_match {
+                        req = req.header("if-none-match", etag);
+                    }
+                    let resp = req.send().await?;
                     let status = resp.status();
                     let headers = resp.headers().clone();
                     let body = resp.bytes().await?;
@@ -262,10 +391,13 @@ impl ApiClient {
                 }
                 Ok(Ok(parts)) => parts,
             };
+            if status == StatusCode::NOT_MODIFIED && if_none_match.is_some() {
+                return Ok(Fetched::NotModified);
+            }
             match self.dialect.classify(&self.connection, status, &headers, &body) {
                 Verdict::Ok => match serde_json::from_slice::<Value>(&body) {
                     Ok(body) => {
-                        return Ok(ApiResponse { status, headers, body });
+                        return Ok(Fetched::Fresh(ApiResponse { status, headers, body }));
                     }
                     Err(source) => {
                         // A garbled or cut-off body is a transient fault: ask again.

@@ -10,6 +10,7 @@
 //! Data flows one way: SQL → DataFusion → [`ApiTableProvider`] → [`ApiTable::fetch`] → `ApiClient` → API,
 //! and JSON pages back → Arrow batches.
 
+pub mod cache;
 pub mod error;
 pub mod factory;
 pub mod filter;
@@ -18,9 +19,10 @@ pub mod json;
 pub mod pagination;
 pub mod table;
 
+pub use cache::{CacheStats, ResponseCache};
 pub use error::{ConnectorError, Result};
 pub use factory::{Connector, ConnectorContext, ConnectorFactory, ParameterSpec, Parameters, ScanOptions};
-pub use http::{ApiClient, ApiResponse, Auth, BearerToken, Dialect, HttpSettings, QueryContext, Verdict};
+pub use http::{ApiClient, ApiResponse, Auth, BearerToken, Dialect, Freshness, HttpSettings, QueryContext, Verdict};
 pub use json::{Column, Kind};
 pub use table::{ApiScanExec, ApiTable, ApiTableProvider, ScanRequest, SortKey};
 

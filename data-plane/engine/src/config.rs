@@ -59,6 +59,21 @@ pub struct ConnectionConfig {
     pub version: Option<String>,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// How long this connection's API answers count as fresh (seconds; default 60). Queries ask for
+    /// fresher data with `SET omnisql.max_staleness`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_ttl_seconds: Option<u64>,
+}
+
+impl ConnectionConfig {
+    /// A fingerprint of everything that identifies the connection's credentials.
+    pub fn credential_fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.connector.hash(&mut h);
+        self.options.hash(&mut h);
+        h.finish()
+    }
 }
 
 impl std::fmt::Debug for ConnectionConfig {

@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod settings;
 pub mod testing;
 
 use std::collections::HashMap;
@@ -22,10 +23,14 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
-use omnisql_connector::{ConnectorContext, ConnectorFactory, HttpSettings, QueryContext, ScanOptions};
+use omnisql_connector::{CacheStats, ConnectorContext, ConnectorFactory, HttpSettings, QueryContext, ResponseCache, ScanOptions};
 
 pub use catalog::ConnectionSchema;
 pub use config::{Config, ConfigError};
+pub use settings::{QuerySettings, SettingsError};
+
+/// How long API answers count as fresh when neither the connection nor the query says.
+pub const DEFAULT_CACHE_TTL_SECS: u64 = 60;
 
 /// The SQL catalog every tenant's schemas live in.
 pub const CATALOG: &str = "omnisql";
@@ -64,13 +69,17 @@ pub struct EngineOptions {
     pub query_timeout: Duration,
     /// DataFusion partitions per query; pinned so plans do not depend on the machine.
     pub target_partitions: usize,
+    /// Memory for cached API answers, shared by all tenants (each sees only its own); `None` turns the
+    /// cache off.
+    pub cache_bytes: Option<usize>,
 }
 
 impl EngineOptions {
-    /// The naive federated engine, as a baseline: no pushdown, no prefetch, one request at a time per
-    /// connection.
+    /// The naive federated engine, as a baseline: no pushdown, no prefetch, no cache, one request at a
+    /// time per connection.
     pub fn naive() -> Self {
-        let mut options = EngineOptions { scan: ScanOptions { pushdown: false, prefetch: false }, ..Default::default() };
+        let mut options =
+            EngineOptions { scan: ScanOptions { pushdown: false, prefetch: false }, cache_bytes: None, ..Default::default() };
         options.http.max_concurrency = Some(1);
         options
     }
@@ -88,6 +97,7 @@ impl Default for EngineOptions {
             http: HttpSettings::default(),
             query_timeout: Duration::from_secs(120),
             target_partitions: 4,
+            cache_bytes: Some(256 << 20),
         }
     }
 }
@@ -117,6 +127,7 @@ pub struct Engine {
     tenants: HashMap<TenantId, Tenant>,
     tokens: HashMap<String, Caller>,
     options: EngineOptions,
+    cache: Option<Arc<ResponseCache>>,
 }
 
 /// A query ready to run: its plan and the context that counts its upstream requests.
@@ -130,6 +141,7 @@ impl Engine {
     pub fn new(config: &Config, options: EngineOptions) -> Result<Engine, EngineError> {
         config.validate()?;
         let factories = connector_factories();
+        let cache = options.cache_bytes.map(ResponseCache::new);
         let mut tenants = HashMap::new();
         let mut tokens = HashMap::new();
         for t in &config.tenants {
@@ -156,12 +168,20 @@ impl Engine {
                         running: factory.version().into(),
                     });
                 }
-                let context = ConnectorContext { connection: c.name.clone(), http: options.http.clone(), scan: options.scan };
+                let context = ConnectorContext {
+                    tenant: t.id.clone(),
+                    connection: c.name.clone(),
+                    credential: c.credential_fingerprint(),
+                    http: options.http.clone(),
+                    scan: options.scan,
+                    cache: cache.clone(),
+                    cache_ttl: Duration::from_secs(c.cache_ttl_seconds.unwrap_or(DEFAULT_CACHE_TTL_SECS)),
+                };
                 schemas.push(Arc::new(ConnectionSchema::new(c.clone(), factory, context)));
             }
             tenants.insert(tenant, Tenant { schemas });
         }
-        Ok(Engine { tenants, tokens, options })
+        Ok(Engine { tenants, tokens, options, cache })
     }
 
     /// The caller a bearer token belongs to.
@@ -211,15 +231,38 @@ impl Engine {
         failed
     }
 
-    /// Plans `sql` for `caller`, binding `params` to `$1`, `$2`, … placeholders.
-    pub async fn plan(&self, caller: &Caller, sql: &str, params: Option<ParamValues>) -> Result<PreparedQuery, DataFusionError> {
-        let context = Arc::new(QueryContext::with_deadline(Some(Instant::now() + self.options.query_timeout)));
+    /// Plans `sql` for `caller`, binding `params` to `$1`, `$2`, … placeholders. Leading
+    /// `SET omnisql.…` statements update `settings` (the caller's session) first; `Ok(None)` when the text
+    /// held nothing else.
+    pub async fn plan(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        params: Option<ParamValues>,
+        settings: &mut QuerySettings,
+    ) -> Result<Option<PreparedQuery>, DataFusionError> {
+        let (sets, rest) = settings::split_sets(sql);
+        for (name, value) in sets {
+            settings.set(&name, &value).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        }
+        if rest.trim().trim_end_matches(';').trim().is_empty() {
+            return Ok(None);
+        }
+        let mut context = QueryContext::with_deadline(Some(Instant::now() + self.options.query_timeout));
+        context.max_staleness = settings.max_staleness;
+        context.request_budget = settings.request_budget;
+        let context = Arc::new(context);
         let ctx = self.session(&caller.tenant, context.clone());
-        let mut dataframe = ctx.sql(sql).await?;
+        let mut dataframe = ctx.sql(rest).await?;
         if let Some(p) = params {
             dataframe = dataframe.with_param_values(p)?;
         }
-        Ok(PreparedQuery { dataframe, context })
+        Ok(Some(PreparedQuery { dataframe, context }))
+    }
+
+    /// What the response cache did for `tenant`.
+    pub fn cache_stats(&self, tenant: &TenantId) -> CacheStats {
+        self.cache.as_ref().map(|c| c.stats(&tenant.0)).unwrap_or_default()
     }
 
     /// Plans without binding, for prepared statements: the logical plan with its placeholders.
@@ -240,7 +283,8 @@ impl Engine {
         caller: &Caller,
         sql: &str,
     ) -> Result<(Vec<datafusion::arrow::record_batch::RecordBatch>, u64), DataFusionError> {
-        let q = self.plan(caller, sql, None).await?;
+        let mut settings = QuerySettings::default();
+        let Some(q) = self.plan(caller, sql, None, &mut settings).await? else { return Ok((Vec::new(), 0)) };
         let context = q.context.clone();
         let batches = q.dataframe.collect().await?;
         Ok((batches, context.api_requests()))

@@ -16,7 +16,13 @@ pub fn single_tenant(
         api_keys: vec![ApiKeyConfig { principal: principal.into(), token: token.into() }],
         connections: connections
             .into_iter()
-            .map(|(name, connector, options)| ConnectionConfig { name, connector, version: None, options })
+            .map(|(name, connector, options)| ConnectionConfig {
+                name,
+                connector,
+                version: None,
+                options,
+                cache_ttl_seconds: None,
+            })
             .collect(),
     }
 }

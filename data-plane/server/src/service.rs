@@ -32,7 +32,7 @@ use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{ParamValues, ScalarValue};
 use futures::{Stream, StreamExt, TryStreamExt};
-use omnisql_engine::{CATALOG, Caller, Engine};
+use omnisql_engine::{CATALOG, Caller, Engine, QuerySettings};
 use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
@@ -49,11 +49,18 @@ struct Prepared {
     params: Option<Vec<ScalarValue>>,
 }
 
+/// A client's session: tenant, principal and the connection it came on.
+type SessionKey = (String, String, Option<std::net::SocketAddr>);
+/// Sessions kept before idle ones are dropped, and how long one may sit idle.
+const MAX_SESSIONS: usize = 10_000;
+const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Statements prepared but not yet closed, per server, at most this many (oldest evicted first).
 const MAX_PREPARED: usize = 10_000;
 
 pub struct OmniFlightSql {
     engine: Arc<Engine>,
+    sessions: Mutex<HashMap<SessionKey, (Instant, QuerySettings)>>,
     prepared: Mutex<HashMap<String, (Instant, Prepared)>>,
     sql_info: SqlInfoData,
 }
@@ -126,7 +133,12 @@ impl OmniFlightSql {
         b.append(SqlInfo::SqlQuotedIdentifierCase, SqlSupportedCaseSensitivity::SqlCaseSensitivityCaseInsensitive as i32);
         b.append(SqlInfo::SqlAllTablesAreSelectable, true);
         b.append(SqlInfo::SqlNullOrdering, 2i32);
-        Ok(OmniFlightSql { engine, prepared: Mutex::new(HashMap::new()), sql_info: b.build()? })
+        Ok(OmniFlightSql {
+            engine,
+            sessions: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(HashMap::new()),
+            sql_info: b.build()?,
+        })
     }
 
     /// The caller behind a request's bearer token.
@@ -160,18 +172,69 @@ impl OmniFlightSql {
         }
     }
 
-    async fn schema_of(&self, caller: &Caller, sql: &str, params: Option<Vec<ScalarValue>>) -> Result<SchemaRef, Status> {
-        let q = self.engine.plan(caller, sql, params.map(ParamValues::from)).await.map_err(|e| status::from_datafusion(&e))?;
-        Ok(Arc::new(q.dataframe.schema().as_arrow().clone()))
+    /// The client connection a request came on: `SET omnisql.…` lasts as long as it does.
+    fn session_key<T>(caller: &Caller, req: &Request<T>) -> SessionKey {
+        (caller.tenant.0.clone(), caller.principal.clone(), req.remote_addr())
     }
 
-    /// Runs `sql` and streams its batches as Flight data.
-    async fn run(&self, caller: Caller, sql: String, params: Option<Vec<ScalarValue>>) -> Result<Response<FlightStream>, Status> {
-        let started = Instant::now();
-        let q = self.engine.plan(&caller, &sql, params.map(ParamValues::from)).await.map_err(|e| {
+    /// Plans `sql` with the session's settings (which leading `SET`s may change); `None` for SETs alone.
+    async fn plan(
+        &self,
+        caller: &Caller,
+        session: &SessionKey,
+        sql: &str,
+        params: Option<Vec<ScalarValue>>,
+    ) -> Result<Option<omnisql_engine::PreparedQuery>, Status> {
+        let mut settings = {
+            let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            sessions.get(session).map(|(_, s)| s.clone()).unwrap_or_default()
+        };
+        let planned = self.engine.plan(caller, sql, params.map(ParamValues::from), &mut settings).await;
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if sessions.len() >= MAX_SESSIONS {
+            let idle = Instant::now() - SESSION_IDLE;
+            sessions.retain(|_, (used, _)| *used > idle);
+        }
+        if settings != QuerySettings::default() || sessions.contains_key(session) {
+            sessions.insert(session.clone(), (Instant::now(), settings));
+        }
+        drop(sessions);
+        planned.map_err(|e| {
             tracing::info!(tenant = %caller.tenant, principal = %caller.principal, error = %e, "query rejected");
             status::from_datafusion(&e)
-        })?;
+        })
+    }
+
+    async fn schema_of(
+        &self,
+        caller: &Caller,
+        session: &SessionKey,
+        sql: &str,
+        params: Option<Vec<ScalarValue>>,
+    ) -> Result<SchemaRef, Status> {
+        Ok(match self.plan(caller, session, sql, params).await? {
+            Some(q) => Arc::new(q.dataframe.schema().as_arrow().clone()),
+            None => Arc::new(Schema::empty()),
+        })
+    }
+
+    /// Runs `sql` and streams its batches as Flight data. The last message carries, as `app_metadata`,
+    /// how fresh each source's data was and what the query cost upstream.
+    async fn run(
+        &self,
+        caller: Caller,
+        session: SessionKey,
+        sql: String,
+        params: Option<Vec<ScalarValue>>,
+    ) -> Result<Response<FlightStream>, Status> {
+        let started = Instant::now();
+        let Some(q) = self.plan(&caller, &session, &sql, params).await? else {
+            let schema = Arc::new(Schema::empty());
+            let data =
+                FlightDataEncoderBuilder::new().with_schema(schema).build(futures::stream::empty()).map_err(flight_to_status);
+            return Ok(Response::new(Box::pin(data)));
+        };
+        let context = q.context.clone();
         let mut record = QueryRecord { caller, started, context: q.context.clone(), rows: 0, error: None, completed: false };
         let mut stream = self.engine.execute(q).await.map_err(|e| status::from_datafusion(&e))?;
         let schema = stream.schema();
@@ -182,7 +245,15 @@ impl OmniFlightSql {
         })
         .map_err(|e| FlightError::Tonic(Box::new(status::from_datafusion(&e))));
         let data = FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map_err(flight_to_status);
-        Ok(Response::new(Box::pin(data)))
+        let summary = move || {
+            serde_json::json!({
+                "freshness": context.freshness(),
+                "api_requests": context.api_requests(),
+                "cache_hits": context.cache_hits(),
+            })
+            .to_string()
+        };
+        Ok(Response::new(with_trailing_metadata(Box::pin(data), summary)))
     }
 
     fn info(&self, schema: &Schema, ticket: Vec<u8>, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
@@ -206,6 +277,31 @@ impl OmniFlightSql {
             .map_err(flight_to_status);
         Ok(Response::new(Box::pin(data)))
     }
+}
+
+/// Holds each message back by one, so the last (the final batch, or the schema of an empty result)
+/// can carry `metadata()`, computed once the query is done.
+fn with_trailing_metadata(data: FlightStream, metadata: impl FnOnce() -> String + Send + 'static) -> FlightStream {
+    let state = (data, None::<FlightData>, Some(metadata));
+    Box::pin(futures::stream::unfold(state, |(mut data, mut held, mut metadata)| async move {
+        loop {
+            match data.next().await {
+                Some(Ok(message)) => {
+                    if let Some(previous) = held.replace(message) {
+                        return Some((Ok(previous), (data, held, metadata)));
+                    }
+                }
+                Some(Err(status)) => return Some((Err(status), (data, None, None))),
+                None => {
+                    let mut last = held.take()?;
+                    if let Some(f) = metadata.take() {
+                        last.app_metadata = f().into_bytes().into();
+                    }
+                    return Some((Ok(last), (data, None, None)));
+                }
+            }
+        }
+    }))
 }
 
 fn flight_to_status(e: FlightError) -> Status {
@@ -257,7 +353,8 @@ impl FlightSqlService for OmniFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = self.caller(&request)?;
-        let schema = self.schema_of(&caller, &query.query, None).await?;
+        let session = Self::session_key(&caller, &request);
+        let schema = self.schema_of(&caller, &session, &query.query, None).await?;
         let ticket = TicketStatementQuery { statement_handle: query.query.into_bytes().into() };
         self.info(&schema, ticket.as_any().encode_to_vec(), request.into_inner())
     }
@@ -270,7 +367,8 @@ impl FlightSqlService for OmniFlightSql {
         let caller = self.caller(&request)?;
         let sql = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("the ticket is not a query"))?;
-        self.run(caller, sql, None).await
+        let session = Self::session_key(&caller, &request);
+        self.run(caller, session, sql, None).await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -280,7 +378,8 @@ impl FlightSqlService for OmniFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = self.caller(&request)?;
         let p = self.prepared(&caller, &cmd.prepared_statement_handle)?;
-        let schema = self.schema_of(&caller, &p.sql, p.params.clone()).await?;
+        let session = Self::session_key(&caller, &request);
+        let schema = self.schema_of(&caller, &session, &p.sql, p.params.clone()).await?;
         self.info(&schema, cmd.as_any().encode_to_vec(), request.into_inner())
     }
 
@@ -291,7 +390,8 @@ impl FlightSqlService for OmniFlightSql {
     ) -> Result<Response<FlightStream>, Status> {
         let caller = self.caller(&request)?;
         let p = self.prepared(&caller, &cmd.prepared_statement_handle)?;
-        self.run(caller, p.sql, p.params).await
+        let session = Self::session_key(&caller, &request);
+        self.run(caller, session, p.sql, p.params).await
     }
 
     async fn do_action_create_prepared_statement(

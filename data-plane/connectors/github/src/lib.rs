@@ -78,8 +78,7 @@ impl ConnectorFactory for GithubFactory {
         headers.insert("accept", HeaderValue::from_static("application/vnd.github+json"));
         headers.insert("x-github-api-version", HeaderValue::from_static("2022-11-28"));
         let token = params.require(NAME, "token")?.to_string();
-        let client =
-            ApiClient::new(&ctx.connection, ctx.http.clone(), Arc::new(GithubDialect), Arc::new(BearerToken(token)), headers)?;
+        let client = ApiClient::new(&ctx, Arc::new(GithubDialect), Arc::new(BearerToken(token)), headers)?;
         Ok(Arc::new(GithubConnector { api: Arc::new(Api { client, base, orgs: params.list("orgs") }), scan: ctx.scan }))
     }
 }

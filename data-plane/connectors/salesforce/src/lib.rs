@@ -77,8 +77,7 @@ impl ConnectorFactory for SalesforceFactory {
             refresh_token: params.get("refresh_token").map(str::to_string),
             session: RwLock::new(None),
         });
-        let client =
-            ApiClient::new(&ctx.connection, ctx.http.clone(), Arc::new(SalesforceDialect), auth.clone(), HeaderMap::new())?;
+        let client = ApiClient::new(&ctx, Arc::new(SalesforceDialect), auth.clone(), HeaderMap::new())?;
         let api = Arc::new(Api { client, auth, version });
         let objects = api.sobjects(&QueryContext::default()).await?;
         Ok(Arc::new(SalesforceConnector { api, objects, described: Mutex::new(HashMap::new()), scan: ctx.scan }))
@@ -172,6 +171,10 @@ struct SalesforceDialect;
 impl Dialect for SalesforceDialect {
     fn app(&self) -> &'static str {
         APP
+    }
+    /// A batch that continues through a query locator cannot be served again: the locator is one-shot.
+    fn cacheable(&self, url: &str, response: &omnisql_connector::ApiResponse) -> bool {
+        !url.contains("/query/") && response.body.get("nextRecordsUrl").is_none()
     }
     /// Salesforce caps an org at 25 concurrent long-running requests; stay well inside it.
     fn default_concurrency(&self) -> usize {

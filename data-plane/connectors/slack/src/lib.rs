@@ -54,13 +54,7 @@ impl ConnectorFactory for SlackFactory {
             reason: e.to_string(),
         })?;
         let token = params.require(NAME, "token")?.to_string();
-        let client = ApiClient::new(
-            &ctx.connection,
-            ctx.http.clone(),
-            Arc::new(SlackDialect),
-            Arc::new(BearerToken(token)),
-            HeaderMap::new(),
-        )?;
+        let client = ApiClient::new(&ctx, Arc::new(SlackDialect), Arc::new(BearerToken(token)), HeaderMap::new())?;
         Ok(Arc::new(SlackConnector { api: Arc::new(Api { client, base }), scan: ctx.scan }))
     }
 }

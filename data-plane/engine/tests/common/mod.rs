@@ -19,7 +19,8 @@ pub fn engine(sandbox: &Sandbox, pushdown: bool) -> Arc<Engine> {
         sandbox.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
     let config = testing::config(vec![testing::single_tenant("acme", "tester", TOKEN, connections)]);
     let options = if pushdown { EngineOptions::default() } else { EngineOptions::without_pushdown() };
-    Arc::new(Engine::new(&config, options).expect("engine builds"))
+    // No response cache: these tests count what each query itself asks of the APIs.
+    Arc::new(Engine::new(&config, EngineOptions { cache_bytes: None, ..options }).expect("engine builds"))
 }
 
 pub fn caller() -> Caller {

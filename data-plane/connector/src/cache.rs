@@ -1,0 +1,160 @@
+//! The response cache: API answers kept in memory, bounded by bytes, keyed by tenant, connection,
+//! credential and the normalised request, so nothing is ever shared between tenants or credentials.
+//! A query states how old an answer it accepts; older entries are revalidated (GitHub's `ETag`, where a
+//! 304 costs no quota) or fetched again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::http::ApiResponse;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    pub tenant: String,
+    pub connection: String,
+    /// A fingerprint of the connection's credentials: a new token never sees the old one's answers.
+    pub credential: u64,
+    /// Method, URL and sorted query parameters.
+    pub request: String,
+}
+
+/// What one tenant's queries got from the cache.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    /// Stale entries confirmed current by the API (304), at no quota cost.
+    pub revalidations: u64,
+    /// Upstream calls avoided (hits) or made free (revalidations).
+    pub saved_calls: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cached {
+    pub response: Arc<ApiResponse>,
+    pub fetched_at: Instant,
+    pub fetched_wall: SystemTime,
+    pub etag: Option<String>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    cached: Cached,
+    size: usize,
+    tick: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<CacheKey, Entry>,
+    /// Last use → key, oldest first.
+    order: BTreeMap<u64, CacheKey>,
+    bytes: usize,
+    tick: u64,
+    stats: HashMap<String, CacheStats>,
+}
+
+#[derive(Debug)]
+pub struct ResponseCache {
+    max_bytes: usize,
+    inner: Mutex<Inner>,
+}
+
+impl ResponseCache {
+    pub fn new(max_bytes: usize) -> Arc<Self> {
+        Arc::new(ResponseCache { max_bytes, inner: Mutex::new(Inner::default()) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, key: &CacheKey) -> Option<Cached> {
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        let entry = inner.entries.get_mut(key)?;
+        let old = std::mem::replace(&mut entry.tick, tick);
+        let cached = entry.cached.clone();
+        inner.order.remove(&old);
+        inner.order.insert(tick, key.clone());
+        Some(cached)
+    }
+
+    pub fn put(&self, key: CacheKey, response: Arc<ApiResponse>, size: usize) {
+        if size > self.max_bytes / 4 {
+            return; // one answer may not crowd out the rest
+        }
+        let etag = response.header("etag").map(str::to_string);
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        if let Some(old) = inner.entries.remove(&key) {
+            inner.order.remove(&old.tick);
+            inner.bytes -= old.size;
+        }
+        let cached = Cached { response, fetched_at: Instant::now(), fetched_wall: SystemTime::now(), etag };
+        inner.entries.insert(key.clone(), Entry { cached, size, tick });
+        inner.order.insert(tick, key);
+        inner.bytes += size;
+        while inner.bytes > self.max_bytes {
+            let Some((_, oldest)) = inner.order.pop_first() else { break };
+            if let Some(e) = inner.entries.remove(&oldest) {
+                inner.bytes -= e.size;
+            }
+        }
+    }
+
+    /// Marks an entry current again after the API answered 304.
+    pub fn refresh(&self, key: &CacheKey) {
+        if let Some(e) = self.lock().entries.get_mut(key) {
+            e.cached.fetched_at = Instant::now();
+            e.cached.fetched_wall = SystemTime::now();
+        }
+    }
+
+    pub fn count(&self, tenant: &str, f: impl FnOnce(&mut CacheStats)) {
+        f(self.lock().stats.entry(tenant.to_string()).or_default());
+    }
+
+    pub fn stats(&self, tenant: &str) -> CacheStats {
+        self.lock().stats.get(tenant).copied().unwrap_or_default()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::StatusCode;
+    use reqwest::header::HeaderMap;
+
+    fn key(tenant: &str, request: &str) -> CacheKey {
+        CacheKey { tenant: tenant.into(), connection: "c".into(), credential: 1, request: request.into() }
+    }
+
+    fn response() -> Arc<ApiResponse> {
+        Arc::new(ApiResponse { status: StatusCode::OK, headers: HeaderMap::new(), body: serde_json::json!([1, 2, 3]) })
+    }
+
+    #[test]
+    fn entries_are_per_tenant_and_the_least_recently_used_goes_first() {
+        let cache = ResponseCache::new(400);
+        cache.put(key("a", "GET /x"), response(), 100);
+        assert!(cache.get(&key("b", "GET /x")).is_none(), "another tenant never sees it");
+        cache.put(key("a", "GET /y"), response(), 100);
+        cache.put(key("a", "GET /z"), response(), 100);
+        assert!(cache.get(&key("a", "GET /x")).is_some()); // x is now the most recent
+        cache.put(key("a", "GET /w"), response(), 100);
+        cache.put(key("a", "GET /v"), response(), 100);
+        assert!(cache.get(&key("a", "GET /y")).is_none(), "y was least recently used");
+        assert!(cache.get(&key("a", "GET /x")).is_some());
+        assert!(cache.bytes() <= 400);
+    }
+}

@@ -1,0 +1,109 @@
+//! Caching with explicit staleness: repeated questions within the window cost no upstream call,
+//! `max_staleness = 0` goes back to the API (GitHub revalidates for free), nothing crosses tenants,
+//! and a request budget stops a query with an error that names it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use omnisql_engine::{Caller, Engine, EngineOptions, QuerySettings, TenantId, testing};
+use omnisql_sandbox::{Sandbox, SandboxConfig};
+
+fn cached_engine(sb: &Sandbox) -> Engine {
+    let connections: Vec<_> =
+        sb.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
+    let config = testing::config(vec![
+        testing::single_tenant("acme", "tester", TOKEN, connections.clone()),
+        testing::single_tenant("other", "someone", "other-token-0123456789", connections),
+    ]);
+    Engine::new(&config, EngineOptions::default()).unwrap()
+}
+
+async fn upstream_total(sb: &Sandbox) -> u64 {
+    let mut total = 0;
+    for url in [&sb.github_url, &sb.salesforce_url, &sb.slack_url] {
+        let stats: serde_json::Value = reqwest::get(format!("{url}/_sandbox/stats")).await.unwrap().json().await.unwrap();
+        total += stats["total"].as_u64().unwrap();
+    }
+    total
+}
+
+const JOIN: &str = "SELECT count(*) AS n FROM github.issues i JOIN github.users gu ON gu.login = i.user_login
+    JOIN salesforce.contact c ON c.email = gu.email JOIN slack.users su ON su.email IS NOT NULL AND su.real_name IS NOT NULL
+    WHERE i.state = 'open'";
+
+#[tokio::test]
+async fn a_repeated_question_within_the_staleness_window_makes_no_upstream_call() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let engine = cached_engine(&sb);
+    let (first, _, first_requests) = run(&engine, JOIN).await;
+    assert!(first_requests > 0);
+    let before = upstream_total(&sb).await;
+    let (second, _, second_requests) = run(&engine, JOIN).await;
+    assert_eq!(first, second);
+    assert_eq!(second_requests, 0);
+    assert_eq!(upstream_total(&sb).await, before, "the sandbox saw no request");
+    let stats = engine.cache_stats(&TenantId("acme".into()));
+    assert!(stats.hits > 0 && stats.saved_calls >= stats.hits, "{stats:?}");
+}
+
+#[tokio::test]
+async fn zero_staleness_goes_back_to_the_api_and_github_revalidates_for_free() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let engine = cached_engine(&sb);
+    run(&engine, "SELECT count(*) FROM github.issues").await;
+    let before = upstream_total(&sb).await;
+    let (_, _, requests) = run(&engine, "SET omnisql.max_staleness = '0'; SELECT count(*) FROM github.issues").await;
+    assert!(requests > 0 && upstream_total(&sb).await > before, "fresh data means asking the API");
+    let stats = engine.cache_stats(&TenantId("acme".into()));
+    assert_eq!(stats.revalidations, requests, "every GitHub page was confirmed with a free 304: {stats:?}");
+}
+
+#[tokio::test]
+async fn cached_answers_are_never_shared_between_tenants() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let engine = cached_engine(&sb);
+    run(&engine, "SELECT count(*) FROM salesforce.account").await;
+    let other = Caller { tenant: TenantId("other".into()), principal: "someone".into() };
+    let (_, requests) = engine.query(&other, "SELECT count(*) FROM salesforce.account").await.unwrap();
+    assert!(requests > 0, "the other tenant's first question goes to the API");
+    assert_eq!(engine.cache_stats(&TenantId("other".into())).hits, 0);
+}
+
+#[tokio::test]
+async fn multi_batch_salesforce_results_are_read_again_correctly() {
+    let sb = sandbox(SandboxConfig { scale: 250, ..Default::default() }).await;
+    let engine = cached_engine(&sb);
+    let expected = format!("| {} |", sb.world.contacts.len());
+    for _ in 0..2 {
+        let (out, _, _) = run(&engine, "SELECT count(*) AS n FROM salesforce.contact").await;
+        assert!(out.contains(&expected), "{out}");
+    }
+}
+
+#[tokio::test]
+async fn a_request_budget_fails_the_query_and_names_the_budget() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let engine = cached_engine(&sb);
+    let e = engine
+        .query(&caller(), "SET omnisql.request_budget = 3; SELECT count(*) FROM github.issues")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("budget of 3 upstream requests"), "{e}");
+    let (out, _, _) = run(&engine, "SET omnisql.request_budget = 100; SELECT count(*) AS n FROM github.issues").await;
+    assert!(out.contains(&format!("| {} |", sb.world.issues.len())), "{out}");
+}
+
+#[tokio::test]
+async fn session_settings_persist_until_changed_and_bad_ones_are_named() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let engine = cached_engine(&sb);
+    let mut session = QuerySettings::default();
+    assert!(engine.plan(&caller(), "SET omnisql.max_staleness = '5 minutes'", None, &mut session).await.unwrap().is_none());
+    assert_eq!(session.max_staleness, Some(std::time::Duration::from_secs(300)));
+    let e = engine.plan(&caller(), "SET omnisql.max_staleness = 'soon'", None, &mut session).await.unwrap_err().to_string();
+    assert!(e.contains("invalid value \"soon\" for omnisql.max_staleness"), "{e}");
+    let e = engine.plan(&caller(), "SET omnisql.colour = 'blue'", None, &mut session).await.unwrap_err().to_string();
+    assert!(e.contains("unknown setting `omnisql.colour`"), "{e}");
+}
