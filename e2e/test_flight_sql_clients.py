@@ -206,3 +206,44 @@ def test_pyarrow_flight_client_reads_results(dev):
     table = client.do_get(info.endpoints[0].ticket, options).read_all()
     assert table.column("name").to_pylist() == sorted(table.column("name").to_pylist())
     assert "general" in table.column("name").to_pylist()
+
+
+def test_results_say_how_fresh_each_source_is_and_repeats_come_from_cache(dev):
+    from pyarrow import flight
+
+    from google_any import statement_descriptor
+
+    client = flight.FlightClient(dev.uri)
+    options = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {dev.token}".encode())])
+
+    def run(sql):
+        info = client.get_flight_info(statement_descriptor(sql), options)
+        reader = client.do_get(info.endpoints[0].ticket, options)
+        metadata = None
+        while True:
+            try:
+                chunk = reader.read_chunk()
+            except StopIteration:
+                break
+            if chunk.app_metadata is not None:
+                metadata = json.loads(chunk.app_metadata.to_pybytes())
+        return metadata
+
+    sql = "SELECT count(*) FROM salesforce.opportunity o JOIN slack.channels ch ON true"
+    first = run("SET omnisql.max_staleness = '0'; " + sql)
+    assert set(first["freshness"]) == {"salesforce", "slack"}
+    assert first["api_requests"] > 0 and first["cache_hits"] == 0
+    assert all(f["oldest_age_seconds"] < 5 for f in first["freshness"].values())
+    again = run("SET omnisql.max_staleness = '10 minutes'; " + sql)
+    assert again["api_requests"] == 0 and again["cache_hits"] > 0
+
+
+def test_set_max_staleness_lasts_for_the_connection(conn, dev):
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM slack.channels")  # warm the cache
+        cur.fetchall()
+        cur.execute("SET omnisql.max_staleness = '0'")
+        dev.sandbox("slack", "/_sandbox/stats/reset", {})
+        cur.execute("SELECT count(*) FROM slack.channels")
+        cur.fetchall()
+    assert dev.sandbox("slack", "/_sandbox/stats")["total"] > 0, "after SET … '0' the connection's queries go to Slack"
