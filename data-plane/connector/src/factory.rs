@@ -111,6 +111,12 @@ pub struct ConnectorContext {
     pub cache: Option<std::sync::Arc<crate::cache::ResponseCache>>,
     /// How long this connection's answers count as fresh unless a query says otherwise.
     pub cache_ttl: std::time::Duration,
+    /// The shared rate limiter, if limits are enforced.
+    pub governor: Option<std::sync::Arc<crate::governor::Governor>>,
+    /// The tenant's weight in fair scheduling.
+    pub weight: f64,
+    /// The connection's own limit on top of the API's, if configured.
+    pub requests_per_second: Option<f64>,
 }
 
 impl ConnectorContext {
@@ -124,6 +130,9 @@ impl ConnectorContext {
             scan: ScanOptions::default(),
             cache: None,
             cache_ttl: std::time::Duration::ZERO,
+            governor: None,
+            weight: 1.0,
+            requests_per_second: None,
         }
     }
 }

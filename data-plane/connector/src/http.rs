@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use crate::cache::{CacheKey, ResponseCache};
 use crate::error::{ConnectorError, Result};
 use crate::factory::ConnectorContext;
+use crate::governor::{BucketKey, BucketSpec, Denied, Governor, Observed};
 
 /// How a connection talks HTTP.
 #[derive(Debug, Clone)]
@@ -137,6 +138,14 @@ pub enum Verdict {
 /// How one API answers: which statuses are transient, what a rate limit looks like, where errors live.
 pub trait Dialect: Send + Sync + Debug {
     fn app(&self) -> &'static str;
+    /// The rate-limit bucket a request to `url` draws from, as this API is known to limit it.
+    fn bucket(&self, _url: &str) -> Option<BucketSpec> {
+        None
+    }
+    /// What a response says about its bucket (remaining requests, reset), if anything.
+    fn observe(&self, _headers: &HeaderMap) -> Option<Observed> {
+        None
+    }
     /// Whether an answer may be served again from the cache (not, e.g., a page of a one-shot cursor).
     fn cacheable(&self, _url: &str, _response: &ApiResponse) -> bool {
         true
@@ -210,6 +219,17 @@ pub struct ApiClient {
     permits: Arc<Semaphore>,
     concurrency: usize,
     cache: Option<CacheScope>,
+    governor: Option<GovernorScope>,
+}
+
+/// This client's place in the shared rate limiter.
+#[derive(Debug, Clone)]
+struct GovernorScope {
+    governor: Arc<Governor>,
+    tenant: String,
+    weight: f64,
+    credential: u64,
+    connection_rps: Option<f64>,
 }
 
 /// Where this client's answers live in the shared cache, and for how long they count as fresh.
@@ -249,7 +269,25 @@ impl ApiClient {
             credential: ctx.credential,
             ttl: ctx.cache_ttl,
         });
-        Ok(ApiClient { http, connection: connection.into(), settings, dialect, auth, headers, permits, concurrency, cache })
+        let governor = ctx.governor.clone().map(|governor| GovernorScope {
+            governor,
+            tenant: ctx.tenant.clone(),
+            weight: ctx.weight,
+            credential: ctx.credential,
+            connection_rps: ctx.requests_per_second,
+        });
+        Ok(ApiClient {
+            http,
+            connection: connection.into(),
+            settings,
+            dialect,
+            auth,
+            headers,
+            permits,
+            concurrency,
+            cache,
+            governor,
+        })
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -328,6 +366,25 @@ impl ApiClient {
         }
     }
 
+    /// The rate-limit buckets a request to `url` draws from: the API's, then the connection's own limit.
+    fn buckets(&self, url: &str) -> Vec<(BucketKey, BucketSpec)> {
+        let Some(g) = &self.governor else { return Vec::new() };
+        let mut out = Vec::new();
+        if let Some(spec) = self.dialect.bucket(url) {
+            out.push((BucketKey { credential: g.credential, bucket: spec.name.clone() }, spec));
+        }
+        if let Some(rps) = g.connection_rps {
+            let spec = BucketSpec {
+                name: format!("connection {} limit", self.connection),
+                capacity: rps,
+                window: Duration::from_secs(1),
+                trusted: true,
+            };
+            out.push((BucketKey { credential: g.credential, bucket: spec.name.clone() }, spec));
+        }
+        out
+    }
+
     /// One governed request: retries, backoff, rate limits, re-authentication, deadline.
     async fn send(
         &self,
@@ -348,17 +405,35 @@ impl ApiClient {
             }
             let timeout = remaining.map_or(self.settings.request_timeout, |r| r.min(self.settings.request_timeout));
             let authorization = self.auth.authorization(&self.http).await?;
+            if let Some(budget) = q.request_budget {
+                if q.api_requests() >= budget {
+                    return Err(ConnectorError::BudgetExceeded { budget });
+                }
+            }
+            // Rate limits first (they may wait), then the connection's concurrency bound.
+            let buckets = self.buckets(url);
+            let mut tokens = Vec::with_capacity(buckets.len());
+            if let Some(g) = &self.governor {
+                for (key, spec) in &buckets {
+                    match g.governor.acquire(key, spec, &g.tenant, g.weight, q.deadline).await {
+                        Ok(permit) => tokens.push(permit),
+                        Err(Denied::WouldExceedDeadline { bucket, wait }) => {
+                            return Err(ConnectorError::QuotaExhausted {
+                                app,
+                                connection: self.connection.clone(),
+                                message: format!("the {bucket} rate limit has no request left before the query's deadline"),
+                                reset_in: wait,
+                            });
+                        }
+                    }
+                }
+            }
             let outcome = {
                 let _permit = self
                     .permits
                     .acquire()
                     .await
                     .map_err(|_| ConnectorError::DeadlineExceeded { app, connection: self.connection.clone() })?;
-                if let Some(budget) = q.request_budget {
-                    if q.api_requests() >= budget {
-                        return Err(ConnectorError::BudgetExceeded { budget });
-                    }
-                }
                 q.record(format!("GET {shown}"));
                 let send = async {
                     let mut req =
@@ -391,6 +466,19 @@ impl ApiClient {
                 }
                 Ok(Ok(parts)) => parts,
             };
+            if let Some(g) = &self.governor {
+                if let Some(observed) = self.dialect.observe(&headers) {
+                    if let Some((key, _)) = buckets.first() {
+                        g.governor.observe(key, observed);
+                    }
+                }
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    if let (Some(after), Some((key, _))) = (retry_after(&headers), buckets.first()) {
+                        g.governor.pause(key, after);
+                    }
+                }
+            }
+            drop(tokens);
             if status == StatusCode::NOT_MODIFIED && if_none_match.is_some() {
                 return Ok(Fetched::NotModified);
             }

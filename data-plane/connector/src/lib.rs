@@ -14,6 +14,7 @@ pub mod cache;
 pub mod error;
 pub mod factory;
 pub mod filter;
+pub mod governor;
 pub mod http;
 pub mod json;
 pub mod pagination;

@@ -31,6 +31,9 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     pub id: String,
+    /// Share of contended rate limits relative to other tenants (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
     #[serde(default)]
     pub api_keys: Vec<ApiKeyConfig>,
     #[serde(default)]
@@ -63,6 +66,9 @@ pub struct ConnectionConfig {
     /// fresher data with `SET omnisql.max_staleness`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_ttl_seconds: Option<u64>,
+    /// The connection's own request rate limit, on top of the API's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
 }
 
 impl ConnectionConfig {

@@ -23,6 +23,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use omnisql_connector::governor::Governor;
 use omnisql_connector::{CacheStats, ConnectorContext, ConnectorFactory, HttpSettings, QueryContext, ResponseCache, ScanOptions};
 
 pub use catalog::ConnectionSchema;
@@ -72,6 +73,8 @@ pub struct EngineOptions {
     /// Memory for cached API answers, shared by all tenants (each sees only its own); `None` turns the
     /// cache off.
     pub cache_bytes: Option<usize>,
+    /// Enforce rate limits (the APIs' and the connections' own) with fair scheduling between tenants.
+    pub rate_limits: bool,
 }
 
 impl EngineOptions {
@@ -98,6 +101,7 @@ impl Default for EngineOptions {
             query_timeout: Duration::from_secs(120),
             target_partitions: 4,
             cache_bytes: Some(256 << 20),
+            rate_limits: true,
         }
     }
 }
@@ -142,6 +146,7 @@ impl Engine {
         config.validate()?;
         let factories = connector_factories();
         let cache = options.cache_bytes.map(ResponseCache::new);
+        let governor = options.rate_limits.then(|| Arc::new(Governor::default()));
         let mut tenants = HashMap::new();
         let mut tokens = HashMap::new();
         for t in &config.tenants {
@@ -176,6 +181,9 @@ impl Engine {
                     scan: options.scan,
                     cache: cache.clone(),
                     cache_ttl: Duration::from_secs(c.cache_ttl_seconds.unwrap_or(DEFAULT_CACHE_TTL_SECS)),
+                    governor: governor.clone(),
+                    weight: t.weight.unwrap_or(1.0),
+                    requests_per_second: c.requests_per_second,
                 };
                 schemas.push(Arc::new(ConnectionSchema::new(c.clone(), factory, context)));
             }

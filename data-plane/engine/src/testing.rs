@@ -13,6 +13,7 @@ pub fn single_tenant(
 ) -> TenantConfig {
     TenantConfig {
         id: tenant.into(),
+        weight: None,
         api_keys: vec![ApiKeyConfig { principal: principal.into(), token: token.into() }],
         connections: connections
             .into_iter()
@@ -22,6 +23,7 @@ pub fn single_tenant(
                 version: None,
                 options,
                 cache_ttl_seconds: None,
+                requests_per_second: None,
             })
             .collect(),
     }

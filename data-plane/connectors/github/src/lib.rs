@@ -33,6 +33,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use omnisql_connector::filter::{self, pinned_texts};
+use omnisql_connector::governor::{BucketSpec, Observed};
 use omnisql_connector::http::{classify_common, retry_after, until_epoch};
 use omnisql_connector::pagination::{link, page_number};
 use omnisql_connector::{
@@ -90,6 +91,33 @@ struct GithubDialect;
 impl Dialect for GithubDialect {
     fn app(&self) -> &'static str {
         "GitHub"
+    }
+    /// The hourly core quota (5,000 for a user token) and the search quota (30 a minute).
+    fn bucket(&self, url: &str) -> Option<BucketSpec> {
+        Some(if url.contains("/search/") {
+            BucketSpec {
+                name: "github:search".into(),
+                capacity: 30.0,
+                window: std::time::Duration::from_secs(60),
+                trusted: false,
+            }
+        } else {
+            BucketSpec {
+                name: "github:core".into(),
+                capacity: 5000.0,
+                window: std::time::Duration::from_secs(3600),
+                trusted: false,
+            }
+        })
+    }
+    /// `x-ratelimit-limit`, `-remaining` and `-reset` (epoch seconds).
+    fn observe(&self, headers: &HeaderMap) -> Option<Observed> {
+        let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
+        Some(Observed {
+            limit: number("x-ratelimit-limit"),
+            remaining: number("x-ratelimit-remaining")?,
+            reset_in: until_epoch(headers, "x-ratelimit-reset").unwrap_or(std::time::Duration::from_secs(60)),
+        })
     }
     /// GitHub allows 100 concurrent requests per token; half leaves room for its other users.
     fn default_concurrency(&self) -> usize {

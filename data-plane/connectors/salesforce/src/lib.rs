@@ -18,6 +18,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use futures::stream::BoxStream;
+use omnisql_connector::governor::{BucketSpec, Observed};
 use omnisql_connector::http::classify_common;
 use omnisql_connector::{
     ApiClient, ApiTable, ApiTableProvider, Auth, Column, Connector, ConnectorContext, ConnectorError, ConnectorFactory, Dialect,
@@ -171,6 +172,23 @@ struct SalesforceDialect;
 impl Dialect for SalesforceDialect {
     fn app(&self) -> &'static str {
         APP
+    }
+    /// The org's rolling 24-hour allocation (15,000 on a Developer Edition until the header says more).
+    fn bucket(&self, _url: &str) -> Option<BucketSpec> {
+        Some(BucketSpec {
+            name: "salesforce:daily".into(),
+            capacity: 15_000.0,
+            window: std::time::Duration::from_secs(86_400),
+            trusted: false,
+        })
+    }
+    /// `Sforce-Limit-Info: api-usage=USED/MAX`.
+    fn observe(&self, headers: &HeaderMap) -> Option<Observed> {
+        let info = headers.get("sforce-limit-info")?.to_str().ok()?;
+        let usage = info.split(',').find_map(|p| p.trim().strip_prefix("api-usage="))?;
+        let (used, max) = usage.split_once('/')?;
+        let (used, max) = (used.trim().parse::<f64>().ok()?, max.trim().parse::<f64>().ok()?);
+        Some(Observed { limit: Some(max), remaining: (max - used).max(0.0), reset_in: std::time::Duration::from_secs(3600) })
     }
     /// A batch that continues through a query locator cannot be served again: the locator is one-shot.
     fn cacheable(&self, url: &str, response: &omnisql_connector::ApiResponse) -> bool {

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use datafusion::catalog::TableProvider;
 use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use omnisql_connector::governor::BucketSpec;
 use omnisql_connector::http::classify_common;
 use omnisql_connector::{
     ApiClient, ApiTable, ApiTableProvider, BearerToken, Column, Connector, ConnectorContext, ConnectorError, ConnectorFactory,
@@ -65,6 +66,22 @@ struct SlackDialect;
 impl Dialect for SlackDialect {
     fn app(&self) -> &'static str {
         APP
+    }
+    /// One bucket per method, at its tier's calls per minute. Slack sends no remaining-count headers, so
+    /// the model is trusted and a 429's `Retry-After` corrects it.
+    fn bucket(&self, url: &str) -> Option<BucketSpec> {
+        let method = url.rsplit('/').next().unwrap_or_default().split('?').next().unwrap_or_default();
+        let per_minute = match method {
+            "conversations.history" => 50.0,
+            "conversations.list" | "users.list" => 20.0,
+            _ => 20.0,
+        };
+        Some(BucketSpec {
+            name: format!("slack:{method}"),
+            capacity: per_minute,
+            window: std::time::Duration::from_secs(60),
+            trusted: true,
+        })
     }
     /// Slack limits calls per minute per method, not concurrency; a few at once is plenty.
     fn default_concurrency(&self) -> usize {

@@ -1,0 +1,308 @@
+//! Rate limits and fair scheduling. Every request takes a token from its rate-limit bucket (per
+//! credential and API bucket: GitHub's hourly core quota, Salesforce's daily allocation, one bucket per
+//! Slack method tier) before it is sent. Buckets start from the connector's model of its API, learn the
+//! truth from response headers (`x-ratelimit-*`, `Sforce-Limit-Info`, `Retry-After`), and send one probe
+//! request at a time until they have. When tokens are scarce, waiting requests are served by weighted
+//! fair queuing across tenants, so a heavy tenant cannot starve a light one.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+/// An API's rate-limit bucket, as the connector models it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketSpec {
+    /// E.g. `github:core`, `slack:conversations.history`.
+    pub name: String,
+    /// Requests allowed per window.
+    pub capacity: f64,
+    pub window: Duration,
+    /// The model is exact (no response header will correct it), so no probing first.
+    pub trusted: bool,
+}
+
+/// What a response said about its bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observed {
+    pub limit: Option<f64>,
+    pub remaining: f64,
+    /// When the bucket refills (to `limit`).
+    pub reset_in: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BucketKey {
+    pub credential: u64,
+    pub bucket: String,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    capacity: f64,
+    window: Duration,
+    tokens: f64,
+    last: Instant,
+    /// No tokens until then (the API said so).
+    paused_until: Option<Instant>,
+    /// Learned from headers at least once; until then one probe request at a time.
+    learned: bool,
+    probing: bool,
+    /// Work done per tenant, divided by its weight: the next token goes to the smallest.
+    served: HashMap<String, f64>,
+    waiting: Vec<(u64, String)>,
+}
+
+impl Bucket {
+    fn refill(&mut self, now: Instant) {
+        let rate = self.capacity / self.window.as_secs_f64().max(1e-9);
+        self.tokens = (self.tokens + rate * now.duration_since(self.last).as_secs_f64()).min(self.capacity);
+        self.last = now;
+        if self.paused_until.is_some_and(|t| t <= now) {
+            self.paused_until = None;
+            self.tokens = self.tokens.max(1.0);
+        }
+    }
+
+    /// Time until the next token, from now.
+    fn next_token_in(&self, now: Instant) -> Duration {
+        if let Some(t) = self.paused_until {
+            return t.saturating_duration_since(now);
+        }
+        let rate = self.capacity / self.window.as_secs_f64().max(1e-9);
+        Duration::from_secs_f64(((1.0 - self.tokens).max(0.0) / rate).max(0.001))
+    }
+
+    /// The waiting ticket whose tenant has been served least, by weight; first come among equals.
+    fn next_in_line(&self) -> Option<u64> {
+        self.waiting
+            .iter()
+            .min_by(|(a_seq, a), (b_seq, b)| {
+                let sa = self.served.get(a).copied().unwrap_or(0.0);
+                let sb = self.served.get(b).copied().unwrap_or(0.0);
+                sa.total_cmp(&sb).then(a_seq.cmp(b_seq))
+            })
+            .map(|(seq, _)| *seq)
+    }
+}
+
+/// Why a request may not be sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Denied {
+    /// The next token comes after the query's deadline.
+    WouldExceedDeadline { bucket: String, wait: Duration },
+}
+
+/// Shared by every connection of a data plane.
+#[derive(Debug, Default)]
+pub struct Governor {
+    buckets: Mutex<HashMap<BucketKey, Bucket>>,
+    changed: Notify,
+    seq: Mutex<u64>,
+}
+
+/// A granted token; dropping it ends a probe.
+#[derive(Debug)]
+pub struct Permit<'a> {
+    governor: &'a Governor,
+    key: BucketKey,
+    probe: bool,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe {
+            if let Some(b) = self.governor.lock().get_mut(&self.key) {
+                b.probing = false;
+            }
+            self.governor.changed.notify_waiters();
+        }
+    }
+}
+
+impl Governor {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BucketKey, Bucket>> {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a token of `key`'s bucket on behalf of `tenant` (with its fair-share `weight`).
+    pub async fn acquire(
+        &self,
+        key: &BucketKey,
+        spec: &BucketSpec,
+        tenant: &str,
+        weight: f64,
+        deadline: Option<Instant>,
+    ) -> Result<Permit<'_>, Denied> {
+        let ticket = {
+            let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
+            *seq += 1;
+            *seq
+        };
+        let weight = weight.max(1e-6);
+        {
+            let mut buckets = self.lock();
+            let b = buckets.entry(key.clone()).or_insert_with(|| Bucket {
+                capacity: spec.capacity,
+                window: spec.window,
+                tokens: spec.capacity,
+                last: Instant::now(),
+                paused_until: None,
+                learned: spec.trusted,
+                probing: false,
+                served: HashMap::new(),
+                waiting: Vec::new(),
+            });
+            b.waiting.push((ticket, tenant.to_string()));
+        }
+        let result = loop {
+            let notified = self.changed.notified();
+            let wait = {
+                let mut buckets = self.lock();
+                let Some(b) = buckets.get_mut(key) else {
+                    break Err(Denied::WouldExceedDeadline { bucket: spec.name.clone(), wait: Duration::ZERO });
+                };
+                let now = Instant::now();
+                b.refill(now);
+                let my_turn = b.next_in_line() == Some(ticket);
+                let probe_free = b.learned || !b.probing;
+                if my_turn && b.tokens >= 1.0 && b.paused_until.is_none() && probe_free {
+                    b.tokens -= 1.0;
+                    *b.served.entry(tenant.to_string()).or_default() += 1.0 / weight;
+                    b.waiting.retain(|(t, _)| *t != ticket);
+                    let probe = !b.learned;
+                    if probe {
+                        b.probing = true;
+                    }
+                    break Ok(probe);
+                }
+                let wait =
+                    if b.tokens >= 1.0 && b.paused_until.is_none() { Duration::from_millis(50) } else { b.next_token_in(now) };
+                if deadline.is_some_and(|d| now + wait > d) {
+                    b.waiting.retain(|(t, _)| *t != ticket);
+                    break Err(Denied::WouldExceedDeadline { bucket: spec.name.clone(), wait });
+                }
+                wait
+            };
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        };
+        self.changed.notify_waiters();
+        result.map(|probe| Permit { governor: self, key: key.clone(), probe })
+    }
+
+    /// Corrects a bucket from what a response said.
+    pub fn observe(&self, key: &BucketKey, observed: Observed) {
+        let mut buckets = self.lock();
+        if let Some(b) = buckets.get_mut(key) {
+            let now = Instant::now();
+            b.refill(now);
+            if let Some(limit) = observed.limit {
+                b.capacity = limit.max(1.0);
+            }
+            b.tokens = b.tokens.min(observed.remaining);
+            if observed.remaining < 1.0 {
+                b.paused_until = Some(now + observed.reset_in);
+            }
+            b.learned = true;
+        }
+        drop(buckets);
+        self.changed.notify_waiters();
+    }
+
+    /// The API refused for rate (e.g. a 429 with `Retry-After`): no tokens until `retry_in`.
+    pub fn pause(&self, key: &BucketKey, retry_in: Duration) {
+        if let Some(b) = self.lock().get_mut(key) {
+            b.tokens = 0.0;
+            b.paused_until = Some(Instant::now() + retry_in);
+            b.learned = true;
+        }
+    }
+
+    /// Every bucket's state, for `omnisql.rate_limits`.
+    pub fn snapshot(&self) -> Vec<BucketState> {
+        let now = Instant::now();
+        self.lock()
+            .iter_mut()
+            .map(|(k, b)| {
+                b.refill(now);
+                BucketState {
+                    credential: k.credential,
+                    bucket: k.bucket.clone(),
+                    capacity: b.capacity,
+                    window_seconds: b.window.as_secs_f64(),
+                    tokens: b.tokens,
+                    paused_for_seconds: b.paused_until.map(|t| t.saturating_duration_since(now).as_secs_f64()),
+                    waiting: b.waiting.len(),
+                }
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BucketState {
+    pub credential: u64,
+    pub bucket: String,
+    pub capacity: f64,
+    pub window_seconds: f64,
+    pub tokens: f64,
+    pub paused_for_seconds: Option<f64>,
+    pub waiting: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn spec(capacity: f64, window_ms: u64) -> BucketSpec {
+        BucketSpec { name: "test".into(), capacity, window: Duration::from_millis(window_ms), trusted: false }
+    }
+
+    fn key() -> BucketKey {
+        BucketKey { credential: 1, bucket: "test".into() }
+    }
+
+    #[tokio::test]
+    async fn a_request_past_the_deadline_is_refused_not_sent() {
+        let g = Governor::default();
+        let k = key();
+        g.acquire(&k, &spec(1.0, 60_000), "a", 1.0, None).await.unwrap();
+        g.observe(&k, Observed { limit: Some(1.0), remaining: 0.0, reset_in: Duration::from_secs(3600) });
+        let deadline = Some(Instant::now() + Duration::from_millis(100));
+        let denied = g.acquire(&k, &spec(1.0, 60_000), "a", 1.0, deadline).await.unwrap_err();
+        assert!(matches!(denied, Denied::WouldExceedDeadline { .. }));
+    }
+
+    #[tokio::test]
+    async fn scarce_tokens_are_shared_by_weight_between_tenants() {
+        // 100 tokens a second, learned, starting empty; a heavy tenant floods, a light one asks a little.
+        let g = Arc::new(Governor::default());
+        let k = key();
+        let s = spec(100.0, 1000);
+        drop(g.acquire(&k, &s, "warmup", 1.0, None).await.unwrap());
+        g.observe(&k, Observed { limit: Some(100.0), remaining: 0.0, reset_in: Duration::from_millis(1) });
+        let mut tasks = Vec::new();
+        for tenant in ["heavy", "light"] {
+            for _ in 0..60 {
+                let (g, k, s) = (g.clone(), k.clone(), s.clone());
+                tasks.push(tokio::spawn(async move {
+                    g.acquire(&k, &s, tenant, 1.0, None).await.map(|_| ()).unwrap();
+                    (tenant, Instant::now())
+                }));
+            }
+        }
+        let mut done: Vec<(&str, Instant)> = Vec::new();
+        for t in tasks {
+            done.push(t.await.unwrap());
+        }
+        done.sort_by_key(|(_, at)| *at);
+        let first_half: Vec<_> = done.iter().take(60).collect();
+        let light = first_half.iter().filter(|(t, _)| *t == "light").count();
+        assert!((25..=35).contains(&light), "the light tenant got {light} of the first 60 tokens");
+    }
+}
