@@ -5,7 +5,7 @@
 //! request at a time until they have. When tokens are scarce, waiting requests are served by weighted
 //! fair queuing across tenants, so a heavy tenant cannot starve a light one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -49,12 +49,32 @@ struct Bucket {
     /// Learned from headers at least once; until then one probe request at a time.
     learned: bool,
     probing: bool,
+    /// Grants within the last window: never more than `capacity` per window, as APIs that count per
+    /// fixed minute or hour do (a token bucket alone would allow a burst plus its refill).
+    grants: VecDeque<Instant>,
     /// Work done per tenant, divided by its weight: the next token goes to the smallest.
     served: HashMap<String, f64>,
-    waiting: Vec<(u64, String)>,
+    /// (query, arrival) → tenant.
+    waiting: Vec<(Ticket, String)>,
 }
 
+/// A waiting request: its query's order of arrival, then its own.
+type Ticket = (u64, u64);
+
 impl Bucket {
+    /// The window, with a margin for clock and network skew against the API's own counting.
+    fn counted_window(&self) -> Duration {
+        self.window.mul_f64(1.02) + Duration::from_millis(250).min(self.window / 20)
+    }
+
+    fn window_full(&mut self, now: Instant) -> bool {
+        let window = self.counted_window();
+        while self.grants.front().is_some_and(|t| *t + window <= now) {
+            self.grants.pop_front();
+        }
+        self.grants.len() as f64 >= self.capacity
+    }
+
     fn refill(&mut self, now: Instant) {
         let rate = self.capacity / self.window.as_secs_f64().max(1e-9);
         self.tokens = (self.tokens + rate * now.duration_since(self.last).as_secs_f64()).min(self.capacity);
@@ -70,12 +90,17 @@ impl Bucket {
         if let Some(t) = self.paused_until {
             return t.saturating_duration_since(now);
         }
+        if self.grants.len() as f64 >= self.capacity {
+            if let Some(oldest) = self.grants.front() {
+                return (*oldest + self.counted_window()).saturating_duration_since(now).max(Duration::from_millis(1));
+            }
+        }
         let rate = self.capacity / self.window.as_secs_f64().max(1e-9);
         Duration::from_secs_f64(((1.0 - self.tokens).max(0.0) / rate).max(0.001))
     }
 
-    /// The waiting ticket whose tenant has been served least, by weight; first come among equals.
-    fn next_in_line(&self) -> Option<u64> {
+    /// The waiting ticket whose tenant has been served least, by weight; among equals, the oldest query.
+    fn next_in_line(&self) -> Option<Ticket> {
         self.waiting
             .iter()
             .min_by(|(a_seq, a), (b_seq, b)| {
@@ -133,12 +158,13 @@ impl Governor {
         spec: &BucketSpec,
         tenant: &str,
         weight: f64,
+        query: u64,
         deadline: Option<Instant>,
     ) -> Result<Permit<'_>, Denied> {
         let ticket = {
             let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
             *seq += 1;
-            *seq
+            (query, *seq)
         };
         let weight = weight.max(1e-6);
         {
@@ -151,6 +177,7 @@ impl Governor {
                 paused_until: None,
                 learned: spec.trusted,
                 probing: false,
+                grants: VecDeque::new(),
                 served: HashMap::new(),
                 waiting: Vec::new(),
             });
@@ -167,8 +194,10 @@ impl Governor {
                 b.refill(now);
                 let my_turn = b.next_in_line() == Some(ticket);
                 let probe_free = b.learned || !b.probing;
-                if my_turn && b.tokens >= 1.0 && b.paused_until.is_none() && probe_free {
+                let window_full = b.window_full(now);
+                if my_turn && b.tokens >= 1.0 && b.paused_until.is_none() && probe_free && !window_full {
                     b.tokens -= 1.0;
+                    b.grants.push_back(now);
                     *b.served.entry(tenant.to_string()).or_default() += 1.0 / weight;
                     b.waiting.retain(|(t, _)| *t != ticket);
                     let probe = !b.learned;
@@ -177,8 +206,8 @@ impl Governor {
                     }
                     break Ok(probe);
                 }
-                let wait =
-                    if b.tokens >= 1.0 && b.paused_until.is_none() { Duration::from_millis(50) } else { b.next_token_in(now) };
+                let ready = b.tokens >= 1.0 && b.paused_until.is_none() && !window_full;
+                let wait = if ready { Duration::from_millis(50) } else { b.next_token_in(now) };
                 if deadline.is_some_and(|d| now + wait > d) {
                     b.waiting.retain(|(t, _)| *t != ticket);
                     break Err(Denied::WouldExceedDeadline { bucket: spec.name.clone(), wait });
@@ -271,10 +300,10 @@ mod tests {
     async fn a_request_past_the_deadline_is_refused_not_sent() {
         let g = Governor::default();
         let k = key();
-        g.acquire(&k, &spec(1.0, 60_000), "a", 1.0, None).await.unwrap();
+        g.acquire(&k, &spec(1.0, 60_000), "a", 1.0, 1, None).await.unwrap();
         g.observe(&k, Observed { limit: Some(1.0), remaining: 0.0, reset_in: Duration::from_secs(3600) });
         let deadline = Some(Instant::now() + Duration::from_millis(100));
-        let denied = g.acquire(&k, &spec(1.0, 60_000), "a", 1.0, deadline).await.unwrap_err();
+        let denied = g.acquire(&k, &spec(1.0, 60_000), "a", 1.0, 2, deadline).await.unwrap_err();
         assert!(matches!(denied, Denied::WouldExceedDeadline { .. }));
     }
 
@@ -284,14 +313,14 @@ mod tests {
         let g = Arc::new(Governor::default());
         let k = key();
         let s = spec(100.0, 1000);
-        drop(g.acquire(&k, &s, "warmup", 1.0, None).await.unwrap());
+        drop(g.acquire(&k, &s, "warmup", 1.0, 0, None).await.unwrap());
         g.observe(&k, Observed { limit: Some(100.0), remaining: 0.0, reset_in: Duration::from_millis(1) });
         let mut tasks = Vec::new();
         for tenant in ["heavy", "light"] {
             for _ in 0..60 {
                 let (g, k, s) = (g.clone(), k.clone(), s.clone());
                 tasks.push(tokio::spawn(async move {
-                    g.acquire(&k, &s, tenant, 1.0, None).await.map(|_| ()).unwrap();
+                    g.acquire(&k, &s, tenant, 1.0, 1, None).await.map(|_| ()).unwrap();
                     (tenant, Instant::now())
                 }));
             }

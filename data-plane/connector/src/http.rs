@@ -56,6 +56,9 @@ pub struct QueryContext {
     pub max_staleness: Option<Duration>,
     /// Most upstream requests the query may make; one more fails it.
     pub request_budget: Option<u64>,
+    /// Order of arrival: when tokens are scarce, older queries of a tenant are served first, so they
+    /// finish instead of every query getting a little.
+    seq: u64,
     api_requests: AtomicU64,
     cache_hits: AtomicU64,
     log: Mutex<Vec<String>>,
@@ -76,7 +79,8 @@ const LOG_LIMIT: usize = 1000;
 
 impl QueryContext {
     pub fn with_deadline(deadline: Option<Instant>) -> Self {
-        QueryContext { deadline, ..Default::default() }
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        QueryContext { deadline, seq: NEXT.fetch_add(1, Ordering::Relaxed), ..Default::default() }
     }
     /// Answers served from the cache without any upstream call.
     pub fn cache_hits(&self) -> u64 {
@@ -415,7 +419,7 @@ impl ApiClient {
             let mut tokens = Vec::with_capacity(buckets.len());
             if let Some(g) = &self.governor {
                 for (key, spec) in &buckets {
-                    match g.governor.acquire(key, spec, &g.tenant, g.weight, q.deadline).await {
+                    match g.governor.acquire(key, spec, &g.tenant, g.weight, q.seq, q.deadline).await {
                         Ok(permit) => tokens.push(permit),
                         Err(Denied::WouldExceedDeadline { bucket, wait }) => {
                             return Err(ConnectorError::QuotaExhausted {

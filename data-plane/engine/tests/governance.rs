@@ -1,0 +1,151 @@
+//! Rate limits and fairness: OmniSQL never sends a request an upstream quota would refuse, fails a
+//! query it cannot finish within quota with an error that says so, and shares a contended limit between
+//! tenants by weight.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use omnisql_engine::{Caller, Engine, EngineOptions, TenantId, testing};
+use omnisql_sandbox::{Quotas, Sandbox, SandboxConfig};
+
+async fn stats(url: &str) -> serde_json::Value {
+    reqwest::get(format!("{url}/_sandbox/stats")).await.unwrap().json().await.unwrap()
+}
+
+fn engine_without_cache(sb: &Sandbox, timeout: Duration, tenants: &[(&str, f64)], rps: Option<f64>) -> Arc<Engine> {
+    let connections: Vec<_> =
+        sb.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
+    let tenants = tenants
+        .iter()
+        .map(|(id, weight)| {
+            let mut t = testing::single_tenant(id, "p", &format!("{id}-token-0123456789"), connections.clone());
+            t.weight = Some(*weight);
+            for c in &mut t.connections {
+                c.requests_per_second = rps;
+            }
+            t
+        })
+        .collect();
+    let options = EngineOptions { cache_bytes: None, query_timeout: timeout, ..Default::default() };
+    Arc::new(Engine::new(&testing::config(tenants), options).unwrap())
+}
+
+fn caller_of(id: &str) -> Caller {
+    Caller { tenant: TenantId(id.into()), principal: "p".into() }
+}
+
+#[tokio::test]
+async fn ten_times_the_github_quota_sends_nothing_github_would_refuse() {
+    let sb = sandbox(SandboxConfig { quotas: Quotas { github_per_hour: 30, ..Quotas::generous() }, ..Default::default() }).await;
+    let engine = engine_without_cache(&sb, Duration::from_secs(10), &[("acme", 1.0)], None);
+    // Each query needs 5 requests (the repository list and one page per repository): 60 ask for 300.
+    let mut tasks = Vec::new();
+    for _ in 0..60 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move { engine.query(&caller_of("acme"), "SELECT count(*) FROM github.issues").await }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains("GitHub quota of connection `github` is exhausted"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    let sent = stats(&sb.github_url).await["total"].as_u64().unwrap();
+    assert!(sent <= 30, "{sent} requests sent against a quota of 30: GitHub would have refused {}", sent.saturating_sub(30));
+    assert!(ok >= 1 && refused >= 50, "{ok} answered, {refused} refused");
+}
+
+#[tokio::test]
+async fn slack_tiers_are_respected_without_a_single_429() {
+    let sb = sandbox(SandboxConfig { quotas: Quotas { slack_tier_multiplier: 1.0, ..Quotas::generous() }, ..Default::default() })
+        .await;
+    let engine = engine_without_cache(&sb, Duration::from_secs(3), &[("acme", 1.0)], None);
+    // Each query lists channels (Tier 2: 20/min) and reads six histories (Tier 3: 50/min).
+    let mut failures = 0;
+    for _ in 0..10 {
+        if let Err(e) = engine.query(&caller_of("acme"), "SELECT count(*) FROM slack.messages").await {
+            let e = e.to_string();
+            assert!(
+                e.contains("rate limit has no request left before the query's deadline")
+                    || e.contains("ran out of time waiting for Slack"),
+                "{e}"
+            );
+            failures += 1;
+        }
+    }
+    let s = stats(&sb.slack_url).await;
+    assert!(s["endpoints"]["GET /api/conversations.history"].as_u64().unwrap_or(0) <= 50, "{s}");
+    assert!(s["endpoints"]["GET /api/conversations.list"].as_u64().unwrap_or(0) <= 20, "{s}");
+    assert!(failures >= 2, "ten queries need 60 history calls; some must be refused ({failures})");
+}
+
+/// Runs `sql` in `loops` concurrent loops for `for_how_long`; returns upstream requests made.
+async fn saturate(engine: Arc<Engine>, tenant: &'static str, loops: usize, for_how_long: Duration) -> u64 {
+    let until = Instant::now() + for_how_long;
+    let mut tasks = Vec::new();
+    for _ in 0..loops {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut requests = 0;
+            while Instant::now() < until {
+                if let Ok((_, r)) = engine.query(&caller_of(tenant), "SELECT count(*) FROM salesforce.account").await {
+                    requests += r;
+                }
+            }
+            requests
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total
+}
+
+#[tokio::test]
+async fn a_contended_limit_is_shared_by_weight() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    // One credential, 40 requests a second, shared by both tenants; heavy has three times the weight.
+    let engine = engine_without_cache(&sb, Duration::from_secs(30), &[("heavy", 3.0), ("light", 1.0)], Some(40.0));
+    let window = Duration::from_secs(3);
+    let (heavy, light) = tokio::join!(saturate(engine.clone(), "heavy", 8, window), saturate(engine.clone(), "light", 8, window));
+    let share = heavy as f64 / (heavy + light) as f64;
+    println!("heavy {heavy}, light {light}: heavy's share {share:.2} (weight share 0.75)");
+    assert!((share - 0.75).abs() <= 0.075, "heavy's share {share:.2} is not within 10% of 0.75");
+}
+
+#[tokio::test]
+async fn a_light_tenant_is_not_starved_by_a_heavy_one() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let engine = engine_without_cache(&sb, Duration::from_secs(30), &[("heavy", 1.0), ("light", 1.0)], Some(40.0));
+    let mut unloaded = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        engine.query(&caller_of("light"), "SELECT count(*) FROM salesforce.account").await.unwrap();
+        unloaded.push(t.elapsed());
+    }
+    let heavy = tokio::spawn(saturate(engine.clone(), "heavy", 32, Duration::from_secs(3)));
+    tokio::time::sleep(Duration::from_millis(500)).await; // let the heavy tenant fill the queue first
+    let mut loaded = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        engine.query(&caller_of("light"), "SELECT count(*) FROM salesforce.account").await.unwrap();
+        loaded.push(t.elapsed());
+    }
+    heavy.await.unwrap();
+    unloaded.sort();
+    loaded.sort();
+    let (u, l) = (unloaded[2], loaded[2]);
+    println!("light tenant median latency: unloaded {u:?}, under a 32-way heavy load {l:?}");
+    // One token every 25 ms goes alternately to each tenant: the light one waits about one slot.
+    assert!(l <= u + Duration::from_millis(150), "light tenant median {l:?} vs unloaded {u:?}");
+}
