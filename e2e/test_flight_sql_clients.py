@@ -247,3 +247,15 @@ def test_set_max_staleness_lasts_for_the_connection(conn, dev):
         cur.execute("SELECT count(*) FROM slack.channels")
         cur.fetchall()
     assert dev.sandbox("slack", "/_sandbox/stats")["total"] > 0, "after SET … '0' the connection's queries go to Slack"
+
+
+def test_recent_queries_and_their_upstream_cost_are_queryable(conn):
+    marker = "SELECT count(*) AS n FROM salesforce.opportunity WHERE amount > 1"
+    with conn.cursor() as cur:
+        cur.execute("SET omnisql.max_staleness = '0'; " + marker)
+        cur.fetchall()
+        cur.execute("SELECT outcome, api_requests, sql FROM omnisql.api_requests WHERE sql LIKE '%amount > 1%' AND sql NOT LIKE '%api_requests%'")
+        rows = cur.fetchall()
+    assert rows, "the query is listed"
+    outcome, api_requests, sql = rows[-1]
+    assert outcome == "ok" and api_requests >= 1 and marker in sql

@@ -29,6 +29,11 @@ impl ConnectionSchema {
         &self.config.name
     }
 
+    /// The fingerprint of this connection's credentials (rate-limit buckets are keyed by it).
+    pub fn credential(&self) -> u64 {
+        self.context.credential
+    }
+
     pub fn connector_name(&self) -> &str {
         self.factory.name()
     }

@@ -144,9 +144,9 @@ impl Config {
             }
             let mut names = std::collections::HashSet::new();
             for c in &t.connections {
-                if !ident(&c.name) || c.name == "information_schema" || c.name == "omnisql" {
+                if !ident(&c.name) || matches!(c.name.as_str(), "information_schema" | "omnisql" | "public") {
                     return Err(ConfigError::Invalid(format!(
-                        "tenant `{}`: connection name `{}` must be a lower-case SQL identifier (a-z, 0-9, _) other than information_schema and omnisql",
+                        "tenant `{}`: connection name `{}` must be a lower-case SQL identifier (a-z, 0-9, _) other than information_schema, omnisql and public",
                         t.id, c.name
                     )));
                 }

@@ -11,6 +11,7 @@
 pub mod catalog;
 pub mod config;
 pub mod settings;
+pub mod system;
 pub mod testing;
 
 use std::collections::HashMap;
@@ -128,10 +129,12 @@ struct Tenant {
 /// The tenants of one data plane and their sessions.
 #[derive(Debug)]
 pub struct Engine {
+    logs: Arc<system::QueryLogs>,
     tenants: HashMap<TenantId, Tenant>,
     tokens: HashMap<String, Caller>,
     options: EngineOptions,
     cache: Option<Arc<ResponseCache>>,
+    governor: Option<Arc<Governor>>,
 }
 
 /// A query ready to run: its plan and the context that counts its upstream requests.
@@ -189,7 +192,7 @@ impl Engine {
             }
             tenants.insert(tenant, Tenant { schemas });
         }
-        Ok(Engine { tenants, tokens, options, cache })
+        Ok(Engine { logs: Arc::default(), tenants, tokens, options, cache, governor })
     }
 
     /// The caller a bearer token belongs to.
@@ -223,6 +226,14 @@ impl Engine {
             let _ = catalog.register_schema(s.name(), schema);
         }
         let _ = catalog.register_schema("public", Arc::new(datafusion::catalog::MemorySchemaProvider::new()));
+        let system = system::SystemSchema {
+            tenant: tenant.0.clone(),
+            connections: self.schemas(tenant).iter().map(|s| (s.name().to_string(), s.credential())).collect(),
+            cache: self.cache.clone(),
+            governor: self.governor.clone(),
+            logs: self.logs.clone(),
+        };
+        let _ = catalog.register_schema("omnisql", Arc::new(system));
         ctx.register_catalog(CATALOG, Arc::new(catalog));
         ctx
     }
@@ -266,6 +277,11 @@ impl Engine {
             dataframe = dataframe.with_param_values(p)?;
         }
         Ok(Some(PreparedQuery { dataframe, context }))
+    }
+
+    /// Remembers a finished query for `omnisql.api_requests`.
+    pub fn record_query(&self, tenant: &TenantId, log: system::QueryLog) {
+        self.logs.push(&tenant.0, log);
     }
 
     /// What the response cache did for `tenant`.

@@ -107,3 +107,19 @@ async fn session_settings_persist_until_changed_and_bad_ones_are_named() {
     let e = engine.plan(&caller(), "SET omnisql.colour = 'blue'", None, &mut session).await.unwrap_err().to_string();
     assert!(e.contains("unknown setting `omnisql.colour`"), "{e}");
 }
+
+#[tokio::test]
+async fn the_system_schema_shows_the_tenants_cache_and_rate_limits_only() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let engine = cached_engine(&sb);
+    run(&engine, "SELECT count(*) FROM github.issues").await;
+    run(&engine, "SELECT count(*) FROM github.issues").await;
+    let (out, _, _) = run(&engine, "SELECT hits, misses FROM omnisql.cache_stats").await;
+    assert!(out.contains("| 5    | 5      |"), "{out}");
+    let (out, rows, _) = run(&engine, "SELECT connection, bucket, capacity, available FROM omnisql.rate_limits").await;
+    assert_eq!(rows, 1, "{out}");
+    assert!(out.contains("github:core") && out.contains("| 5000.0   |"), "{out}");
+    let other = Caller { tenant: TenantId("other".into()), principal: "someone".into() };
+    let (batches, _) = engine.query(&other, "SELECT hits FROM omnisql.cache_stats").await.unwrap();
+    assert!(pretty(&batches).contains("| 0    |"), "another tenant sees its own, empty, statistics");
+}

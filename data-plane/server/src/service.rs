@@ -73,6 +73,8 @@ impl std::fmt::Debug for OmniFlightSql {
 
 /// One query's record: logged when its stream ends, fails, or is dropped by a cancelling client.
 struct QueryRecord {
+    engine: Arc<Engine>,
+    sql: String,
     caller: Caller,
     started: Instant,
     context: Arc<omnisql_connector::QueryContext>,
@@ -108,6 +110,24 @@ impl Drop for QueryRecord {
             elapsed_ms = self.started.elapsed().as_millis() as u64,
             error = self.error.as_deref().unwrap_or(""),
             "query"
+        );
+        let started_unix = (std::time::SystemTime::now() - self.started.elapsed())
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        self.engine.record_query(
+            &self.caller.tenant,
+            omnisql_engine::system::QueryLog {
+                started_unix,
+                principal: self.caller.principal.clone(),
+                sql: std::mem::take(&mut self.sql),
+                outcome,
+                error: self.error.take(),
+                duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+                rows: self.rows as u64,
+                api_requests: self.context.api_requests(),
+                cache_hits: self.context.cache_hits(),
+            },
         );
     }
 }
@@ -235,7 +255,16 @@ impl OmniFlightSql {
             return Ok(Response::new(Box::pin(data)));
         };
         let context = q.context.clone();
-        let mut record = QueryRecord { caller, started, context: q.context.clone(), rows: 0, error: None, completed: false };
+        let mut record = QueryRecord {
+            engine: self.engine.clone(),
+            sql: sql.clone(),
+            caller,
+            started,
+            context: q.context.clone(),
+            rows: 0,
+            error: None,
+            completed: false,
+        };
         let mut stream = self.engine.execute(q).await.map_err(|e| status::from_datafusion(&e))?;
         let schema = stream.schema();
         let batches = futures::stream::poll_fn(move |cx| {
