@@ -55,11 +55,15 @@ struct Bucket {
     /// Work done per tenant, divided by its weight: the next token goes to the smallest.
     served: HashMap<String, f64>,
     /// (query, arrival) → tenant.
-    waiting: Vec<(Ticket, String)>,
+    waiting: Vec<(Ticket, Who)>,
+    /// Work done per (tenant, principal): within a tenant, its principals share the same way.
+    served_principal: HashMap<Who, f64>,
 }
 
 /// A waiting request: its query's order of arrival, then its own.
 type Ticket = (u64, u64);
+/// (tenant, principal).
+type Who = (String, String);
 
 impl Bucket {
     /// The window, with a margin for clock and network skew against the API's own counting.
@@ -101,14 +105,16 @@ impl Bucket {
 
     /// The waiting ticket whose tenant has been served least, by weight; among equals, the oldest query.
     fn next_in_line(&self) -> Option<Ticket> {
+        let load =
+            |who: &Who| (self.served.get(&who.0).copied().unwrap_or(0.0), self.served_principal.get(who).copied().unwrap_or(0.0));
         self.waiting
             .iter()
-            .min_by(|(a_seq, a), (b_seq, b)| {
-                let sa = self.served.get(a).copied().unwrap_or(0.0);
-                let sb = self.served.get(b).copied().unwrap_or(0.0);
-                sa.total_cmp(&sb).then(a_seq.cmp(b_seq))
+            .min_by(|(a_ticket, a), (b_ticket, b)| {
+                let (ta, pa) = load(a);
+                let (tb, pb) = load(b);
+                ta.total_cmp(&tb).then(pa.total_cmp(&pb)).then(a_ticket.cmp(b_ticket))
             })
-            .map(|(seq, _)| *seq)
+            .map(|(ticket, _)| *ticket)
     }
 }
 
@@ -157,6 +163,7 @@ impl Governor {
         key: &BucketKey,
         spec: &BucketSpec,
         tenant: &str,
+        principal: &str,
         weight: f64,
         query: u64,
         deadline: Option<Instant>,
@@ -180,8 +187,9 @@ impl Governor {
                 grants: VecDeque::new(),
                 served: HashMap::new(),
                 waiting: Vec::new(),
+                served_principal: HashMap::new(),
             });
-            b.waiting.push((ticket, tenant.to_string()));
+            b.waiting.push((ticket, (tenant.to_string(), principal.to_string())));
         }
         let result = loop {
             let notified = self.changed.notified();
@@ -199,6 +207,7 @@ impl Governor {
                     b.tokens -= 1.0;
                     b.grants.push_back(now);
                     *b.served.entry(tenant.to_string()).or_default() += 1.0 / weight;
+                    *b.served_principal.entry((tenant.to_string(), principal.to_string())).or_default() += 1.0;
                     b.waiting.retain(|(t, _)| *t != ticket);
                     let probe = !b.learned;
                     if probe {
@@ -300,11 +309,39 @@ mod tests {
     async fn a_request_past_the_deadline_is_refused_not_sent() {
         let g = Governor::default();
         let k = key();
-        g.acquire(&k, &spec(1.0, 60_000), "a", 1.0, 1, None).await.unwrap();
+        g.acquire(&k, &spec(1.0, 60_000), "a", "p", 1.0, 1, None).await.unwrap();
         g.observe(&k, Observed { limit: Some(1.0), remaining: 0.0, reset_in: Duration::from_secs(3600) });
         let deadline = Some(Instant::now() + Duration::from_millis(100));
-        let denied = g.acquire(&k, &spec(1.0, 60_000), "a", 1.0, 2, deadline).await.unwrap_err();
+        let denied = g.acquire(&k, &spec(1.0, 60_000), "a", "p", 1.0, 2, deadline).await.unwrap_err();
         assert!(matches!(denied, Denied::WouldExceedDeadline { .. }));
+    }
+
+    #[tokio::test]
+    async fn within_a_tenant_principals_share_alike() {
+        let g = Arc::new(Governor::default());
+        let k = key();
+        let s = spec(100.0, 1000);
+        drop(g.acquire(&k, &s, "t", "warmup", 1.0, 0, None).await.unwrap());
+        g.observe(&k, Observed { limit: Some(100.0), remaining: 0.0, reset_in: Duration::from_millis(1) });
+        let mut tasks = Vec::new();
+        for principal in ["alice", "bob"] {
+            for i in 0..40 {
+                let (g, k, s) = (g.clone(), k.clone(), s.clone());
+                // Alice's queries all arrived first: without principal fairness she would go first.
+                let query = if principal == "alice" { 1 } else { 2 + i };
+                tasks.push(tokio::spawn(async move {
+                    g.acquire(&k, &s, "t", principal, 1.0, query, None).await.map(|_| ()).unwrap();
+                    (principal, Instant::now())
+                }));
+            }
+        }
+        let mut done = Vec::new();
+        for t in tasks {
+            done.push(t.await.unwrap());
+        }
+        done.sort_by_key(|(_, at)| *at);
+        let bob = done.iter().take(40).filter(|(p, _)| *p == "bob").count();
+        assert!((15..=25).contains(&bob), "bob got {bob} of the first 40 tokens");
     }
 
     #[tokio::test]
@@ -313,14 +350,14 @@ mod tests {
         let g = Arc::new(Governor::default());
         let k = key();
         let s = spec(100.0, 1000);
-        drop(g.acquire(&k, &s, "warmup", 1.0, 0, None).await.unwrap());
+        drop(g.acquire(&k, &s, "warmup", "p", 1.0, 0, None).await.unwrap());
         g.observe(&k, Observed { limit: Some(100.0), remaining: 0.0, reset_in: Duration::from_millis(1) });
         let mut tasks = Vec::new();
         for tenant in ["heavy", "light"] {
             for _ in 0..60 {
                 let (g, k, s) = (g.clone(), k.clone(), s.clone());
                 tasks.push(tokio::spawn(async move {
-                    g.acquire(&k, &s, tenant, 1.0, 1, None).await.map(|_| ()).unwrap();
+                    g.acquire(&k, &s, tenant, "p", 1.0, 1, None).await.map(|_| ()).unwrap();
                     (tenant, Instant::now())
                 }));
             }

@@ -56,6 +56,8 @@ pub struct QueryContext {
     pub max_staleness: Option<Duration>,
     /// Most upstream requests the query may make; one more fails it.
     pub request_budget: Option<u64>,
+    /// Who runs the query, for fair scheduling within a tenant.
+    pub principal: String,
     /// Order of arrival: when tokens are scarce, older queries of a tenant are served first, so they
     /// finish instead of every query getting a little.
     seq: u64,
@@ -419,7 +421,7 @@ impl ApiClient {
             let mut tokens = Vec::with_capacity(buckets.len());
             if let Some(g) = &self.governor {
                 for (key, spec) in &buckets {
-                    match g.governor.acquire(key, spec, &g.tenant, g.weight, q.seq, q.deadline).await {
+                    match g.governor.acquire(key, spec, &g.tenant, &q.principal, g.weight, q.seq, q.deadline).await {
                         Ok(permit) => tokens.push(permit),
                         Err(Denied::WouldExceedDeadline { bucket, wait }) => {
                             return Err(ConnectorError::QuotaExhausted {

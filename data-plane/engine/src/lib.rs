@@ -270,6 +270,7 @@ impl Engine {
         let mut context = QueryContext::with_deadline(Some(Instant::now() + self.options.query_timeout));
         context.max_staleness = settings.max_staleness;
         context.request_budget = settings.request_budget;
+        context.principal = caller.principal.clone();
         let context = Arc::new(context);
         let ctx = self.session(&caller.tenant, context.clone());
         let mut dataframe = ctx.sql(rest).await?;
