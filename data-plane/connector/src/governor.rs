@@ -118,6 +118,15 @@ impl Bucket {
     }
 }
 
+/// Who asks for a token: the tenant (and its weight), the principal, and the query's order of arrival.
+#[derive(Debug, Clone, Copy)]
+pub struct Requester<'a> {
+    pub tenant: &'a str,
+    pub principal: &'a str,
+    pub weight: f64,
+    pub query: u64,
+}
+
 /// Why a request may not be sent.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Denied {
@@ -162,12 +171,10 @@ impl Governor {
         &self,
         key: &BucketKey,
         spec: &BucketSpec,
-        tenant: &str,
-        principal: &str,
-        weight: f64,
-        query: u64,
+        who: &Requester<'_>,
         deadline: Option<Instant>,
     ) -> Result<Permit<'_>, Denied> {
+        let Requester { tenant, principal, weight, query } = *who;
         let ticket = {
             let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
             *seq += 1;
@@ -309,10 +316,13 @@ mod tests {
     async fn a_request_past_the_deadline_is_refused_not_sent() {
         let g = Governor::default();
         let k = key();
-        g.acquire(&k, &spec(1.0, 60_000), "a", "p", 1.0, 1, None).await.unwrap();
+        g.acquire(&k, &spec(1.0, 60_000), &Requester { tenant: "a", principal: "p", weight: 1.0, query: 1 }, None).await.unwrap();
         g.observe(&k, Observed { limit: Some(1.0), remaining: 0.0, reset_in: Duration::from_secs(3600) });
         let deadline = Some(Instant::now() + Duration::from_millis(100));
-        let denied = g.acquire(&k, &spec(1.0, 60_000), "a", "p", 1.0, 2, deadline).await.unwrap_err();
+        let denied = g
+            .acquire(&k, &spec(1.0, 60_000), &Requester { tenant: "a", principal: "p", weight: 1.0, query: 2 }, deadline)
+            .await
+            .unwrap_err();
         assert!(matches!(denied, Denied::WouldExceedDeadline { .. }));
     }
 
@@ -321,7 +331,7 @@ mod tests {
         let g = Arc::new(Governor::default());
         let k = key();
         let s = spec(100.0, 1000);
-        drop(g.acquire(&k, &s, "t", "warmup", 1.0, 0, None).await.unwrap());
+        drop(g.acquire(&k, &s, &Requester { tenant: "t", principal: "warmup", weight: 1.0, query: 0 }, None).await.unwrap());
         g.observe(&k, Observed { limit: Some(100.0), remaining: 0.0, reset_in: Duration::from_millis(1) });
         let mut tasks = Vec::new();
         for principal in ["alice", "bob"] {
@@ -330,7 +340,7 @@ mod tests {
                 // Alice's queries all arrived first: without principal fairness she would go first.
                 let query = if principal == "alice" { 1 } else { 2 + i };
                 tasks.push(tokio::spawn(async move {
-                    g.acquire(&k, &s, "t", principal, 1.0, query, None).await.map(|_| ()).unwrap();
+                    g.acquire(&k, &s, &Requester { tenant: "t", principal, weight: 1.0, query }, None).await.map(|_| ()).unwrap();
                     (principal, Instant::now())
                 }));
             }
@@ -350,14 +360,17 @@ mod tests {
         let g = Arc::new(Governor::default());
         let k = key();
         let s = spec(100.0, 1000);
-        drop(g.acquire(&k, &s, "warmup", "p", 1.0, 0, None).await.unwrap());
+        drop(g.acquire(&k, &s, &Requester { tenant: "warmup", principal: "p", weight: 1.0, query: 0 }, None).await.unwrap());
         g.observe(&k, Observed { limit: Some(100.0), remaining: 0.0, reset_in: Duration::from_millis(1) });
         let mut tasks = Vec::new();
         for tenant in ["heavy", "light"] {
             for _ in 0..60 {
                 let (g, k, s) = (g.clone(), k.clone(), s.clone());
                 tasks.push(tokio::spawn(async move {
-                    g.acquire(&k, &s, tenant, "p", 1.0, 1, None).await.map(|_| ()).unwrap();
+                    g.acquire(&k, &s, &Requester { tenant, principal: "p", weight: 1.0, query: 1 }, None)
+                        .await
+                        .map(|_| ())
+                        .unwrap();
                     (tenant, Instant::now())
                 }));
             }

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use crate::cache::{CacheKey, ResponseCache};
 use crate::error::{ConnectorError, Result};
 use crate::factory::ConnectorContext;
-use crate::governor::{BucketKey, BucketSpec, Denied, Governor, Observed};
+use crate::governor::{BucketKey, BucketSpec, Denied, Governor, Observed, Requester};
 
 /// How a connection talks HTTP.
 #[derive(Debug, Clone)]
@@ -421,7 +421,8 @@ impl ApiClient {
             let mut tokens = Vec::with_capacity(buckets.len());
             if let Some(g) = &self.governor {
                 for (key, spec) in &buckets {
-                    match g.governor.acquire(key, spec, &g.tenant, &q.principal, g.weight, q.seq, q.deadline).await {
+                    let who = Requester { tenant: &g.tenant, principal: &q.principal, weight: g.weight, query: q.seq };
+                    match g.governor.acquire(key, spec, &who, q.deadline).await {
                         Ok(permit) => tokens.push(permit),
                         Err(Denied::WouldExceedDeadline { bucket, wait }) => {
                             return Err(ConnectorError::QuotaExhausted {
