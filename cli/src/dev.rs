@@ -100,7 +100,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     let connections =
         sandbox.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
     let config = testing::config(vec![testing::single_tenant("demo", "demo-user", &args.token, connections)]);
-    let engine = Arc::new(Engine::new(&config, args.engine.options())?);
+    let engine = Arc::new(Engine::new(&config, args.engine.options().await?)?);
     let listener = omnisql_data_plane::bind(&args.flight_addr).await?;
     let shutdown = shutdown_signal()?;
     let flight = format!("grpc://{}", listener.local_addr().map(|a| a.to_string()).unwrap_or(args.flight_addr.clone()));

@@ -45,17 +45,27 @@ pub(crate) struct EngineArgs {
     /// The naive federated engine: no pushdown, no prefetch, one request at a time per connection.
     #[arg(long, env = "OMNISQL_NAIVE", conflicts_with = "no_pushdown")]
     naive: bool,
+    /// Keep rate-limit windows in Redis, so replicas sharing credentials stay within limits together.
+    #[arg(long, env = "OMNISQL_REDIS_URL")]
+    redis_url: Option<String>,
 }
 
 impl EngineArgs {
-    pub(crate) fn options(&self) -> omnisql_engine::EngineOptions {
-        if self.naive {
+    pub(crate) async fn options(&self) -> Result<omnisql_engine::EngineOptions, CliError> {
+        let mut options = if self.naive {
             omnisql_engine::EngineOptions::naive()
         } else if self.no_pushdown {
             omnisql_engine::EngineOptions::without_pushdown()
         } else {
             omnisql_engine::EngineOptions::default()
+        };
+        if let Some(url) = &self.redis_url {
+            let limiter = omnisql_connector::shared_limit::SharedLimiter::connect(url)
+                .await
+                .map_err(|source| CliError::Redis { url: url.clone(), source })?;
+            options.shared_limits = Some(limiter);
         }
+        Ok(options)
     }
 }
 
@@ -85,6 +95,12 @@ enum CliError {
     Client(#[from] client::ClientError),
     #[error(transparent)]
     Bench(#[from] omnisql_bench::BenchError),
+    #[error("cannot connect to Redis at {url}")]
+    Redis {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
     #[error("cannot install the shutdown signal handlers")]
     Signal {
         #[source]
@@ -143,7 +159,7 @@ fn main() -> ExitCode {
 
 async fn data_plane(args: DataPlaneArgs) -> Result<(), CliError> {
     let config = omnisql_engine::Config::load(&args.config)?;
-    let engine = std::sync::Arc::new(omnisql_engine::Engine::new(&config, args.engine.options())?);
+    let engine = std::sync::Arc::new(omnisql_engine::Engine::new(&config, args.engine.options().await?)?);
     let listener = omnisql_data_plane::bind(&args.flight_addr).await?;
     let shutdown = shutdown_signal()?;
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or(args.flight_addr.clone());

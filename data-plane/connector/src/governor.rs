@@ -137,6 +137,8 @@ pub enum Denied {
 /// Shared by every connection of a data plane.
 #[derive(Debug, Default)]
 pub struct Governor {
+    /// Fleet-wide windows in Redis, when replicas share credentials.
+    shared: Option<crate::shared_limit::SharedLimiter>,
     buckets: Mutex<HashMap<BucketKey, Bucket>>,
     changed: Notify,
     seq: Mutex<u64>,
@@ -162,6 +164,15 @@ impl Drop for Permit<'_> {
 }
 
 impl Governor {
+    /// A governor whose windows are also kept fleet-wide in Redis.
+    pub fn with_shared(shared: Option<crate::shared_limit::SharedLimiter>) -> Self {
+        Governor { shared, ..Default::default() }
+    }
+
+    pub fn shared(&self) -> Option<&crate::shared_limit::SharedLimiter> {
+        self.shared.as_ref()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BucketKey, Bucket>> {
         self.buckets.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -265,6 +276,11 @@ impl Governor {
             b.paused_until = Some(Instant::now() + retry_in);
             b.learned = true;
         }
+    }
+
+    /// The current capacity and window of a bucket (as learned), for the fleet-wide window.
+    pub fn shape(&self, key: &BucketKey) -> Option<(f64, Duration)> {
+        self.lock().get(key).map(|b| (b.capacity, b.counted_window()))
     }
 
     /// Every bucket's state, for `omnisql.rate_limits`.

@@ -372,6 +372,34 @@ impl ApiClient {
         }
     }
 
+    /// With Redis configured: waits for a slot in the fleet-wide window of `key`'s bucket.
+    async fn take_shared(&self, governor: &Governor, key: &BucketKey, q: &QueryContext) -> Result<()> {
+        let (Some(shared), Some((capacity, window))) = (governor.shared(), governor.shape(key)) else { return Ok(()) };
+        loop {
+            match shared.take(key, capacity, window).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(wait)) => {
+                    if q.remaining().is_some_and(|r| r <= wait) {
+                        return Err(ConnectorError::QuotaExhausted {
+                            app: self.dialect.app(),
+                            connection: self.connection.clone(),
+                            message: format!(
+                                "the fleet-wide {} rate limit has no request left before the query's deadline",
+                                key.bucket
+                            ),
+                            reset_in: wait,
+                        });
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => {
+                    tracing::warn!(connection = %self.connection, error = %e, "Redis unavailable; rate limits are per replica until it returns");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     /// The rate-limit buckets a request to `url` draws from: the API's, then the connection's own limit.
     fn buckets(&self, url: &str) -> Vec<(BucketKey, BucketSpec)> {
         let Some(g) = &self.governor else { return Vec::new() };
@@ -423,7 +451,10 @@ impl ApiClient {
                 for (key, spec) in &buckets {
                     let who = Requester { tenant: &g.tenant, principal: &q.principal, weight: g.weight, query: q.seq };
                     match g.governor.acquire(key, spec, &who, q.deadline).await {
-                        Ok(permit) => tokens.push(permit),
+                        Ok(permit) => {
+                            tokens.push(permit);
+                            self.take_shared(&g.governor, key, q).await?;
+                        }
                         Err(Denied::WouldExceedDeadline { bucket, wait }) => {
                             return Err(ConnectorError::QuotaExhausted {
                                 app,
@@ -479,9 +510,17 @@ impl ApiClient {
                         g.governor.observe(key, observed);
                     }
                 }
-                if status == StatusCode::TOO_MANY_REQUESTS {
-                    if let (Some(after), Some((key, _))) = (retry_after(&headers), buckets.first()) {
-                        g.governor.pause(key, after);
+                let pause = match self.dialect.observe(&headers) {
+                    Some(o) if o.remaining < 1.0 => Some(o.reset_in),
+                    _ if status == StatusCode::TOO_MANY_REQUESTS => retry_after(&headers),
+                    _ => None,
+                };
+                if let (Some(after), Some((key, _))) = (pause, buckets.first()) {
+                    g.governor.pause(key, after);
+                    if let Some(shared) = g.governor.shared() {
+                        if let Err(e) = shared.pause(key, after).await {
+                            tracing::warn!(error = %e, "cannot share a rate-limit pause through Redis");
+                        }
                     }
                 }
             }

@@ -18,6 +18,7 @@ pub mod governor;
 pub mod http;
 pub mod json;
 pub mod pagination;
+pub mod shared_limit;
 pub mod table;
 
 pub use cache::{CacheStats, ResponseCache};

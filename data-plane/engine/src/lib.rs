@@ -76,6 +76,8 @@ pub struct EngineOptions {
     pub cache_bytes: Option<usize>,
     /// Enforce rate limits (the APIs' and the connections' own) with fair scheduling between tenants.
     pub rate_limits: bool,
+    /// Fleet-wide windows in Redis, for replicas that share credentials.
+    pub shared_limits: Option<omnisql_connector::shared_limit::SharedLimiter>,
 }
 
 impl EngineOptions {
@@ -103,6 +105,7 @@ impl Default for EngineOptions {
             target_partitions: 4,
             cache_bytes: Some(256 << 20),
             rate_limits: true,
+            shared_limits: None,
         }
     }
 }
@@ -149,7 +152,7 @@ impl Engine {
         config.validate()?;
         let factories = connector_factories();
         let cache = options.cache_bytes.map(ResponseCache::new);
-        let governor = options.rate_limits.then(|| Arc::new(Governor::default()));
+        let governor = options.rate_limits.then(|| Arc::new(Governor::with_shared(options.shared_limits.clone())));
         let mut tenants = HashMap::new();
         let mut tokens = HashMap::new();
         for t in &config.tenants {
