@@ -116,8 +116,10 @@ async fn a_contended_limit_is_shared_by_weight() {
     let sb = sandbox(SandboxConfig::default()).await;
     // One credential, 40 requests a second, shared by both tenants; heavy has three times the weight.
     let engine = engine_without_cache(&sb, Duration::from_secs(30), &[("heavy", 3.0), ("light", 1.0)], Some(40.0));
-    let window = Duration::from_secs(3);
-    let (heavy, light) = tokio::join!(saturate(engine.clone(), "heavy", 8, window), saturate(engine.clone(), "light", 8, window));
+    // Enough loops that both tenants always have requests waiting for the limit.
+    let window = Duration::from_secs(4);
+    let (heavy, light) =
+        tokio::join!(saturate(engine.clone(), "heavy", 24, window), saturate(engine.clone(), "light", 24, window));
     let share = heavy as f64 / (heavy + light) as f64;
     println!("heavy {heavy}, light {light}: heavy's share {share:.2} (weight share 0.75)");
     assert!((share - 0.75).abs() <= 0.075, "heavy's share {share:.2} is not within 10% of 0.75");
