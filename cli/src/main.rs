@@ -45,6 +45,9 @@ pub(crate) struct EngineArgs {
     /// The naive federated engine: no pushdown, no prefetch, one request at a time per connection.
     #[arg(long, env = "OMNISQL_NAIVE", conflicts_with = "no_pushdown")]
     naive: bool,
+    /// Memory for cached API answers, in MiB (0 turns the cache off).
+    #[arg(long, env = "OMNISQL_CACHE_MIB", default_value_t = 64)]
+    cache_mib: usize,
     /// Keep rate-limit windows in Redis, so replicas sharing credentials stay within limits together.
     #[arg(long, env = "OMNISQL_REDIS_URL")]
     redis_url: Option<String>,
@@ -59,6 +62,9 @@ impl EngineArgs {
         } else {
             omnisql_engine::EngineOptions::default()
         };
+        if !self.naive {
+            options.cache_bytes = (self.cache_mib > 0).then_some(self.cache_mib << 20);
+        }
         if let Some(url) = &self.redis_url {
             let limiter = omnisql_connector::shared_limit::SharedLimiter::connect(url)
                 .await

@@ -9,8 +9,6 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::http::ApiResponse;
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     pub tenant: String,
@@ -34,7 +32,10 @@ pub struct CacheStats {
 
 #[derive(Debug, Clone)]
 pub struct Cached {
-    pub response: Arc<ApiResponse>,
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    /// The raw body: what is counted against the cache's memory bound is what is kept.
+    pub body: bytes::Bytes,
     pub fetched_at: Instant,
     pub fetched_wall: SystemTime,
     pub etag: Option<String>,
@@ -84,11 +85,14 @@ impl ResponseCache {
         Some(cached)
     }
 
-    pub fn put(&self, key: CacheKey, response: Arc<ApiResponse>, size: usize) {
+    pub fn put(&self, key: CacheKey, status: reqwest::StatusCode, headers: reqwest::header::HeaderMap, body: bytes::Bytes) {
+        let size = body.len() + key.request.len() + 256;
         if size > self.max_bytes / 4 {
             return; // one answer may not crowd out the rest
         }
-        let etag = response.header("etag").map(str::to_string);
+        let etag = headers.get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
+        // A copy of exactly the body: the buffer it came in may be larger, and would be kept whole.
+        let body = bytes::Bytes::copy_from_slice(&body);
         let mut inner = self.lock();
         inner.tick += 1;
         let tick = inner.tick;
@@ -96,7 +100,7 @@ impl ResponseCache {
             inner.order.remove(&old.tick);
             inner.bytes -= old.size;
         }
-        let cached = Cached { response, fetched_at: Instant::now(), fetched_wall: SystemTime::now(), etag };
+        let cached = Cached { status, headers, body, fetched_at: Instant::now(), fetched_wall: SystemTime::now(), etag };
         inner.entries.insert(key.clone(), Entry { cached, size, tick });
         inner.order.insert(tick, key);
         inner.bytes += size;
@@ -139,22 +143,23 @@ mod tests {
         CacheKey { tenant: tenant.into(), connection: "c".into(), credential: 1, request: request.into() }
     }
 
-    fn response() -> Arc<ApiResponse> {
-        Arc::new(ApiResponse { status: StatusCode::OK, headers: HeaderMap::new(), body: serde_json::json!([1, 2, 3]) })
+    fn put(cache: &ResponseCache, k: CacheKey, size: usize) {
+        let body = bytes::Bytes::from(vec![b' '; size - k.request.len() - 256]);
+        cache.put(k, StatusCode::OK, HeaderMap::new(), body);
     }
 
     #[test]
     fn entries_are_per_tenant_and_the_least_recently_used_goes_first() {
-        let cache = ResponseCache::new(400);
-        cache.put(key("a", "GET /x"), response(), 100);
+        let cache = ResponseCache::new(1600);
+        put(&cache, key("a", "GET /x"), 400);
         assert!(cache.get(&key("b", "GET /x")).is_none(), "another tenant never sees it");
-        cache.put(key("a", "GET /y"), response(), 100);
-        cache.put(key("a", "GET /z"), response(), 100);
+        put(&cache, key("a", "GET /y"), 400);
+        put(&cache, key("a", "GET /z"), 400);
         assert!(cache.get(&key("a", "GET /x")).is_some()); // x is now the most recent
-        cache.put(key("a", "GET /w"), response(), 100);
-        cache.put(key("a", "GET /v"), response(), 100);
+        put(&cache, key("a", "GET /w"), 400);
+        put(&cache, key("a", "GET /v"), 400);
         assert!(cache.get(&key("a", "GET /y")).is_none(), "y was least recently used");
         assert!(cache.get(&key("a", "GET /x")).is_some());
-        assert!(cache.bytes() <= 400);
+        assert!(cache.bytes() <= 1600);
     }
 }

@@ -249,7 +249,8 @@ struct CacheScope {
 
 /// What one governed request returned.
 enum Fetched {
-    Fresh(ApiResponse),
+    /// The response, and its raw body for the cache.
+    Fresh(ApiResponse, bytes::Bytes),
     NotModified,
 }
 
@@ -314,7 +315,7 @@ impl ApiClient {
     pub async fn get(&self, q: &QueryContext, url: &str, params: &[(String, String)]) -> Result<ApiResponse> {
         let Some(scope) = &self.cache else {
             return match self.send(q, url, params, None).await? {
-                Fetched::Fresh(r) => Ok(r),
+                Fetched::Fresh(r, _) => Ok(r),
                 Fetched::NotModified => Err(self.unexpected_304()),
             };
         };
@@ -336,7 +337,7 @@ impl ApiClient {
                 });
                 q.cache_hits.fetch_add(1, Ordering::Relaxed);
                 q.observe_age(&self.connection, c.fetched_wall);
-                return Ok((*c.response).clone());
+                return self.revive(c, url);
             }
         }
         let etag = cached.as_ref().and_then(|c| c.etag.clone());
@@ -349,18 +350,28 @@ impl ApiClient {
                     s.saved_calls += 1;
                 });
                 q.observe_age(&self.connection, SystemTime::now());
-                Ok((*c.response).clone())
+                self.revive(&c, url)
             }
-            Fetched::Fresh(response) => {
+            Fetched::Fresh(response, raw) => {
                 scope.cache.count(&scope.tenant, |s| s.misses += 1);
                 q.observe_age(&self.connection, SystemTime::now());
                 if self.dialect.cacheable(url, &response) {
-                    let size = response.body.to_string().len();
-                    scope.cache.put(key, Arc::new(response.clone()), size);
+                    scope.cache.put(key, response.status, response.headers.clone(), raw);
                 }
                 Ok(response)
             }
         }
+    }
+
+    /// A cached answer as a response again. The cache keeps the raw body, so its memory bound is exact.
+    fn revive(&self, c: &crate::cache::Cached, url: &str) -> Result<ApiResponse> {
+        let body = serde_json::from_slice(&c.body).map_err(|source| ConnectorError::Malformed {
+            app: self.dialect.app(),
+            connection: self.connection.clone(),
+            url: url.to_string(),
+            source,
+        })?;
+        Ok(ApiResponse { status: c.status, headers: c.headers.clone(), body })
     }
 
     fn unexpected_304(&self) -> ConnectorError {
@@ -530,8 +541,8 @@ impl ApiClient {
             }
             match self.dialect.classify(&self.connection, status, &headers, &body) {
                 Verdict::Ok => match serde_json::from_slice::<Value>(&body) {
-                    Ok(body) => {
-                        return Ok(Fetched::Fresh(ApiResponse { status, headers, body }));
+                    Ok(parsed) => {
+                        return Ok(Fetched::Fresh(ApiResponse { status, headers, body: parsed }, body));
                     }
                     Err(source) => {
                         // A garbled or cut-off body is a transient fault: ask again.

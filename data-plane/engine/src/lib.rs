@@ -103,7 +103,7 @@ impl Default for EngineOptions {
             http: HttpSettings::default(),
             query_timeout: Duration::from_secs(120),
             target_partitions: 4,
-            cache_bytes: Some(256 << 20),
+            cache_bytes: Some(64 << 20),
             rate_limits: true,
             shared_limits: None,
         }
