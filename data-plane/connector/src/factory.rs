@@ -117,6 +117,8 @@ pub struct ConnectorContext {
     pub weight: f64,
     /// The connection's own limit on top of the API's, if configured.
     pub requests_per_second: Option<f64>,
+    /// The largest share (0..1) of the API's quota this tenant may use, if limited.
+    pub quota_share: Option<f64>,
 }
 
 impl ConnectorContext {
@@ -133,6 +135,7 @@ impl ConnectorContext {
             governor: None,
             weight: 1.0,
             requests_per_second: None,
+            quota_share: None,
         }
     }
 }

@@ -236,6 +236,7 @@ struct GovernorScope {
     weight: f64,
     credential: u64,
     connection_rps: Option<f64>,
+    quota_share: Option<f64>,
 }
 
 /// Where this client's answers live in the shared cache, and for how long they count as fresh.
@@ -282,6 +283,7 @@ impl ApiClient {
             weight: ctx.weight,
             credential: ctx.credential,
             connection_rps: ctx.requests_per_second,
+            quota_share: ctx.quota_share,
         });
         Ok(ApiClient {
             http,
@@ -416,7 +418,17 @@ impl ApiClient {
         let Some(g) = &self.governor else { return Vec::new() };
         let mut out = Vec::new();
         if let Some(spec) = self.dialect.bucket(url) {
-            out.push((BucketKey { credential: g.credential, bucket: spec.name.clone() }, spec));
+            if let Some(share) = g.quota_share {
+                // The tenant's own slice of the credential's quota, kept apart from other tenants.
+                let slice = BucketSpec {
+                    name: format!("{} ({:.1}% share of tenant {})", spec.name, share * 100.0, g.tenant),
+                    capacity: (spec.capacity * share).max(1.0),
+                    window: spec.window,
+                    trusted: true,
+                };
+                out.push((BucketKey { credential: g.credential, bucket: slice.name.clone() }, slice));
+            }
+            out.insert(0, (BucketKey { credential: g.credential, bucket: spec.name.clone() }, spec));
         }
         if let Some(rps) = g.connection_rps {
             let spec = BucketSpec {

@@ -69,6 +69,9 @@ pub struct ConnectionConfig {
     /// The connection's own request rate limit, on top of the API's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_second: Option<f64>,
+    /// The largest share (0..1) of the API's quota this tenant's connection may use, e.g. 0.3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_share: Option<f64>,
 }
 
 impl ConnectionConfig {
@@ -147,6 +150,12 @@ impl Config {
                 if !ident(&c.name) || matches!(c.name.as_str(), "information_schema" | "omnisql" | "public") {
                     return Err(ConfigError::Invalid(format!(
                         "tenant `{}`: connection name `{}` must be a lower-case SQL identifier (a-z, 0-9, _) other than information_schema, omnisql and public",
+                        t.id, c.name
+                    )));
+                }
+                if c.quota_share.is_some_and(|s| !(s > 0.0 && s <= 1.0)) {
+                    return Err(ConfigError::Invalid(format!(
+                        "tenant `{}`: connection `{}`: quota_share must be in (0, 1]",
                         t.id, c.name
                     )));
                 }

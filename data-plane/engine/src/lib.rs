@@ -190,6 +190,7 @@ impl Engine {
                     governor: governor.clone(),
                     weight: t.weight.unwrap_or(1.0),
                     requests_per_second: c.requests_per_second,
+                    quota_share: c.quota_share,
                 };
                 schemas.push(Arc::new(ConnectionSchema::new(c.clone(), factory, context)));
             }

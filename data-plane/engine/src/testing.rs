@@ -24,6 +24,7 @@ pub fn single_tenant(
                 options,
                 cache_ttl_seconds: None,
                 requests_per_second: None,
+                quota_share: None,
             })
             .collect(),
     }

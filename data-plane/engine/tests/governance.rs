@@ -155,3 +155,25 @@ async fn a_light_tenant_is_not_starved_by_a_heavy_one() {
     // One token every 25 ms goes alternately to each tenant: the light one waits about one slot.
     assert!(l <= u + Duration::from_millis(150), "light tenant median {l:?} vs unloaded {u:?}");
 }
+
+#[tokio::test]
+async fn a_tenant_limited_to_a_share_of_the_quota_leaves_the_rest_to_others() {
+    let sb =
+        sandbox(SandboxConfig { quotas: Quotas { github_per_hour: 5000, ..Quotas::generous() }, ..Default::default() }).await;
+    let connections: Vec<_> =
+        sb.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
+    let mut limited = testing::single_tenant("limited", "p", "limited-token-0123456789", connections.clone());
+    for c in &mut limited.connections {
+        c.quota_share = Some(0.002); // 0.2% of 5,000 an hour: 10 requests
+    }
+    let other = testing::single_tenant("other", "p", "other-token-0123456789", connections);
+    let options = EngineOptions { cache_bytes: None, query_timeout: Duration::from_secs(5), ..Default::default() };
+    let engine = Engine::new(&testing::config(vec![limited, other]), options).unwrap();
+    // Each count needs 5 requests: two fit in the share, the third does not.
+    for _ in 0..2 {
+        engine.query(&caller_of("limited"), "SELECT count(*) FROM github.issues").await.unwrap();
+    }
+    let e = engine.query(&caller_of("limited"), "SELECT count(*) FROM github.issues").await.unwrap_err().to_string();
+    assert!(e.contains("github:core (0.2% share of tenant limited) rate limit has no request left"), "{e}");
+    engine.query(&caller_of("other"), "SELECT count(*) FROM github.issues").await.unwrap();
+}
