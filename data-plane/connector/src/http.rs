@@ -148,6 +148,11 @@ pub trait Dialect: Send + Sync + Debug {
     fn bucket(&self, _url: &str) -> Option<BucketSpec> {
         None
     }
+    /// Further limits the request counts against that no header reports (e.g. per-minute secondary
+    /// limits); their models are trusted as they are.
+    fn secondary_buckets(&self, _url: &str) -> Vec<BucketSpec> {
+        Vec::new()
+    }
     /// What a response says about its bucket (remaining requests, reset), if anything.
     fn observe(&self, _headers: &HeaderMap) -> Option<Observed> {
         None
@@ -429,6 +434,9 @@ impl ApiClient {
                 out.push((BucketKey { credential: g.credential, bucket: slice.name.clone() }, slice));
             }
             out.insert(0, (BucketKey { credential: g.credential, bucket: spec.name.clone() }, spec));
+        }
+        for spec in self.dialect.secondary_buckets(url) {
+            out.push((BucketKey { credential: g.credential, bucket: spec.name.clone() }, spec));
         }
         if let Some(rps) = g.connection_rps {
             let spec = BucketSpec {

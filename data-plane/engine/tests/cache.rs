@@ -116,9 +116,11 @@ async fn the_system_schema_shows_the_tenants_cache_and_rate_limits_only() {
     run(&engine, "SELECT count(*) FROM github.issues").await;
     let (out, _, _) = run(&engine, "SELECT hits, misses FROM omnisql.cache_stats").await;
     assert!(out.contains("| 5    | 5      |"), "{out}");
-    let (out, rows, _) = run(&engine, "SELECT connection, bucket, capacity, available FROM omnisql.rate_limits").await;
-    assert_eq!(rows, 1, "{out}");
-    assert!(out.contains("github:core") && out.contains("| 5000.0   |"), "{out}");
+    let (out, rows, _) = run(&engine, "SELECT connection, bucket, capacity, available FROM omnisql.rate_limits ORDER BY bucket").await;
+    // The hourly core quota, and the per-minute secondary limit of each endpoint used.
+    assert_eq!(rows, 3, "{out}");
+    assert!(out.contains("github:core") && out.contains("5000.0"), "{out}");
+    assert!(out.contains("github:secondary /repos/{owner}/{repo}/issues") && out.contains("900.0"), "{out}");
     let other = Caller { tenant: TenantId("other".into()), principal: "someone".into() };
     let (batches, _) = engine.query(&other, "SELECT hits FROM omnisql.cache_stats").await.unwrap();
     assert!(pretty(&batches).contains("| 0    |"), "another tenant sees its own, empty, statistics");

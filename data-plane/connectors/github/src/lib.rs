@@ -110,6 +110,15 @@ impl Dialect for GithubDialect {
             }
         })
     }
+    /// The secondary limit: at most 900 points (GETs) a minute per endpoint.
+    fn secondary_buckets(&self, url: &str) -> Vec<BucketSpec> {
+        vec![BucketSpec {
+            name: format!("github:secondary {}", endpoint_of(url)),
+            capacity: 900.0,
+            window: std::time::Duration::from_secs(60),
+            trusted: true,
+        }]
+    }
     /// `x-ratelimit-limit`, `-remaining` and `-reset` (epoch seconds).
     fn observe(&self, headers: &HeaderMap) -> Option<Observed> {
         let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
@@ -226,6 +235,24 @@ impl Api {
         }
         Ok(names)
     }
+}
+
+/// The endpoint a URL calls, with names in the path replaced: `/repos/{owner}/{repo}/issues`.
+fn endpoint_of(url: &str) -> String {
+    let path = url.split_once("://").map_or(url, |(_, rest)| rest.split_once('/').map_or("", |(_, p)| p));
+    let path = path.split('?').next().unwrap_or_default();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let shape: Vec<&str> = segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| match (segments.first().copied(), i) {
+            (Some("repos"), 1) => "{owner}",
+            (Some("repos"), 2) => "{repo}",
+            (Some("users" | "orgs"), 1) => "{name}",
+            _ => s,
+        })
+        .collect();
+    format!("/{}", shape.join("/"))
 }
 
 fn rows_of(api: &Api, body: Value) -> Result<Vec<Value>> {
@@ -359,6 +386,16 @@ fn columns(kind: TableKind) -> Vec<Column> {
             c("site_admin", Bool, "/site_admin"),
             c("created_at", Timestamp, "/created_at"),
         ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn endpoints_hide_names_in_the_path() {
+        assert_eq!(super::endpoint_of("http://h:1/repos/acme/api/issues?page=2"), "/repos/{owner}/{repo}/issues");
+        assert_eq!(super::endpoint_of("https://api.github.com/users/ada"), "/users/{name}");
+        assert_eq!(super::endpoint_of("https://api.github.com/search/issues?q=x"), "/search/issues");
     }
 }
 
