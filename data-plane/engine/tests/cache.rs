@@ -116,7 +116,8 @@ async fn the_system_schema_shows_the_tenants_cache_and_rate_limits_only() {
     run(&engine, "SELECT count(*) FROM github.issues").await;
     let (out, _, _) = run(&engine, "SELECT hits, misses FROM omnisql.cache_stats").await;
     assert!(out.contains("| 5    | 5      |"), "{out}");
-    let (out, rows, _) = run(&engine, "SELECT connection, bucket, capacity, available FROM omnisql.rate_limits ORDER BY bucket").await;
+    let (out, rows, _) =
+        run(&engine, "SELECT connection, bucket, capacity, available FROM omnisql.rate_limits ORDER BY bucket").await;
     // The hourly core quota, and the per-minute secondary limit of each endpoint used.
     assert_eq!(rows, 3, "{out}");
     assert!(out.contains("github:core") && out.contains("5000.0"), "{out}");
