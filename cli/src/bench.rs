@@ -22,9 +22,12 @@ pub struct BenchArgs {
     /// A run of a few seconds (zero latency, few iterations): proves the harness, measures little.
     #[arg(long)]
     quick: bool,
-    /// Measured runs per workload and engine.
+    /// Measured runs per workload on OmniSQL.
     #[arg(long, default_value_t = 30)]
     iterations: usize,
+    /// Measured runs per workload on the naive engine (seconds each with the default latency model).
+    #[arg(long, default_value_t = 5)]
+    naive_iterations: usize,
     /// Client connections per workload.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -63,6 +66,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
             },
             scale: args.scale,
             iterations: args.iterations,
+            naive_iterations: args.naive_iterations,
             concurrency: args.concurrency,
             mix_rate: args.rate,
             mix_tenants: args.tenants,
