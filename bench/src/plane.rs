@@ -23,22 +23,31 @@ impl DataPlane {
         if naive {
             cmd.arg("--naive");
         }
-        cmd.env("OMNISQL_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.env("OMNISQL_LOG", "warn,omnisql_data_plane::warmup=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|source| BenchError::Spawn { bin: bin.display().to_string(), source })?;
         let stderr = child.stderr.take().ok_or_else(|| BenchError::Start("no stderr".into()))?;
         let mut lines = BufReader::new(stderr).lines();
         let mut seen = Vec::new();
-        let uri = loop {
+        // Listening first, then every connection logged in: measurements start after both.
+        let mut uri = None;
+        loop {
             match lines.next_line().await {
                 Ok(Some(line)) => {
-                    if let Some((_, uri)) = line.split_once("Flight SQL on ") {
-                        break uri.trim().to_string();
+                    if let Some((_, u)) = line.split_once("Flight SQL on ") {
+                        uri = Some(u.trim().to_string());
+                    } else if line.contains("connections ready") {
+                        break;
                     }
                     seen.push(line);
                 }
-                _ => return Err(BenchError::Start(format!("the data plane exited before listening:\n{}", seen.join("\n")))),
+                _ => return Err(BenchError::Start(format!("the data plane exited before it was ready:\n{}", seen.join("\n")))),
             }
-        };
+        }
+        let uri = uri.ok_or_else(|| BenchError::Start("the data plane did not say where it listens".into()))?;
         // Keep draining its log so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(DataPlane { child, uri })

@@ -51,6 +51,7 @@ pub async fn serve(
                 tracing::warn!(%tenant, %connection, %error, "connection unavailable; its queries will fail until it recovers");
             }
         }
+        tracing::info!(target: "omnisql_data_plane::warmup", "connections ready");
     });
     let service = OmniFlightSql::new(engine).map_err(ServeError::Init)?;
     let local: Option<SocketAddr> = listener.local_addr().ok();
