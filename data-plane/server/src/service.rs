@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
-use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
@@ -639,10 +638,5 @@ impl FlightSqlService for OmniFlightSql {
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
 
-/// Keeps `FlightService` in scope for the generated server type.
+/// The tonic server type that serves [`OmniFlightSql`].
 pub type Server = arrow_flight::flight_service_server::FlightServiceServer<OmniFlightSql>;
-
-#[allow(dead_code)]
-fn _assert_service(s: OmniFlightSql) -> impl FlightService {
-    s
-}
