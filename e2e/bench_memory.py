@@ -3,43 +3,48 @@ that memory stays bounded however large the result. Prints numbers; asserts noth
 
     e2e/.venv/bin/python e2e/bench_memory.py SCALE [DATA-PLANE FLAGS]   # SCALE 100: 20k issues; 500: 100k
 """
-import subprocess, json, time, pathlib, tempfile, threading, sys
-import adbc_driver_flightsql.dbapi as f
 
-from conftest import omnisql_binary
-scale = sys.argv[1]
-extra = sys.argv[2:]  # more data-plane flags, e.g. --cache-mib 0
-sb = subprocess.Popen([omnisql_binary(),"sandbox","--github-port","0","--salesforce-port","0","--slack-port","0","--scale",scale], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-text=""
-for line in sb.stdout:
-    text += line
-    if line.startswith("}"): break
-apps = json.loads(text)
-cfg = pathlib.Path(tempfile.mkdtemp())/"c.toml"
-cfg.write_text(f'''[[tenants]]
-id = "t"
-[[tenants.api_keys]]
-principal = "p"
-token = "tok-0123456789abcdef"
-[[tenants.connections]]
-name = "github"
-connector = "github"
-options = {{ base_url = "{apps['github']['base_url']}", token = "{apps['github']['credentials']['token']}", orgs = "acme" }}
-''')
-dp = subprocess.Popen([omnisql_binary(),"data-plane","--config",str(cfg),"--flight-addr","127.0.0.1:0", *extra], stderr=subprocess.PIPE, text=True)
-for line in dp.stderr:
-    if "Flight SQL on" in line:
-        uri = line.strip().split("Flight SQL on ")[1]; break
-threading.Thread(target=lambda: [None for _ in dp.stderr], daemon=True).start()
-def hwm(pid):
-    return [l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmHWM")][0]
-before = hwm(dp.pid)
-c = f.connect(uri, db_kwargs={"adbc.flight.sql.authorization_header": "Bearer tok-0123456789abcdef"})
-cur = c.cursor()
-t=time.time()
-cur.execute("SELECT * FROM github.issues")
-rows=0; nbytes=0
-for b in cur.fetch_record_batch():
-    rows += b.num_rows; nbytes += b.nbytes
-print(f"scale {scale}: rows {rows}, arrow {nbytes/1e6:.1f} MB, {time.time()-t:.1f}s; data plane peak RSS before {int(before)/1024:.0f} MB, after {int(hwm(dp.pid))/1024:.0f} MB")
-dp.terminate(); sb.terminate()
+import pathlib
+import sys
+import tempfile
+import time
+
+import adbc_driver_flightsql.dbapi as flight_sql
+
+from conftest import github_only_config, start_data_plane, start_sandbox
+
+TOKEN = "bench-memory-key-0123456789"
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main():
+    scale, extra = sys.argv[1], sys.argv[2:]  # extra: more data-plane flags, e.g. --cache-mib 0
+    sandbox, apps = start_sandbox("--scale", scale)
+    config = pathlib.Path(tempfile.mkdtemp()) / "dataplane.toml"
+    config.write_text(github_only_config(apps["github"], "t", "p", TOKEN))
+    plane, uri = start_data_plane(config, *extra)
+    try:
+        before = peak_rss_mib(plane.pid)
+        conn = flight_sql.connect(uri, db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {TOKEN}"})
+        cur = conn.cursor()
+        started = time.time()
+        cur.execute("SELECT * FROM github.issues")
+        rows = nbytes = 0
+        for batch in cur.fetch_record_batch():
+            rows += batch.num_rows
+            nbytes += batch.nbytes
+        print(f"scale {scale}: rows {rows}, arrow {nbytes / 1e6:.1f} MB, {time.time() - started:.1f}s; "
+              f"data plane peak RSS before {before:.0f} MB, after {peak_rss_mib(plane.pid):.0f} MB")
+    finally:
+        plane.terminate()
+        sandbox.terminate()
+
+
+if __name__ == "__main__":
+    main()

@@ -69,6 +69,47 @@ class Dev:
             self.proc.kill()
 
 
+def start_sandbox(*flags: str) -> tuple[subprocess.Popen, dict]:
+    """`omnisql sandbox` on free ports; returns the process and the endpoints it printed (one JSON document)."""
+    proc = subprocess.Popen([omnisql_binary(), "sandbox", "--github-port", "0", "--salesforce-port", "0", "--slack-port", "0", *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    text = ""
+    for line in proc.stdout:
+        text += line
+        if line.startswith("}"):
+            break
+    return proc, json.loads(text)
+
+
+def github_only_config(github: dict, tenant: str, principal: str, token: str, connection: str = "github") -> str:
+    """A data-plane TOML with one tenant, one API key and one GitHub connection to the sandbox."""
+    return f"""
+[[tenants]]
+id = "{tenant}"
+[[tenants.api_keys]]
+principal = "{principal}"
+token = "{token}"
+[[tenants.connections]]
+name = "{connection}"
+connector = "github"
+version = "1.0.0"
+options = {{ base_url = "{github['base_url']}", token = "{github['credentials']['token']}", orgs = "acme" }}
+"""
+
+
+def start_data_plane(config: pathlib.Path, *flags: str) -> tuple[subprocess.Popen, str]:
+    """`omnisql data-plane` on a free port; returns the process and its Flight SQL URI."""
+    proc = subprocess.Popen([omnisql_binary(), "data-plane", "--config", str(config), "--flight-addr", "127.0.0.1:0", *flags],
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "Flight SQL on" in line:
+            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+            return proc, line.strip().split("Flight SQL on ")[1]
+    raise RuntimeError("the data plane exited before it listened")
+
+
 @pytest.fixture(scope="session")
 def dev(tmp_path_factory):
     d = Dev(tmp_path_factory.mktemp("dev"))

@@ -7,7 +7,7 @@ import subprocess
 
 import adbc_driver_flightsql.dbapi as flight_sql
 
-from conftest import Dev, omnisql_binary
+from conftest import Dev, github_only_config, omnisql_binary, start_data_plane, start_sandbox
 
 
 def sql(dev, *args, stdin=None):
@@ -45,40 +45,12 @@ def test_sql_prompt_runs_statements_ended_by_semicolons(dev):
 
 
 def test_data_plane_serves_tenants_from_a_config_file(tmp_path):
-    sandbox = subprocess.Popen([omnisql_binary(), "sandbox", "--github-port", "0", "--salesforce-port", "0", "--slack-port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    sandbox, apps = start_sandbox()
     plane = None
     try:
-        # The sandbox prints its endpoints as one JSON document, then serves.
-        text = ""
-        assert sandbox.stdout is not None
-        for line in sandbox.stdout:
-            text += line
-            if line.startswith("}"):
-                break
-        apps = json.loads(text)
         config = tmp_path / "dataplane.toml"
-        config.write_text(f"""
-[[tenants]]
-id = "acme"
-[[tenants.api_keys]]
-principal = "analyst"
-token = "config-file-key-0123456789"
-[[tenants.connections]]
-name = "gh"
-connector = "github"
-version = "1.0.0"
-options = {{ base_url = "{apps['github']['base_url']}", token = "{apps['github']['credentials']['token']}", orgs = "acme" }}
-""")
-        plane = subprocess.Popen([omnisql_binary(), "data-plane", "--config", str(config), "--flight-addr", "127.0.0.1:0"],
-                                 stderr=subprocess.PIPE, text=True)
-        assert plane.stderr is not None
-        uri = None
-        for line in plane.stderr:
-            if "Flight SQL on" in line:
-                uri = line.strip().split("Flight SQL on ")[1]
-                break
-        assert uri, "the data plane did not start"
+        config.write_text(github_only_config(apps["github"], "acme", "analyst", "config-file-key-0123456789", connection="gh"))
+        plane, uri = start_data_plane(config)
         conn = flight_sql.connect(uri, db_kwargs={"adbc.flight.sql.authorization_header": "Bearer config-file-key-0123456789"})
         with conn.cursor() as cur:
             cur.execute("SELECT full_name FROM gh.repos ORDER BY full_name")

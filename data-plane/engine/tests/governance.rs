@@ -140,7 +140,17 @@ async fn a_light_tenant_is_not_starved_by_a_heavy_one() {
         unloaded.push(t.elapsed());
     }
     let heavy = tokio::spawn(saturate(engine.clone(), "heavy", 32, Duration::from_secs(3)));
-    tokio::time::sleep(Duration::from_millis(500)).await; // let the heavy tenant fill the queue first
+    // Measure only once the heavy tenant has requests queued at the shared limit.
+    let waiting = "SELECT sum(waiting) AS w FROM omnisql.rate_limits WHERE bucket LIKE 'connection %'";
+    let queued = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (batches, _) = engine.query(&caller_of("light"), waiting).await.unwrap();
+        if !pretty(&batches).contains("| 0 |") && !pretty(&batches).contains("|   |") {
+            break;
+        }
+        assert!(Instant::now() < queued, "the heavy tenant never queued at the limit");
+        tokio::task::yield_now().await;
+    }
     let mut loaded = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
