@@ -1,0 +1,14 @@
+//! The OmniSQL control plane.
+//!
+//! It holds configuration and the audit trail, never SaaS data: tenants, principals and API keys, the
+//! connector catalog, connections with sealed credentials, policies, data planes, audit events. Data
+//! flows one way: the admin REST API ([`api`]) validates a change and writes it to the [`store`], which
+//! bumps the configuration revision; the data-plane gRPC service ([`grpc`]) streams each region's tenants
+//! to its data planes from that revision on, and stores the audit events they ship, hash-chained per
+//! tenant ([`audit`]).
+
+pub mod audit;
+pub mod keys;
+pub mod model;
+pub mod store;
+pub mod testing;

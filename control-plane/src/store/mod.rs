@@ -1,0 +1,148 @@
+//! Persistence behind one trait, [`Store`], with two backends through sqlx ([`SqlStore`]): SQLite (the
+//! embedded default, a file in the data folder) and PostgreSQL (production). Each backend has its own
+//! migrations (`migrations/sqlite`, `migrations/postgres`), applied at start; one conformance suite
+//! (`tests/store_conformance.rs`) runs against both.
+//!
+//! Every tenant-owned method takes the tenant and filters by it; on Postgres each transaction is also
+//! scoped with `omnisql.tenant` so row-level security hides other tenants' rows even from a query that
+//! forgot its filter.
+
+mod sql;
+
+use std::collections::BTreeMap;
+
+pub use sql::SqlStore;
+
+use crate::model::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the database failed")]
+    Database(#[source] sqlx::Error),
+    #[error("cannot apply the database migrations")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::NotFound("row".into()),
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict("an object with this key".into()),
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone)]
+pub struct NewConnection {
+    pub name: String,
+    pub connector: String,
+    pub version: String,
+    pub options: BTreeMap<String, String>,
+    pub sealed_options: BTreeMap<String, String>,
+    pub cache_ttl_seconds: Option<u64>,
+    pub requests_per_second: Option<f64>,
+    pub quota_share: Option<f64>,
+}
+
+/// A replayable answer stored under an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotentResponse {
+    pub request_hash: String,
+    pub status: u16,
+    pub body: String,
+}
+
+/// The configuration of one tenant, as data planes receive it.
+#[derive(Debug, Clone)]
+pub struct TenantSnapshot {
+    pub tenant: Tenant,
+    pub api_keys: Vec<(ApiKey, Principal)>,
+    pub connections: Vec<Connection>,
+    /// The latest version of each policy.
+    pub policies: Vec<Policy>,
+}
+
+/// What changed in a region since a revision.
+#[derive(Debug, Clone)]
+pub struct RegionChanges {
+    pub revision: i64,
+    pub tenants: Vec<TenantSnapshot>,
+    pub removed: Vec<TenantId>,
+}
+
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    // --- tenants (platform-wide) ---
+    async fn create_tenant(&self, tenant: &Tenant) -> Result<Tenant>;
+    async fn get_tenant(&self, id: &TenantId) -> Result<Tenant>;
+    async fn list_tenants(&self, page: &PageRequest) -> Result<Page<Tenant>>;
+    /// Removes the tenant and everything it owns except its audit trail.
+    async fn delete_tenant(&self, id: &TenantId) -> Result<()>;
+
+    // --- principals and API keys ---
+    async fn create_principal(&self, principal: &Principal) -> Result<Principal>;
+    async fn get_principal(&self, tenant: &TenantId, id: &str) -> Result<Principal>;
+    async fn list_principals(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<Principal>>;
+    async fn delete_principal(&self, tenant: &TenantId, id: &str) -> Result<()>;
+    async fn create_api_key(&self, key: &ApiKey) -> Result<ApiKey>;
+    async fn list_api_keys(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ApiKey>>;
+    async fn revoke_api_key(&self, tenant: &TenantId, id: &str, at: i64) -> Result<ApiKey>;
+    /// The active key with this hash and its principal, across tenants; records its use.
+    async fn authenticate(&self, sha256: &str, now: i64) -> Result<Option<(ApiKey, Principal)>>;
+
+    // --- connector catalog (platform-wide) ---
+    async fn upsert_connector(&self, connector: &ConnectorVersion) -> Result<ConnectorVersion>;
+    async fn get_connector(&self, name: &str, version: &str) -> Result<ConnectorVersion>;
+    async fn list_connectors(&self) -> Result<Vec<ConnectorVersion>>;
+
+    // --- connections and policies ---
+    async fn create_connection(&self, tenant: &TenantId, connection: &NewConnection, now: i64) -> Result<Connection>;
+    async fn get_connection(&self, tenant: &TenantId, name: &str) -> Result<Connection>;
+    async fn list_connections(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<Connection>>;
+    async fn delete_connection(&self, tenant: &TenantId, name: &str) -> Result<()>;
+    /// Stores a new version of the named policy (1 for the first).
+    async fn put_policy(&self, tenant: &TenantId, name: &str, rego: &str, now: i64) -> Result<Policy>;
+    /// The latest version of each policy.
+    async fn list_policies(&self, tenant: &TenantId) -> Result<Vec<Policy>>;
+    async fn policy_versions(&self, tenant: &TenantId, name: &str) -> Result<Vec<Policy>>;
+
+    // --- idempotent creates ---
+    async fn idempotent_response(&self, tenant: &TenantId, key: &str) -> Result<Option<IdempotentResponse>>;
+    async fn save_idempotent_response(&self, tenant: &TenantId, key: &str, response: &IdempotentResponse, now: i64)
+    -> Result<()>;
+
+    // --- data planes ---
+    async fn create_enrollment_token(&self, sha256: &str, region: &str, now: i64, expires_at: i64) -> Result<()>;
+    /// Uses up an enrollment token and registers the data plane in the token's region.
+    async fn enroll(&self, token_sha256: &str, data_plane: DataPlane) -> Result<DataPlane>;
+    async fn data_plane_by_credential(&self, sha256: &str) -> Result<Option<DataPlane>>;
+    async fn heartbeat(&self, id: &str, version: &str, acked_revision: i64, now: i64) -> Result<()>;
+    async fn list_data_planes(&self) -> Result<Vec<DataPlane>>;
+
+    // --- configuration for data planes ---
+    /// The latest configuration revision.
+    async fn revision(&self) -> Result<i64>;
+    /// The tenants of `region` changed after revision `since` (all of them when `since` is 0).
+    async fn region_changes(&self, region: &str, since: i64) -> Result<RegionChanges>;
+
+    // --- audit ---
+    /// Chains and stores events not stored before; returns the ids of all given events that are now
+    /// stored (so a resent batch is acknowledged without being stored twice).
+    async fn append_audit(&self, events: &[NewAuditEvent], received_at: i64) -> Result<Vec<String>>;
+    async fn search_audit(&self, tenant: &TenantId, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEvent>>;
+    async fn verify_audit(&self, tenant: &TenantId) -> Result<ChainVerification>;
+}

@@ -1,0 +1,984 @@
+//! [`Store`] over SQLite or PostgreSQL through sqlx's `Any` driver: one set of queries (numbered `$n`
+//! parameters work on both), two migration folders, and the few dialect differences named in
+//! [`Backend`].
+
+use std::collections::BTreeMap;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
+
+use super::{IdempotentResponse, NewConnection, RegionChanges, Result, Store, StoreError, TenantSnapshot};
+use crate::audit;
+use crate::model::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// The scope that sees every tenant's rows (platform-wide work: tenants, key lookup, data planes).
+const ALL_TENANTS: &str = "*";
+
+impl SqlStore {
+    /// Connects to `sqlite://PATH` (created if missing) or `postgres://…`, and applies migrations.
+    pub async fn connect(url: &str) -> Result<SqlStore> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            if let Some(dir) = std::path::Path::new(path.split('?').next().unwrap_or(path)).parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            let sep = if path.contains('?') { "&" } else { "?" };
+            (Backend::Sqlite, format!("sqlite://{path}{sep}mode=rwc"))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.into()));
+        };
+        let options = match backend {
+            // One writer at a time is SQLite's model; a single connection also avoids upgrade deadlocks.
+            Backend::Sqlite => AnyPoolOptions::new().max_connections(1).after_connect(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Executor;
+                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+                        .await?;
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => AnyPoolOptions::new().max_connections(16),
+        };
+        let pool = options.connect(&url).await.map_err(StoreError::Database)?;
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await,
+        }
+        .map_err(StoreError::Migrate)?;
+        Ok(SqlStore { pool, backend })
+    }
+
+    /// Runs `sql` within `scope`, behind the store's back: for tests that tamper with stored rows.
+    pub async fn execute_unchecked(&self, scope: &str, sql: &str) -> Result<u64> {
+        let mut tx = self.begin(scope).await?;
+        let done = sqlx::query(AssertSqlSafe(sql.to_string())).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// A transaction that sees `scope`'s rows only (on Postgres, enforced by row-level security).
+    async fn begin(&self, scope: &str) -> Result<Transaction<'static, Any>> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT set_config('omnisql.tenant', $1, true)").bind(scope.to_string()).execute(&mut *tx).await?;
+        }
+        Ok(tx)
+    }
+
+    /// Bumps the configuration revision and stamps it on the tenant, so watchers see the change.
+    async fn bump(tx: &mut Transaction<'static, Any>, tenant: &TenantId) -> Result<i64> {
+        let revision: i64 = sqlx::query_scalar("UPDATE config_revision SET value = value + 1 WHERE id = 1 RETURNING value")
+            .fetch_one(&mut **tx)
+            .await?;
+        sqlx::query("UPDATE tenants SET revision = $1 WHERE id = $2")
+            .bind(revision)
+            .bind(tenant.0.clone())
+            .execute(&mut **tx)
+            .await?;
+        Ok(revision)
+    }
+
+    fn lock_clause(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
+    fn contains(&self, column: &str, param: usize) -> String {
+        match self.backend {
+            Backend::Sqlite => format!("instr({column}, ${param}) > 0"),
+            Backend::Postgres => format!("strpos({column}, ${param}) > 0"),
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Invalid(format!("stored {what} is not valid JSON: {e}")))
+}
+
+fn tenant_row(r: &AnyRow) -> Result<Tenant> {
+    Ok(Tenant {
+        id: TenantId(r.try_get("id")?),
+        name: r.try_get("name")?,
+        region: r.try_get("region")?,
+        key_id: r.try_get("key_id")?,
+        weight: r.try_get("weight")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn principal_row(r: &AnyRow) -> Result<Principal> {
+    let kind: String = r.try_get("kind")?;
+    let role: String = r.try_get("role")?;
+    Ok(Principal {
+        tenant_id: TenantId(r.try_get("tenant_id")?),
+        id: r.try_get("id")?,
+        kind: PrincipalKind::parse(&kind).ok_or_else(|| StoreError::Invalid(format!("unknown principal kind `{kind}`")))?,
+        role: Role::parse(&role).ok_or_else(|| StoreError::Invalid(format!("unknown role `{role}`")))?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn api_key_row(r: &AnyRow) -> Result<ApiKey> {
+    Ok(ApiKey {
+        tenant_id: TenantId(r.try_get("tenant_id")?),
+        id: r.try_get("id")?,
+        principal_id: r.try_get("principal_id")?,
+        prefix: r.try_get("prefix")?,
+        sha256: r.try_get("sha256")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+    })
+}
+
+fn connector_row(r: &AnyRow) -> Result<ConnectorVersion> {
+    Ok(ConnectorVersion {
+        name: r.try_get("name")?,
+        version: r.try_get("version")?,
+        parameters: parse_json(&r.try_get::<String, _>("parameters")?, "connector parameters")?,
+        tables: parse_json(&r.try_get::<String, _>("tables")?, "connector tables")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn connection_row(r: &AnyRow) -> Result<Connection> {
+    Ok(Connection {
+        tenant_id: TenantId(r.try_get("tenant_id")?),
+        name: r.try_get("name")?,
+        connector: r.try_get("connector")?,
+        version: r.try_get("version")?,
+        options: parse_json(&r.try_get::<String, _>("options")?, "connection options")?,
+        sealed_options: parse_json(&r.try_get::<String, _>("sealed_options")?, "sealed options")?,
+        cache_ttl_seconds: r.try_get::<Option<i64>, _>("cache_ttl_seconds")?.map(|v| v.max(0) as u64),
+        requests_per_second: r.try_get("requests_per_second")?,
+        quota_share: r.try_get("quota_share")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn policy_row(r: &AnyRow) -> Result<Policy> {
+    Ok(Policy {
+        tenant_id: TenantId(r.try_get("tenant_id")?),
+        name: r.try_get("name")?,
+        version: r.try_get("version")?,
+        rego: r.try_get("rego")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn data_plane_row(r: &AnyRow) -> Result<DataPlane> {
+    Ok(DataPlane {
+        id: r.try_get("id")?,
+        region: r.try_get("region")?,
+        hostname: r.try_get("hostname")?,
+        version: r.try_get("version")?,
+        enrolled_at: r.try_get("enrolled_at")?,
+        last_heartbeat_at: r.try_get("last_heartbeat_at")?,
+        acked_revision: r.try_get("acked_revision")?,
+        credential_sha256: r.try_get("credential_sha256")?,
+    })
+}
+
+fn audit_row(r: &AnyRow) -> Result<AuditEvent> {
+    Ok(AuditEvent {
+        id: r.try_get("id")?,
+        tenant_id: TenantId(r.try_get("tenant_id")?),
+        seq: r.try_get("seq")?,
+        principal: r.try_get("principal")?,
+        sql: r.try_get("sql")?,
+        tables: parse_json(&r.try_get::<String, _>("tables")?, "audit tables")?,
+        api_requests: r.try_get("api_requests")?,
+        rows: r.try_get("rows")?,
+        bytes: r.try_get("bytes")?,
+        duration_ms: r.try_get("duration_ms")?,
+        outcome: r.try_get("outcome")?,
+        error: r.try_get("error")?,
+        started_at: r.try_get("started_at")?,
+        data_plane: r.try_get("data_plane")?,
+        received_at: r.try_get("received_at")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+fn not_found(what: impl Into<String>) -> impl FnOnce(StoreError) -> StoreError {
+    let what = what.into();
+    move |e| match e {
+        StoreError::NotFound(_) => StoreError::NotFound(what),
+        other => other,
+    }
+}
+
+fn conflict(what: impl Into<String>) -> impl FnOnce(StoreError) -> StoreError {
+    let what = what.into();
+    move |e| match e {
+        StoreError::Conflict(_) => StoreError::Conflict(what),
+        other => other,
+    }
+}
+
+const TENANT_COLUMNS: &str = "id, name, region, key_id, weight, created_at";
+const KEY_COLUMNS: &str =
+    "k.tenant_id, k.id, k.principal_id, k.prefix, k.sha256, k.created_at, k.expires_at, k.revoked_at, k.last_used_at";
+const AUDIT_COLUMNS: &str = "tenant_id, seq, id, principal, sql, tables, api_requests, rows, bytes, duration_ms, outcome, error, started_at, data_plane, received_at, hash";
+
+#[async_trait::async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    async fn create_tenant(&self, t: &Tenant) -> Result<Tenant> {
+        let mut tx = self.begin(&t.id.0).await?;
+        sqlx::query(
+            "INSERT INTO tenants (id, name, region, key_id, weight, created_at, revision) VALUES ($1, $2, $3, $4, $5, $6, 0)",
+        )
+        .bind(t.id.0.clone())
+        .bind(t.name.clone())
+        .bind(t.region.clone())
+        .bind(t.key_id.clone())
+        .bind(t.weight)
+        .bind(t.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)
+        .map_err(conflict(format!("tenant `{}`", t.id)))?;
+        Self::bump(&mut tx, &t.id).await?;
+        tx.commit().await?;
+        Ok(t.clone())
+    }
+
+    async fn get_tenant(&self, id: &TenantId) -> Result<Tenant> {
+        let mut tx = self.begin(&id.0).await?;
+        let row =
+            sqlx::query(AssertSqlSafe(format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1 AND deleted_at IS NULL")))
+                .bind(id.0.clone())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::from)
+                .map_err(not_found(format!("tenant `{id}`")))?;
+        tenant_row(&row)
+    }
+
+    async fn list_tenants(&self, page: &PageRequest) -> Result<Page<Tenant>> {
+        let mut tx = self.begin(ALL_TENANTS).await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE deleted_at IS NULL AND id > $1 AND id <> $2 ORDER BY id LIMIT $3"
+        )))
+        .bind(page.after.clone().unwrap_or_default())
+        .bind(PLATFORM_TENANT)
+        .bind(page.limit() + 1)
+        .fetch_all(&mut *tx)
+        .await?;
+        let tenants = rows.iter().map(tenant_row).collect::<Result<Vec<_>>>()?;
+        Ok(page_of(tenants, page, |t| t.id.0.clone()))
+    }
+
+    async fn delete_tenant(&self, id: &TenantId) -> Result<()> {
+        let mut tx = self.begin(&id.0).await?;
+        let done = sqlx::query("UPDATE tenants SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL")
+            .bind(now_ms())
+            .bind(id.0.clone())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("tenant `{id}`")));
+        }
+        for table in ["api_keys", "principals", "connections", "policies", "idempotency_keys"] {
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE tenant_id = $1")))
+                .bind(id.0.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+        Self::bump(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_principal(&self, p: &Principal) -> Result<Principal> {
+        let mut tx = self.begin(&p.tenant_id.0).await?;
+        sqlx::query("INSERT INTO principals (tenant_id, id, kind, role, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(p.tenant_id.0.clone())
+            .bind(p.id.clone())
+            .bind(p.kind.as_str())
+            .bind(p.role.as_str())
+            .bind(p.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)
+            .map_err(conflict(format!("principal `{}`", p.id)))?;
+        tx.commit().await?;
+        Ok(p.clone())
+    }
+
+    async fn get_principal(&self, tenant: &TenantId, id: &str) -> Result<Principal> {
+        let mut tx = self.begin(&tenant.0).await?;
+        let row = sqlx::query("SELECT tenant_id, id, kind, role, created_at FROM principals WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.0.clone())
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::from)
+            .map_err(not_found(format!("principal `{id}`")))?;
+        principal_row(&row)
+    }
+
+    async fn list_principals(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<Principal>> {
+        let mut tx = self.begin(&tenant.0).await?;
+        let rows = sqlx::query(
+            "SELECT tenant_id, id, kind, role, created_at FROM principals WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(tenant.0.clone())
+        .bind(page.after.clone().unwrap_or_default())
+        .bind(page.limit() + 1)
+        .fetch_all(&mut *tx)
+        .await?;
+        let items = rows.iter().map(principal_row).collect::<Result<Vec<_>>>()?;
+        Ok(page_of(items, page, |p| p.id.clone()))
+    }
+
+    async fn delete_principal(&self, tenant: &TenantId, id: &str) -> Result<()> {
+        let mut tx = self.begin(&tenant.0).await?;
+        sqlx::query("DELETE FROM api_keys WHERE tenant_id = $1 AND principal_id = $2")
+            .bind(tenant.0.clone())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM principals WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.0.clone())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("principal `{id}`")));
+        }
+        Self::bump(&mut tx, tenant).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_api_key(&self, k: &ApiKey) -> Result<ApiKey> {
+        let mut tx = self.begin(&k.tenant_id.0).await?;
+        let principal: Option<String> = sqlx::query_scalar("SELECT id FROM principals WHERE tenant_id = $1 AND id = $2")
+            .bind(k.tenant_id.0.clone())
+            .bind(k.principal_id.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if principal.is_none() {
+            return Err(StoreError::NotFound(format!("principal `{}`", k.principal_id)));
+        }
+        sqlx::query(
+            "INSERT INTO api_keys (tenant_id, id, principal_id, prefix, sha256, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(k.tenant_id.0.clone())
+        .bind(k.id.clone())
+        .bind(k.principal_id.clone())
+        .bind(k.prefix.clone())
+        .bind(k.sha256.clone())
+        .bind(k.created_at)
+        .bind(k.expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)
+        .map_err(conflict(format!("API key `{}`", k.id)))?;
+        Self::bump(&mut tx, &k.tenant_id).await?;
+        tx.commit().await?;
+        Ok(k.clone())
+    }
+
+    async fn list_api_keys(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ApiKey>> {
+        let mut tx = self.begin(&tenant.0).await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.tenant_id = $1 AND k.id > $2 ORDER BY k.id LIMIT $3"
+        )))
+        .bind(tenant.0.clone())
+        .bind(page.after.clone().unwrap_or_default())
+        .bind(page.limit() + 1)
+        .fetch_all(&mut *tx)
+        .await?;
+        let items = rows.iter().map(api_key_row).collect::<Result<Vec<_>>>()?;
+        Ok(page_of(items, page, |k| k.id.clone()))
+    }
+
+    async fn revoke_api_key(&self, tenant: &TenantId, id: &str, at: i64) -> Result<ApiKey> {
+        let mut tx = self.begin(&tenant.0).await?;
+        sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL")
+            .bind(at)
+            .bind(tenant.0.clone())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let row =
+            sqlx::query(AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.tenant_id = $1 AND k.id = $2")))
+                .bind(tenant.0.clone())
+                .bind(id.to_string())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::from)
+                .map_err(not_found(format!("API key `{id}`")))?;
+        Self::bump(&mut tx, tenant).await?;
+        tx.commit().await?;
+        api_key_row(&row)
+    }
+
+    async fn authenticate(&self, sha256: &str, now: i64) -> Result<Option<(ApiKey, Principal)>> {
+        let mut tx = self.begin(ALL_TENANTS).await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS}, p.kind, p.role, p.created_at AS principal_created_at
+             FROM api_keys k JOIN principals p ON p.tenant_id = k.tenant_id AND p.id = k.principal_id
+             JOIN tenants t ON t.id = k.tenant_id AND t.deleted_at IS NULL
+             WHERE k.sha256 = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2)"
+        )))
+        .bind(sha256.to_string())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let key = api_key_row(&row)?;
+        let kind: String = row.try_get("kind")?;
+        let role: String = row.try_get("role")?;
+        let principal = Principal {
+            tenant_id: key.tenant_id.clone(),
+            id: key.principal_id.clone(),
+            kind: PrincipalKind::parse(&kind).unwrap_or(PrincipalKind::User),
+            role: Role::parse(&role).ok_or_else(|| StoreError::Invalid(format!("unknown role `{role}`")))?,
+            created_at: row.try_get("principal_created_at")?,
+        };
+        // Last use is recorded at minute granularity, so a busy key does not write on every call.
+        if key.last_used_at.is_none_or(|t| now - t > 60_000) {
+            sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE sha256 = $2")
+                .bind(now)
+                .bind(sha256.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Some((key, principal)))
+    }
+
+    async fn upsert_connector(&self, c: &ConnectorVersion) -> Result<ConnectorVersion> {
+        let mut tx = self.begin(ALL_TENANTS).await?;
+        sqlx::query(
+            "INSERT INTO connectors (name, version, parameters, tables, created_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (name, version) DO UPDATE SET parameters = excluded.parameters, tables = excluded.tables",
+        )
+        .bind(c.name.clone())
+        .bind(c.version.clone())
+        .bind(json(&c.parameters))
+        .bind(json(&c.tables))
+        .bind(c.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.get_connector(&c.name, &c.version).await
+    }
+
+    async fn get_connector(&self, name: &str, version: &str) -> Result<ConnectorVersion> {
+        let mut tx = self.begin(ALL_TENANTS).await?;
+        let row =
+            sqlx::query("SELECT name, version, parameters, tables, created_at FROM connectors WHERE name = $1 AND version = $2")
+                .bind(name.to_string())
+                .bind(version.to_string())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::from)
+                .map_err(not_found(format!("connector `{name}` version {version}")))?;
+        connector_row(&row)
+    }
+
+    async fn list_connectors(&self) -> Result<Vec<ConnectorVersion>> {
+        let mut tx = self.begin(ALL_TENANTS).await?;
+        let rows = sqlx::query("SELECT name, version, parameters, tables, created_at FROM connectors ORDER BY name, version")
+            .fetch_all(&mut *tx)
+            .await?;
+        rows.iter().map(connector_row).collect()
+    }
+
+    async fn create_connection(&self, tenant: &TenantId, c: &NewConnection, now: i64) -> Result<Connection> {
+        let mut tx = self.begin(&tenant.0).await?;
+        sqlx::query(
+            "INSERT INTO connections (tenant_id, name, connector, version, options, sealed_options, cache_ttl_seconds,
+                requests_per_second, quota_share, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+        )
+        .bind(tenant.0.clone())
+        .bind(c.name.clone())
+        .bind(c.connector.clone())
+        .bind(c.version.clone())
+        .bind(json(&c.options))
+        .bind(json(&c.sealed_options))
+        .bind(c.cache_ttl_seconds.map(|v| v.min(i64::MAX as u64) as i64))
+        .bind(c.requests_per_second)
+        .bind(c.quota_share)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)
+        .map_err(conflict(format!("connection `{}`", c.name)))?;
+        Self::bump(&mut tx, tenant).await?;
+        tx.commit().await?;
+        self.get_connection(tenant, &c.name).await
+    }
+
+    async fn get_connection(&self, tenant: &TenantId, name: &str) -> Result<Connection> {
+        let mut tx = self.begin(&tenant.0).await?;
+        let row = sqlx::query("SELECT * FROM connections WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant.0.clone())
+            .bind(name.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::from)
+            .map_err(not_found(format!("connection `{name}`")))?;
+        connection_row(&row)
+    }
+
+    async fn list_connections(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<Connection>> {
+        let mut tx = self.begin(&tenant.0).await?;
+        let rows = sqlx::query("SELECT * FROM connections WHERE tenant_id = $1 AND name > $2 ORDER BY name LIMIT $3")
+            .bind(tenant.0.clone())
+            .bind(page.after.clone().unwrap_or_default())
+            .bind(page.limit() + 1)
+            .fetch_all(&mut *tx)
+            .await?;
+        let items = rows.iter().map(connection_row).collect::<Result<Vec<_>>>()?;
+        Ok(page_of(items, page, |c| c.name.clone()))
+    }
+
+    async fn delete_connection(&self, tenant: &TenantId, name: &str) -> Result<()> {
+        let mut tx = self.begin(&tenant.0).await?;
+        let done = sqlx::query("DELETE FROM connections WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant.0.clone())
+            .bind(name.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("connection `{name}`")));
+        }
+        Self::bump(&mut tx, tenant).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn put_policy(&self, tenant: &TenantId, name: &str, rego: &str, now: i64) -> Result<Policy> {
+        let mut tx = self.begin(&tenant.0).await?;
+        let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM policies WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant.0.clone())
+            .bind(name.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        let policy = Policy {
+            tenant_id: tenant.clone(),
+            name: name.into(),
+            version: latest.unwrap_or(0) + 1,
+            rego: rego.into(),
+            created_at: now,
+        };
+        sqlx::query("INSERT INTO policies (tenant_id, name, version, rego, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(tenant.0.clone())
+            .bind(policy.name.clone())
+            .bind(policy.version)
+            .bind(policy.rego.clone())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        Self::bump(&mut tx, tenant).await?;
+        tx.commit().await?;
+        Ok(policy)
+    }
+
+    async fn list_policies(&self, tenant: &TenantId) -> Result<Vec<Policy>> {
+        let mut tx = self.begin(&tenant.0).await?;
+        let rows = sqlx::query(
+            "SELECT p.* FROM policies p WHERE p.tenant_id = $1
+               AND p.version = (SELECT MAX(q.version) FROM policies q WHERE q.tenant_id = p.tenant_id AND q.name = p.name)
+             ORDER BY p.name",
+        )
+        .bind(tenant.0.clone())
+        .fetch_all(&mut *tx)
+        .await?;
+        rows.iter().map(policy_row).collect()
+    }
+
+    async fn policy_versions(&self, tenant: &TenantId, name: &str) -> Result<Vec<Policy>> {
+        let mut tx = self.begin(&tenant.0).await?;
+        let rows = sqlx::query("SELECT * FROM policies WHERE tenant_id = $1 AND name = $2 ORDER BY version")
+            .bind(tenant.0.clone())
+            .bind(name.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound(format!("policy `{name}`")));
+        }
+        rows.iter().map(policy_row).collect()
+    }
+
+    async fn idempotent_response(&self, tenant: &TenantId, key: &str) -> Result<Option<IdempotentResponse>> {
+        let mut tx = self.begin(&tenant.0).await?;
+        let row = sqlx::query("SELECT request_hash, status, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2")
+            .bind(tenant.0.clone())
+            .bind(key.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        row.map(|r| {
+            Ok(IdempotentResponse {
+                request_hash: r.try_get("request_hash")?,
+                status: u16::try_from(r.try_get::<i64, _>("status")?).unwrap_or(500),
+                body: r.try_get("response")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn save_idempotent_response(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        response: &IdempotentResponse,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin(&tenant.0).await?;
+        sqlx::query(
+            "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, response, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (tenant_id, key) DO NOTHING",
+        )
+        .bind(tenant.0.clone())
+        .bind(key.to_string())
+        .bind(response.request_hash.clone())
+        .bind(i64::from(response.status))
+        .bind(response.body.clone())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_enrollment_token(&self, sha256: &str, region: &str, now: i64, expires_at: i64) -> Result<()> {
+        let mut tx = self.begin(ALL_TENANTS).await?;
+        sqlx::query("INSERT INTO enrollment_tokens (sha256, region, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(sha256.to_string())
+            .bind(region.to_string())
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn enroll(&self, token_sha256: &str, mut dp: DataPlane) -> Result<DataPlane> {
+        let mut tx = self.begin(ALL_TENANTS).await?;
+        let region: Option<String> = sqlx::query_scalar(
+            "UPDATE enrollment_tokens SET used_at = $1 WHERE sha256 = $2 AND used_at IS NULL AND expires_at > $1 RETURNING region",
+        )
+        .bind(dp.enrolled_at)
+        .bind(token_sha256.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(region) = region else {
+            return Err(StoreError::NotFound("an unused, unexpired enrollment token with this value".into()));
+        };
+        dp.region = region;
+        sqlx::query(
+            "INSERT INTO data_planes (id, region, hostname, version, enrolled_at, acked_revision, credential_sha256)
+             VALUES ($1, $2, $3, $4, $5, 0, $6)",
+        )
+        .bind(dp.id.clone())
+        .bind(dp.region.clone())
+        .bind(dp.hostname.clone())
+        .bind(dp.version.clone())
+        .bind(dp.enrolled_at)
+        .bind(dp.credential_sha256.clone())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(dp)
+    }
+
+    async fn data_plane_by_credential(&self, sha256: &str) -> Result<Option<DataPlane>> {
+        let mut tx = self.begin(ALL_TENANTS).await?;
+        let row = sqlx::query("SELECT * FROM data_planes WHERE credential_sha256 = $1")
+            .bind(sha256.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        row.as_ref().map(data_plane_row).transpose()
+    }
+
+    async fn heartbeat(&self, id: &str, version: &str, acked_revision: i64, now: i64) -> Result<()> {
+        let mut tx = self.begin(ALL_TENANTS).await?;
+        sqlx::query("UPDATE data_planes SET version = $1, acked_revision = $2, last_heartbeat_at = $3 WHERE id = $4")
+            .bind(version.to_string())
+            .bind(acked_revision)
+            .bind(now)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_data_planes(&self) -> Result<Vec<DataPlane>> {
+        let mut tx = self.begin(ALL_TENANTS).await?;
+        let rows = sqlx::query("SELECT * FROM data_planes ORDER BY region, id").fetch_all(&mut *tx).await?;
+        rows.iter().map(data_plane_row).collect()
+    }
+
+    async fn revision(&self) -> Result<i64> {
+        let mut tx = self.begin(ALL_TENANTS).await?;
+        Ok(sqlx::query_scalar("SELECT value FROM config_revision WHERE id = 1").fetch_one(&mut *tx).await?)
+    }
+
+    async fn region_changes(&self, region: &str, since: i64) -> Result<RegionChanges> {
+        let mut tx = self.begin(ALL_TENANTS).await?;
+        let revision: i64 = sqlx::query_scalar("SELECT value FROM config_revision WHERE id = 1").fetch_one(&mut *tx).await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {TENANT_COLUMNS}, deleted_at FROM tenants WHERE region = $1 AND revision > $2 AND revision <= $3 ORDER BY id"
+        )))
+        .bind(region.to_string())
+        .bind(since)
+        .bind(revision)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut changes = RegionChanges { revision, tenants: Vec::new(), removed: Vec::new() };
+        for row in &rows {
+            let tenant = tenant_row(row)?;
+            if row.try_get::<Option<i64>, _>("deleted_at")?.is_some() {
+                changes.removed.push(tenant.id);
+                continue;
+            }
+            let id = tenant.id.0.clone();
+            let keys = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {KEY_COLUMNS}, p.kind, p.role, p.created_at AS principal_created_at
+                 FROM api_keys k JOIN principals p ON p.tenant_id = k.tenant_id AND p.id = k.principal_id
+                 WHERE k.tenant_id = $1 AND k.revoked_at IS NULL ORDER BY k.id"
+            )))
+            .bind(id.clone())
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut api_keys = Vec::new();
+            for r in &keys {
+                let key = api_key_row(r)?;
+                let role: String = r.try_get("role")?;
+                let kind: String = r.try_get("kind")?;
+                let principal = Principal {
+                    tenant_id: key.tenant_id.clone(),
+                    id: key.principal_id.clone(),
+                    kind: PrincipalKind::parse(&kind).unwrap_or(PrincipalKind::User),
+                    role: Role::parse(&role).unwrap_or(Role::TenantMember),
+                    created_at: r.try_get("principal_created_at")?,
+                };
+                api_keys.push((key, principal));
+            }
+            let connections = sqlx::query("SELECT * FROM connections WHERE tenant_id = $1 ORDER BY name")
+                .bind(id.clone())
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(connection_row)
+                .collect::<Result<Vec<_>>>()?;
+            let policies = sqlx::query(
+                "SELECT p.* FROM policies p WHERE p.tenant_id = $1
+                   AND p.version = (SELECT MAX(q.version) FROM policies q WHERE q.tenant_id = p.tenant_id AND q.name = p.name)
+                 ORDER BY p.name",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(policy_row)
+            .collect::<Result<Vec<_>>>()?;
+            changes.tenants.push(TenantSnapshot { tenant, api_keys, connections, policies });
+        }
+        Ok(changes)
+    }
+
+    async fn append_audit(&self, events: &[NewAuditEvent], received_at: i64) -> Result<Vec<String>> {
+        let mut by_tenant: BTreeMap<&TenantId, Vec<&NewAuditEvent>> = BTreeMap::new();
+        for e in events {
+            by_tenant.entry(&e.tenant_id).or_default().push(e);
+        }
+        let mut stored = Vec::with_capacity(events.len());
+        for (tenant, events) in by_tenant {
+            let mut tx = self.begin(&tenant.0).await?;
+            // The chain head is locked for the transaction, so concurrent batches chain one after another.
+            let head = sqlx::query(AssertSqlSafe(format!(
+                "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1{}",
+                self.lock_clause()
+            )))
+            .bind(tenant.0.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (mut seq, mut hash) = match &head {
+                Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
+                None => (0, audit::GENESIS.to_string()),
+            };
+            for e in events {
+                let exists: Option<String> = sqlx::query_scalar("SELECT id FROM audit_events WHERE id = $1")
+                    .bind(e.id.clone())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if exists.is_none() {
+                    seq += 1;
+                    hash = audit::chain_hash(&hash, seq, e);
+                    sqlx::query(AssertSqlSafe(format!(
+                        "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+                    )))
+                    .bind(tenant.0.clone())
+                    .bind(seq)
+                    .bind(e.id.clone())
+                    .bind(e.principal.clone())
+                    .bind(e.sql.clone())
+                    .bind(json(&e.tables))
+                    .bind(e.api_requests)
+                    .bind(e.rows)
+                    .bind(e.bytes)
+                    .bind(e.duration_ms)
+                    .bind(e.outcome.clone())
+                    .bind(e.error.clone())
+                    .bind(e.started_at)
+                    .bind(e.data_plane.clone())
+                    .bind(received_at)
+                    .bind(hash.clone())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)
+                    .map_err(conflict(format!("audit event `{}` (stored under another tenant)", e.id)))?;
+                }
+                stored.push(e.id.clone());
+            }
+            sqlx::query(
+                "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, $2, $3)
+                 ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+            )
+            .bind(tenant.0.clone())
+            .bind(seq)
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(stored)
+    }
+
+    async fn search_audit(&self, tenant: &TenantId, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEvent>> {
+        let mut tx = self.begin(&tenant.0).await?;
+        let after: i64 = match &page.after {
+            Some(a) => {
+                a.parse().map_err(|_| StoreError::Invalid(format!("`after` must be an event sequence number, not `{a}`")))?
+            }
+            None => 0,
+        };
+        let mut sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_events WHERE tenant_id = $1 AND seq > $2");
+        let mut n = 3;
+        let clause = |sql: &mut String, condition: String| {
+            sql.push_str(" AND ");
+            sql.push_str(&condition);
+        };
+        if filter.from.is_some() {
+            clause(&mut sql, format!("started_at >= ${n}"));
+            n += 1;
+        }
+        if filter.to.is_some() {
+            clause(&mut sql, format!("started_at < ${n}"));
+            n += 1;
+        }
+        if filter.principal.is_some() {
+            clause(&mut sql, format!("principal = ${n}"));
+            n += 1;
+        }
+        if filter.outcome.is_some() {
+            clause(&mut sql, format!("outcome = ${n}"));
+            n += 1;
+        }
+        if filter.table.is_some() {
+            clause(&mut sql, self.contains("tables", n));
+            n += 1;
+        }
+        sql.push_str(&format!(" ORDER BY seq LIMIT ${n}"));
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(tenant.0.clone()).bind(after);
+        if let Some(v) = filter.from {
+            query = query.bind(v);
+        }
+        if let Some(v) = filter.to {
+            query = query.bind(v);
+        }
+        if let Some(v) = &filter.principal {
+            query = query.bind(v.clone());
+        }
+        if let Some(v) = &filter.outcome {
+            query = query.bind(v.clone());
+        }
+        if let Some(v) = &filter.table {
+            // Tables are stored as a JSON array of strings; match one whole element.
+            query = query.bind(json(v));
+        }
+        let rows = query.bind(page.limit() + 1).fetch_all(&mut *tx).await?;
+        let items = rows.iter().map(audit_row).collect::<Result<Vec<_>>>()?;
+        Ok(page_of(items, page, |e| e.seq.to_string()))
+    }
+
+    async fn verify_audit(&self, tenant: &TenantId) -> Result<ChainVerification> {
+        let mut tx = self.begin(&tenant.0).await?;
+        let rows =
+            sqlx::query(AssertSqlSafe(format!("SELECT {AUDIT_COLUMNS} FROM audit_events WHERE tenant_id = $1 ORDER BY seq")))
+                .bind(tenant.0.clone())
+                .fetch_all(&mut *tx)
+                .await?;
+        let events = rows.iter().map(audit_row).collect::<Result<Vec<_>>>()?;
+        let head: Option<String> = sqlx::query_scalar("SELECT hash FROM audit_heads WHERE tenant_id = $1")
+            .bind(tenant.0.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let count = events.len() as i64;
+        Ok(match audit::verify(&events) {
+            // The head must name the last event too: deleting the newest events would otherwise go unseen.
+            Ok((_, last)) if head.as_deref().unwrap_or(audit::GENESIS) == last => ChainVerification {
+                tenant_id: tenant.clone(),
+                events: count,
+                valid: true,
+                first_broken_seq: None,
+                head_hash: last,
+            },
+            Ok((_, last)) => ChainVerification {
+                tenant_id: tenant.clone(),
+                events: count,
+                valid: false,
+                first_broken_seq: Some(count + 1),
+                head_hash: last,
+            },
+            Err(seq) => ChainVerification {
+                tenant_id: tenant.clone(),
+                events: count,
+                valid: false,
+                first_broken_seq: Some(seq),
+                head_hash: head.unwrap_or_default(),
+            },
+        })
+    }
+}
