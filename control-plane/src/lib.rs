@@ -7,8 +7,13 @@
 //! to its data planes from that revision on, and stores the audit events they ship, hash-chained per
 //! tenant ([`audit`]).
 
+pub mod api;
 pub mod audit;
+pub mod grpc;
 pub mod keys;
 pub mod model;
+pub mod server;
 pub mod store;
 pub mod testing;
+
+pub use server::{ControlPlane, Options};

@@ -172,9 +172,11 @@ pub struct Connection {
     pub version: String,
     /// Non-secret options.
     pub options: BTreeMap<String, String>,
-    /// Secret options, sealed (`sealed:v1:…`); the API shows only their names.
+    /// Secret options, sealed (`sealed:v1:…`); never shown.
     #[serde(skip)]
     pub sealed_options: BTreeMap<String, String>,
+    /// Names of the secret options that are set.
+    pub secret_options: Vec<String>,
     pub cache_ttl_seconds: Option<u64>,
     pub requests_per_second: Option<f64>,
     pub quota_share: Option<f64>,

@@ -165,13 +165,15 @@ fn connector_row(r: &AnyRow) -> Result<ConnectorVersion> {
 }
 
 fn connection_row(r: &AnyRow) -> Result<Connection> {
+    let sealed_options: BTreeMap<String, String> = parse_json(&r.try_get::<String, _>("sealed_options")?, "sealed options")?;
     Ok(Connection {
+        secret_options: sealed_options.keys().cloned().collect(),
+        sealed_options,
         tenant_id: TenantId(r.try_get("tenant_id")?),
         name: r.try_get("name")?,
         connector: r.try_get("connector")?,
         version: r.try_get("version")?,
         options: parse_json(&r.try_get::<String, _>("options")?, "connection options")?,
-        sealed_options: parse_json(&r.try_get::<String, _>("sealed_options")?, "sealed options")?,
         cache_ttl_seconds: r.try_get::<Option<i64>, _>("cache_ttl_seconds")?.map(|v| v.max(0) as u64),
         requests_per_second: r.try_get("requests_per_second")?,
         quota_share: r.try_get("quota_share")?,

@@ -1,0 +1,347 @@
+//! The connector catalog, and each tenant's connections (with sealed secrets) and policies.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use omnisql_secrets::Binding;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiError, AppState, Body, Caller, ErrorBody, FieldError, PageQuery, idempotent, json, valid};
+use crate::model::*;
+use crate::store::NewConnection;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/connectors", get(list_connectors).post(publish_connector))
+        .route("/v1/tenants/{tenant}/connections", get(list_connections).post(create_connection))
+        .route("/v1/tenants/{tenant}/connections/{name}", get(get_connection).delete(delete_connection))
+        .route("/v1/tenants/{tenant}/policies", get(list_policies))
+        .route("/v1/tenants/{tenant}/policies/{name}", get(policy_versions).put(put_policy))
+}
+
+/// Every connector version in the catalog.
+#[utoipa::path(get, path = "/v1/connectors", tag = "catalog", responses((status = 200, body = Vec<ConnectorVersion>)))]
+pub async fn list_connectors(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<axum::Json<Vec<ConnectorVersion>>, ApiError> {
+    Ok(axum::Json(state.store.list_connectors().await?))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConnector {
+    pub name: String,
+    pub version: String,
+    pub parameters: Vec<ParameterSpec>,
+    #[serde(default)]
+    pub tables: Vec<TableSchema>,
+}
+
+/// Publishes a connector version (platform operators); publishing the same version again updates it.
+#[utoipa::path(post, path = "/v1/connectors", tag = "catalog", request_body = PublishConnector,
+    responses((status = 201, body = ConnectorVersion), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn publish_connector(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(req): Body<PublishConnector>,
+) -> Result<Response, ApiError> {
+    caller.operator()?;
+    let mut errors = Vec::new();
+    super::check_id("name", &req.name, 63, &mut errors);
+    if !is_version(&req.version) {
+        errors.push(FieldError { field: "version".into(), message: "must be a version like 1.2.0".into() });
+    }
+    valid(errors)?;
+    let c = ConnectorVersion {
+        name: req.name,
+        version: req.version,
+        parameters: req.parameters,
+        tables: req.tables,
+        created_at: now_ms(),
+    };
+    Ok(json(StatusCode::CREATED, &state.store.upsert_connector(&c).await?))
+}
+
+fn is_version(v: &str) -> bool {
+    let parts: Vec<_> = v.split('.').collect();
+    parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+fn version_key(v: &str) -> Vec<u64> {
+    v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConnection {
+    /// The SQL schema its tables appear under: lower-case letters, digits and `_`.
+    pub name: String,
+    pub connector: String,
+    /// The connector version to pin; the newest in the catalog when absent.
+    pub version: Option<String>,
+    /// Parameter values, secret ones included (they are sealed before they are stored).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    pub cache_ttl_seconds: Option<u64>,
+    pub requests_per_second: Option<f64>,
+    pub quota_share: Option<f64>,
+}
+
+/// What the request fingerprint for `Idempotency-Key` may hold: secrets hashed, not kept.
+#[derive(Serialize)]
+struct ConnectionFingerprint<'a> {
+    request: &'a CreateConnection,
+}
+
+/// Checks a connection against its connector's parameters; pure, so it is unit-tested.
+pub fn validate_connection(req: &CreateConnection, connector: &ConnectorVersion) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let ident = !req.name.is_empty()
+        && req.name.len() <= 63
+        && req.name.starts_with(|c: char| c.is_ascii_lowercase())
+        && req.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !ident || matches!(req.name.as_str(), "information_schema" | "omnisql" | "public") {
+        errors.push(FieldError {
+            field: "name".into(),
+            message: "must be a lower-case SQL identifier (a-z, 0-9, _) other than information_schema, omnisql and public".into(),
+        });
+    }
+    for name in req.options.keys() {
+        if !connector.parameters.iter().any(|p| &p.name == name) {
+            let known = connector.parameters.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
+            errors.push(FieldError {
+                field: format!("options.{name}"),
+                message: format!("connector `{}` has no parameter `{name}` (it has: {known})", connector.name),
+            });
+        }
+    }
+    for p in connector.parameters.iter().filter(|p| p.required) {
+        if req.options.get(&p.name).is_none_or(|v| v.is_empty()) {
+            errors.push(FieldError { field: format!("options.{}", p.name), message: format!("is required: {}", p.description) });
+        }
+    }
+    if req.cache_ttl_seconds.is_some_and(|t| t > 86_400 * 30) {
+        errors.push(FieldError { field: "cache_ttl_seconds".into(), message: "must be at most 30 days".into() });
+    }
+    if req.requests_per_second.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        errors.push(FieldError { field: "requests_per_second".into(), message: "must be greater than 0".into() });
+    }
+    if req.quota_share.is_some_and(|s| !(s > 0.0 && s <= 1.0)) {
+        errors.push(FieldError { field: "quota_share".into(), message: "must be in (0, 1]".into() });
+    }
+    errors
+}
+
+/// Creates a connection; secret options are sealed with the tenant's key before they are stored.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/connections", tag = "connections", params(("tenant" = String, Path),
+    ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body create once")),
+    request_body = CreateConnection, responses((status = 201, body = Connection), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_connection(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    Body(req): Body<CreateConnection>,
+) -> Result<Response, ApiError> {
+    let tenant_id = caller.admin_of(&tenant)?;
+    let tenant = state.store.get_tenant(&tenant_id).await?;
+    let versions: Vec<ConnectorVersion> =
+        state.store.list_connectors().await?.into_iter().filter(|c| c.name == req.connector).collect();
+    let connector = match &req.version {
+        Some(v) => versions.iter().find(|c| &c.version == v).cloned().ok_or_else(|| {
+            let have = versions.iter().map(|c| c.version.as_str()).collect::<Vec<_>>().join(", ");
+            ApiError::field(
+                "version",
+                format!("connector `{}` has no version {v} in the catalog (it has: {have})", req.connector),
+            )
+        })?,
+        None => versions.iter().max_by_key(|c| version_key(&c.version)).cloned().ok_or_else(|| {
+            ApiError::field("connector", format!("no connector `{}` in the catalog; see GET /v1/connectors", req.connector))
+        })?,
+    };
+    valid(validate_connection(&req, &connector))?;
+    // The fingerprint hashes secret values, so the stored idempotency record holds no secret.
+    let mut fingerprint = req.clone();
+    for p in connector.parameters.iter().filter(|p| p.secret) {
+        if let Some(v) = fingerprint.options.get_mut(&p.name) {
+            *v = crate::keys::sha256_hex(v);
+        }
+    }
+    idempotent(&state, &tenant_id, &headers, &ConnectionFingerprint { request: &fingerprint }, super::keep_all, || async {
+        let mut options = BTreeMap::new();
+        let mut sealed_options = BTreeMap::new();
+        for (name, value) in &req.options {
+            let secret = connector.parameters.iter().any(|p| &p.name == name && p.secret);
+            if secret {
+                let binding = Binding { tenant: &tenant.id.0, connection: &req.name, option: name };
+                let sealed = state.sealer.seal(&tenant.key_id, binding, value).await?;
+                sealed_options.insert(name.clone(), sealed.encode());
+            } else {
+                options.insert(name.clone(), value.clone());
+            }
+        }
+        let new = NewConnection {
+            name: req.name.clone(),
+            connector: connector.name.clone(),
+            version: connector.version.clone(),
+            options,
+            sealed_options,
+            cache_ttl_seconds: req.cache_ttl_seconds,
+            requests_per_second: req.requests_per_second,
+            quota_share: req.quota_share,
+        };
+        let created = state.store.create_connection(&tenant_id, &new, now_ms()).await?;
+        state.config_changed();
+        Ok((StatusCode::CREATED, serde_json::to_value(created).unwrap_or_default()))
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/connections", tag = "connections", params(("tenant" = String, Path), PageQuery),
+    responses((status = 200, body = Page<Connection>), (status = 404, body = ErrorBody)))]
+pub async fn list_connections(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<axum::Json<Page<Connection>>, ApiError> {
+    let tenant = caller.reader_of(&tenant)?;
+    Ok(axum::Json(state.store.list_connections(&tenant, &q.request()?).await?))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/connections/{name}", tag = "connections",
+    params(("tenant" = String, Path), ("name" = String, Path)), responses((status = 200, body = Connection), (status = 404, body = ErrorBody)))]
+pub async fn get_connection(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Result<axum::Json<Connection>, ApiError> {
+    let tenant = caller.reader_of(&tenant)?;
+    Ok(axum::Json(state.store.get_connection(&tenant, &name).await?))
+}
+
+/// Deletes a connection: every data plane drops it within seconds.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/connections/{name}", tag = "connections",
+    params(("tenant" = String, Path), ("name" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_connection(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = caller.admin_of(&tenant)?;
+    state.store.delete_connection(&tenant, &name).await?;
+    state.config_changed();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutPolicy {
+    /// A Rego module (`package …`).
+    pub rego: String,
+}
+
+/// Stores a new version of a policy.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/policies/{name}", tag = "policies",
+    params(("tenant" = String, Path), ("name" = String, Path)), request_body = PutPolicy,
+    responses((status = 201, body = Policy), (status = 422, body = ErrorBody)))]
+pub async fn put_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, name)): Path<(String, String)>,
+    Body(req): Body<PutPolicy>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.admin_of(&tenant)?;
+    let mut errors = Vec::new();
+    super::check_id("name", &name, 63, &mut errors);
+    let declares_package = req.rego.lines().any(|l| l.trim_start().starts_with("package "));
+    if !declares_package || req.rego.len() > 256 * 1024 {
+        errors.push(FieldError {
+            field: "rego".into(),
+            message: "must be a Rego module of at most 256 KiB that declares a package".into(),
+        });
+    }
+    valid(errors)?;
+    state.store.get_tenant(&tenant).await?;
+    let policy = state.store.put_policy(&tenant, &name, &req.rego, now_ms()).await?;
+    state.config_changed();
+    Ok(json(StatusCode::CREATED, &policy))
+}
+
+/// The latest version of each policy.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/policies", tag = "policies", params(("tenant" = String, Path)),
+    responses((status = 200, body = Vec<Policy>)))]
+pub async fn list_policies(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> Result<axum::Json<Vec<Policy>>, ApiError> {
+    let tenant = caller.reader_of(&tenant)?;
+    Ok(axum::Json(state.store.list_policies(&tenant).await?))
+}
+
+/// Every version of one policy, oldest first.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/policies/{name}", tag = "policies",
+    params(("tenant" = String, Path), ("name" = String, Path)), responses((status = 200, body = Vec<Policy>), (status = 404, body = ErrorBody)))]
+pub async fn policy_versions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Result<axum::Json<Vec<Policy>>, ApiError> {
+    let tenant = caller.reader_of(&tenant)?;
+    Ok(axum::Json(state.store.policy_versions(&tenant, &name).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn github() -> ConnectorVersion {
+        ConnectorVersion {
+            name: "github".into(),
+            version: "1.0.0".into(),
+            parameters: vec![
+                ParameterSpec { name: "token".into(), description: "PAT".into(), required: true, secret: true },
+                ParameterSpec { name: "orgs".into(), description: "orgs".into(), required: true, secret: false },
+                ParameterSpec { name: "base_url".into(), description: "URL".into(), required: false, secret: false },
+            ],
+            tables: vec![],
+            created_at: 0,
+        }
+    }
+
+    fn request(name: &str, options: &[(&str, &str)]) -> CreateConnection {
+        CreateConnection {
+            name: name.into(),
+            connector: "github".into(),
+            version: None,
+            options: options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            cache_ttl_seconds: None,
+            requests_per_second: None,
+            quota_share: Some(1.5),
+        }
+    }
+
+    #[test]
+    fn connection_validation_names_every_wrong_field() {
+        let errors = validate_connection(&request("Bad Name", &[("orgs", "acme"), ("tokn", "x")]), &github());
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["name", "options.tokn", "options.token", "quota_share"]);
+        assert!(errors[1].message.contains("token, orgs, base_url"));
+    }
+
+    #[test]
+    fn a_complete_connection_is_valid() {
+        let mut ok = request("gh", &[("orgs", "acme"), ("token", "t")]);
+        ok.quota_share = Some(0.5);
+        assert!(validate_connection(&ok, &github()).is_empty());
+        assert!(is_version("1.10.0") && !is_version("1.0") && !is_version("v1.0.0"));
+        assert!(version_key("1.10.0") > version_key("1.9.3"));
+    }
+}

@@ -1,0 +1,75 @@
+//! Data planes: enrollment tokens and the registry (platform operators).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiError, AppState, Body, Caller, ErrorBody, FieldError, idempotent, valid};
+use crate::keys;
+use crate::model::*;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/data-planes", get(list_data_planes)).route("/v1/enrollment-tokens", post(create_enrollment_token))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnrollmentToken {
+    /// The region the enrolled data plane will serve.
+    pub region: String,
+    /// How long the token may be used (default one hour).
+    pub expires_in_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnrollmentToken {
+    pub region: String,
+    pub expires_at: i64,
+    /// One-time token for `omnisql data-plane --enrollment-token`; shown only here.
+    pub token: Option<String>,
+}
+
+fn redact_token(v: &mut serde_json::Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("token".into(), serde_json::Value::Null);
+    }
+}
+
+/// Creates a one-time enrollment token for a data plane of a region.
+#[utoipa::path(post, path = "/v1/enrollment-tokens", tag = "data planes", request_body = CreateEnrollmentToken,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body create once (the token is not shown again)")),
+    responses((status = 201, body = EnrollmentToken), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_enrollment_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Body(req): Body<CreateEnrollmentToken>,
+) -> Result<Response, ApiError> {
+    caller.operator()?;
+    let mut errors = Vec::new();
+    super::check_id("region", &req.region, 63, &mut errors);
+    if req.expires_in_seconds.is_some_and(|s| s == 0 || s > 30 * 86_400) {
+        errors.push(FieldError { field: "expires_in_seconds".into(), message: "must be between 1 and 30 days".into() });
+    }
+    valid(errors)?;
+    idempotent(&state, &TenantId::platform(), &headers, &req, redact_token, || async {
+        let token = keys::generate("omen");
+        let now = now_ms();
+        let expires_at = now + i64::try_from(req.expires_in_seconds.unwrap_or(3600)).unwrap_or(3600) * 1000;
+        state.store.create_enrollment_token(&keys::sha256_hex(&token), &req.region, now, expires_at).await?;
+        let body = EnrollmentToken { region: req.region.clone(), expires_at, token: Some(token) };
+        Ok((StatusCode::CREATED, serde_json::to_value(body).unwrap_or_default()))
+    })
+    .await
+}
+
+/// Every enrolled data plane, its version, last heartbeat and the configuration revision it applied.
+#[utoipa::path(get, path = "/v1/data-planes", tag = "data planes", responses((status = 200, body = Vec<DataPlane>), (status = 403, body = ErrorBody)))]
+pub async fn list_data_planes(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Vec<DataPlane>>, ApiError> {
+    caller.operator()?;
+    Ok(axum::Json(state.store.list_data_planes().await?))
+}

@@ -1,0 +1,316 @@
+//! Tenants, their principals and API keys.
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{delete, get};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiError, AppState, Body, Caller, ErrorBody, FieldError, PageQuery, check_id, idempotent, json, valid};
+use crate::keys;
+use crate::model::*;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/me", get(me))
+        .route("/v1/tenants", get(list_tenants).post(create_tenant))
+        .route("/v1/tenants/{tenant}", get(get_tenant).delete(delete_tenant))
+        .route("/v1/tenants/{tenant}/principals", get(list_principals).post(create_principal))
+        .route("/v1/tenants/{tenant}/principals/{principal}", delete(delete_principal))
+        .route("/v1/tenants/{tenant}/api-keys", get(list_api_keys).post(create_api_key))
+        .route("/v1/tenants/{tenant}/api-keys/{key}", delete(revoke_api_key))
+}
+
+/// The caller.
+#[utoipa::path(get, path = "/v1/me", tag = "access", responses((status = 200, body = Principal), (status = 401, body = ErrorBody)))]
+pub async fn me(caller: Caller) -> axum::Json<Principal> {
+    axum::Json(caller.principal)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// Lower-case letters, digits, `_`, `-`; starts with a letter.
+    pub id: String,
+    pub name: String,
+    /// The region whose data planes serve this tenant, e.g. `eu-west-1`.
+    pub region: String,
+    /// The tenant's key-encryption key (a KMS key id or ARN); the control plane's default if absent.
+    pub key_id: Option<String>,
+    /// Share of contended rate limits (default 1).
+    pub weight: Option<f64>,
+    /// Also create this tenant admin and an API key for it.
+    pub admin: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantCreated {
+    pub tenant: Tenant,
+    pub admin: Option<ApiKeyCreated>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiKeyCreated {
+    pub api_key: ApiKey,
+    /// The key itself: shown only in this response. Absent when an `Idempotency-Key` replays it.
+    pub key: Option<String>,
+}
+
+/// Removes shown-once keys from the copy kept for `Idempotency-Key` replays.
+fn redact_keys(v: &mut serde_json::Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("key".into(), serde_json::Value::Null);
+        if let Some(admin) = o.get_mut("admin").and_then(|a| a.as_object_mut()) {
+            admin.insert("key".into(), serde_json::Value::Null);
+        }
+    }
+}
+
+fn validate_tenant(req: &CreateTenant) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    check_id("id", &req.id, 63, &mut errors);
+    if req.name.trim().is_empty() || req.name.len() > 200 {
+        errors.push(FieldError { field: "name".into(), message: "must be 1 to 200 characters".into() });
+    }
+    check_id("region", &req.region, 63, &mut errors);
+    if req.weight.is_some_and(|w| !(w > 0.0 && w <= 1000.0)) {
+        errors.push(FieldError { field: "weight".into(), message: "must be in (0, 1000]".into() });
+    }
+    if let Some(a) = &req.admin {
+        check_id("admin", a, 128, &mut errors);
+    }
+    valid(errors)
+}
+
+/// Creates a key for a principal; the key is returned once, its hash stored.
+async fn new_api_key(
+    state: &AppState,
+    tenant: &TenantId,
+    principal: &str,
+    expires_at: Option<i64>,
+) -> Result<ApiKeyCreated, ApiError> {
+    let secret = keys::generate("omk");
+    let key = ApiKey {
+        tenant_id: tenant.clone(),
+        id: uuid::Uuid::now_v7().to_string(),
+        principal_id: principal.into(),
+        prefix: keys::display_prefix(&secret),
+        sha256: keys::sha256_hex(&secret),
+        created_at: now_ms(),
+        expires_at,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    let api_key = state.store.create_api_key(&key).await?;
+    state.config_changed();
+    Ok(ApiKeyCreated { api_key, key: Some(secret) })
+}
+
+/// Creates a tenant (platform operators), optionally with its first admin and API key.
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body create once")),
+    responses((status = 201, body = TenantCreated), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Body(req): Body<CreateTenant>,
+) -> Result<Response, ApiError> {
+    caller.operator()?;
+    validate_tenant(&req)?;
+    let scope = TenantId::platform();
+    idempotent(&state, &scope, &headers, &req, redact_keys, || async {
+        let tenant = Tenant {
+            id: TenantId(req.id.clone()),
+            name: req.name.clone(),
+            region: req.region.clone(),
+            key_id: req.key_id.clone().unwrap_or_else(|| state.default_key_id.clone()),
+            weight: req.weight.unwrap_or(1.0),
+            created_at: now_ms(),
+        };
+        let tenant = state.store.create_tenant(&tenant).await?;
+        let admin = match &req.admin {
+            Some(id) => {
+                let p = Principal {
+                    tenant_id: tenant.id.clone(),
+                    id: id.clone(),
+                    kind: PrincipalKind::User,
+                    role: Role::TenantAdmin,
+                    created_at: now_ms(),
+                };
+                state.store.create_principal(&p).await?;
+                Some(new_api_key(&state, &tenant.id, id, None).await?)
+            }
+            None => None,
+        };
+        state.config_changed();
+        Ok((StatusCode::CREATED, serde_json::to_value(TenantCreated { tenant, admin }).unwrap_or_default()))
+    })
+    .await
+}
+
+/// Lists tenants: every tenant for platform operators, one's own otherwise.
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(PageQuery), responses((status = 200, body = Page<Tenant>)))]
+pub async fn list_tenants(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<PageQuery>,
+) -> Result<axum::Json<Page<Tenant>>, ApiError> {
+    let page = q.request()?;
+    if caller.is_operator() {
+        return Ok(axum::Json(state.store.list_tenants(&page).await?));
+    }
+    let own = state.store.get_tenant(&caller.principal.tenant_id).await?;
+    Ok(axum::Json(Page { items: vec![own], next: None }))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path)),
+    responses((status = 200, body = Tenant), (status = 404, body = ErrorBody)))]
+pub async fn get_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> Result<axum::Json<Tenant>, ApiError> {
+    let id = caller.reader_of(&tenant)?;
+    Ok(axum::Json(state.store.get_tenant(&id).await?))
+}
+
+/// Deletes a tenant and its configuration (platform operators); its audit trail is kept.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.operator()?;
+    state.store.delete_tenant(&TenantId(tenant)).await?;
+    state.config_changed();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePrincipal {
+    pub id: String,
+    pub kind: PrincipalKind,
+    /// `tenant_admin` or `tenant_member`.
+    pub role: Role,
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/principals", tag = "access", params(("tenant" = String, Path),
+    ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body create once")),
+    request_body = CreatePrincipal, responses((status = 201, body = Principal), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_principal(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    Body(req): Body<CreatePrincipal>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.admin_of(&tenant)?;
+    let mut errors = Vec::new();
+    check_id("id", &req.id, 128, &mut errors);
+    let operator_principal = req.role == Role::PlatformOperator;
+    if operator_principal != (tenant.0 == PLATFORM_TENANT) {
+        errors.push(FieldError {
+            field: "role".into(),
+            message: "platform_operator exists only in the platform tenant, which has no other roles".into(),
+        });
+    }
+    valid(errors)?;
+    state.store.get_tenant(&tenant).await?;
+    idempotent(&state, &tenant, &headers, &req, super::keep_all, || async {
+        let p = Principal { tenant_id: tenant.clone(), id: req.id.clone(), kind: req.kind, role: req.role, created_at: now_ms() };
+        let p = state.store.create_principal(&p).await?;
+        Ok((StatusCode::CREATED, serde_json::to_value(p).unwrap_or_default()))
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/principals", tag = "access", params(("tenant" = String, Path), PageQuery),
+    responses((status = 200, body = Page<Principal>), (status = 404, body = ErrorBody)))]
+pub async fn list_principals(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<axum::Json<Page<Principal>>, ApiError> {
+    let tenant = caller.reader_of(&tenant)?;
+    Ok(axum::Json(state.store.list_principals(&tenant, &q.request()?).await?))
+}
+
+/// Deletes a principal and its API keys.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/principals/{principal}", tag = "access",
+    params(("tenant" = String, Path), ("principal" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_principal(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, principal)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = caller.admin_of(&tenant)?;
+    state.store.delete_principal(&tenant, &principal).await?;
+    state.config_changed();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    pub principal: String,
+    /// Seconds until the key expires; never when absent.
+    pub expires_in_seconds: Option<u64>,
+}
+
+/// Creates an API key; the key is in this response only.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/api-keys", tag = "access", params(("tenant" = String, Path),
+    ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body create once (the key itself is not shown again)")),
+    request_body = CreateApiKey, responses((status = 201, body = ApiKeyCreated), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_api_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    Body(req): Body<CreateApiKey>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.admin_of(&tenant)?;
+    if req.expires_in_seconds == Some(0) {
+        return Err(ApiError::field("expires_in_seconds", "must be at least 1"));
+    }
+    idempotent(&state, &tenant, &headers, &req, redact_keys, || async {
+        let expires_at =
+            req.expires_in_seconds.map(|s| now_ms().saturating_add(i64::try_from(s).unwrap_or(i64::MAX / 2000) * 1000));
+        let created = new_api_key(&state, &tenant, &req.principal, expires_at).await?;
+        Ok((StatusCode::CREATED, serde_json::to_value(created).unwrap_or_default()))
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/api-keys", tag = "access", params(("tenant" = String, Path), PageQuery),
+    responses((status = 200, body = Page<ApiKey>), (status = 404, body = ErrorBody)))]
+pub async fn list_api_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<axum::Json<Page<ApiKey>>, ApiError> {
+    let tenant = caller.admin_of(&tenant)?;
+    Ok(axum::Json(state.store.list_api_keys(&tenant, &q.request()?).await?))
+}
+
+/// Revokes an API key: every data plane refuses it within seconds.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/api-keys/{key}", tag = "access",
+    params(("tenant" = String, Path), ("key" = String, Path, description = "The key's id")),
+    responses((status = 200, body = ApiKey), (status = 404, body = ErrorBody)))]
+pub async fn revoke_api_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, key)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.admin_of(&tenant)?;
+    let revoked = state.store.revoke_api_key(&tenant, &key, now_ms()).await?;
+    state.config_changed();
+    Ok(json(StatusCode::OK, &revoked))
+}

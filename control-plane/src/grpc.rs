@@ -1,0 +1,240 @@
+//! The gRPC service data planes call: enrollment, the configuration watch, heartbeats and audit
+//! ingestion. Every call but `Enroll` carries the data plane's credential as a bearer token.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use omnisql_proto::v1;
+use tonic::{Request, Response, Status};
+
+use crate::api::AppState;
+use crate::keys;
+use crate::model::*;
+use crate::store::{RegionChanges, StoreError};
+
+/// How often a watch also polls the store, for changes made through another control-plane replica.
+const POLL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct DataPlaneGrpc {
+    state: AppState,
+}
+
+impl DataPlaneGrpc {
+    pub fn new(state: AppState) -> DataPlaneGrpc {
+        DataPlaneGrpc { state }
+    }
+
+    pub fn server(self) -> v1::data_plane_service_server::DataPlaneServiceServer<DataPlaneGrpc> {
+        v1::data_plane_service_server::DataPlaneServiceServer::new(self).max_decoding_message_size(64 << 20)
+    }
+
+    #[allow(clippy::result_large_err)]
+    async fn data_plane<T>(&self, req: &Request<T>) -> Result<DataPlane, Status> {
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("send the data-plane credential as `authorization: Bearer …`"))?;
+        match self.state.store.data_plane_by_credential(&keys::sha256_hex(token.trim())).await.map_err(store_status)? {
+            Some(dp) => Ok(dp),
+            None => Err(Status::unauthenticated("unknown data-plane credential: enroll again with a new enrollment token")),
+        }
+    }
+}
+
+fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::NotFound(what) => Status::not_found(format!("{what} not found")),
+        StoreError::Conflict(what) => Status::already_exists(format!("{what} already exists")),
+        StoreError::Invalid(m) => Status::invalid_argument(m),
+        other => {
+            tracing::error!(error = %other, source = ?std::error::Error::source(&other), "store failed");
+            Status::unavailable("the control plane's database is unavailable; retry shortly")
+        }
+    }
+}
+
+/// The protocol form of a region's changes.
+pub fn config_update(changes: RegionChanges, full: bool) -> v1::ConfigUpdate {
+    v1::ConfigUpdate {
+        revision: changes.revision.max(0) as u64,
+        full,
+        removed_tenants: changes.removed.into_iter().map(|t| t.0).collect(),
+        tenants: changes
+            .tenants
+            .into_iter()
+            .map(|t| v1::TenantConfig {
+                id: t.tenant.id.0.clone(),
+                weight: t.tenant.weight,
+                key_id: t.tenant.key_id.clone(),
+                api_keys: t
+                    .api_keys
+                    .into_iter()
+                    .map(|(k, _)| v1::ApiKey {
+                        id: k.id,
+                        principal: k.principal_id,
+                        sha256: k.sha256,
+                        expires_at: k.expires_at.map(|ms| ms / 1000).unwrap_or(0),
+                    })
+                    .collect(),
+                connections: t
+                    .connections
+                    .into_iter()
+                    .map(|c| v1::Connection {
+                        name: c.name,
+                        connector: c.connector,
+                        version: c.version,
+                        options: c.options.into_iter().collect(),
+                        sealed_options: c.sealed_options.into_iter().collect(),
+                        cache_ttl_seconds: c.cache_ttl_seconds,
+                        requests_per_second: c.requests_per_second,
+                        quota_share: c.quota_share,
+                    })
+                    .collect(),
+                policies: t
+                    .policies
+                    .into_iter()
+                    .map(|p| v1::Policy { name: p.name, version: p.version.max(0) as u32, rego: p.rego })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::ConfigUpdate, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::data_plane_service_server::DataPlaneService for DataPlaneGrpc {
+    async fn enroll(&self, request: Request<v1::EnrollRequest>) -> Result<Response<v1::EnrollResponse>, Status> {
+        let req = request.into_inner();
+        let credential = keys::generate("omdp");
+        let dp = DataPlane {
+            id: format!("dp-{}", uuid::Uuid::now_v7().simple()),
+            region: String::new(),
+            hostname: req.hostname.chars().take(255).collect(),
+            version: req.version.chars().take(64).collect(),
+            enrolled_at: now_ms(),
+            last_heartbeat_at: None,
+            acked_revision: 0,
+            credential_sha256: keys::sha256_hex(&credential),
+        };
+        let dp = self.state.store.enroll(&keys::sha256_hex(req.enrollment_token.trim()), dp).await.map_err(|e| match e {
+            StoreError::NotFound(_) => {
+                Status::permission_denied("the enrollment token is unknown, used or expired: ask an operator for a new one")
+            }
+            other => store_status(other),
+        })?;
+        tracing::info!(data_plane = %dp.id, region = %dp.region, "data plane enrolled");
+        Ok(Response::new(v1::EnrollResponse { data_plane_id: dp.id, credential, region: dp.region }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let dp = self.data_plane(&request).await?;
+        let mut since = request.into_inner().from_revision as i64;
+        let store = self.state.store.clone();
+        let mut changed = self.state.changes.subscribe();
+        let current = store.revision().await.map_err(store_status)?;
+        // A revision from the future (the control plane's database was replaced) gets a full snapshot.
+        if since > current {
+            since = 0;
+        }
+        tracing::info!(data_plane = %dp.id, region = %dp.region, from_revision = since, "configuration watch started");
+        let stream = async_stream(move |tx| async move {
+            let mut first = true;
+            loop {
+                match store.region_changes(&dp.region, since).await {
+                    Ok(changes) => {
+                        let full = since == 0;
+                        let revision = changes.revision;
+                        if first || !changes.tenants.is_empty() || !changes.removed.is_empty() {
+                            if tx.send(Ok(config_update(changes, full))).await.is_err() {
+                                return;
+                            }
+                        }
+                        since = revision;
+                        first = false;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(store_status(e))).await;
+                        return;
+                    }
+                }
+                tokio::select! {
+                    r = changed.changed() => if r.is_err() { return },
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn heartbeat(&self, request: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let dp = self.data_plane(&request).await?;
+        let req = request.into_inner();
+        let version: String = req.version.chars().take(64).collect();
+        self.state.store.heartbeat(&dp.id, &version, req.config_revision as i64, now_ms()).await.map_err(store_status)?;
+        let latest = self.state.store.revision().await.map_err(store_status)?;
+        Ok(Response::new(v1::HeartbeatResponse { latest_revision: latest.max(0) as u64 }))
+    }
+
+    async fn ingest_audit(&self, request: Request<v1::AuditBatch>) -> Result<Response<v1::AuditAck>, Status> {
+        let dp = self.data_plane(&request).await?;
+        let batch = request.into_inner();
+        if batch.events.len() > 10_000 {
+            return Err(Status::invalid_argument("send at most 10,000 audit events per batch"));
+        }
+        let mut events = Vec::with_capacity(batch.events.len());
+        for e in batch.events {
+            if e.id.is_empty() || e.tenant.is_empty() {
+                return Err(Status::invalid_argument("every audit event needs an id and a tenant"));
+            }
+            if !OUTCOMES.contains(&e.outcome.as_str()) {
+                return Err(Status::invalid_argument(format!("unknown audit outcome `{}`", e.outcome)));
+            }
+            // A data plane reports for its own region's tenants (and the platform, for failed logins).
+            if e.tenant != PLATFORM_TENANT
+                && let Ok(t) = self.state.store.get_tenant(&TenantId(e.tenant.clone())).await
+                && t.region != dp.region
+            {
+                return Err(Status::permission_denied(format!(
+                    "tenant `{}` is not served by this data plane's region `{}`",
+                    e.tenant, dp.region
+                )));
+            }
+            events.push(NewAuditEvent {
+                id: e.id,
+                tenant_id: TenantId(e.tenant),
+                principal: e.principal,
+                sql: e.sql,
+                tables: e.tables,
+                api_requests: e.api_requests.min(i64::MAX as u64) as i64,
+                rows: e.rows.min(i64::MAX as u64) as i64,
+                bytes: e.bytes.min(i64::MAX as u64) as i64,
+                duration_ms: e.duration_ms,
+                outcome: e.outcome,
+                error: (!e.error.is_empty()).then_some(e.error),
+                started_at: e.started_at,
+                data_plane: dp.id.clone(),
+            });
+        }
+        let stored = self.state.store.append_audit(&events, now_ms()).await.map_err(store_status)?;
+        Ok(Response::new(v1::AuditAck { stored }))
+    }
+}
+
+/// A stream fed by a task through a small channel (the task stops when the receiver is dropped).
+fn async_stream<F, Fut>(f: F) -> WatchStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<v1::ConfigUpdate, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

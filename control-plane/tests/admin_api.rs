@@ -1,0 +1,304 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The admin REST API over HTTP: roles and tenant isolation, validation errors, pagination, idempotent
+//! creates, sealed secrets that never show, the committed OpenAPI document.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use omnisql_control_plane::model::*;
+use omnisql_control_plane::testing::PostgresServer;
+use omnisql_control_plane::{ControlPlane, Options};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const PLANTED_SECRET: &str = "ghp_PLANTED-secret-never-stored-4f1d2c";
+
+fn github_connector() -> ConnectorVersion {
+    ConnectorVersion {
+        name: "github".into(),
+        version: "1.0.0".into(),
+        parameters: vec![
+            ParameterSpec { name: "token".into(), description: "PAT".into(), required: true, secret: true },
+            ParameterSpec { name: "orgs".into(), description: "organisations".into(), required: true, secret: false },
+            ParameterSpec { name: "base_url".into(), description: "API URL".into(), required: false, secret: false },
+        ],
+        tables: vec![],
+        created_at: 0,
+    }
+}
+
+async fn start(database_url: String, dir: &std::path::Path) -> ControlPlane {
+    ControlPlane::start(Options {
+        http_addr: "127.0.0.1:0".into(),
+        grpc_addr: "127.0.0.1:0".into(),
+        database_url,
+        kms: omnisql_secrets::ProviderConfig::Local { key_file: dir.join("master.key") },
+        default_key_id: "local".into(),
+        connectors: vec![github_connector()],
+    })
+    .await
+    .unwrap()
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        key: &str,
+        path: &str,
+        body: Option<Value>,
+        idem: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        if let Some(k) = idem {
+            req = req.header("Idempotency-Key", k);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+    async fn get(&self, key: &str, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, key, path, None, None).await
+    }
+    async fn post(&self, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, key, path, Some(body), None).await
+    }
+    async fn delete(&self, key: &str, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::DELETE, key, path, None, None).await
+    }
+}
+
+/// The whole admin flow, run against each backend.
+async fn admin_flow(cp: &ControlPlane) {
+    let c = Client { http: reqwest::Client::new(), base: cp.admin_url() };
+    let op = cp.bootstrap_key.clone().expect("first start creates the operator key");
+
+    // No key, a wrong key.
+    let (s, body) = c.get("nope", "/v1/me").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    assert_eq!(c.get(&op, "/v1/me").await.1["role"], "platform_operator");
+
+    // Tenants with their first admins.
+    let (s, a) = c.post(&op, "/v1/tenants", json!({"id": "acme", "name": "Acme", "region": "eu", "admin": "alice"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let alice = a["admin"]["key"].as_str().unwrap().to_string();
+    let (_, b) = c.post(&op, "/v1/tenants", json!({"id": "globex", "name": "Globex", "region": "eu", "admin": "gina"})).await;
+    let gina = b["admin"]["key"].as_str().unwrap().to_string();
+    assert_eq!(c.post(&op, "/v1/tenants", json!({"id": "acme", "name": "Acme", "region": "eu"})).await.0, StatusCode::CONFLICT);
+
+    // Validation errors name the fields.
+    let (s, e) = c.post(&op, "/v1/tenants", json!({"id": "Bad Id", "name": "", "region": "eu", "weight": -1})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<_> = e["error"]["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["id", "name", "weight"]);
+    let (s, e) = c.post(&op, "/v1/tenants", json!({"id": "x", "name": "X"})).await;
+    assert_eq!((s, e["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("region")));
+    let (s, e) = c.post(&op, "/v1/tenants", json!({"id": "x", "name": "X", "region": "eu", "colour": "red"})).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid")), "{e}");
+    let raw = c.http.post(format!("{}/v1/tenants", c.base)).bearer_auth(&op).body("{not json").send().await.unwrap();
+    assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
+
+    // Roles: a tenant admin cannot create tenants, and another tenant is invisible.
+    assert_eq!(c.post(&alice, "/v1/tenants", json!({"id": "mine", "name": "M", "region": "eu"})).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(c.get(&alice, "/v1/tenants/globex").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(c.get(&alice, "/v1/tenants/globex/connections").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(c.get(&alice, "/v1/tenants").await.1["items"].as_array().unwrap().len(), 1);
+    assert_eq!(c.get(&alice, "/v1/data-planes").await.0, StatusCode::FORBIDDEN);
+
+    // A member can read but not change.
+    let (s, _) =
+        c.post(&alice, "/v1/tenants/acme/principals", json!({"id": "bob", "kind": "user", "role": "tenant_member"})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, k) = c.post(&alice, "/v1/tenants/acme/api-keys", json!({"principal": "bob"})).await;
+    let bob = k["key"].as_str().unwrap().to_string();
+    let bob_key_id = k["api_key"]["id"].as_str().unwrap().to_string();
+    assert!(k["api_key"].get("sha256").is_none(), "hashes are not shown");
+    assert_eq!(c.get(&bob, "/v1/tenants/acme/connections").await.0, StatusCode::OK);
+    assert_eq!(c.post(&bob, "/v1/tenants/acme/api-keys", json!({"principal": "bob"})).await.0, StatusCode::FORBIDDEN);
+    let (s, e) =
+        c.post(&alice, "/v1/tenants/acme/principals", json!({"id": "eve", "kind": "user", "role": "platform_operator"})).await;
+    assert_eq!((s, e["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("role")));
+
+    // Pagination.
+    for p in ["p1", "p2", "p3"] {
+        c.post(&alice, "/v1/tenants/acme/principals", json!({"id": p, "kind": "service_account", "role": "tenant_member"})).await;
+    }
+    let mut seen = Vec::new();
+    let mut path = "/v1/tenants/acme/principals?limit=2".to_string();
+    loop {
+        let (_, page) = c.get(&alice, &path).await;
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|p| p["id"].as_str().unwrap().to_string()));
+        match page["next"].as_str() {
+            Some(next) => path = format!("/v1/tenants/acme/principals?limit=2&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["alice", "bob", "p1", "p2", "p3"]);
+    assert_eq!(c.get(&alice, "/v1/tenants/acme/principals?limit=0").await.0, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Connections: validated against the catalog, secrets sealed and never shown.
+    let (s, e) = c
+        .post(&alice, "/v1/tenants/acme/connections", json!({"name": "gh", "connector": "github", "options": {"tokn": "x"}}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<_> = e["error"]["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["options.tokn", "options.token", "options.orgs"]);
+    let (s, e) = c
+        .post(
+            &alice,
+            "/v1/tenants/acme/connections",
+            json!({"name": "gh", "connector": "github", "version": "9.0.0", "options": {}}),
+        )
+        .await;
+    assert_eq!((s, e["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("version")));
+    let body = json!({"name": "gh", "connector": "github", "options": {"token": PLANTED_SECRET, "orgs": "acme"}, "cache_ttl_seconds": 30});
+    let (s, conn) =
+        c.call(reqwest::Method::POST, &alice, "/v1/tenants/acme/connections", Some(body.clone()), Some("create-gh-1")).await;
+    assert_eq!(s, StatusCode::CREATED, "{conn}");
+    assert_eq!(conn["version"], "1.0.0");
+    assert_eq!(conn["secret_options"], json!(["token"]));
+    assert!(!conn.to_string().contains(PLANTED_SECRET));
+    // Idempotent retry: same answer, one connection; the same key for another request is refused.
+    let resp = c
+        .http
+        .post(format!("{}/v1/tenants/acme/connections", c.base))
+        .bearer_auth(&alice)
+        .header("Idempotency-Key", "create-gh-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(resp.headers()["idempotent-replayed"], "true");
+    assert_eq!(resp.json::<Value>().await.unwrap(), conn);
+    let mut other = body.clone();
+    other["name"] = json!("gh2");
+    let (s, _) = c.call(reqwest::Method::POST, &alice, "/v1/tenants/acme/connections", Some(other), Some("create-gh-1")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(c.get(&alice, "/v1/tenants/acme/connections").await.1["items"].as_array().unwrap().len(), 1);
+    let (s, got) = c.get(&alice, "/v1/tenants/acme/connections/gh").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!got.to_string().contains(PLANTED_SECRET) && !got.to_string().contains("sealed:v1"));
+    assert_eq!(c.get(&gina, "/v1/tenants/acme/connections/gh").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(c.delete(&gina, "/v1/tenants/acme/connections/gh").await.0, StatusCode::NOT_FOUND);
+
+    // Policies are versioned.
+    let put = |v: &str| {
+        c.call(
+            reqwest::Method::PUT,
+            &alice,
+            "/v1/tenants/acme/policies/rows",
+            Some(json!({"rego": format!("package omnisql\n# {v}")})),
+            None,
+        )
+    };
+    assert_eq!(put("one").await.1["version"], 1);
+    assert_eq!(put("two").await.1["version"], 2);
+    assert_eq!(c.get(&alice, "/v1/tenants/acme/policies/rows").await.1.as_array().unwrap().len(), 2);
+    let (s, _) = c
+        .call(reqwest::Method::PUT, &alice, "/v1/tenants/acme/policies/rows", Some(json!({"rego": "allow := true"})), None)
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Revoking a key locks it out at once.
+    assert_eq!(c.delete(&alice, &format!("/v1/tenants/acme/api-keys/{bob_key_id}")).await.0, StatusCode::OK);
+    assert_eq!(c.get(&bob, "/v1/me").await.0, StatusCode::UNAUTHORIZED);
+
+    // Enrollment tokens: operators only, shown once.
+    let (s, t) = c.post(&op, "/v1/enrollment-tokens", json!({"region": "eu"})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(t["token"].as_str().unwrap().starts_with("omen_"));
+    assert_eq!(c.post(&alice, "/v1/enrollment-tokens", json!({"region": "eu"})).await.0, StatusCode::FORBIDDEN);
+
+    // Audit endpoints answer (the data-plane tests fill them).
+    let (s, v) = c.get(&alice, "/v1/tenants/acme/audit/verify").await;
+    assert_eq!((s, v["valid"].as_bool()), (StatusCode::OK, Some(true)));
+    assert_eq!(c.get(&alice, "/v1/tenants/acme/audit?outcome=maybe").await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(c.get(&op, "/v1/no-such-thing").await.0, StatusCode::NOT_FOUND);
+}
+
+/// Captures log output of everything running on this (current-thread) runtime.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn admin_api_on_sqlite_and_no_secret_reaches_the_database_or_the_logs() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || writer.clone()).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let dir = std::env::temp_dir().join(format!("omnisql-admin-{}", uuid::Uuid::new_v4().simple()));
+    let cp = start(format!("sqlite://{}/control.db", dir.display()), &dir).await;
+    let operator_key = cp.bootstrap_key.clone().unwrap();
+    admin_flow(&cp).await;
+    cp.shutdown().await;
+
+    // Grep every file the control plane wrote (database, WAL) and the logs for the planted secret and
+    // for the API keys it handed out.
+    let mut haystack = logs.0.lock().unwrap().clone();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        haystack.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let text = String::from_utf8_lossy(&haystack);
+    assert!(text.contains("control plane listening"), "the logs were captured");
+    assert!(text.contains("sealed:v1:"), "the sealed secret is in the database");
+    for needle in [PLANTED_SECRET, "PLANTED-secret", operator_key.as_str()] {
+        assert!(!text.contains(needle), "`{needle}` leaked into the database or the logs");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn admin_api_on_postgres() {
+    let pg = PostgresServer::start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("omnisql-admin-pg-{}", uuid::Uuid::new_v4().simple()));
+    let cp = start(pg.url.clone(), &dir).await;
+    admin_flow(&cp).await;
+    cp.shutdown().await;
+    // A restart finds the operator and does not create another.
+    let again = start(pg.url.clone(), &dir).await;
+    assert!(again.bootstrap_key.is_none());
+    again.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn openapi_document_is_committed_and_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+    let current = omnisql_control_plane::api::openapi::document_text();
+    if std::env::var_os("OMNISQL_UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &current).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == current,
+        "control-plane/openapi.json is stale: run `OMNISQL_UPDATE_OPENAPI=1 cargo test -p omnisql-control-plane --test admin_api` and commit it"
+    );
+    let doc: Value = serde_json::from_str(&committed).unwrap();
+    for path in ["/v1/tenants", "/v1/tenants/{tenant}/connections", "/v1/tenants/{tenant}/audit", "/v1/enrollment-tokens"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is documented");
+    }
+}
