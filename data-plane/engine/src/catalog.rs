@@ -29,6 +29,10 @@ impl ConnectionSchema {
         &self.config.name
     }
 
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.config
+    }
+
     /// The fingerprint of this connection's credentials (rate-limit buckets are keyed by it).
     pub fn credential(&self) -> u64 {
         self.context.credential

@@ -6,7 +6,7 @@
 //!
 //! [[tenants.api_keys]]
 //! principal = "alice"
-//! token = "…"
+//! token = "…"              # or sha256 = "<hex>" (what the control plane sends)
 //!
 //! [[tenants.connections]]
 //! name = "github"          # the SQL schema
@@ -20,14 +20,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     pub id: String,
@@ -40,11 +40,40 @@ pub struct TenantConfig {
     pub connections: Vec<ConnectionConfig>,
 }
 
-#[derive(Clone, Serialize, Deserialize)]
+/// An API key: the key itself (configuration files), or only its SHA-256 (from the control plane).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     pub principal: String,
-    pub token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Hex SHA-256 of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Unix seconds after which the key is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+impl ApiKeyConfig {
+    pub fn with_token(principal: &str, token: &str) -> ApiKeyConfig {
+        ApiKeyConfig { principal: principal.into(), token: Some(token.into()), sha256: None, expires_at: None }
+    }
+
+    /// The key's hash, whichever form it was given in.
+    pub fn hash(&self) -> Option<String> {
+        match (&self.token, &self.sha256) {
+            (Some(t), _) => Some(sha256_hex(t)),
+            (None, Some(h)) => Some(h.to_ascii_lowercase()),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Hex SHA-256: API keys are compared by hash, so the data plane needs only hashes.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl std::fmt::Debug for ApiKeyConfig {
@@ -53,7 +82,7 @@ impl std::fmt::Debug for ApiKeyConfig {
     }
 }
 
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionConfig {
     pub name: String,
@@ -135,13 +164,28 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("tenant id `{}` is empty or repeated", t.id)));
             }
             for k in &t.api_keys {
-                if k.token.len() < 16 {
-                    return Err(ConfigError::Invalid(format!(
-                        "tenant `{}`: API key of `{}` is shorter than 16 characters",
-                        t.id, k.principal
-                    )));
+                match (&k.token, &k.sha256) {
+                    (Some(token), None) if token.len() < 16 => {
+                        return Err(ConfigError::Invalid(format!(
+                            "tenant `{}`: API key of `{}` is shorter than 16 characters",
+                            t.id, k.principal
+                        )));
+                    }
+                    (None, Some(h)) if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) => {
+                        return Err(ConfigError::Invalid(format!(
+                            "tenant `{}`: API key hash of `{}` is not 64 hex digits",
+                            t.id, k.principal
+                        )));
+                    }
+                    (Some(_), None) | (None, Some(_)) => {}
+                    _ => {
+                        return Err(ConfigError::Invalid(format!(
+                            "tenant `{}`: API key of `{}` needs exactly one of `token` and `sha256`",
+                            t.id, k.principal
+                        )));
+                    }
                 }
-                if !tokens.insert(&k.token) {
+                if !tokens.insert(k.hash()) {
                     return Err(ConfigError::Invalid(format!("tenant `{}`: an API key is used twice", t.id)));
                 }
             }

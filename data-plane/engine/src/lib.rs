@@ -8,6 +8,7 @@
 //! SQL → [`Engine::plan`] (parse, plan, optimise with pushdown into connector scans) → [`Engine::execute`]
 //! (a stream of Arrow batches).
 
+pub mod audit;
 pub mod catalog;
 pub mod config;
 pub mod settings;
@@ -126,15 +127,30 @@ pub enum EngineError {
 
 #[derive(Debug)]
 struct Tenant {
+    config: config::TenantConfig,
     schemas: Vec<Arc<ConnectionSchema>>,
+}
+
+/// A key the data plane accepts: who it is, and until when.
+#[derive(Debug, Clone)]
+struct KeyEntry {
+    caller: Caller,
+    expires_at: Option<i64>,
+}
+
+/// The tenants and keys of one configuration; replaced whole when the configuration changes.
+#[derive(Debug, Default)]
+struct TenantSet {
+    tenants: HashMap<TenantId, Tenant>,
+    /// By the key's SHA-256 (hex): the data plane never needs the keys themselves.
+    keys: HashMap<String, KeyEntry>,
 }
 
 /// The tenants of one data plane and their sessions.
 #[derive(Debug)]
 pub struct Engine {
     logs: Arc<system::QueryLogs>,
-    tenants: HashMap<TenantId, Tenant>,
-    tokens: HashMap<String, Caller>,
+    current: std::sync::RwLock<Arc<TenantSet>>,
     options: EngineOptions,
     cache: Option<Arc<ResponseCache>>,
     governor: Option<Arc<Governor>>,
@@ -147,72 +163,127 @@ pub struct PreparedQuery {
     pub context: Arc<QueryContext>,
 }
 
+impl PreparedQuery {
+    /// The tables the query reads, as `connection.table`.
+    pub fn tables(&self) -> Vec<String> {
+        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+        let mut tables = std::collections::BTreeSet::new();
+        let _ = self.dataframe.logical_plan().apply(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                let name = &scan.table_name;
+                tables.insert(match name.schema() {
+                    Some(schema) => format!("{schema}.{}", name.table()),
+                    None => name.table().to_string(),
+                });
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        tables.into_iter().collect()
+    }
+}
+
 impl Engine {
     pub fn new(config: &Config, options: EngineOptions) -> Result<Engine, EngineError> {
-        config.validate()?;
-        let factories = connector_factories();
         let cache = options.cache_bytes.map(ResponseCache::new);
         let governor = options.rate_limits.then(|| Arc::new(Governor::with_shared(options.shared_limits.clone())));
-        let mut tenants = HashMap::new();
-        let mut tokens = HashMap::new();
+        let engine = Engine { logs: Arc::default(), current: Default::default(), options, cache, governor };
+        engine.apply(config)?;
+        Ok(engine)
+    }
+
+    /// Replaces the configuration (a new one from the control plane). Connections whose configuration
+    /// did not change keep their connector (logins, discovered tables); queries already running finish
+    /// with the configuration they started with. An invalid configuration changes nothing.
+    pub fn apply(&self, config: &Config) -> Result<(), EngineError> {
+        config.validate()?;
+        let factories = connector_factories();
+        let previous = self.current();
+        let mut set = TenantSet::default();
         for t in &config.tenants {
             let tenant = TenantId(t.id.clone());
             for k in &t.api_keys {
-                tokens.insert(k.token.clone(), Caller { tenant: tenant.clone(), principal: k.principal.clone() });
+                if let Some(hash) = k.hash() {
+                    let caller = Caller { tenant: tenant.clone(), principal: k.principal.clone() };
+                    set.keys.insert(hash, KeyEntry { caller, expires_at: k.expires_at });
+                }
             }
+            let old = previous.tenants.get(&tenant).filter(|old| old.config.weight == t.weight);
             let mut schemas = Vec::new();
             for c in &t.connections {
-                let factory =
-                    factories.iter().find(|f| f.name() == c.connector).cloned().ok_or_else(|| EngineError::UnknownConnector {
-                        tenant: t.id.clone(),
-                        connection: c.name.clone(),
-                        connector: c.connector.clone(),
-                        available: factories.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "),
-                    })?;
-                if let Some(v) = &c.version
-                    && v != factory.version()
-                {
-                    return Err(EngineError::VersionMismatch {
-                        connection: c.name.clone(),
-                        connector: c.connector.clone(),
-                        wanted: v.clone(),
-                        running: factory.version().into(),
-                    });
+                if let Some(kept) = old.and_then(|o| o.schemas.iter().find(|s| s.config() == c)) {
+                    schemas.push(kept.clone());
+                    continue;
                 }
-                let context = ConnectorContext {
-                    tenant: t.id.clone(),
-                    connection: c.name.clone(),
-                    credential: c.credential_fingerprint(),
-                    http: options.http.clone(),
-                    scan: options.scan,
-                    cache: cache.clone(),
-                    cache_ttl: Duration::from_secs(c.cache_ttl_seconds.unwrap_or(DEFAULT_CACHE_TTL_SECS)),
-                    governor: governor.clone(),
-                    weight: t.weight.unwrap_or(1.0),
-                    requests_per_second: c.requests_per_second,
-                    quota_share: c.quota_share,
-                };
-                schemas.push(Arc::new(ConnectionSchema::new(c.clone(), factory, context)));
+                schemas.push(Arc::new(self.connection_schema(&factories, t, c)?));
             }
-            tenants.insert(tenant, Tenant { schemas });
+            set.tenants.insert(tenant, Tenant { config: t.clone(), schemas });
         }
-        Ok(Engine { logs: Arc::default(), tenants, tokens, options, cache, governor })
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+        Ok(())
     }
 
-    /// The caller a bearer token belongs to.
+    fn connection_schema(
+        &self,
+        factories: &[Arc<dyn ConnectorFactory>],
+        t: &config::TenantConfig,
+        c: &config::ConnectionConfig,
+    ) -> Result<ConnectionSchema, EngineError> {
+        let factory =
+            factories.iter().find(|f| f.name() == c.connector).cloned().ok_or_else(|| EngineError::UnknownConnector {
+                tenant: t.id.clone(),
+                connection: c.name.clone(),
+                connector: c.connector.clone(),
+                available: factories.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "),
+            })?;
+        if let Some(v) = &c.version
+            && v != factory.version()
+        {
+            return Err(EngineError::VersionMismatch {
+                connection: c.name.clone(),
+                connector: c.connector.clone(),
+                wanted: v.clone(),
+                running: factory.version().into(),
+            });
+        }
+        let context = ConnectorContext {
+            tenant: t.id.clone(),
+            connection: c.name.clone(),
+            credential: c.credential_fingerprint(),
+            http: self.options.http.clone(),
+            scan: self.options.scan,
+            cache: self.cache.clone(),
+            cache_ttl: Duration::from_secs(c.cache_ttl_seconds.unwrap_or(DEFAULT_CACHE_TTL_SECS)),
+            governor: self.governor.clone(),
+            weight: t.weight.unwrap_or(1.0),
+            requests_per_second: c.requests_per_second,
+            quota_share: c.quota_share,
+        };
+        Ok(ConnectionSchema::new(c.clone(), factory, context))
+    }
+
+    fn current(&self) -> Arc<TenantSet> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The caller a bearer token belongs to, if the key is known and not expired.
     pub fn authenticate(&self, token: &str) -> Option<Caller> {
-        // Look up by exact key; the map compares full strings, so no prefix or partial match passes.
-        self.tokens.get(token).cloned()
+        // Keys are looked up by their full hash, so no prefix or partial key matches.
+        let entry = self.current().keys.get(&config::sha256_hex(token)).cloned()?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        match entry.expires_at {
+            Some(at) if at <= now => None,
+            _ => Some(entry.caller),
+        }
     }
 
     /// Every tenant this data plane serves.
     pub fn tenants(&self) -> Vec<TenantId> {
-        self.tenants.keys().cloned().collect()
+        self.current().tenants.keys().cloned().collect()
     }
 
     /// The tenant's connection schemas.
-    pub fn schemas(&self, tenant: &TenantId) -> &[Arc<ConnectionSchema>] {
-        self.tenants.get(tenant).map(|t| t.schemas.as_slice()).unwrap_or(&[])
+    pub fn schemas(&self, tenant: &TenantId) -> Vec<Arc<ConnectionSchema>> {
+        self.current().tenants.get(tenant).map(|t| t.schemas.clone()).unwrap_or_default()
     }
 
     /// A DataFusion session that sees only `tenant`'s connections.
@@ -224,7 +295,8 @@ impl Engine {
             .with_extension(query);
         let ctx = SessionContext::new_with_config(config);
         let catalog = MemoryCatalogProvider::new();
-        for s in self.schemas(tenant) {
+        let schemas = self.schemas(tenant);
+        for s in &schemas {
             let schema: Arc<dyn SchemaProvider> = s.clone();
             // Names were validated unique; a repeated one cannot occur.
             let _ = catalog.register_schema(s.name(), schema);
@@ -232,7 +304,7 @@ impl Engine {
         let _ = catalog.register_schema("public", Arc::new(datafusion::catalog::MemorySchemaProvider::new()));
         let system = system::SystemSchema {
             tenant: tenant.0.clone(),
-            connections: self.schemas(tenant).iter().map(|s| (s.name().to_string(), s.credential())).collect(),
+            connections: schemas.iter().map(|s| (s.name().to_string(), s.credential())).collect(),
             cache: self.cache.clone(),
             governor: self.governor.clone(),
             logs: self.logs.clone(),

@@ -14,7 +14,7 @@ pub fn single_tenant(
     TenantConfig {
         id: tenant.into(),
         weight: None,
-        api_keys: vec![ApiKeyConfig { principal: principal.into(), token: token.into() }],
+        api_keys: vec![ApiKeyConfig::with_token(principal, token)],
         connections: connections
             .into_iter()
             .map(|(name, connector, options)| ConnectionConfig {

@@ -5,6 +5,7 @@
 //! Arrow batches back as they are produced (memory stays bounded by the batches in flight). Errors become
 //! gRPC statuses in one place, [`status`].
 
+pub mod attempt;
 pub mod client;
 pub mod service;
 pub mod status;

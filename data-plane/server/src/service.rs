@@ -31,11 +31,13 @@ use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{ParamValues, ScalarValue};
 use futures::{Stream, StreamExt, TryStreamExt};
+use omnisql_engine::audit::Outbox;
 use omnisql_engine::{CATALOG, Caller, Engine, QuerySettings};
 use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::attempt::Attempt;
 use crate::status;
 
 type FlightStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
@@ -59,6 +61,8 @@ const MAX_PREPARED: usize = 10_000;
 
 pub struct OmniFlightSql {
     engine: Arc<Engine>,
+    /// Where every attempt's audit event goes; `None` only for data planes without a state folder.
+    audit: Option<Arc<Outbox>>,
     sessions: Mutex<HashMap<SessionKey, (Instant, QuerySettings)>>,
     prepared: Mutex<HashMap<String, (Instant, Prepared)>>,
     sql_info: SqlInfoData,
@@ -67,67 +71,6 @@ pub struct OmniFlightSql {
 impl std::fmt::Debug for OmniFlightSql {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OmniFlightSql").finish_non_exhaustive()
-    }
-}
-
-/// One query's record: logged when its stream ends, fails, or is dropped by a cancelling client.
-struct QueryRecord {
-    engine: Arc<Engine>,
-    sql: String,
-    caller: Caller,
-    started: Instant,
-    context: Arc<omnisql_connector::QueryContext>,
-    rows: usize,
-    error: Option<String>,
-    completed: bool,
-}
-
-impl QueryRecord {
-    fn observe(&mut self, next: &std::task::Poll<Option<datafusion::error::Result<RecordBatch>>>) {
-        match next {
-            std::task::Poll::Ready(Some(Ok(b))) => self.rows += b.num_rows(),
-            std::task::Poll::Ready(Some(Err(e))) => self.error = Some(e.to_string()),
-            std::task::Poll::Ready(None) => self.completed = true,
-            std::task::Poll::Pending => {}
-        }
-    }
-}
-
-impl Drop for QueryRecord {
-    fn drop(&mut self) {
-        let outcome = match (&self.error, self.completed) {
-            (Some(_), _) => "error",
-            (None, true) => "ok",
-            (None, false) => "cancelled",
-        };
-        tracing::info!(
-            tenant = %self.caller.tenant,
-            principal = %self.caller.principal,
-            outcome,
-            rows = self.rows,
-            api_requests = self.context.api_requests(),
-            elapsed_ms = self.started.elapsed().as_millis() as u64,
-            error = self.error.as_deref().unwrap_or(""),
-            "query"
-        );
-        let started_unix = (std::time::SystemTime::now() - self.started.elapsed())
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or_default();
-        self.engine.record_query(
-            &self.caller.tenant,
-            omnisql_engine::system::QueryLog {
-                started_unix,
-                principal: self.caller.principal.clone(),
-                sql: std::mem::take(&mut self.sql),
-                outcome,
-                error: self.error.take(),
-                duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
-                rows: self.rows as u64,
-                api_requests: self.context.api_requests(),
-                cache_hits: self.context.cache_hits(),
-            },
-        );
     }
 }
 
@@ -154,15 +97,32 @@ impl OmniFlightSql {
         b.append(SqlInfo::SqlNullOrdering, 2i32);
         Ok(OmniFlightSql {
             engine,
+            audit: None,
             sessions: Mutex::new(HashMap::new()),
             prepared: Mutex::new(HashMap::new()),
             sql_info: b.build()?,
         })
     }
 
-    /// The caller behind a request's bearer token.
+    /// Writes an audit event for every query attempt into `outbox`.
+    pub fn with_audit(mut self, outbox: Arc<Outbox>) -> Self {
+        self.audit = Some(outbox);
+        self
+    }
+
+    /// The caller behind a request's bearer token; a refused key is an audited attempt.
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        match Self::resolve(&self.engine, req) {
+            Ok(c) => Ok(c),
+            Err(status) => {
+                let attempt = Attempt::start(&self.engine, &self.audit, None, "");
+                Err(attempt.fail("unauthenticated", status).await)
+            }
+        }
+    }
+
     #[allow(clippy::result_large_err)]
-    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+    fn resolve<T>(engine: &Engine, req: &Request<T>) -> Result<Caller, Status> {
         let header = req
             .metadata()
             .get("authorization")
@@ -172,7 +132,7 @@ impl OmniFlightSql {
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or_else(|| Status::unauthenticated("the authorization header must be `Bearer <api key>`"))?;
-        match self.engine.authenticate(token.trim()) {
+        match engine.authenticate(token.trim()) {
             Some(c) => Ok(c),
             None => {
                 tracing::warn!("rejected an unknown or revoked API key");
@@ -231,10 +191,12 @@ impl OmniFlightSql {
         sql: &str,
         params: Option<Vec<ScalarValue>>,
     ) -> Result<SchemaRef, Status> {
-        Ok(match self.plan(caller, session, sql, params).await? {
-            Some(q) => Arc::new(q.dataframe.schema().as_arrow().clone()),
-            None => Arc::new(Schema::empty()),
-        })
+        match self.plan(caller, session, sql, params).await {
+            Ok(Some(q)) => Ok(Arc::new(q.dataframe.schema().as_arrow().clone())),
+            Ok(None) => Ok(Arc::new(Schema::empty())),
+            // The client's attempt ends here: it never fetches a result.
+            Err(status) => Err(Attempt::start(&self.engine, &self.audit, Some(caller), sql).fail("error", status).await),
+        }
     }
 
     /// Runs `sql` and streams its batches as Flight data. The last message carries, as `app_metadata`,
@@ -246,29 +208,33 @@ impl OmniFlightSql {
         sql: String,
         params: Option<Vec<ScalarValue>>,
     ) -> Result<Response<FlightStream>, Status> {
-        let started = Instant::now();
-        let Some(q) = self.plan(&caller, &session, &sql, params).await? else {
-            let schema = Arc::new(Schema::empty());
-            let data =
-                FlightDataEncoderBuilder::new().with_schema(schema).build(futures::stream::empty()).map_err(flight_to_status);
-            return Ok(Response::new(Box::pin(data)));
+        let mut attempt = Attempt::start(&self.engine, &self.audit, Some(&caller), &sql);
+        let q = match self.plan(&caller, &session, &sql, params).await {
+            Ok(Some(q)) => q,
+            Ok(None) => {
+                attempt.finish("ok", None).await?;
+                let schema = Arc::new(Schema::empty());
+                let data =
+                    FlightDataEncoderBuilder::new().with_schema(schema).build(futures::stream::empty()).map_err(flight_to_status);
+                return Ok(Response::new(Box::pin(data)));
+            }
+            Err(status) => return Err(attempt.fail("error", status).await),
         };
+        attempt.tables = q.tables();
+        attempt.context = Some(q.context.clone());
         let context = q.context.clone();
-        let mut record = QueryRecord {
-            engine: self.engine.clone(),
-            sql: sql.clone(),
-            caller,
-            started,
-            context: q.context.clone(),
-            rows: 0,
-            error: None,
-            completed: false,
+        let mut stream = match self.engine.execute(q).await {
+            Ok(s) => s,
+            Err(e) => return Err(attempt.fail("error", status::from_datafusion(&e)).await),
         };
-        let mut stream = self.engine.execute(q).await.map_err(|e| status::from_datafusion(&e))?;
         let schema = stream.schema();
+        let streamed = attempt.streamed.clone();
         let batches = futures::stream::poll_fn(move |cx| {
             let next = stream.poll_next_unpin(cx);
-            record.observe(&next);
+            if let std::task::Poll::Ready(Some(Ok(b))) = &next {
+                streamed.rows.fetch_add(b.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+                streamed.bytes.fetch_add(b.get_array_memory_size() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             next
         })
         .map_err(|e| FlightError::Tonic(Box::new(status::from_datafusion(&e))));
@@ -281,7 +247,7 @@ impl OmniFlightSql {
             })
             .to_string()
         };
-        Ok(Response::new(with_trailing_metadata(Box::pin(data), summary)))
+        Ok(Response::new(finish_with(Box::pin(data), attempt, summary)))
     }
 
     fn info(&self, schema: &Schema, ticket: Vec<u8>, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
@@ -308,23 +274,29 @@ impl OmniFlightSql {
 }
 
 /// Holds each message back by one, so the last (the final batch, or the schema of an empty result)
-/// can carry `metadata()`, computed once the query is done.
-fn with_trailing_metadata(data: FlightStream, metadata: impl FnOnce() -> String + Send + 'static) -> FlightStream {
-    let state = (data, None::<FlightData>, Some(metadata));
-    Box::pin(futures::stream::unfold(state, |(mut data, mut held, mut metadata)| async move {
+/// can carry `metadata()`, computed once the query is done; and records the attempt's outcome before
+/// the client sees the last message or the error.
+fn finish_with(data: FlightStream, attempt: Attempt, metadata: impl FnOnce() -> String + Send + 'static) -> FlightStream {
+    let state = (data, None::<FlightData>, Some((attempt, metadata)));
+    Box::pin(futures::stream::unfold(state, |(mut data, mut held, mut rest)| async move {
         loop {
             match data.next().await {
                 Some(Ok(message)) => {
                     if let Some(previous) = held.replace(message) {
-                        return Some((Ok(previous), (data, held, metadata)));
+                        return Some((Ok(previous), (data, held, rest)));
                     }
                 }
-                Some(Err(status)) => return Some((Err(status), (data, None, None))),
+                Some(Err(status)) => {
+                    let (attempt, _) = rest.take()?;
+                    return Some((Err(attempt.fail("error", status).await), (data, None, None)));
+                }
                 None => {
-                    let mut last = held.take()?;
-                    if let Some(f) = metadata.take() {
-                        last.app_metadata = f().into_bytes().into();
+                    let (attempt, metadata) = rest.take()?;
+                    if let Err(status) = attempt.finish("ok", None).await {
+                        return Some((Err(status), (data, None, None)));
                     }
+                    let mut last = held.take()?;
+                    last.app_metadata = metadata().into_bytes().into();
                     return Some((Ok(last), (data, None, None)));
                 }
             }
@@ -363,7 +335,8 @@ impl FlightSqlService for OmniFlightSql {
             ));
         };
         if self.engine.authenticate(&token).is_none() {
-            return Err(Status::unauthenticated("unknown or revoked API key: ask your OmniSQL admin for a valid key"));
+            let status = Status::unauthenticated("unknown or revoked API key: ask your OmniSQL admin for a valid key");
+            return Err(Attempt::start(&self.engine, &self.audit, None, "").fail("unauthenticated", status).await);
         }
         let bearer = format!("Bearer {token}");
         let response = HandshakeResponse { protocol_version: 0, payload: token.into_bytes().into() };
@@ -380,7 +353,7 @@ impl FlightSqlService for OmniFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let session = Self::session_key(&caller, &request);
         let schema = self.schema_of(&caller, &session, &query.query, None).await?;
         let ticket = TicketStatementQuery { statement_handle: query.query.into_bytes().into() };
@@ -392,7 +365,7 @@ impl FlightSqlService for OmniFlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let sql = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("the ticket is not a query"))?;
         let session = Self::session_key(&caller, &request);
@@ -404,7 +377,7 @@ impl FlightSqlService for OmniFlightSql {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let p = self.prepared(&caller, &cmd.prepared_statement_handle)?;
         let session = Self::session_key(&caller, &request);
         let schema = self.schema_of(&caller, &session, &p.sql, p.params.clone()).await?;
@@ -416,7 +389,7 @@ impl FlightSqlService for OmniFlightSql {
         cmd: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let p = self.prepared(&caller, &cmd.prepared_statement_handle)?;
         let session = Self::session_key(&caller, &request);
         self.run(caller, session, p.sql, p.params).await
@@ -427,8 +400,14 @@ impl FlightSqlService for OmniFlightSql {
         query: ActionCreatePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let caller = self.caller(&request)?;
-        let plan = self.engine.logical_plan(&caller, &query.query).await.map_err(|e| status::from_datafusion(&e))?;
+        let caller = self.caller(&request).await?;
+        let plan = match self.engine.logical_plan(&caller, &query.query).await {
+            Ok(p) => p,
+            Err(e) => {
+                let attempt = Attempt::start(&self.engine, &self.audit, Some(&caller), &query.query);
+                return Err(attempt.fail("error", status::from_datafusion(&e)).await);
+            }
+        };
         let dataset_schema: Schema = plan.schema().as_arrow().clone();
         let mut parameters: Vec<(String, Field)> = plan
             .get_parameter_fields()
@@ -467,7 +446,7 @@ impl FlightSqlService for OmniFlightSql {
         cmd: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         self.prepared(&caller, &cmd.prepared_statement_handle)?;
         let stream = request.into_inner().map_err(|s| FlightError::Tonic(Box::new(s)));
         let batches: Vec<RecordBatch> = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream)
@@ -500,7 +479,7 @@ impl FlightSqlService for OmniFlightSql {
         query: ActionClosePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<(), Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         self.prepared(&caller, &query.prepared_statement_handle)?;
         let handle = String::from_utf8_lossy(&query.prepared_statement_handle).to_string();
         self.prepared.lock().unwrap_or_else(|e| e.into_inner()).remove(&handle);
@@ -512,7 +491,7 @@ impl FlightSqlService for OmniFlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         let schema = query.clone().into_builder(&self.sql_info).schema();
         self.info(&schema, query.as_any().encode_to_vec(), request.into_inner())
     }
@@ -522,7 +501,7 @@ impl FlightSqlService for OmniFlightSql {
         query: CommandGetSqlInfo,
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         let builder = query.into_builder(&self.sql_info);
         Self::batch_stream(builder.schema(), builder.build())
     }
@@ -532,7 +511,7 @@ impl FlightSqlService for OmniFlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         let schema = query.into_builder().schema();
         self.info(&schema, query.as_any().encode_to_vec(), request.into_inner())
     }
@@ -542,7 +521,7 @@ impl FlightSqlService for OmniFlightSql {
         query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         let mut builder = query.into_builder();
         builder.append(CATALOG);
         Self::batch_stream(builder.schema(), builder.build())
@@ -553,7 +532,7 @@ impl FlightSqlService for OmniFlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         let schema = query.clone().into_builder().schema();
         self.info(&schema, query.as_any().encode_to_vec(), request.into_inner())
     }
@@ -563,7 +542,7 @@ impl FlightSqlService for OmniFlightSql {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let mut builder = query.into_builder();
         for s in self.engine.schemas(&caller.tenant) {
             builder.append(CATALOG, s.name());
@@ -576,13 +555,13 @@ impl FlightSqlService for OmniFlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         let schema = query.clone().into_builder().schema();
         self.info(&schema, query.as_any().encode_to_vec(), request.into_inner())
     }
 
     async fn do_get_tables(&self, query: CommandGetTables, request: Request<Ticket>) -> Result<Response<FlightStream>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let include_schema = query.include_schema;
         let mut builder = query.into_builder();
         for s in self.engine.schemas(&caller.tenant) {
@@ -614,7 +593,7 @@ impl FlightSqlService for OmniFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         let schema = query.into_builder().schema();
         self.info(&schema, query.as_any().encode_to_vec(), request.into_inner())
     }
@@ -624,14 +603,14 @@ impl FlightSqlService for OmniFlightSql {
         query: CommandGetTableTypes,
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         let mut builder = query.into_builder();
         builder.append("TABLE");
         Self::batch_stream(builder.schema(), builder.build())
     }
 
     async fn do_get_fallback(&self, request: Request<Ticket>, message: Any) -> Result<Response<FlightStream>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         Err(Status::unimplemented(format!("OmniSQL does not serve {}", message.type_url)))
     }
 
