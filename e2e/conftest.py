@@ -100,7 +100,9 @@ options = {{ base_url = "{github['base_url']}", token = "{github['credentials'][
 
 def start_data_plane(config: pathlib.Path, *flags: str) -> tuple[subprocess.Popen, str]:
     """`omnisql data-plane` on a free port; returns the process and its Flight SQL URI."""
-    proc = subprocess.Popen([omnisql_binary(), "data-plane", "--config", str(config), "--flight-addr", "127.0.0.1:0", *flags],
+    state = config.parent / f"state-{config.stem}"
+    proc = subprocess.Popen([omnisql_binary(), "data-plane", "--config", str(config), "--flight-addr", "127.0.0.1:0",
+                             "--state-dir", str(state), *flags],
                             stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     for line in proc.stderr:

@@ -1,11 +1,15 @@
 //! `omnisql dev` and `omnisql sandbox`.
+//!
+//! `omnisql dev` runs the whole system in one process: the sandbox SaaS world, a control plane (SQLite
+//! and a local key in a data folder), and a data plane enrolled with it. The demo tenant is created
+//! through the admin API, exactly as a user would, and reaches the data plane through the watch.
 
-use std::sync::Arc;
-
-use omnisql_engine::{Engine, testing};
+use omnisql_data_plane::control::LinkOptions;
 use omnisql_sandbox::{Latency, Quotas, Sandbox, SandboxConfig};
 use serde::Serialize;
+use serde_json::json;
 
+use crate::admin::AdminClient;
 use crate::{CliError, shutdown_signal};
 
 /// The demo tenant's API key unless `--token` says otherwise. `omnisql sql` uses it by default.
@@ -24,6 +28,16 @@ pub struct DevArgs {
     /// Also write the endpoints, token and sandbox credentials to this JSON file.
     #[arg(long, env = "OMNISQL_ENDPOINTS_FILE")]
     endpoints_file: Option<std::path::PathBuf>,
+    /// Control plane admin API listen address.
+    #[arg(long, env = "OMNISQL_HTTP_ADDR", default_value = "127.0.0.1:0")]
+    http_addr: String,
+    /// Control plane data-plane gRPC listen address.
+    #[arg(long, env = "OMNISQL_GRPC_ADDR", default_value = "127.0.0.1:0")]
+    grpc_addr: String,
+    /// Keep the control plane's database, key and the data plane's state here (default: a temporary
+    /// folder removed on exit).
+    #[arg(long, env = "OMNISQL_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     world: WorldArgs,
 }
@@ -80,6 +94,10 @@ struct AppEndpoint {
 struct Endpoints {
     flight_sql: String,
     token: String,
+    admin_api: String,
+    control_plane_grpc: String,
+    operator_key: String,
+    data_dir: String,
     github: AppEndpoint,
     salesforce: AppEndpoint,
     slack: AppEndpoint,
@@ -95,31 +113,108 @@ fn app_endpoints(sandbox: &Sandbox) -> (AppEndpoint, AppEndpoint, AppEndpoint) {
     (next(), next(), next())
 }
 
+/// Removes a temporary data folder on exit.
+struct TempDir(Option<std::path::PathBuf>);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(d) = &self.0 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
 pub async fn run(args: DevArgs) -> Result<(), CliError> {
-    let sandbox = Sandbox::start(args.world.config()).await?;
-    let connections =
-        sandbox.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
-    let config = testing::config(vec![testing::single_tenant("demo", "demo-user", &args.token, connections)]);
-    let engine = Arc::new(Engine::new(&config, args.engine.options().await?)?);
-    let listener = omnisql_data_plane::bind(&args.flight_addr).await?;
     let shutdown = shutdown_signal()?;
+    let (data_dir, _cleanup) = match &args.data_dir {
+        Some(d) => (d.clone(), TempDir(None)),
+        None => {
+            let d = std::env::temp_dir().join(format!("omnisql-dev-{}", std::process::id()));
+            (d.clone(), TempDir(Some(d)))
+        }
+    };
+    let sandbox = Sandbox::start(args.world.config()).await?;
+    let cp_args = crate::control::ControlPlaneArgs::for_dev(&args.http_addr, &args.grpc_addr, &data_dir);
+    let cp = crate::control::start_control_plane(&cp_args).await?;
+    let admin = AdminClient::new(&cp.admin_url(), cp.bootstrap_key.as_deref().unwrap_or_default());
+    let operator_key = match &cp.bootstrap_key {
+        Some(k) => k.clone(),
+        None => std::fs::read_to_string(data_dir.join("operator.key")).unwrap_or_default().trim().to_string(),
+    };
+    if let Some(k) = &cp.bootstrap_key {
+        let path = data_dir.join("operator.key");
+        std::fs::write(&path, k).map_err(|source| CliError::Write { path: path.display().to_string(), source })?;
+        setup_demo_tenant(&admin, &sandbox, &args.token).await?;
+    }
+    let admin = AdminClient::new(&cp.admin_url(), &operator_key);
+    let enrollment = admin.post("/v1/enrollment-tokens", json!({"region": "local"})).await?;
+    let link = LinkOptions {
+        url: cp.grpc_url(),
+        enrollment_token: enrollment["token"].as_str().map(str::to_string),
+        state_dir: data_dir.join(format!("data-plane-{}", std::process::id())),
+        kms: omnisql_secrets::ProviderConfig::Local { key_file: data_dir.join("master.key") },
+    };
+    let state_dir = link.state_dir.clone();
+    let dp = crate::control::start_data_plane(None, Some(link), &state_dir, &args.engine).await?;
+    // Serve once the demo tenant's configuration is in.
+    let revision = cp.state.store.revision().await.map_err(omnisql_control_plane::server::StartError::from)?;
+    if let Some(l) = &dp.link {
+        l.applied(revision.max(0) as u64).await;
+    }
+    let listener = omnisql_data_plane::bind(&args.flight_addr).await?;
     let flight = format!("grpc://{}", listener.local_addr().map(|a| a.to_string()).unwrap_or(args.flight_addr.clone()));
     let (github, salesforce, slack) = app_endpoints(&sandbox);
-    let endpoints = Endpoints { flight_sql: flight.clone(), token: args.token.clone(), github, salesforce, slack };
+    let endpoints = Endpoints {
+        flight_sql: flight.clone(),
+        token: args.token.clone(),
+        admin_api: cp.admin_url(),
+        control_plane_grpc: cp.grpc_url(),
+        operator_key: operator_key.clone(),
+        data_dir: data_dir.display().to_string(),
+        github,
+        salesforce,
+        slack,
+    };
     if let Some(path) = &args.endpoints_file {
         let json = serde_json::to_string_pretty(&endpoints).unwrap_or_default();
         std::fs::write(path, json).map_err(|source| CliError::Write { path: path.display().to_string(), source })?;
     }
-    let endpoint_flag =
-        if args.flight_addr == "127.0.0.1:50051" { String::new() } else { format!(" --endpoint http://{}", args.flight_addr) };
+    let endpoint_flag = if args.flight_addr == "127.0.0.1:50051" {
+        String::new()
+    } else {
+        format!(" --endpoint {}", flight.replace("grpc://", "http://"))
+    };
     eprintln!(
         "\nOmniSQL dev is running (demo tenant `demo`, sandbox world seed {} scale {}).\n\
-         \n  Flight SQL   {flight}\n  API key      {}\n  GitHub       {}\n  Salesforce   {}\n  Slack        {}\n\
+         \n  Flight SQL   {flight}\n  API key      {}\n  Admin API    {} (operator key {operator_key})\n  GitHub       {}\n  Salesforce   {}\n  Slack        {}\n\
          \nTry:\n  omnisql sql{endpoint_flag} \"SELECT repo_full_name, number, title FROM github.issues WHERE state = 'open' LIMIT 5\"\n\
          \nCtrl-C stops it.\n",
-        args.world.seed, args.world.scale, args.token, sandbox.github_url, sandbox.salesforce_url, sandbox.slack_url
+        args.world.seed,
+        args.world.scale,
+        args.token,
+        cp.admin_url(),
+        sandbox.github_url,
+        sandbox.salesforce_url,
+        sandbox.slack_url
     );
-    omnisql_data_plane::serve(engine, listener, shutdown).await?;
+    omnisql_data_plane::serve(dp.engine.clone(), Some(dp.outbox.clone()), listener, shutdown).await?;
+    drop(dp);
+    cp.shutdown().await;
+    Ok(())
+}
+
+/// Creates the demo tenant through the admin API: a tenant, its member with the demo key (registered by
+/// hash), and one connection per sandbox app.
+async fn setup_demo_tenant(admin: &AdminClient, sandbox: &Sandbox, token: &str) -> Result<(), CliError> {
+    admin.post("/v1/tenants", json!({"id": "demo", "name": "Demo", "region": "local", "admin": "demo-admin"})).await?;
+    admin.post("/v1/tenants/demo/principals", json!({"id": "demo-user", "kind": "user", "role": "tenant_member"})).await?;
+    let hash = omnisql_engine::config::sha256_hex(token);
+    admin.post("/v1/tenants/demo/api-keys", json!({"principal": "demo-user", "sha256": hash})).await?;
+    for c in sandbox.connections() {
+        admin
+            .post("/v1/tenants/demo/connections", json!({"name": c.name, "connector": c.connector, "options": c.options}))
+            .await?;
+    }
     Ok(())
 }
 

@@ -1,16 +1,19 @@
 //! `omnisql`: the one binary.
 //!
-//! - `omnisql dev`: sandbox SaaS world + data plane + a demo tenant, in one process, on loopback.
+//! - `omnisql dev`: sandbox SaaS world + control plane + data plane + a demo tenant, in one process.
 //! - `omnisql sql`: run a query against a Flight SQL endpoint (or an interactive prompt).
-//! - `omnisql data-plane --config FILE`: the data plane alone.
+//! - `omnisql control-plane`: the control plane (admin REST API + data-plane gRPC).
+//! - `omnisql data-plane --control-plane URL --enrollment-token T` (or `--config FILE`): a data plane.
+//! - `omnisql admin …`: the admin API from the command line.
 //! - `omnisql sandbox`: the sandbox GitHub, Salesforce and Slack servers alone.
 //! - `omnisql bench`: latency, throughput and upstream requests, against baselines.
 
+mod admin;
 mod bench;
 mod client;
+mod control;
 mod dev;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -24,12 +27,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Sandbox + data plane + demo tenant in one process, on loopback.
+    /// Sandbox + control plane + data plane + demo tenant in one process, on loopback.
     Dev(dev::DevArgs),
     /// Run SQL against a Flight SQL endpoint; without a query, an interactive prompt.
     Sql(client::SqlArgs),
-    /// Run the data plane with tenants and connections from a TOML file.
-    DataPlane(DataPlaneArgs),
+    /// The control plane: admin REST API and the data planes' gRPC service.
+    ControlPlane(control::ControlPlaneArgs),
+    /// A data plane, configured by a control plane (or by a TOML file).
+    DataPlane(control::DataPlaneArgs),
+    /// Tenants, principals, keys, connections, policies and audit, through the admin API.
+    Admin(admin::AdminArgs),
     /// Serve the sandbox GitHub, Salesforce and Slack APIs alone.
     Sandbox(dev::SandboxArgs),
     /// Benchmark OmniSQL against the naive engine and the physical limit; writes JSON and Markdown.
@@ -75,18 +82,6 @@ impl EngineArgs {
     }
 }
 
-#[derive(Debug, clap::Args)]
-struct DataPlaneArgs {
-    /// Tenants, API keys and connections (TOML).
-    #[arg(long, env = "OMNISQL_CONFIG")]
-    config: PathBuf,
-    /// Flight SQL listen address.
-    #[arg(long, env = "OMNISQL_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
-    flight_addr: String,
-    #[command(flatten)]
-    engine: EngineArgs,
-}
-
 #[derive(Debug, thiserror::Error)]
 enum CliError {
     #[error(transparent)]
@@ -101,6 +96,14 @@ enum CliError {
     Client(#[from] client::ClientError),
     #[error(transparent)]
     Bench(#[from] omnisql_bench::BenchError),
+    #[error(transparent)]
+    ControlPlane(#[from] omnisql_control_plane::server::StartError),
+    #[error(transparent)]
+    Link(#[from] omnisql_data_plane::control::LinkError),
+    #[error(transparent)]
+    Outbox(#[from] omnisql_engine::audit::OutboxError),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
     #[error("cannot connect to Redis at {url}")]
     Redis {
         url: String,
@@ -124,7 +127,7 @@ fn main() -> ExitCode {
     // Both rustls crypto backends are linked; pick one before any TLS is used.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Sql(_));
+    let quiet = matches!(cli.command, Command::Sql(_) | Command::Admin(_));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OMNISQL_LOG")
@@ -143,7 +146,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
             Command::Sql(args) => client::run(args).await.map_err(CliError::from),
-            Command::DataPlane(args) => data_plane(args).await,
+            Command::ControlPlane(args) => control::control_plane(args).await,
+            Command::DataPlane(args) => control::data_plane(args).await,
+            Command::Admin(args) => admin::run(args).await.map_err(CliError::from),
             Command::Sandbox(args) => dev::sandbox(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
@@ -161,17 +166,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn data_plane(args: DataPlaneArgs) -> Result<(), CliError> {
-    let config = omnisql_engine::Config::load(&args.config)?;
-    let engine = std::sync::Arc::new(omnisql_engine::Engine::new(&config, args.engine.options().await?)?);
-    let listener = omnisql_data_plane::bind(&args.flight_addr).await?;
-    let shutdown = shutdown_signal()?;
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or(args.flight_addr.clone());
-    eprintln!("OmniSQL data plane: Flight SQL on grpc://{addr}");
-    omnisql_data_plane::serve(engine, listener, shutdown).await?;
-    Ok(())
 }
 
 /// A future that resolves on Ctrl-C or SIGTERM. The handlers are installed now, before the caller

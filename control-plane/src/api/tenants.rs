@@ -90,14 +90,22 @@ async fn new_api_key(
     tenant: &TenantId,
     principal: &str,
     expires_at: Option<i64>,
+    own_hash: Option<&str>,
 ) -> Result<ApiKeyCreated, ApiError> {
-    let secret = keys::generate("omk");
+    let secret = match own_hash {
+        Some(_) => None,
+        None => Some(keys::generate("omk")),
+    };
     let key = ApiKey {
         tenant_id: tenant.clone(),
         id: uuid::Uuid::now_v7().to_string(),
         principal_id: principal.into(),
-        prefix: keys::display_prefix(&secret),
-        sha256: keys::sha256_hex(&secret),
+        prefix: secret.as_deref().map(keys::display_prefix).unwrap_or_default(),
+        sha256: match (own_hash, &secret) {
+            (Some(h), _) => h.to_ascii_lowercase(),
+            (None, Some(s)) => keys::sha256_hex(s),
+            (None, None) => return Err(ApiError::Internal),
+        },
         created_at: now_ms(),
         expires_at,
         revoked_at: None,
@@ -105,7 +113,7 @@ async fn new_api_key(
     };
     let api_key = state.store.create_api_key(&key).await?;
     state.config_changed();
-    Ok(ApiKeyCreated { api_key, key: Some(secret) })
+    Ok(ApiKeyCreated { api_key, key: secret })
 }
 
 /// Creates a tenant (platform operators), optionally with its first admin and API key.
@@ -141,7 +149,7 @@ pub async fn create_tenant(
                     created_at: now_ms(),
                 };
                 state.store.create_principal(&p).await?;
-                Some(new_api_key(&state, &tenant.id, id, None).await?)
+                Some(new_api_key(&state, &tenant.id, id, None, None).await?)
             }
             None => None,
         };
@@ -262,6 +270,9 @@ pub struct CreateApiKey {
     pub principal: String,
     /// Seconds until the key expires; never when absent.
     pub expires_in_seconds: Option<u64>,
+    /// Register a key you generated yourself by its SHA-256 (64 hex digits): the control plane never
+    /// sees the key, and the response holds none.
+    pub sha256: Option<String>,
 }
 
 /// Creates an API key; the key is in this response only.
@@ -279,10 +290,15 @@ pub async fn create_api_key(
     if req.expires_in_seconds == Some(0) {
         return Err(ApiError::field("expires_in_seconds", "must be at least 1"));
     }
+    if let Some(h) = &req.sha256
+        && (h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        return Err(ApiError::field("sha256", "must be 64 hex digits (the SHA-256 of the key)"));
+    }
     idempotent(&state, &tenant, &headers, &req, redact_keys, || async {
         let expires_at =
             req.expires_in_seconds.map(|s| now_ms().saturating_add(i64::try_from(s).unwrap_or(i64::MAX / 2000) * 1000));
-        let created = new_api_key(&state, &tenant, &req.principal, expires_at).await?;
+        let created = new_api_key(&state, &tenant, &req.principal, expires_at, req.sha256.as_deref()).await?;
         Ok((StatusCode::CREATED, serde_json::to_value(created).unwrap_or_default()))
     })
     .await

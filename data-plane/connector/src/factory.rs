@@ -170,6 +170,11 @@ pub trait ConnectorFactory: Send + Sync + Debug {
     fn name(&self) -> &'static str;
     fn version(&self) -> &'static str;
     fn parameters(&self) -> &'static [ParameterSpec];
+    /// Whether the tables come from the API at connect time (e.g. one per Salesforce object), so the
+    /// catalog cannot list them ahead of a connection.
+    fn discovers_tables(&self) -> bool {
+        false
+    }
     /// Builds a connector from validated parameters. May call the API (e.g. to discover tables).
     async fn create(&self, params: Parameters, ctx: ConnectorContext) -> Result<Arc<dyn Connector>>;
 

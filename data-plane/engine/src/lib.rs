@@ -47,6 +47,45 @@ pub fn connector_factories() -> Vec<Arc<dyn ConnectorFactory>> {
     ]
 }
 
+/// A connector as the control plane's catalog lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectorDescription {
+    pub name: String,
+    pub version: String,
+    /// (name, description, required, secret)
+    pub parameters: Vec<(String, String, bool, bool)>,
+    /// Tables and their (column, Arrow type) pairs; empty when the connector discovers its tables.
+    pub tables: Vec<(String, Vec<(String, String)>)>,
+}
+
+/// Describes every connector this data plane runs, with the tables of those whose tables are fixed
+/// (built offline with placeholder parameters; nothing is called).
+pub async fn describe_connectors() -> Vec<ConnectorDescription> {
+    let mut out = Vec::new();
+    for f in connector_factories() {
+        let parameters = f
+            .parameters()
+            .iter()
+            .map(|p| (p.name.to_string(), p.description.to_string(), p.required && p.default.is_none(), p.secret))
+            .collect();
+        let mut tables = Vec::new();
+        if !f.discovers_tables() {
+            let placeholders =
+                f.parameters().iter().map(|p| (p.name.to_string(), p.default.unwrap_or("placeholder").to_string())).collect();
+            if let Ok(connector) = f.build(&placeholders, ConnectorContext::standalone("catalog")).await {
+                for name in connector.table_names() {
+                    if let Ok(Some(t)) = connector.table(&name).await {
+                        let columns = t.schema().fields().iter().map(|c| (c.name().clone(), c.data_type().to_string())).collect();
+                        tables.push((name, columns));
+                    }
+                }
+            }
+        }
+        out.push(ConnectorDescription { name: f.name().into(), version: f.version().into(), parameters, tables });
+    }
+    out
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TenantId(pub String);
 

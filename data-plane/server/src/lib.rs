@@ -3,10 +3,12 @@
 //! A Flight SQL client (ADBC, JDBC, pyarrow, BI tools) sends a bearer token and SQL; [`service`]
 //! authenticates it to a tenant, plans and runs the query with [`omnisql_engine::Engine`], and streams
 //! Arrow batches back as they are produced (memory stays bounded by the batches in flight). Errors become
-//! gRPC statuses in one place, [`status`].
+//! gRPC statuses in one place, [`status`]. Every attempt is audited ([`attempt`]); with a control plane,
+//! [`control`] keeps the engine's configuration current and ships the audit outbox.
 
 pub mod attempt;
 pub mod client;
+pub mod control;
 pub mod service;
 pub mod status;
 
@@ -37,9 +39,11 @@ pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr: addr.into(), source })
 }
 
-/// Serves Flight SQL on `listener` until `shutdown` resolves.
+/// Serves Flight SQL on `listener` until `shutdown` resolves; every query attempt's audit event goes to
+/// `audit` when given.
 pub async fn serve(
     engine: Arc<Engine>,
+    audit: Option<Arc<omnisql_engine::audit::Outbox>>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
@@ -54,7 +58,10 @@ pub async fn serve(
         }
         tracing::info!(target: "omnisql_data_plane::warmup", "connections ready");
     });
-    let service = OmniFlightSql::new(engine).map_err(ServeError::Init)?;
+    let mut service = OmniFlightSql::new(engine).map_err(ServeError::Init)?;
+    if let Some(outbox) = audit {
+        service = service.with_audit(outbox);
+    }
     let local: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?local, "Flight SQL listening");
     // Small request/response pairs: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms per call.

@@ -61,6 +61,10 @@ impl ConnectorFactory for SalesforceFactory {
     fn parameters(&self) -> &'static [ParameterSpec] {
         PARAMETERS
     }
+    fn discovers_tables(&self) -> bool {
+        true
+    }
+
     async fn create(&self, params: Parameters, ctx: ConnectorContext) -> Result<Arc<dyn Connector>> {
         let version = params.require(NAME, "api_version")?.to_string();
         if !version.starts_with('v') || version[1..].parse::<f64>().is_err() {
