@@ -20,6 +20,9 @@ impl DataPlane {
     pub async fn start(bin: &Path, config: &Path, naive: bool) -> Result<DataPlane, BenchError> {
         let mut cmd = Command::new(bin);
         cmd.args(["data-plane", "--flight-addr", "127.0.0.1:0", "--config"]).arg(config);
+        // Each data plane keeps its own audit outbox.
+        let state = config.with_file_name(format!("state-{}", if naive { "naive" } else { "omnisql" }));
+        cmd.arg("--state-dir").arg(state);
         if naive {
             cmd.arg("--naive");
         }

@@ -19,11 +19,13 @@ const POLL: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct DataPlaneGrpc {
     state: AppState,
+    /// Ends open watch streams when the control plane shuts down (they would otherwise hold it open).
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl DataPlaneGrpc {
-    pub fn new(state: AppState) -> DataPlaneGrpc {
-        DataPlaneGrpc { state }
+    pub fn new(state: AppState, shutdown: tokio_util::sync::CancellationToken) -> DataPlaneGrpc {
+        DataPlaneGrpc { state, shutdown }
     }
 
     pub fn server(self) -> v1::data_plane_service_server::DataPlaneServiceServer<DataPlaneGrpc> {
@@ -138,6 +140,7 @@ impl v1::data_plane_service_server::DataPlaneService for DataPlaneGrpc {
         let mut since = request.into_inner().from_revision as i64;
         let store = self.state.store.clone();
         let mut changed = self.state.changes.subscribe();
+        let shutdown = self.shutdown.clone();
         let current = store.revision().await.map_err(store_status)?;
         // A revision from the future (the control plane's database was replaced) gets a full snapshot.
         if since > current {
@@ -168,6 +171,10 @@ impl v1::data_plane_service_server::DataPlaneService for DataPlaneGrpc {
                     r = changed.changed() => if r.is_err() { return },
                     _ = tokio::time::sleep(POLL) => {}
                     _ = tx.closed() => return,
+                    _ = shutdown.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("the control plane is shutting down; reconnect"))).await;
+                        return;
+                    }
                 }
             }
         });

@@ -73,6 +73,7 @@ impl ControlPlane {
         let http_addr = http.local_addr().map_err(|source| StartError::Bind { addr: options.http_addr.clone(), source })?;
         let grpc_addr = grpc.local_addr().map_err(|source| StartError::Bind { addr: options.grpc_addr.clone(), source })?;
         let cancel = CancellationToken::new();
+        let service = DataPlaneGrpc::new(state.clone(), cancel.clone()).server();
 
         let router = api::router(state.clone());
         let stop = cancel.clone();
@@ -82,7 +83,6 @@ impl ControlPlane {
                 tracing::error!(error = %e, "admin API stopped");
             }
         });
-        let service = DataPlaneGrpc::new(state.clone()).server();
         let stop = cancel.clone();
         let grpc_task = tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);

@@ -268,9 +268,10 @@ impl Outbox {
             let mut shipped = self.shipped.lock().unwrap_or_else(|e| e.into_inner());
             shipped.extend(ids.iter().cloned());
         }
-        if offset > self.acknowledged() {
-            write_synced(&self.dir.join("audit.acked"), offset.to_string().as_bytes())?;
+        if offset <= self.acknowledged() {
+            return Ok(());
         }
+        write_synced(&self.dir.join("audit.acked"), offset.to_string().as_bytes())?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.writer
             .lock()
@@ -327,6 +328,7 @@ fn writer_loop(mut file: File, acked: PathBuf, rx: mpsc::Receiver<Command>, noti
             batch.push(more);
         }
         let mut waiting = Vec::new();
+        let mut wrote = false;
         let mut needs_sync = false;
         let mut failure: Option<String> = None;
         for command in batch {
@@ -336,6 +338,7 @@ fn writer_loop(mut file: File, acked: PathBuf, rx: mpsc::Receiver<Command>, noti
                         failure = Some(e.to_string());
                     }
                     needs_sync |= sync;
+                    wrote = true;
                     waiting.extend(done);
                 }
                 Command::Compact { len, done } => {
@@ -355,8 +358,9 @@ fn writer_loop(mut file: File, acked: PathBuf, rx: mpsc::Receiver<Command>, noti
         for done in waiting {
             let _ = done.send(failure.clone().map_or(Ok(()), Err));
         }
-        notify.notify_waiters();
-        notify.notify_one();
+        if wrote {
+            notify.notify_one();
+        }
     }
 }
 

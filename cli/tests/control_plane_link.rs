@@ -1,0 +1,252 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! A data plane configured by a real control plane: enrollment, the configuration watch, revocation
+//! and deletion reaching the data plane, serving from disk while the control plane is down, resuming
+//! the watch, and every query attempt's audit event arriving exactly once.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use omnisql_control_plane::model::{ConnectorVersion, ParameterSpec};
+use omnisql_control_plane::{ControlPlane, Options};
+use omnisql_data_plane::control::{ControlLink, LinkOptions};
+use omnisql_engine::audit::Outbox;
+use omnisql_engine::{Config, Engine, EngineOptions};
+use omnisql_sandbox::{Sandbox, SandboxConfig};
+use serde_json::{Value, json};
+
+fn catalog() -> Vec<ConnectorVersion> {
+    omnisql_engine::connector_factories()
+        .iter()
+        .map(|f| ConnectorVersion {
+            name: f.name().into(),
+            version: f.version().into(),
+            parameters: f
+                .parameters()
+                .iter()
+                .map(|p| ParameterSpec {
+                    name: p.name.into(),
+                    description: p.description.into(),
+                    required: p.required && p.default.is_none(),
+                    secret: p.secret,
+                })
+                .collect(),
+            tables: vec![],
+            created_at: 0,
+        })
+        .collect()
+}
+
+async fn control_plane(dir: &Path, grpc_addr: &str) -> ControlPlane {
+    ControlPlane::start(Options {
+        http_addr: "127.0.0.1:0".into(),
+        grpc_addr: grpc_addr.into(),
+        database_url: format!("sqlite://{}/cp.db", dir.display()),
+        kms: omnisql_secrets::ProviderConfig::Local { key_file: dir.join("master.key") },
+        default_key_id: "local".into(),
+        connectors: catalog(),
+    })
+    .await
+    .unwrap()
+}
+
+struct Admin {
+    http: reqwest::Client,
+    url: String,
+    key: String,
+}
+
+impl Admin {
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        resp.json().await.unwrap_or(Value::Null)
+    }
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+}
+
+/// A data plane in this process: engine, outbox, link, Flight SQL on a free port.
+struct Plane {
+    link: ControlLink,
+    uri: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Plane {
+    async fn start(grpc_url: &str, token: Option<String>, state: &Path) -> Plane {
+        let engine = Arc::new(Engine::new(&Config::default(), EngineOptions::default()).unwrap());
+        let outbox = Outbox::open(&state.join("audit")).unwrap();
+        let options = LinkOptions {
+            url: grpc_url.into(),
+            enrollment_token: token,
+            state_dir: state.to_path_buf(),
+            kms: omnisql_secrets::ProviderConfig::Local { key_file: state.parent().unwrap().join("cp/master.key") },
+        };
+        let link = omnisql_data_plane::control::start(engine.clone(), outbox.clone(), options).await.unwrap();
+        let listener = omnisql_data_plane::bind("127.0.0.1:0").await.unwrap();
+        let uri = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let _ = omnisql_data_plane::serve(engine, Some(outbox), listener, std::future::pending()).await;
+        });
+        Plane { link, uri, server }
+    }
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+const QUERY: &str = "SELECT count(*) AS n FROM github.repos";
+
+/// Runs the query; `Err` carries the gRPC message.
+async fn query(uri: &str, key: &str) -> Result<i64, String> {
+    let mut client = omnisql_data_plane::client::connect(uri, key).await.map_err(|e| e.to_string())?;
+    let batches = omnisql_data_plane::client::query(&mut client, QUERY).await.map_err(|e| e.to_string())?;
+    let col = batches[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap();
+    Ok(col.value(0))
+}
+
+/// Polls until `done` holds, returning how long it took.
+async fn time_until<F, Fut>(mut done: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !done().await {
+        assert!(started.elapsed() < Duration::from_secs(20), "no change reached the data plane within 20 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    started.elapsed()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("omnisql-{name}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(d.join("cp")).unwrap();
+    d
+}
+
+/// Sets up tenant `acme` (region eu) with a member key and a GitHub connection; returns the key and its id.
+async fn tenant(admin: &Admin, sandbox: &Sandbox) -> (String, String) {
+    admin.post("/v1/tenants", json!({"id": "acme", "name": "Acme", "region": "eu"})).await;
+    admin.post("/v1/tenants/acme/principals", json!({"id": "ann", "kind": "user", "role": "tenant_member"})).await;
+    let key = admin.post("/v1/tenants/acme/api-keys", json!({"principal": "ann"})).await;
+    let github = sandbox.connections().into_iter().find(|c| c.connector == "github").unwrap();
+    admin.post("/v1/tenants/acme/connections", json!({"name": "github", "connector": "github", "options": github.options})).await;
+    (key["key"].as_str().unwrap().to_string(), key["api_key"]["id"].as_str().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_and_deletion_reach_the_data_plane_within_seconds() {
+    let sandbox = Sandbox::start(SandboxConfig::default()).await.unwrap();
+    let dir = temp_dir("link");
+    let cp = control_plane(&dir.join("cp"), "127.0.0.1:0").await;
+    let admin = Admin { http: reqwest::Client::new(), url: cp.admin_url(), key: cp.bootstrap_key.clone().unwrap() };
+    let (key, key_id) = tenant(&admin, &sandbox).await;
+    let enrollment = admin.post("/v1/enrollment-tokens", json!({"region": "eu"})).await;
+    let plane = Plane::start(&cp.grpc_url(), enrollment["token"].as_str().map(String::from), &dir.join("dp")).await;
+    plane.link.applied(cp.state.store.revision().await.unwrap() as u64).await;
+    assert_eq!(plane.link.region, "eu");
+    assert_eq!(query(&plane.uri, &key).await, Ok(4));
+
+    // A key created now works on the data plane within moments.
+    let created_at = Instant::now();
+    let second = admin.post("/v1/tenants/acme/api-keys", json!({"principal": "ann"})).await;
+    let second = second["key"].as_str().unwrap().to_string();
+    let grant = time_until(|| async { query(&plane.uri, &second).await.is_ok() }).await;
+
+    // Revocation.
+    let revoked_at = Instant::now();
+    admin.send(reqwest::Method::DELETE, &format!("/v1/tenants/acme/api-keys/{key_id}"), None).await;
+    let revoke = time_until(|| async { query(&plane.uri, &key).await.is_err_and(|e| e.contains("unknown or revoked")) }).await;
+
+    // Deleting the connection removes its schema.
+    let deleted_at = Instant::now();
+    admin.send(reqwest::Method::DELETE, "/v1/tenants/acme/connections/github", None).await;
+    let delete = time_until(|| async { query(&plane.uri, &second).await.is_err_and(|e| e.contains("github")) }).await;
+    println!(
+        "after the admin API answered, the data plane had: a new key in {grant:?}, a revocation in {revoke:?}, a deleted connection in {delete:?} (API calls took {:?}, {:?}, {:?})",
+        created_at.elapsed() - grant,
+        revoked_at.elapsed() - revoke,
+        deleted_at.elapsed() - delete
+    );
+    // The data plane is at the latest revision.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        plane.link.revision() as i64,
+        cp.state.store.revision().await.unwrap(),
+        "the data plane applied the latest revision"
+    );
+
+    // The saved configuration holds sealed secrets only.
+    let saved = std::fs::read(dir.join("dp/config.pb")).unwrap();
+    let token = sandbox.connections().into_iter().find(|c| c.connector == "github").unwrap().options["token"].clone();
+    assert!(!String::from_utf8_lossy(&saved).contains(&token), "the plaintext credential reached the data plane's disk");
+    drop(plane);
+    cp.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_plane_serves_its_saved_configuration_while_the_control_plane_is_down_and_resumes_the_watch() {
+    let sandbox = Sandbox::start(SandboxConfig::default()).await.unwrap();
+    let dir = temp_dir("offline");
+    let grpc_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let grpc_addr = format!("127.0.0.1:{grpc_port}");
+    let cp = control_plane(&dir.join("cp"), &grpc_addr).await;
+    let operator = cp.bootstrap_key.clone().unwrap();
+    let admin = Admin { http: reqwest::Client::new(), url: cp.admin_url(), key: operator.clone() };
+    let (key, _) = tenant(&admin, &sandbox).await;
+    let enrollment = admin.post("/v1/enrollment-tokens", json!({"region": "eu"})).await;
+    let plane = Plane::start(&cp.grpc_url(), enrollment["token"].as_str().map(String::from), &dir.join("dp")).await;
+    let revision = cp.state.store.revision().await.unwrap() as u64;
+    plane.link.applied(revision).await;
+    assert_eq!(query(&plane.uri, &key).await, Ok(4));
+
+    // The control plane goes away; the data plane restarts and serves from disk.
+    cp.shutdown().await;
+    drop(plane);
+    let plane = Plane::start(&format!("http://{grpc_addr}"), None, &dir.join("dp")).await;
+    assert_eq!(plane.link.revision(), revision, "the saved configuration is applied at start");
+    for _ in 0..3 {
+        assert_eq!(query(&plane.uri, &key).await, Ok(4));
+    }
+    assert!(query(&plane.uri, "omk_not-a-key-at-all-000000000000").await.is_err());
+
+    // The control plane returns on the same address; a change made now reaches the data plane.
+    let cp = control_plane(&dir.join("cp"), &grpc_addr).await;
+    assert!(cp.bootstrap_key.is_none());
+    let admin = Admin { http: reqwest::Client::new(), url: cp.admin_url(), key: operator };
+    let later = admin.post("/v1/tenants/acme/api-keys", json!({"principal": "ann"})).await;
+    let later = later["key"].as_str().unwrap().to_string();
+    let resumed = time_until(|| async { query(&plane.uri, &later).await.is_ok() }).await;
+    println!("after the control plane returned, a new key reached the data plane in {resumed:?}");
+
+    // Every attempt (5 ok, 1 unauthenticated before; those of the polling above) is stored once.
+    let verify = time_until(|| async {
+        let page = admin.send(reqwest::Method::GET, "/v1/tenants/acme/audit?limit=500", None).await;
+        let outcomes: Vec<&str> = page["items"].as_array().unwrap().iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+        outcomes.iter().filter(|o| **o == "ok").count() >= 5
+    })
+    .await;
+    let page = admin.send(reqwest::Method::GET, "/v1/tenants/acme/audit?limit=500", None).await;
+    let ids: Vec<&str> = page["items"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "no audit event is stored twice");
+    let chain = admin.send(reqwest::Method::GET, "/v1/tenants/acme/audit/verify", None).await;
+    assert_eq!(chain["valid"], true);
+    let platform = admin.send(reqwest::Method::GET, "/v1/tenants/_platform/audit?outcome=unauthenticated", None).await;
+    assert!(!platform["items"].as_array().unwrap().is_empty(), "failed logins are audited too");
+    println!("audit events of the tenant: {} (shipped {verify:?} after the check began)", ids.len());
+    drop(plane);
+    cp.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

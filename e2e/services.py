@@ -1,0 +1,179 @@
+"""Real third-party servers and OmniSQL processes for the control-plane end-to-end tests: a throwaway
+PostgreSQL cluster, moto_server as the KMS, `omnisql control-plane` and `omnisql data-plane`."""
+
+import glob
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from conftest import omnisql_binary
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on port {port} within {timeout} s")
+
+
+class Postgres:
+    """initdb into a temporary folder (as user postgres when root), a server on a free port, and a
+    database owned by a role that is not a superuser (so row-level security applies to it)."""
+
+    def __init__(self):
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+        if not bins:
+            raise RuntimeError("PostgreSQL is not installed: run scripts/test, which installs it")
+        self.bin = pathlib.Path(bins[-1])
+        # Under /tmp directly: user postgres cannot enter pytest's private temporary folders.
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="omnisql-pg-"))
+        root = os.geteuid() == 0
+        self.prefix = ["runuser", "-u", "postgres", "--"] if root else []
+        if root:
+            subprocess.run(["chown", "postgres:postgres", str(self.dir)], check=True)
+        data = self.dir / "data"
+        subprocess.run([*self.prefix, str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                        "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+        self.port = free_port()
+        self.proc = subprocess.Popen([*self.prefix, str(self.bin / "postgres"), "-D", str(data), "-p", str(self.port),
+                                      "-c", "listen_addresses=127.0.0.1", "-k", str(self.dir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        for sql in ["CREATE ROLE omnisql LOGIN PASSWORD 'omnisql' NOSUPERUSER NOBYPASSRLS",
+                    "CREATE DATABASE omnisql OWNER omnisql"]:
+            for _ in range(50):
+                r = subprocess.run([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                                    "-d", "postgres", "-c", sql], capture_output=True, text=True)
+                if r.returncode == 0:
+                    break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError(f"psql failed: {r.stderr}")
+        self.url = f"postgres://omnisql:omnisql@127.0.0.1:{self.port}/omnisql"
+
+    def psql(self, sql: str) -> str:
+        """Runs SQL as the superuser in the omnisql database (to inspect what the store wrote)."""
+        r = subprocess.run([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                            "-d", "omnisql", "-At", "-c", sql], capture_output=True, text=True, check=True)
+        return r.stdout
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Moto:
+    """moto_server as the KMS-compatible server, with one symmetric key per call of `create_key`."""
+
+    def __init__(self):
+        binary = pathlib.Path(sys.executable).parent / "moto_server"
+        self.port = free_port()
+        self.proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def create_key(self) -> str:
+        import boto3
+        kms = boto3.client("kms", endpoint_url=self.endpoint, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        return kms.create_key()["KeyMetadata"]["KeyId"]
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+class Process:
+    """An omnisql server process whose log is kept; ready when a line contains `ready`."""
+
+    def __init__(self, args: list[str], ready: str, env: dict | None = None):
+        self.log: list[str] = []
+        self.proc = subprocess.Popen([omnisql_binary(), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, env={**os.environ, **(env or {})})
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line)
+            if ready in line:
+                break
+        else:
+            raise RuntimeError(f"omnisql {args[0]} exited before it was ready:\n" + "".join(self.log))
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line)
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+
+def control_plane(http_port: int, grpc_port: int, database_url: str, kms_endpoint: str, key_id: str,
+                  key_file: pathlib.Path) -> Process:
+    return Process(["control-plane", "--http-addr", f"127.0.0.1:{http_port}", "--grpc-addr", f"127.0.0.1:{grpc_port}",
+                    "--database-url", database_url, "--kms", "aws-kms", "--kms-endpoint", kms_endpoint,
+                    "--kms-region", "us-east-1", "--default-key-id", key_id, "--bootstrap-key-file", str(key_file)],
+                   "OmniSQL control plane:", AWS_ENV)
+
+
+def data_plane(grpc_port: int, flight_port: int, state: pathlib.Path, kms_endpoint: str,
+               enrollment_token: str | None = None) -> Process:
+    args = ["data-plane", "--control-plane", f"http://127.0.0.1:{grpc_port}", "--state-dir", str(state),
+            "--flight-addr", f"127.0.0.1:{flight_port}", "--kms", "aws-kms", "--kms-endpoint", kms_endpoint,
+            "--kms-region", "us-east-1"]
+    if enrollment_token:
+        args += ["--enrollment-token", enrollment_token]
+    return Process(args, "Flight SQL on", AWS_ENV)
+
+
+class Admin:
+    """The admin REST API over HTTP."""
+
+    def __init__(self, url: str, key: str):
+        self.url, self.key = url, key
+
+    def call(self, method: str, path: str, body=None) -> tuple[int, dict]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"authorization": f"Bearer {self.key}", "content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                text = resp.read()
+                return resp.status, (json.loads(text) if text else {})
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def ok(self, method: str, path: str, body=None) -> dict:
+        status, answer = self.call(method, path, body)
+        assert 200 <= status < 300, f"{method} {path}: {status} {answer}"
+        return answer
