@@ -215,6 +215,13 @@ impl Applier {
         for t in update.tenants {
             self.tenants.insert(t.id.clone(), t);
         }
+        let config = self.engine_config().await;
+        match self.engine.apply(&config) {
+            Ok(()) => tracing::info!(revision = update.revision, tenants = config.tenants.len(), "configuration applied"),
+            Err(e) => tracing::error!(revision = update.revision, error = %e, "configuration rejected; keeping the previous one"),
+        }
+        // Saved after applying, so a revocation takes effect without waiting for the disk. A crash in
+        // between only means the next start resumes the watch from the previous revision.
         let snapshot = v1::ConfigUpdate {
             revision: update.revision,
             full: true,
@@ -223,11 +230,6 @@ impl Applier {
         };
         if let Err(e) = write_atomically(&self.dir.join("config.pb"), &snapshot.encode_to_vec()) {
             tracing::error!(error = %e, "cannot save the configuration; serving it from memory");
-        }
-        let config = self.engine_config().await;
-        match self.engine.apply(&config) {
-            Ok(()) => tracing::info!(revision = update.revision, tenants = config.tenants.len(), "configuration applied"),
-            Err(e) => tracing::error!(revision = update.revision, error = %e, "configuration rejected; keeping the previous one"),
         }
     }
 
