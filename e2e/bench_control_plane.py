@@ -6,9 +6,9 @@ For each store backend it starts `omnisql control-plane` (Postgres runs with the
 the local key), a sandbox and an enrolled `omnisql data-plane`, then prints p50/p95/p99 of:
 - admin API calls over one keep-alive HTTP connection: a read (list connections) and a write (create
   an API key, which also bumps the configuration revision);
-- propagation: from the admin API's answer until the data plane accepts a new key / refuses a revoked
-  one, found by polling with fresh Flight SQL connections; each number includes the final poll (a
-  connect plus a query, printed separately), which bounds the resolution.
+- propagation: from the admin API's answer until the data plane logs `configuration applied` (read from
+  its log as it is written), and until a fresh Flight SQL connection with a new key is first accepted /
+  with a revoked key first refused (polling; each includes a connect and a query, printed separately).
 """
 
 import argparse
@@ -87,15 +87,19 @@ def run(backend: str, runs: int) -> dict:
             reads.append(timed(lambda: api.call("GET", "/v1/tenants/acme/connections"))[0])
             writes.append(timed(lambda: api.call("POST", "/v1/tenants/acme/api-keys", {"principal": "ann"}))[0])
 
-        grant, revoke = [], []
+        applied, grant, revoke = [], [], []
         for _ in range(max(5, runs // 10)):
+            before = len(dp.log)
             created = api.call("POST", "/v1/tenants/acme/api-keys", {"principal": "ann"})
             t0 = time.perf_counter()
+            applied.append((dp.wait_for_line("configuration applied", before) - t0) * 1000)
             while run_query(uri, created["key"], "SELECT 1") != "ok":
                 pass
             grant.append((time.perf_counter() - t0) * 1000)
+            before = len(dp.log)
             api.call("DELETE", f"/v1/tenants/acme/api-keys/{created['api_key']['id']}")
             t0 = time.perf_counter()
+            applied.append((dp.wait_for_line("configuration applied", before) - t0) * 1000)
             while "unknown or revoked" not in run_query(uri, created["key"], "SELECT 1"):
                 pass
             revoke.append((time.perf_counter() - t0) * 1000)
@@ -104,7 +108,7 @@ def run(backend: str, runs: int) -> dict:
         while run_query(uri, key, "SELECT 1") != "ok":
             pass
         ok = statistics.median(timed(lambda: run_query(uri, key, "SELECT 1"))[0] for _ in range(20))
-        return {"backend": backend, "read": reads, "write": writes, "grant": grant, "revoke": revoke, "poll_ms": poll, "ok_ms": ok}
+        return {"backend": backend, "read": reads, "write": writes, "applied": applied, "grant": grant, "revoke": revoke, "poll_ms": poll, "ok_ms": ok}
     finally:
         for p in (dp, cp):
             if p:
@@ -127,6 +131,7 @@ def main():
     for b in backends:
         r = run(b, args.runs)
         rows = [("admin API read (list connections)", r["read"]), ("admin API write (create API key)", r["write"]),
+                ("propagation: change applied on the data plane", r["applied"]),
                 ("propagation: new key accepted by data plane", r["grant"]),
                 ("propagation: revoked key refused by data plane", r["revoke"])]
         for name, xs in rows:

@@ -112,10 +112,12 @@ class Process:
 
     def __init__(self, args: list[str], ready: str, env: dict | None = None):
         self.log: list[str] = []
+        self.arrived: list[float] = []  # time.perf_counter() when each log line was read
         self.proc = subprocess.Popen([omnisql_binary(), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, env={**os.environ, **(env or {})})
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
+            self.arrived.append(time.perf_counter())
             self.log.append(line)
             if ready in line:
                 break
@@ -126,7 +128,18 @@ class Process:
     def _drain(self):
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
+            self.arrived.append(time.perf_counter())
             self.log.append(line)
+
+    def wait_for_line(self, text: str, after: int, timeout: float = 10.0) -> float:
+        """When the first line containing `text` past line `after` arrived (time.perf_counter())."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            for i in range(after, len(self.log)):
+                if text in self.log[i]:
+                    return self.arrived[i]
+            time.sleep(0.0005)
+        raise RuntimeError(f"no `{text}` in the log within {timeout} s")
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)

@@ -144,9 +144,10 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     if let Some(k) = &cp.bootstrap_key {
         let path = data_dir.join("operator.key");
         std::fs::write(&path, k).map_err(|source| CliError::Write { path: path.display().to_string(), source })?;
-        setup_demo_tenant(&admin, &sandbox, &args.token).await?;
+        setup_demo_tenant(&admin, &args.token).await?;
     }
     let admin = AdminClient::new(&cp.admin_url(), &operator_key);
+    connect_sandbox(&admin, &sandbox).await?;
     let enrollment = admin.post("/v1/enrollment-tokens", json!({"region": "local"})).await?;
     let link = LinkOptions {
         url: cp.grpc_url(),
@@ -203,14 +204,23 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Creates the demo tenant through the admin API: a tenant, its member with the demo key (registered by
-/// hash), and one connection per sandbox app.
-async fn setup_demo_tenant(admin: &AdminClient, sandbox: &Sandbox, token: &str) -> Result<(), CliError> {
+/// Creates the demo tenant through the admin API: a tenant and its member with the demo key (registered
+/// by hash, so the control plane never sees it).
+async fn setup_demo_tenant(admin: &AdminClient, token: &str) -> Result<(), CliError> {
     admin.post("/v1/tenants", json!({"id": "demo", "name": "Demo", "region": "local", "admin": "demo-admin"})).await?;
     admin.post("/v1/tenants/demo/principals", json!({"id": "demo-user", "kind": "user", "role": "tenant_member"})).await?;
     let hash = omnisql_engine::config::sha256_hex(token);
     admin.post("/v1/tenants/demo/api-keys", json!({"principal": "demo-user", "sha256": hash})).await?;
+    Ok(())
+}
+
+/// (Re)creates one demo connection per sandbox app: the sandbox listens on new ports each start.
+async fn connect_sandbox(admin: &AdminClient, sandbox: &Sandbox) -> Result<(), CliError> {
     for c in sandbox.connections() {
+        match admin.call(reqwest::Method::DELETE, &format!("/v1/tenants/demo/connections/{}", c.name), None).await {
+            Ok(_) | Err(crate::admin::AdminError::Refused { status: 404, .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
         admin
             .post("/v1/tenants/demo/connections", json!({"name": c.name, "connector": c.connector, "options": c.options}))
             .await?;

@@ -186,6 +186,11 @@ impl v1::data_plane_service_server::DataPlaneService for DataPlaneGrpc {
         let req = request.into_inner();
         let version: String = req.version.chars().take(64).collect();
         self.state.store.heartbeat(&dp.id, &version, req.config_revision as i64, now_ms()).await.map_err(store_status)?;
+        let uses: Vec<(String, i64)> =
+            req.key_uses.into_iter().take(100_000).map(|u| (u.sha256, u.last_used_at.min(now_ms()))).collect();
+        if !uses.is_empty() {
+            self.state.store.record_key_uses(&dp.region, &uses).await.map_err(store_status)?;
+        }
         let latest = self.state.store.revision().await.map_err(store_status)?;
         Ok(Response::new(v1::HeartbeatResponse { latest_revision: latest.max(0) as u64 }))
     }
@@ -197,6 +202,7 @@ impl v1::data_plane_service_server::DataPlaneService for DataPlaneGrpc {
             return Err(Status::invalid_argument("send at most 10,000 audit events per batch"));
         }
         let mut events = Vec::with_capacity(batch.events.len());
+        let mut regions: std::collections::HashMap<String, Option<String>> = std::collections::HashMap::new();
         for e in batch.events {
             if e.id.is_empty() || e.tenant.is_empty() {
                 return Err(Status::invalid_argument("every audit event needs an id and a tenant"));
@@ -205,9 +211,13 @@ impl v1::data_plane_service_server::DataPlaneService for DataPlaneGrpc {
                 return Err(Status::invalid_argument(format!("unknown audit outcome `{}`", e.outcome)));
             }
             // A data plane reports for its own region's tenants (and the platform, for failed logins).
+            if !regions.contains_key(&e.tenant) {
+                let region = self.state.store.get_tenant(&TenantId(e.tenant.clone())).await.ok().map(|t| t.region);
+                regions.insert(e.tenant.clone(), region);
+            }
             if e.tenant != PLATFORM_TENANT
-                && let Ok(t) = self.state.store.get_tenant(&TenantId(e.tenant.clone())).await
-                && t.region != dp.region
+                && let Some(Some(region)) = regions.get(&e.tenant)
+                && region != &dp.region
             {
                 return Err(Status::permission_denied(format!(
                     "tenant `{}` is not served by this data plane's region `{}`",

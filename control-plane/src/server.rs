@@ -78,6 +78,11 @@ impl ControlPlane {
         let router = api::router(state.clone());
         let stop = cancel.clone();
         let http_task = tokio::spawn(async move {
+            // Small request/response pairs: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms.
+            use axum::serve::ListenerExt;
+            let http = http.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let serve = axum::serve(http, router).with_graceful_shutdown(async move { stop.cancelled().await });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "admin API stopped");
@@ -85,7 +90,12 @@ impl ControlPlane {
         });
         let stop = cancel.clone();
         let grpc_task = tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+            let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(grpc), |conn| {
+                if let Ok(stream) = &conn {
+                    let _ = stream.set_nodelay(true);
+                }
+                conn
+            });
             let serve = tonic::transport::Server::builder()
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });

@@ -210,6 +210,12 @@ async fn data_planes_enroll_once_and_receive_their_regions_changes(s: &dyn Store
     assert_eq!(all.revision, s.revision().await.unwrap());
     assert!(s.region_changes("us", all.revision).await.unwrap().tenants.is_empty());
 
+    // Key use reported by a US data plane is recorded; an EU data plane cannot touch US keys.
+    s.record_key_uses("eu", &[("r-hash-2".into(), now - 5)]).await.unwrap();
+    s.record_key_uses("us", &[("r-hash-1".into(), now - 10)]).await.unwrap();
+    let keys = s.list_api_keys(&us, &PageRequest::first(10)).await.unwrap().items;
+    assert_eq!(keys.iter().map(|k| k.last_used_at).collect::<Vec<_>>(), [Some(now - 10), None]);
+
     s.revoke_api_key(&us, "k1", now).await.unwrap();
     let after = s.region_changes("us", all.revision).await.unwrap();
     assert!(after.revision > all.revision);

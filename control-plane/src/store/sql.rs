@@ -751,6 +751,23 @@ impl Store for SqlStore {
         rows.iter().map(data_plane_row).collect()
     }
 
+    async fn record_key_uses(&self, region: &str, uses: &[(String, i64)]) -> Result<()> {
+        let mut tx = self.begin(ALL_TENANTS).await?;
+        for (sha256, at) in uses {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = $1 WHERE sha256 = $2 AND (last_used_at IS NULL OR last_used_at < $1)
+                   AND tenant_id IN (SELECT id FROM tenants WHERE region = $3)",
+            )
+            .bind(*at)
+            .bind(sha256.clone())
+            .bind(region.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn revision(&self) -> Result<i64> {
         let mut tx = self.begin(ALL_TENANTS).await?;
         Ok(sqlx::query_scalar("SELECT value FROM config_revision WHERE id = 1").fetch_one(&mut *tx).await?)

@@ -193,6 +193,8 @@ pub struct Engine {
     options: EngineOptions,
     cache: Option<Arc<ResponseCache>>,
     governor: Option<Arc<Governor>>,
+    /// When each key (by hash) was last accepted, since the control plane was last told.
+    key_uses: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 /// A query ready to run: its plan and the context that counts its upstream requests.
@@ -225,7 +227,8 @@ impl Engine {
     pub fn new(config: &Config, options: EngineOptions) -> Result<Engine, EngineError> {
         let cache = options.cache_bytes.map(ResponseCache::new);
         let governor = options.rate_limits.then(|| Arc::new(Governor::with_shared(options.shared_limits.clone())));
-        let engine = Engine { logs: Arc::default(), current: Default::default(), options, cache, governor };
+        let engine =
+            Engine { logs: Arc::default(), current: Default::default(), options, cache, governor, key_uses: Default::default() };
         engine.apply(config)?;
         Ok(engine)
     }
@@ -307,12 +310,22 @@ impl Engine {
     /// The caller a bearer token belongs to, if the key is known and not expired.
     pub fn authenticate(&self, token: &str) -> Option<Caller> {
         // Keys are looked up by their full hash, so no prefix or partial key matches.
-        let entry = self.current().keys.get(&config::sha256_hex(token)).cloned()?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let hash = config::sha256_hex(token);
+        let entry = self.current().keys.get(&hash).cloned()?;
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         match entry.expires_at {
-            Some(at) if at <= now => None,
-            _ => Some(entry.caller),
+            Some(at) if at * 1000 <= now_ms => None,
+            _ => {
+                self.key_uses.lock().unwrap_or_else(|e| e.into_inner()).insert(hash, now_ms);
+                Some(entry.caller)
+            }
         }
+    }
+
+    /// The keys accepted since the last call, by hash, with when each was last accepted (Unix ms).
+    pub fn take_key_uses(&self) -> Vec<(String, i64)> {
+        std::mem::take(&mut *self.key_uses.lock().unwrap_or_else(|e| e.into_inner())).into_iter().collect()
     }
 
     /// Every tenant this data plane serves.

@@ -183,8 +183,9 @@ pub async fn start(engine: Arc<Engine>, outbox: Arc<Outbox>, options: LinkOption
         }
     }
 
+    let engine = applier.engine.clone();
     let watch = tokio::spawn(watch_loop(client.clone(), applier, revision_tx));
-    let heartbeat = tokio::spawn(heartbeat_loop(client.clone(), revision.clone(), outbox.clone()));
+    let heartbeat = tokio::spawn(heartbeat_loop(client.clone(), revision.clone(), outbox.clone(), engine));
     let ship = tokio::spawn(ship_loop(client, outbox));
     Ok(ControlLink {
         data_plane_id: identity.data_plane_id,
@@ -335,15 +336,24 @@ async fn watch_loop(mut client: Client, mut applier: Applier, revision: tokio::s
     }
 }
 
-async fn heartbeat_loop(mut client: Client, revision: tokio::sync::watch::Receiver<u64>, outbox: Arc<Outbox>) {
+async fn heartbeat_loop(
+    mut client: Client,
+    revision: tokio::sync::watch::Receiver<u64>,
+    outbox: Arc<Outbox>,
+    engine: Arc<Engine>,
+) {
+    let mut unsent: HashMap<String, i64> = HashMap::new();
     loop {
+        unsent.extend(engine.take_key_uses());
         let request = v1::HeartbeatRequest {
             version: env!("CARGO_PKG_VERSION").into(),
             config_revision: *revision.borrow(),
             audit_pending: outbox.backlog() as u64,
+            key_uses: unsent.iter().map(|(sha256, at)| v1::KeyUse { sha256: sha256.clone(), last_used_at: *at }).collect(),
         };
-        if let Err(status) = client.heartbeat(request).await {
-            tracing::debug!(error = %status.message(), "heartbeat failed");
+        match client.heartbeat(request).await {
+            Ok(_) => unsent.clear(),
+            Err(status) => tracing::debug!(error = %status.message(), "heartbeat failed"),
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
