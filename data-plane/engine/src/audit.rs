@@ -105,13 +105,7 @@ impl Outbox {
         // Attempts that started but never ended: the process died while they ran.
         let acked = read_acknowledged(dir);
         let (records, _) = read_records(&text[..valid as usize], acked);
-        let ended: HashSet<&str> = records
-            .iter()
-            .filter_map(|(_, r)| match r {
-                Record::End(e) => Some(e.id.as_str()),
-                _ => None,
-            })
-            .collect();
+        let ended = ended_ids(&records);
         let mut interrupted = Vec::new();
         for (_, r) in &records {
             if let Record::Start { id, tenant, principal, sql, started_at } = r
@@ -231,13 +225,7 @@ impl Outbox {
         let mut text = Vec::new();
         BufReader::new(file).read_to_end(&mut text).map_err(io(&path))?;
         let (records, _) = read_records(&text, 0);
-        let ended: HashSet<&str> = records
-            .iter()
-            .filter_map(|(_, r)| match r {
-                Record::End(e) => Some(e.id.as_str()),
-                _ => None,
-            })
-            .collect();
+        let ended = ended_ids(&records);
         let shipped = self.shipped.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut events = Vec::new();
         let mut safe = acked;
@@ -288,6 +276,17 @@ impl Outbox {
     pub fn backlog(&self) -> usize {
         self.pending(usize::MAX).map(|(e, _)| e.len()).unwrap_or(0)
     }
+}
+
+/// Ids of the attempts that have their `end` record.
+fn ended_ids(records: &[(u64, Record)]) -> HashSet<&str> {
+    records
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Record::End(e) => Some(e.id.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn read_acknowledged(dir: &Path) -> u64 {
