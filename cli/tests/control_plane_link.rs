@@ -178,13 +178,10 @@ async fn revocation_and_deletion_reach_the_data_plane_within_seconds() {
         revoked_at.elapsed() - revoke,
         deleted_at.elapsed() - delete
     );
-    // The data plane is at the latest revision.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        plane.link.revision() as i64,
-        cp.state.store.revision().await.unwrap(),
-        "the data plane applied the latest revision"
-    );
+    // The data plane reaches the latest revision (and has saved it).
+    let latest = cp.state.store.revision().await.unwrap() as u64;
+    let reached = tokio::time::timeout(Duration::from_secs(5), plane.link.applied(latest)).await;
+    assert!(reached.is_ok(), "the data plane never applied revision {latest}");
 
     // The saved configuration holds sealed secrets only.
     let saved = std::fs::read(dir.join("dp/config.pb")).unwrap();

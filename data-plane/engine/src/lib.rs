@@ -7,6 +7,10 @@
 //!
 //! SQL → [`Engine::plan`] (parse, plan, optimise with pushdown into connector scans) → [`Engine::execute`]
 //! (a stream of Arrow batches).
+//!
+//! The configuration can be replaced while queries run ([`Engine::apply`], fed by the control plane);
+//! API keys are known only by their SHA-256. Every query attempt's audit event goes through the durable
+//! outbox in [`audit`].
 
 pub mod audit;
 pub mod catalog;
