@@ -108,10 +108,14 @@ const QUERY: &str = "SELECT count(*) AS n FROM github.repos";
 
 /// Runs the query; `Err` carries the gRPC message.
 async fn query(uri: &str, key: &str) -> Result<i64, String> {
-    let mut client = omnisql_data_plane::client::connect(uri, key).await.map_err(|e| e.to_string())?;
-    let batches = omnisql_data_plane::client::query(&mut client, QUERY).await.map_err(|e| e.to_string())?;
+    let batches = query_sql(uri, key, QUERY).await?;
     let col = batches[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap();
     Ok(col.value(0))
+}
+
+async fn query_sql(uri: &str, key: &str, sql: &str) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>, String> {
+    let mut client = omnisql_data_plane::client::connect(uri, key).await.map_err(|e| e.to_string())?;
+    omnisql_data_plane::client::query(&mut client, sql).await.map_err(|e| e.to_string())
 }
 
 /// Polls until `done` holds, returning how long it took.
@@ -168,6 +172,9 @@ async fn revocation_and_deletion_reach_the_data_plane_within_seconds() {
     admin.send(reqwest::Method::DELETE, &format!("/v1/tenants/acme/api-keys/{key_id}"), None).await;
     let revoke = time_until(|| async { query(&plane.uri, &key).await.is_err_and(|e| e.contains("unknown or revoked")) }).await;
 
+    // A failed query is one audit event too, with its error.
+    assert!(query_sql(&plane.uri, &second, "SELECT * FROM github.nope").await.is_err());
+
     // Deleting the connection removes its schema.
     let deleted_at = Instant::now();
     admin.send(reqwest::Method::DELETE, "/v1/tenants/acme/connections/github", None).await;
@@ -178,6 +185,15 @@ async fn revocation_and_deletion_reach_the_data_plane_within_seconds() {
         revoked_at.elapsed() - revoke,
         deleted_at.elapsed() - delete
     );
+    // Deleting the tenant removes it from the data plane.
+    admin.send(reqwest::Method::DELETE, "/v1/tenants/acme", None).await;
+    let removed =
+        time_until(|| async { query(&plane.uri, &second).await.is_err_and(|e| e.contains("unknown or revoked")) }).await;
+    println!("a deleted tenant's keys were refused {removed:?} after the admin API answered");
+    let errors = admin.send(reqwest::Method::GET, "/v1/tenants/acme/audit?outcome=error", None).await;
+    let errors = errors["items"].as_array().unwrap();
+    assert!(errors.iter().any(|e| e["sql"] == "SELECT * FROM github.nope" && e["error"].as_str().unwrap().contains("nope")));
+
     // The data plane reaches the latest revision (and has saved it).
     let latest = cp.state.store.revision().await.unwrap() as u64;
     let reached = tokio::time::timeout(Duration::from_secs(5), plane.link.applied(latest)).await;

@@ -171,3 +171,40 @@ async fn the_salesforce_refresh_token_flow_is_used_when_configured() {
     assert!(e.contains("invalid_grant"), "{e}");
     assert!(!e.contains("revoked-refresh-token"), "secrets never appear in errors: {e}");
 }
+
+#[test]
+fn keys_given_by_hash_work_until_they_expire_and_a_new_configuration_replaces_them() {
+    use omnisql_engine::Config;
+    use omnisql_engine::config::{ApiKeyConfig, TenantConfig, sha256_hex};
+    let key = |principal: &str, token: &str, expires_at: Option<i64>| ApiKeyConfig {
+        principal: principal.into(),
+        token: None,
+        sha256: Some(sha256_hex(token)),
+        expires_at,
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let tenant = |keys| TenantConfig { id: "acme".into(), weight: None, api_keys: keys, connections: vec![] };
+    let config = Config {
+        tenants: vec![tenant(vec![key("ann", "ann-key-0123456789", None), key("old", "old-key-0123456789", Some(now - 1))])],
+    };
+    let engine = Engine::new(&config, EngineOptions::default()).unwrap();
+    assert_eq!(engine.authenticate("ann-key-0123456789").unwrap().principal, "ann");
+    assert!(engine.authenticate("old-key-0123456789").is_none(), "an expired key is refused");
+    assert_eq!(engine.take_key_uses().len(), 1, "only the accepted key counts as used");
+
+    // The control plane revokes ann's key and adds bob's: the next lookup sees the new configuration.
+    engine.apply(&Config { tenants: vec![tenant(vec![key("bob", "bob-key-0123456789", None)])] }).unwrap();
+    assert!(engine.authenticate("ann-key-0123456789").is_none());
+    assert_eq!(engine.authenticate("bob-key-0123456789").unwrap().principal, "bob");
+    // An invalid configuration changes nothing.
+    let bad = Config {
+        tenants: vec![tenant(vec![ApiKeyConfig {
+            principal: "x".into(),
+            token: None,
+            sha256: Some("zz".into()),
+            expires_at: None,
+        }])],
+    };
+    assert!(engine.apply(&bad).is_err());
+    assert!(engine.authenticate("bob-key-0123456789").is_some());
+}

@@ -218,7 +218,18 @@ impl Applier {
         }
         let config = self.engine_config().await;
         match self.engine.apply(&config) {
-            Ok(()) => tracing::info!(revision = update.revision, tenants = config.tenants.len(), "configuration applied"),
+            Ok(()) => {
+                tracing::info!(revision = update.revision, tenants = config.tenants.len(), "configuration applied");
+                // Log in to new connections now, so their first query does not wait for it.
+                let engine = self.engine.clone();
+                tokio::spawn(async move {
+                    for tenant in engine.tenants() {
+                        for (connection, error) in engine.warm_up(&tenant).await {
+                            tracing::warn!(%tenant, %connection, %error, "connection unavailable; its queries will fail until it recovers");
+                        }
+                    }
+                });
+            }
             Err(e) => tracing::error!(revision = update.revision, error = %e, "configuration rejected; keeping the previous one"),
         }
         // Saved after applying, so a revocation takes effect without waiting for the disk. A crash in
