@@ -110,6 +110,10 @@ enum AdminCommand {
         region: String,
     },
     ListDataPlanes,
+    /// Remove a data plane: its credential stops working.
+    DeleteDataPlane {
+        id: String,
+    },
     ListConnectors,
     /// Search the audit trail.
     Audit {
@@ -225,6 +229,7 @@ pub async fn run(args: AdminArgs) -> Result<(), AdminError> {
         }
         AdminCommand::EnrollmentToken { region } => c.post("/v1/enrollment-tokens", json!({"region": region})).await?,
         AdminCommand::ListDataPlanes => c.call(Method::GET, "/v1/data-planes", None).await?,
+        AdminCommand::DeleteDataPlane { id } => c.call(Method::DELETE, &format!("/v1/data-planes/{id}"), None).await?,
         AdminCommand::ListConnectors => c.call(Method::GET, "/v1/connectors", None).await?,
         AdminCommand::Audit { tenant, principal, table, outcome, limit } => {
             let mut query = vec![];

@@ -203,6 +203,16 @@ async fn revocation_and_deletion_reach_the_data_plane_within_seconds() {
     let saved = std::fs::read(dir.join("dp/config.pb")).unwrap();
     let token = sandbox.connections().into_iter().find(|c| c.connector == "github").unwrap().options["token"].clone();
     assert!(!String::from_utf8_lossy(&saved).contains(&token), "the plaintext credential reached the data plane's disk");
+
+    // An operator removes the data plane: it fails closed and forgets its credential.
+    admin.post("/v1/tenants", json!({"id": "beta", "name": "Beta", "region": "eu"})).await;
+    admin.post("/v1/tenants/beta/principals", json!({"id": "bo", "kind": "user", "role": "tenant_member"})).await;
+    let bo = admin.post("/v1/tenants/beta/api-keys", json!({"principal": "bo"})).await["key"].as_str().unwrap().to_string();
+    time_until(|| async { query_sql(&plane.uri, &bo, "SELECT 1").await.is_ok() }).await;
+    admin.send(reqwest::Method::DELETE, &format!("/v1/data-planes/{}", plane.link.data_plane_id), None).await;
+    let cut = time_until(|| async { query_sql(&plane.uri, &bo, "SELECT 1").await.is_err() }).await;
+    println!("a removed data plane stopped serving {cut:?} after the admin API answered");
+    assert!(!dir.join("dp/identity.json").exists() && !dir.join("dp/config.pb").exists());
     drop(plane);
     cp.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);

@@ -150,6 +150,18 @@ impl v1::data_plane_service_server::DataPlaneService for DataPlaneGrpc {
         let stream = async_stream(move |tx| async move {
             let mut first = true;
             loop {
+                // A data plane removed by an operator loses its watch at the next change.
+                match store.data_plane_by_credential(&dp.credential_sha256).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        let _ = tx.send(Err(Status::unauthenticated("this data plane was removed; enroll it again"))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(store_status(e))).await;
+                        return;
+                    }
+                }
                 match store.region_changes(&dp.region, since).await {
                     Ok(changes) => {
                         let full = since == 0;

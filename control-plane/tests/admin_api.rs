@@ -221,6 +221,8 @@ async fn admin_flow(cp: &ControlPlane) {
     assert_eq!(s, StatusCode::CREATED);
     assert!(t["token"].as_str().unwrap().starts_with("omen_"));
     assert_eq!(c.post(&alice, "/v1/enrollment-tokens", json!({"region": "eu"})).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(c.delete(&alice, "/v1/data-planes/dp-x").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(c.delete(&op, "/v1/data-planes/dp-x").await.0, StatusCode::NOT_FOUND);
 
     // Audit endpoints answer (the data-plane tests fill them).
     let (s, v) = c.get(&alice, "/v1/tenants/acme/audit/verify").await;

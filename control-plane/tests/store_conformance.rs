@@ -193,6 +193,9 @@ async fn data_planes_enroll_once_and_receive_their_regions_changes(s: &dyn Store
     s.heartbeat("dp-1", "0.2.0", 7, now).await.unwrap();
     let listed = s.list_data_planes().await.unwrap();
     assert_eq!((listed[0].version.as_str(), listed[0].acked_revision, listed[0].last_heartbeat_at), ("0.2.0", 7, Some(now)));
+    s.delete_data_plane("dp-1").await.unwrap();
+    assert!(s.data_plane_by_credential("cred-hash").await.unwrap().is_none(), "a removed data plane's credential is dead");
+    assert!(matches!(s.delete_data_plane("dp-1").await, Err(StoreError::NotFound(_))));
 
     // Region changes: a US tenant appears for US data planes only, with its active keys and connections.
     s.upsert_connector(&connector()).await.unwrap();

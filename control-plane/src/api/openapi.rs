@@ -18,7 +18,7 @@ use crate::model;
         catalog::list_connectors, catalog::publish_connector,
         catalog::create_connection, catalog::list_connections, catalog::get_connection, catalog::delete_connection,
         catalog::put_policy, catalog::list_policies, catalog::policy_versions,
-        platform::create_enrollment_token, platform::list_data_planes,
+        platform::create_enrollment_token, platform::list_data_planes, platform::delete_data_plane,
         audit::search_audit, audit::verify_audit,
     ),
     components(schemas(

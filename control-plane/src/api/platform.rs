@@ -13,7 +13,10 @@ use crate::keys;
 use crate::model::*;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/data-planes", get(list_data_planes)).route("/v1/enrollment-tokens", post(create_enrollment_token))
+    Router::new()
+        .route("/v1/data-planes", get(list_data_planes))
+        .route("/v1/data-planes/{id}", axum::routing::delete(delete_data_plane))
+        .route("/v1/enrollment-tokens", post(create_enrollment_token))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -72,4 +75,19 @@ pub async fn create_enrollment_token(
 pub async fn list_data_planes(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Vec<DataPlane>>, ApiError> {
     caller.operator()?;
     Ok(axum::Json(state.store.list_data_planes().await?))
+}
+
+/// Removes a data plane: its credential stops working and its configuration watch ends.
+#[utoipa::path(delete, path = "/v1/data-planes/{id}", tag = "data planes", params(("id" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_data_plane(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.operator()?;
+    state.store.delete_data_plane(&id).await?;
+    // Wake the watches so the removed data plane's stream notices.
+    state.config_changed();
+    Ok(StatusCode::NO_CONTENT)
 }

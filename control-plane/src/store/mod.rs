@@ -132,6 +132,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn data_plane_by_credential(&self, sha256: &str) -> Result<Option<DataPlane>>;
     async fn heartbeat(&self, id: &str, version: &str, acked_revision: i64, now: i64) -> Result<()>;
     async fn list_data_planes(&self) -> Result<Vec<DataPlane>>;
+    /// Removes a data plane: its credential stops working at once.
+    async fn delete_data_plane(&self, id: &str) -> Result<()>;
     /// Records when keys (by hash) were last used on a data plane of `region`; keys of other regions'
     /// tenants are left alone.
     async fn record_key_uses(&self, region: &str, uses: &[(String, i64)]) -> Result<()>;

@@ -751,6 +751,16 @@ impl Store for SqlStore {
         rows.iter().map(data_plane_row).collect()
     }
 
+    async fn delete_data_plane(&self, id: &str) -> Result<()> {
+        let mut tx = self.begin(ALL_TENANTS).await?;
+        let done = sqlx::query("DELETE FROM data_planes WHERE id = $1").bind(id.to_string()).execute(&mut *tx).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("data plane `{id}`")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn record_key_uses(&self, region: &str, uses: &[(String, i64)]) -> Result<()> {
         let mut tx = self.begin(ALL_TENANTS).await?;
         for (sha256, at) in uses {

@@ -245,6 +245,26 @@ impl Applier {
         }
     }
 
+    /// The control plane no longer knows this data plane (an operator removed it): fail closed — serve
+    /// no tenant, and drop the saved identity and configuration so it can only come back by enrolling.
+    async fn forget(&mut self, reason: &str) {
+        if self.tenants.is_empty() && !self.dir.join("identity.json").exists() {
+            return;
+        }
+        tracing::error!(
+            reason,
+            "the control plane refused this data plane's credential; serving no tenant until it is enrolled again"
+        );
+        self.tenants.clear();
+        self.opened.clear();
+        if let Err(e) = self.engine.apply(&Config::default()) {
+            tracing::error!(error = %e, "cannot clear the configuration");
+        }
+        for file in ["config.pb", "identity.json"] {
+            let _ = std::fs::remove_file(self.dir.join(file));
+        }
+    }
+
     /// The engine's configuration: secrets opened, connections this data plane cannot run left out
     /// (and logged) so one bad connection does not hold back every other change.
     async fn engine_config(&mut self) -> Config {
@@ -330,12 +350,21 @@ async fn watch_loop(mut client: Client, mut applier: Applier, revision: tokio::s
                             revision.send_replace(r);
                         }
                         Ok(None) => break,
+                        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                            applier.forget(status.message()).await;
+                            revision.send_replace(0);
+                            break;
+                        }
                         Err(status) => {
                             tracing::warn!(error = %status.message(), "configuration watch interrupted; serving the last configuration");
                             break;
                         }
                     }
                 }
+            }
+            Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                applier.forget(status.message()).await;
+                revision.send_replace(0);
             }
             Err(status) => {
                 tracing::warn!(error = %status.message(), retry_in_ms = backoff.as_millis() as u64,
