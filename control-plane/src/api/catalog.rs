@@ -93,12 +93,6 @@ pub struct CreateConnection {
     pub quota_share: Option<f64>,
 }
 
-/// What the request fingerprint for `Idempotency-Key` may hold: secrets hashed, not kept.
-#[derive(Serialize)]
-struct ConnectionFingerprint<'a> {
-    request: &'a CreateConnection,
-}
-
 /// Checks a connection against its connector's parameters; pure, so it is unit-tested.
 pub fn validate_connection(req: &CreateConnection, connector: &ConnectorVersion) -> Vec<FieldError> {
     let mut errors = Vec::new();
@@ -173,7 +167,7 @@ pub async fn create_connection(
             *v = crate::keys::sha256_hex(v);
         }
     }
-    idempotent(&state, &tenant_id, &headers, &ConnectionFingerprint { request: &fingerprint }, super::keep_all, || async {
+    idempotent(&state, &tenant_id, &headers, &fingerprint, super::keep_all, || async {
         let mut options = BTreeMap::new();
         let mut sealed_options = BTreeMap::new();
         for (name, value) in &req.options {
