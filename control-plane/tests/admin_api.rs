@@ -188,6 +188,26 @@ async fn admin_flow(cp: &ControlPlane) {
     let (s, _) = c.call(reqwest::Method::POST, &alice, "/v1/tenants/acme/connections", Some(other), Some("create-gh-1")).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(c.get(&alice, "/v1/tenants/acme/connections").await.1["items"].as_array().unwrap().len(), 1);
+    // Two concurrent retries with one key create one object: one succeeds, the other is told the
+    // request is in progress or gets the same answer replayed.
+    let concurrent = json!({"id": "twin", "kind": "service_account", "role": "tenant_member"});
+    let send = || {
+        c.http
+            .post(format!("{}/v1/tenants/acme/principals", c.base))
+            .bearer_auth(&alice)
+            .header("Idempotency-Key", "twin-1")
+            .json(&concurrent)
+            .send()
+    };
+    let (a, b) = tokio::join!(send(), send());
+    let mut statuses = [a.unwrap().status(), b.unwrap().status()];
+    statuses.sort();
+    assert!(
+        statuses == [StatusCode::CREATED, StatusCode::CREATED] || statuses == [StatusCode::CREATED, StatusCode::CONFLICT],
+        "{statuses:?}"
+    );
+    let principals = c.get(&alice, "/v1/tenants/acme/principals?limit=500").await.1;
+    assert_eq!(principals["items"].as_array().unwrap().iter().filter(|p| p["id"] == "twin").count(), 1);
     let (s, got) = c.get(&alice, "/v1/tenants/acme/connections/gh").await;
     assert_eq!(s, StatusCode::OK);
     assert!(!got.to_string().contains(PLANTED_SECRET) && !got.to_string().contains("sealed:v1"));
