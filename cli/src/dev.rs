@@ -148,11 +148,18 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     }
     let admin = AdminClient::new(&cp.admin_url(), &operator_key);
     connect_sandbox(&admin, &sandbox).await?;
-    let enrollment = admin.post("/v1/enrollment-tokens", json!({"region": "local"})).await?;
+    // The data plane keeps its identity in the data folder, so a kept `--data-dir` reuses it.
+    let state_dir = data_dir.join("data-plane");
+    let enrollment_token = if state_dir.join("identity.json").exists() {
+        None
+    } else {
+        let token = admin.post("/v1/enrollment-tokens", json!({"region": "local"})).await?;
+        token["token"].as_str().map(str::to_string)
+    };
     let link = LinkOptions {
         url: cp.grpc_url(),
-        enrollment_token: enrollment["token"].as_str().map(str::to_string),
-        state_dir: data_dir.join(format!("data-plane-{}", std::process::id())),
+        enrollment_token,
+        state_dir,
         kms: omnisql_secrets::ProviderConfig::Local { key_file: data_dir.join("master.key") },
     };
     let state_dir = link.state_dir.clone();
