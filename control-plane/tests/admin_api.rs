@@ -77,8 +77,8 @@ impl Client {
     }
 }
 
-/// The whole admin flow, run against each backend.
-async fn admin_flow(cp: &ControlPlane) {
+/// The whole admin flow, run against each backend; returns the API keys it was shown.
+async fn admin_flow(cp: &ControlPlane) -> Vec<String> {
     let c = Client { http: reqwest::Client::new(), base: cp.admin_url() };
     let op = cp.bootstrap_key.clone().expect("first start creates the operator key");
 
@@ -232,6 +232,18 @@ async fn admin_flow(cp: &ControlPlane) {
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 
+    // A key created with an Idempotency-Key is shown once: the replay names the same key but not the secret.
+    let (s1, first) = c
+        .call(reqwest::Method::POST, &alice, "/v1/tenants/acme/api-keys", Some(json!({"principal": "bob"})), Some("bob-key-2"))
+        .await;
+    let (s2, replay) = c
+        .call(reqwest::Method::POST, &alice, "/v1/tenants/acme/api-keys", Some(json!({"principal": "bob"})), Some("bob-key-2"))
+        .await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(replay["api_key"]["id"], first["api_key"]["id"]);
+    assert!(first["key"].is_string() && replay["key"].is_null(), "{replay}");
+    let idempotent_key = first["key"].as_str().unwrap().to_string();
+
     // Revoking a key locks it out at once.
     assert_eq!(c.delete(&alice, &format!("/v1/tenants/acme/api-keys/{bob_key_id}")).await.0, StatusCode::OK);
     assert_eq!(c.get(&bob, "/v1/me").await.0, StatusCode::UNAUTHORIZED);
@@ -249,6 +261,7 @@ async fn admin_flow(cp: &ControlPlane) {
     assert_eq!((s, v["valid"].as_bool()), (StatusCode::OK, Some(true)));
     assert_eq!(c.get(&alice, "/v1/tenants/acme/audit?outcome=maybe").await.0, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(c.get(&op, "/v1/no-such-thing").await.0, StatusCode::NOT_FOUND);
+    vec![alice, gina, bob, idempotent_key]
 }
 
 /// Captures log output of everything running on this (current-thread) runtime.
@@ -275,7 +288,7 @@ async fn admin_api_on_sqlite_and_no_secret_reaches_the_database_or_the_logs() {
     let dir = std::env::temp_dir().join(format!("omnisql-admin-{}", uuid::Uuid::new_v4().simple()));
     let cp = start(format!("sqlite://{}/control.db", dir.display()), &dir).await;
     let operator_key = cp.bootstrap_key.clone().unwrap();
-    admin_flow(&cp).await;
+    let shown = admin_flow(&cp).await;
     cp.shutdown().await;
 
     // Grep every file the control plane wrote (database, WAL) and the logs for the planted secret and
@@ -287,7 +300,7 @@ async fn admin_api_on_sqlite_and_no_secret_reaches_the_database_or_the_logs() {
     let text = String::from_utf8_lossy(&haystack);
     assert!(text.contains("control plane listening"), "the logs were captured");
     assert!(text.contains("sealed:v1:"), "the sealed secret is in the database");
-    for needle in [PLANTED_SECRET, "PLANTED-secret", operator_key.as_str()] {
+    for needle in [PLANTED_SECRET, "PLANTED-secret", operator_key.as_str()].into_iter().chain(shown.iter().map(String::as_str)) {
         assert!(!text.contains(needle), "`{needle}` leaked into the database or the logs");
     }
     let _ = std::fs::remove_dir_all(dir);

@@ -167,7 +167,7 @@ pub async fn create_connection(
             *v = crate::keys::sha256_hex(v);
         }
     }
-    idempotent(&state, &tenant_id, &headers, &fingerprint, super::keep_all, || async {
+    idempotent(&state, &tenant_id, &headers, &fingerprint, &[], || async {
         let mut options = BTreeMap::new();
         let mut sealed_options = BTreeMap::new();
         for (name, value) in &req.options {

@@ -127,14 +127,14 @@ pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
 
 /// Runs a create at most once per `Idempotency-Key` (scoped by tenant): a retry with the same key and
 /// the same request gets the first answer again (with `Idempotent-Replayed: true`), a retry with a
-/// different request is refused. Secrets shown once (API keys, tokens) are not stored: `redact` removes
-/// them from the copy kept for replays.
+/// different request is refused. Secrets shown once (API keys, tokens) are not stored: the fields at the
+/// JSON pointers in `shown_once` are emptied in the copy kept for replays.
 pub async fn idempotent<F, Fut>(
     state: &AppState,
     scope: &TenantId,
     headers: &HeaderMap,
     request: &impl Serialize,
-    redact: fn(&mut serde_json::Value),
+    shown_once: &[&str],
     create: F,
 ) -> Result<Response, ApiError>
 where
@@ -176,7 +176,11 @@ where
     let outcome = match result {
         Ok((status, body)) => {
             let mut kept = body.clone();
-            redact(&mut kept);
+            for pointer in shown_once {
+                if let Some(v) = kept.pointer_mut(pointer) {
+                    *v = serde_json::Value::Null;
+                }
+            }
             let stored = IdempotentResponse { request_hash: hash, status: status.as_u16(), body: kept.to_string() };
             state.store.save_idempotent_response(scope, &key, &stored, now_ms()).await.map(|_| json(status, &body))
         }
@@ -188,9 +192,6 @@ where
     state.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&slot);
     Ok(outcome?)
 }
-
-/// For responses with nothing to redact.
-pub fn keep_all(_: &mut serde_json::Value) {}
 
 /// Checks an identifier: lower-case letters, digits, `_` and `-`, starting with a letter.
 pub fn check_id(field: &str, value: &str, max: usize, errors: &mut Vec<FieldError>) {

@@ -36,12 +36,6 @@ pub struct EnrollmentToken {
     pub token: Option<String>,
 }
 
-fn redact_token(v: &mut serde_json::Value) {
-    if let Some(o) = v.as_object_mut() {
-        o.insert("token".into(), serde_json::Value::Null);
-    }
-}
-
 /// Creates a one-time enrollment token for a data plane of a region.
 #[utoipa::path(post, path = "/v1/enrollment-tokens", tag = "data planes", request_body = CreateEnrollmentToken,
     params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body create once (the token is not shown again)")),
@@ -59,7 +53,7 @@ pub async fn create_enrollment_token(
         errors.push(FieldError { field: "expires_in_seconds".into(), message: "must be between 1 and 30 days".into() });
     }
     valid(errors)?;
-    idempotent(&state, &TenantId::platform(), &headers, &req, redact_token, || async {
+    idempotent(&state, &TenantId::platform(), &headers, &req, &["/token"], || async {
         let token = keys::generate("omen");
         let now = now_ms();
         let expires_at = now + i64::try_from(req.expires_in_seconds.unwrap_or(3600)).unwrap_or(3600) * 1000;

@@ -58,15 +58,8 @@ pub struct ApiKeyCreated {
     pub key: Option<String>,
 }
 
-/// Removes shown-once keys from the copy kept for `Idempotency-Key` replays.
-fn redact_keys(v: &mut serde_json::Value) {
-    if let Some(o) = v.as_object_mut() {
-        o.insert("key".into(), serde_json::Value::Null);
-        if let Some(admin) = o.get_mut("admin").and_then(|a| a.as_object_mut()) {
-            admin.insert("key".into(), serde_json::Value::Null);
-        }
-    }
-}
+/// Where shown-once keys sit in the answers, so `Idempotency-Key` replays do not store them.
+const SHOWN_ONCE_KEYS: &[&str] = &["/key", "/admin/key"];
 
 fn validate_tenant(req: &CreateTenant) -> Result<(), ApiError> {
     let mut errors = Vec::new();
@@ -129,7 +122,7 @@ pub async fn create_tenant(
     caller.operator()?;
     validate_tenant(&req)?;
     let scope = TenantId::platform();
-    idempotent(&state, &scope, &headers, &req, redact_keys, || async {
+    idempotent(&state, &scope, &headers, &req, SHOWN_ONCE_KEYS, || async {
         let tenant = Tenant {
             id: TenantId(req.id.clone()),
             name: req.name.clone(),
@@ -230,7 +223,7 @@ pub async fn create_principal(
     }
     valid(errors)?;
     state.store.get_tenant(&tenant).await?;
-    idempotent(&state, &tenant, &headers, &req, super::keep_all, || async {
+    idempotent(&state, &tenant, &headers, &req, &[], || async {
         let p = Principal { tenant_id: tenant.clone(), id: req.id.clone(), kind: req.kind, role: req.role, created_at: now_ms() };
         let p = state.store.create_principal(&p).await?;
         Ok((StatusCode::CREATED, serde_json::to_value(p).unwrap_or_default()))
@@ -295,7 +288,7 @@ pub async fn create_api_key(
     {
         return Err(ApiError::field("sha256", "must be 64 hex digits (the SHA-256 of the key)"));
     }
-    idempotent(&state, &tenant, &headers, &req, redact_keys, || async {
+    idempotent(&state, &tenant, &headers, &req, SHOWN_ONCE_KEYS, || async {
         let expires_at =
             req.expires_in_seconds.map(|s| now_ms().saturating_add(i64::try_from(s).unwrap_or(i64::MAX / 2000) * 1000));
         let created = new_api_key(&state, &tenant, &req.principal, expires_at, req.sha256.as_deref()).await?;
