@@ -36,32 +36,12 @@ pub fn chain_hash(previous: &str, seq: i64, event: &NewAuditEvent) -> String {
     hex(&h.finalize())
 }
 
-impl From<&AuditEvent> for NewAuditEvent {
-    fn from(e: &AuditEvent) -> Self {
-        NewAuditEvent {
-            id: e.id.clone(),
-            tenant_id: e.tenant_id.clone(),
-            principal: e.principal.clone(),
-            sql: e.sql.clone(),
-            tables: e.tables.clone(),
-            api_requests: e.api_requests,
-            rows: e.rows,
-            bytes: e.bytes,
-            duration_ms: e.duration_ms,
-            outcome: e.outcome.clone(),
-            error: e.error.clone(),
-            started_at: e.started_at,
-            data_plane: e.data_plane.clone(),
-        }
-    }
-}
-
 /// Checks a tenant's events in chain order: `Err(seq)` names the first event that does not chain.
 pub fn verify<'a>(events: impl IntoIterator<Item = &'a AuditEvent>) -> Result<(i64, String), i64> {
     let mut previous = GENESIS.to_string();
     let mut expected_seq = 1;
     for e in events {
-        if e.seq != expected_seq || chain_hash(&previous, e.seq, &NewAuditEvent::from(e)) != e.hash {
+        if e.seq != expected_seq || chain_hash(&previous, e.seq, &e.event) != e.hash {
             return Err(expected_seq);
         }
         previous = e.hash.clone();

@@ -212,44 +212,38 @@ pub struct DataPlane {
 /// The outcome of a query attempt.
 pub const OUTCOMES: &[&str] = &["ok", "error", "denied", "cancelled", "unauthenticated", "interrupted"];
 
-/// One query attempt on a data plane, as stored: hash-chained within its tenant.
+/// One query attempt on a data plane, as stored: what the data plane shipped, chained within its tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AuditEvent {
-    pub id: String,
-    pub tenant_id: TenantId,
+    #[serde(flatten)]
+    pub event: NewAuditEvent,
     /// Position in the tenant's chain, from 1.
     pub seq: i64,
-    pub principal: String,
-    pub sql: String,
-    pub tables: Vec<String>,
-    pub api_requests: i64,
-    pub rows: i64,
-    pub bytes: i64,
-    pub duration_ms: f64,
-    pub outcome: String,
-    pub error: Option<String>,
-    pub started_at: i64,
-    pub data_plane: String,
     pub received_at: i64,
     /// Hex SHA-256 of the previous event's hash and this event's content.
     pub hash: String,
 }
 
 /// An audit event as a data plane ships it (before it is chained).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NewAuditEvent {
     pub id: String,
     pub tenant_id: TenantId,
     pub principal: String,
     pub sql: String,
+    /// `connection.table` for every table the query read.
     pub tables: Vec<String>,
     pub api_requests: i64,
     pub rows: i64,
+    /// Arrow bytes returned.
     pub bytes: i64,
     pub duration_ms: f64,
+    /// ok, error, denied, cancelled, unauthenticated or interrupted.
     pub outcome: String,
     pub error: Option<String>,
+    /// Unix milliseconds.
     pub started_at: i64,
+    /// Set by the control plane from the shipping data plane's identity.
     pub data_plane: String,
 }
 

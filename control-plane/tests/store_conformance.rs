@@ -245,11 +245,17 @@ async fn audit_events_are_stored_once_chained_searchable_and_verified(s: &dyn St
     let again = s.append_audit(&events[..2], now_ms()).await.unwrap();
     assert_eq!(again, ["e1", "e2"]);
     let all = s.search_audit(&a, &AuditFilter::default(), &PageRequest::first(100)).await.unwrap();
-    assert_eq!(all.items.iter().map(|e| (e.id.as_str(), e.seq)).collect::<Vec<_>>(), [("e1", 1), ("e2", 2), ("e4", 3)]);
+    assert_eq!(all.items.iter().map(|e| (e.event.id.as_str(), e.seq)).collect::<Vec<_>>(), [("e1", 1), ("e2", 2), ("e4", 3)]);
 
     let a_ref = &a;
     let search = |f: AuditFilter| async move {
-        s.search_audit(a_ref, &f, &PageRequest::first(100)).await.unwrap().items.into_iter().map(|e| e.id).collect::<Vec<_>>()
+        s.search_audit(a_ref, &f, &PageRequest::first(100))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| e.event.id)
+            .collect::<Vec<_>>()
     };
     assert_eq!(search(AuditFilter { principal: Some("alice".into()), ..Default::default() }).await, ["e1", "e4"]);
     assert_eq!(search(AuditFilter { outcome: Some("error".into()), ..Default::default() }).await, ["e2"]);
@@ -259,7 +265,7 @@ async fn audit_events_are_stored_once_chained_searchable_and_verified(s: &dyn St
     let page = s.search_audit(&a, &AuditFilter::default(), &PageRequest::first(2)).await.unwrap();
     assert_eq!(page.next.as_deref(), Some("2"));
     let rest = s.search_audit(&a, &AuditFilter::default(), &PageRequest { after: page.next, limit: 2 }).await.unwrap();
-    assert_eq!(rest.items.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e4"]);
+    assert_eq!(rest.items.iter().map(|e| e.event.id.as_str()).collect::<Vec<_>>(), ["e4"]);
 
     let v = s.verify_audit(&a).await.unwrap();
     assert!(v.valid && v.events == 3, "{v:?}");

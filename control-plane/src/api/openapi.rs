@@ -24,7 +24,7 @@ use crate::model;
     components(schemas(
         error::ErrorBody, error::ErrorDetail, error::FieldError,
         model::Tenant, model::Principal, model::ApiKey, model::ConnectorVersion, model::Connection, model::Policy,
-        model::DataPlane, model::AuditEvent, model::ChainVerification, model::Role, model::PrincipalKind,
+        model::DataPlane, model::AuditEvent, model::NewAuditEvent, model::ChainVerification, model::Role, model::PrincipalKind,
     )),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
