@@ -23,7 +23,7 @@ import pathlib
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 from conftest import start_sandbox  # noqa: E402
-from services import Moto, Postgres, Process, control_plane, data_plane, free_port  # noqa: E402
+from services import Moto, Postgres, Process, control_plane, data_plane, free_port, stop_all  # noqa: E402
 from test_control_plane import run_query  # noqa: E402
 from conftest import omnisql_binary  # noqa: E402,F401
 
@@ -110,15 +110,7 @@ def run(backend: str, runs: int) -> dict:
         ok = statistics.median(timed(lambda: run_query(uri, key, "SELECT 1"))[0] for _ in range(20))
         return {"backend": backend, "read": reads, "write": writes, "applied": applied, "grant": grant, "revoke": revoke, "poll_ms": poll, "ok_ms": ok}
     finally:
-        for p in (dp, cp):
-            if p:
-                p.stop()
-        if sandbox:
-            sandbox.terminate()
-        if moto:
-            moto.stop()
-        if pg:
-            pg.stop()
+        stop_all(dp, cp, sandbox, moto, pg)
 
 
 def main():

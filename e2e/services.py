@@ -190,3 +190,15 @@ class Admin:
         status, answer = self.call(method, path, body)
         assert 200 <= status < 300, f"{method} {path}: {status} {answer}"
         return answer
+
+
+def stop_all(*things):
+    """Stops OmniSQL processes, servers and plain subprocesses, in the order given; None is skipped."""
+    for t in things:
+        if t is None:
+            continue
+        if isinstance(t, subprocess.Popen):
+            t.terminate()
+            t.wait(timeout=20)
+        else:
+            t.stop()

@@ -9,7 +9,7 @@ import pytest
 from adbc_driver_flightsql import dbapi as flight_sql
 
 from conftest import start_sandbox
-from services import Admin, Moto, Postgres, control_plane, data_plane, free_port
+from services import Admin, Moto, Postgres, control_plane, data_plane, free_port, stop_all
 
 
 # The ADBC driver manager complains when a cursor of a failed connection is garbage-collected late.
@@ -145,10 +145,4 @@ def test_control_plane_with_postgres_and_kms_survives_kill9_and_an_outage(tmp_pa
             assert time.monotonic() < deadline, "the key's last use never reached the control plane"
             time.sleep(0.5)
     finally:
-        for p in (dp, cp):
-            if p:
-                p.stop()
-        if sandbox:
-            sandbox.terminate()
-        moto.stop()
-        pg.stop()
+        stop_all(dp, cp, sandbox, moto, pg)
