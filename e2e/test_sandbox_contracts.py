@@ -1,4 +1,4 @@
-"""Sandbox responses validate against the published API descriptions in shared/specs."""
+"""Sandbox responses validate against the published API descriptions vendored in sandbox/specs."""
 
 import json
 import pathlib
@@ -10,7 +10,7 @@ import pytest
 from openapi_schema_validator import OAS30Validator
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SPECS = next(p for p in [ROOT.parent / "shared" / "specs", ROOT / "shared" / "specs"] if p.exists())
+SPECS = ROOT / "sandbox" / "specs"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-//! GitHub REST, as `../shared/saas-apis.md` describes it: bearer or `token` auth, `User-Agent` required,
+//! GitHub REST, as its documentation and `sandbox/specs/` describe it: bearer or `token` auth, `User-Agent` required,
 //! API version header, page/per_page with a `link` header, hourly core and per-minute search quotas with
 //! `x-ratelimit-*` headers, and `etag`/`If-None-Match` → 304 that costs no quota.
 
