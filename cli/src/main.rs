@@ -135,7 +135,12 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Queries are planned and run on these threads: their stacks fit the deepest statement admitted.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(omnisql_engine::THREAD_STACK_BYTES)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

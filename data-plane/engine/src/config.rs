@@ -34,6 +34,14 @@ pub struct TenantConfig {
     /// Share of contended rate limits relative to other tenants (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<f64>,
+    /// Longest any of the tenant's statements may run, in seconds (default: the data plane's). Users
+    /// may lower it for their session with `SET omnisql.statement_timeout`, never raise it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_timeout_seconds: Option<u64>,
+    /// Statements of the tenant that run at once on this data plane; later ones queue (default: the
+    /// data plane's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_queries: Option<u32>,
     #[serde(default)]
     pub api_keys: Vec<ApiKeyConfig>,
     #[serde(default)]

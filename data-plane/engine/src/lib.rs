@@ -5,22 +5,28 @@
 //! exactly that tenant's connections, one schema each ([`catalog::ConnectionSchema`]). The session
 //! carries a [`QueryContext`] (deadline, upstream request count) that connector scans read.
 //!
-//! SQL → [`Engine::plan`] (parse, plan, optimise with pushdown into connector scans) → [`Engine::execute`]
-//! (a stream of Arrow batches).
+//! SQL → [`Engine::plan`] (admit: only queries, of bounded size, see [`guard`]; parse, plan, optimise
+//! with pushdown into connector scans) → [`Engine::execute`] (a stream of Arrow batches, contained: see
+//! [`contain`]). Every query runs within its tenant's statement timeout, concurrency slots and memory
+//! share ([`resources`]), so no tenant's statement can end, exhaust or starve the process.
 //!
 //! The configuration can be replaced while queries run ([`Engine::apply`], fed by the control plane);
 //! API keys are known only by their SHA-256. Every query attempt's audit event goes through the durable
 //! outbox in [`audit`].
 
 pub mod audit;
+pub mod bounded;
 pub mod catalog;
 pub mod config;
+pub mod contain;
+pub mod guard;
+pub mod resources;
 pub mod settings;
 pub mod system;
 pub mod testing;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, SchemaProvider};
@@ -34,10 +40,16 @@ use omnisql_connector::{CacheStats, ConnectorContext, ConnectorFactory, HttpSett
 
 pub use catalog::ConnectionSchema;
 pub use config::{Config, ConfigError};
+pub use guard::StatementLimits;
+pub use resources::MemoryLimits;
 pub use settings::{QuerySettings, SettingsError};
 
 /// How long API answers count as fresh when neither the connection nor the query says.
 pub const DEFAULT_CACHE_TTL_SECS: u64 = 60;
+
+/// Stack for every thread that plans or runs queries: enough for the deepest statement the
+/// [`StatementLimits`] admit (tests/isolation.rs runs each limit at its value on threads this size).
+pub const THREAD_STACK_BYTES: usize = 32 << 20;
 
 /// The SQL catalog every tenant's schemas live in.
 pub const CATALOG: &str = "omnisql";
@@ -111,8 +123,14 @@ pub struct EngineOptions {
     /// Pushdown and prefetch; both off only for the correctness gate and the naive baseline.
     pub scan: ScanOptions,
     pub http: HttpSettings,
-    /// Longest a query may run.
+    /// Longest a statement may run, for tenants whose configuration does not say.
     pub query_timeout: Duration,
+    /// Statements one tenant runs at once, for tenants whose configuration does not say.
+    pub max_concurrent_queries: u32,
+    /// How large a statement may be.
+    pub statement_limits: StatementLimits,
+    /// Memory for queries: the process, each tenant's share, each query.
+    pub memory: MemoryLimits,
     /// DataFusion partitions per query; pinned so plans do not depend on the machine.
     pub target_partitions: usize,
     /// Memory for cached API answers, shared by all tenants (each sees only its own); `None` turns the
@@ -146,6 +164,9 @@ impl Default for EngineOptions {
             scan: ScanOptions::default(),
             http: HttpSettings::default(),
             query_timeout: Duration::from_secs(120),
+            max_concurrent_queries: 16,
+            statement_limits: StatementLimits::default(),
+            memory: MemoryLimits::from_environment(),
             target_partitions: 4,
             cache_bytes: Some(64 << 20),
             rate_limits: true,
@@ -166,12 +187,16 @@ pub enum EngineError {
     VersionMismatch { connection: String, connector: String, wanted: String, running: String },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("cannot set up the query runtime: {0}")]
+    Runtime(#[source] DataFusionError),
 }
 
 #[derive(Debug)]
 struct Tenant {
     config: config::TenantConfig,
     schemas: Vec<Arc<ConnectionSchema>>,
+    /// Slots for the tenant's running statements; kept across configurations unless the limit changes.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// A key the data plane accepts: who it is, and until when.
@@ -198,14 +223,20 @@ pub struct Engine {
     cache: Option<Arc<ResponseCache>>,
     governor: Option<Arc<Governor>>,
     /// When each key (by hash) was last accepted, since the control plane was last told.
-    key_uses: std::sync::Mutex<HashMap<String, i64>>,
+    key_uses: Mutex<HashMap<String, i64>>,
+    resources: resources::Resources,
 }
 
-/// A query ready to run: its plan and the context that counts its upstream requests.
+/// A query ready to run: its plan, the context that counts its upstream requests, and its limits.
 #[derive(Debug)]
 pub struct PreparedQuery {
     pub dataframe: DataFrame,
     pub context: Arc<QueryContext>,
+    /// When the statement must be done, and the timeout that set it (for the error message).
+    pub deadline: Instant,
+    pub timeout: Duration,
+    slots: Arc<tokio::sync::Semaphore>,
+    tenant: TenantId,
 }
 
 impl PreparedQuery {
@@ -231,8 +262,16 @@ impl Engine {
     pub fn new(config: &Config, options: EngineOptions) -> Result<Engine, EngineError> {
         let cache = options.cache_bytes.map(ResponseCache::new);
         let governor = options.rate_limits.then(|| Arc::new(Governor::with_shared(options.shared_limits.clone())));
-        let engine =
-            Engine { logs: Arc::default(), current: Default::default(), options, cache, governor, key_uses: Default::default() };
+        let resources = resources::Resources::new(options.memory).map_err(EngineError::Runtime)?;
+        let engine = Engine {
+            logs: Arc::default(),
+            current: Default::default(),
+            options,
+            cache,
+            governor,
+            key_uses: Default::default(),
+            resources,
+        };
         engine.apply(config)?;
         Ok(engine)
     }
@@ -253,6 +292,12 @@ impl Engine {
                     set.keys.insert(hash, KeyEntry { caller, expires_at: k.expires_at });
                 }
             }
+            let slots = match previous.tenants.get(&tenant) {
+                Some(old) if old.config.max_concurrent_queries == t.max_concurrent_queries => old.slots.clone(),
+                _ => Arc::new(tokio::sync::Semaphore::new(
+                    t.max_concurrent_queries.unwrap_or(self.options.max_concurrent_queries).max(1) as usize,
+                )),
+            };
             let old = previous.tenants.get(&tenant).filter(|old| old.config.weight == t.weight);
             let mut schemas = Vec::new();
             for c in &t.connections {
@@ -262,7 +307,7 @@ impl Engine {
                 }
                 schemas.push(Arc::new(self.connection_schema(&factories, t, c)?));
             }
-            set.tenants.insert(tenant, Tenant { config: t.clone(), schemas });
+            set.tenants.insert(tenant, Tenant { config: t.clone(), schemas, slots });
         }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
         Ok(())
@@ -342,14 +387,16 @@ impl Engine {
         self.current().tenants.get(tenant).map(|t| t.schemas.clone()).unwrap_or_default()
     }
 
-    /// A DataFusion session that sees only `tenant`'s connections.
-    pub fn session(&self, tenant: &TenantId, query: Arc<QueryContext>) -> SessionContext {
+    /// A DataFusion session that sees only `tenant`'s connections, draws memory from the tenant's
+    /// share, and has no object stores (no file or URL can be read or written through it).
+    pub fn session(&self, tenant: &TenantId, query: Arc<QueryContext>) -> Result<SessionContext, DataFusionError> {
         let config = SessionConfig::new()
             .with_target_partitions(self.options.target_partitions)
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG, "public")
             .with_extension(query);
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = SessionContext::new_with_config_rt(config, self.resources.runtime_for(&tenant.0)?);
+        bounded::register(&ctx, self.options.memory.max_function_output());
         let catalog = MemoryCatalogProvider::new();
         let schemas = self.schemas(tenant);
         for s in &schemas {
@@ -367,7 +414,20 @@ impl Engine {
         };
         let _ = catalog.register_schema("omnisql", Arc::new(system));
         ctx.register_catalog(CATALOG, Arc::new(catalog));
-        ctx
+        Ok(ctx)
+    }
+
+    /// The longest `caller`'s statement may run: the session's `omnisql.statement_timeout`, never more
+    /// than the tenant's limit (or the data plane's default).
+    fn statement_timeout(&self, caller: &Caller, settings: &QuerySettings) -> Duration {
+        let limit = self
+            .current()
+            .tenants
+            .get(&caller.tenant)
+            .and_then(|t| t.config.statement_timeout_seconds)
+            .map(Duration::from_secs)
+            .unwrap_or(self.options.query_timeout);
+        settings.statement_timeout.map_or(limit, |asked| asked.min(limit))
     }
 
     /// Makes every connection's connector ready (so their tables are listed), reporting the ones that
@@ -399,17 +459,44 @@ impl Engine {
         if rest.trim().trim_end_matches(';').trim().is_empty() {
             return Ok(None);
         }
-        let mut context = QueryContext::with_deadline(Some(Instant::now() + self.options.query_timeout));
+        let slots = self
+            .current()
+            .tenants
+            .get(&caller.tenant)
+            .map(|t| t.slots.clone())
+            .unwrap_or_else(|| Arc::new(tokio::sync::Semaphore::new(1)));
+        let timeout = self.statement_timeout(caller, settings);
+        let deadline = Instant::now() + timeout;
+        let mut context = QueryContext::with_deadline(Some(deadline));
         context.max_staleness = settings.max_staleness;
         context.request_budget = settings.request_budget;
         context.principal = caller.principal.clone();
         let context = Arc::new(context);
-        let ctx = self.session(&caller.tenant, context.clone());
-        let mut dataframe = ctx.sql(rest).await?;
-        if let Some(p) = params {
-            dataframe = dataframe.with_param_values(p)?;
-        }
-        Ok(Some(PreparedQuery { dataframe, context }))
+        let ctx = self.session(&caller.tenant, context.clone())?;
+        let limits = self.options.statement_limits;
+        let dataframe = contain::catch(deadline, timeout, async move {
+            let plan = self.admitted_plan(&ctx, rest, &limits).await?;
+            let dataframe = ctx.execute_logical_plan(plan).await?;
+            match params {
+                Some(p) => dataframe.with_param_values(p),
+                None => Ok(dataframe),
+            }
+        })
+        .await?;
+        Ok(Some(PreparedQuery { dataframe, context, deadline, timeout, slots, tenant: caller.tenant.clone() }))
+    }
+
+    /// `sql` as a logical plan, if [`guard`] admits it: one read-only query within the size limits.
+    async fn admitted_plan(
+        &self,
+        ctx: &SessionContext,
+        sql: &str,
+        limits: &StatementLimits,
+    ) -> Result<LogicalPlan, DataFusionError> {
+        let statement = guard::admit(sql, limits)?;
+        let plan = ctx.state().statement_to_plan(statement).await?;
+        guard::verify_plan(&plan)?;
+        Ok(plan)
     }
 
     /// Remembers a finished query for `omnisql.api_requests`.
@@ -424,14 +511,33 @@ impl Engine {
 
     /// Plans without binding, for prepared statements: the logical plan with its placeholders.
     pub async fn logical_plan(&self, caller: &Caller, sql: &str) -> Result<LogicalPlan, DataFusionError> {
-        let ctx = self.session(&caller.tenant, Arc::new(QueryContext::default()));
-        let state = ctx.state();
-        state.create_logical_plan(sql).await
+        let ctx = self.session(&caller.tenant, Arc::new(QueryContext::default()))?;
+        let timeout = self.statement_timeout(caller, &QuerySettings::default());
+        let limits = self.options.statement_limits;
+        contain::catch(Instant::now() + timeout, timeout, self.admitted_plan(&ctx, sql, &limits)).await
     }
 
-    /// Runs a planned query as a stream of batches.
+    /// Runs a planned query as a stream of batches, once one of its tenant's slots is free. The stream
+    /// holds the slot until it ends or is dropped, and ends with an error at the statement's deadline.
     pub async fn execute(&self, query: PreparedQuery) -> Result<SendableRecordBatchStream, DataFusionError> {
-        query.dataframe.execute_stream().await
+        let PreparedQuery { dataframe, deadline, timeout, slots, tenant, .. } = query;
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                tracing::info!(%tenant, "query queued: all of the tenant's query slots are in use");
+                match tokio::time::timeout_at(deadline.into(), slots.acquire_owned()).await {
+                    Ok(Ok(slot)) => slot,
+                    Ok(Err(_)) | Err(_) => return Err(contain::Stopped::Queued(timeout).into()),
+                }
+            }
+        };
+        let stream = contain::catch(deadline, timeout, dataframe.execute_stream()).await?;
+        Ok(Box::pin(contain::Contained::new(stream, deadline, timeout, slot)))
+    }
+
+    /// Bytes of query memory held now, across all tenants.
+    pub fn memory_reserved(&self) -> usize {
+        self.resources.reserved()
     }
 
     /// Plans and collects, for tests and the CLI.
@@ -443,7 +549,7 @@ impl Engine {
         let mut settings = QuerySettings::default();
         let Some(q) = self.plan(caller, sql, None, &mut settings).await? else { return Ok((Vec::new(), 0)) };
         let context = q.context.clone();
-        let batches = q.dataframe.collect().await?;
+        let batches = datafusion::physical_plan::common::collect(self.execute(q).await?).await?;
         Ok((batches, context.api_requests()))
     }
 }

@@ -1,6 +1,7 @@
 //! Settings a client changes with SQL: `SET omnisql.max_staleness = '5 minutes'` (how old cached API
-//! answers may be; `0` forces fresh data) and `SET omnisql.request_budget = 200` (most upstream requests
-//! one query may make). Leading `SET` statements apply to the statement after them in the same text
+//! answers may be; `0` forces fresh data), `SET omnisql.request_budget = 200` (most upstream requests
+//! one query may make) and `SET omnisql.statement_timeout = '30s'` (longest a statement may run, up to
+//! the tenant's limit). Leading `SET` statements apply to the statement after them in the same text
 //! and, over Flight SQL, to the rest of the client's connection.
 
 use std::time::Duration;
@@ -9,11 +10,13 @@ use std::time::Duration;
 pub struct QuerySettings {
     pub max_staleness: Option<Duration>,
     pub request_budget: Option<u64>,
+    /// Asked for by the session; the tenant's limit still applies.
+    pub statement_timeout: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SettingsError {
-    #[error("unknown setting `{0}`; OmniSQL has omnisql.max_staleness and omnisql.request_budget")]
+    #[error("unknown setting `{0}`; OmniSQL has omnisql.max_staleness, omnisql.request_budget and omnisql.statement_timeout")]
     Unknown(String),
     #[error("invalid value {value:?} for {name}: {reason}")]
     Invalid { name: String, value: String, reason: &'static str },
@@ -29,6 +32,12 @@ impl QuerySettings {
             }
             "omnisql.request_budget" => {
                 self.request_budget = Some(value.trim().parse().map_err(|_| invalid("expected a whole number of requests"))?)
+            }
+            "omnisql.statement_timeout" => {
+                let timeout = parse_duration(value)
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| invalid("expected a positive duration, e.g. '500 ms', '30 seconds', '2 minutes'"))?;
+                self.statement_timeout = Some(timeout);
             }
             other => return Err(SettingsError::Unknown(other.into())),
         }
@@ -52,6 +61,18 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     (seconds >= 0.0 && seconds.is_finite()).then(|| Duration::from_secs_f64(seconds))
+}
+
+/// A duration as a setting would be written: `250 ms`, `30 s`, `2 min`.
+pub fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(60_000) && ms > 0 {
+        format!("{} min", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{ms} ms")
+    }
 }
 
 /// Splits leading `SET omnisql.… = …;` statements off `sql`: the `(name, value)` pairs and the rest.

@@ -14,6 +14,8 @@ pub fn single_tenant(
     TenantConfig {
         id: tenant.into(),
         weight: None,
+        statement_timeout_seconds: None,
+        max_concurrent_queries: None,
         api_keys: vec![ApiKeyConfig::with_token(principal, token)],
         connections: connections
             .into_iter()

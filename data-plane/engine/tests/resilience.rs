@@ -183,7 +183,7 @@ fn keys_given_by_hash_work_until_they_expire_and_a_new_configuration_replaces_th
         expires_at,
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let tenant = |keys| TenantConfig { id: "acme".into(), weight: None, api_keys: keys, connections: vec![] };
+    let tenant = |keys| TenantConfig { id: "acme".into(), api_keys: keys, ..testing::single_tenant("acme", "", "", vec![]) };
     let config = Config {
         tenants: vec![tenant(vec![key("ann", "ann-key-0123456789", None), key("old", "old-key-0123456789", Some(now - 1))])],
     };

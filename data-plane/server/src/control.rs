@@ -315,6 +315,8 @@ impl Applier {
             config.tenants.push(TenantConfig {
                 id: t.id.clone(),
                 weight: (t.weight > 0.0).then_some(t.weight),
+                statement_timeout_seconds: None,
+                max_concurrent_queries: None,
                 api_keys: t
                     .api_keys
                     .iter()

@@ -1,0 +1,151 @@
+//! A query, contained: it stops at its statement timeout, and a panic inside it becomes its error.
+//!
+//! The data plane runs every tenant's queries in one process, so nothing one query does may end the
+//! others. [`catch`] runs planning so that a panic is that query's error; [`Contained`] wraps the result
+//! stream the same way and ends it when the deadline passes, dropping every operator and in-flight API
+//! request under it, and gives back the tenant's query slot.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
+use futures::{FutureExt, Stream, StreamExt};
+
+/// Why a contained query stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Stopped {
+    #[error(
+        "the statement ran past its timeout of {}: narrow it with filters, or raise the timeout with SET \
+         omnisql.statement_timeout (up to your tenant's limit)",
+        crate::settings::show_duration(*.0)
+    )]
+    Timeout(Duration),
+    #[error(
+        "the statement waited its whole timeout of {} for a query slot: your tenant is running as many queries as \
+         its limit allows on this data plane; retry when they finish",
+        crate::settings::show_duration(*.0)
+    )]
+    Queued(Duration),
+    #[error("the query failed inside the engine ({0}); this is a bug in OmniSQL and was logged")]
+    Panicked(String),
+}
+
+impl From<Stopped> for DataFusionError {
+    fn from(s: Stopped) -> Self {
+        DataFusionError::External(Box::new(s))
+    }
+}
+
+/// The reason a query stopped, if a [`Stopped`] is inside `e`.
+pub fn stopped(e: &DataFusionError) -> Option<&Stopped> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(s) = err.downcast_ref::<Stopped>() {
+            return Some(s);
+        }
+        if let Some(DataFusionError::External(inner)) = err.downcast_ref::<DataFusionError>()
+            && let Some(s) = inner.downcast_ref::<Stopped>()
+        {
+            return Some(s);
+        }
+        current = err.source();
+    }
+    None
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
+}
+
+/// Runs `fut`, turning a panic into the query's error and stopping it at `deadline`.
+pub async fn catch<T>(
+    deadline: Instant,
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, DataFusionError>>,
+) -> Result<T, DataFusionError> {
+    let caught = AssertUnwindSafe(fut).catch_unwind();
+    match tokio::time::timeout_at(deadline.into(), caught).await {
+        Err(_) => Err(Stopped::Timeout(timeout).into()),
+        Ok(Ok(result)) => result,
+        Ok(Err(payload)) => {
+            let message = panic_message(payload.as_ref());
+            tracing::error!(panic = %message, "a query panicked while planning; it failed alone");
+            Err(Stopped::Panicked(message).into())
+        }
+    }
+}
+
+/// A result stream that ends with [`Stopped`] at its deadline or at a panic.
+pub struct Contained {
+    inner: Option<SendableRecordBatchStream>,
+    schema: SchemaRef,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    /// The tenant's query slot, held while the query runs.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Contained {
+    pub fn new(
+        inner: SendableRecordBatchStream,
+        deadline: Instant,
+        timeout: Duration,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) -> Self {
+        let deadline = Box::pin(tokio::time::sleep_until(deadline.into()));
+        Contained { schema: inner.schema(), inner: Some(inner), deadline, timeout, slot: Some(slot) }
+    }
+
+    /// Ends the query: its operators and requests are dropped and its slot given back.
+    fn end(&mut self) {
+        self.inner = None;
+        self.slot = None;
+    }
+}
+
+impl Stream for Contained {
+    type Item = Result<RecordBatch, DataFusionError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll_next_unpin(cx)));
+        match polled {
+            Ok(Poll::Pending) => {}
+            Ok(Poll::Ready(item)) => {
+                if !matches!(item, Some(Ok(_))) {
+                    self.end();
+                }
+                return Poll::Ready(item);
+            }
+            Err(payload) => {
+                self.end();
+                let message = panic_message(payload.as_ref());
+                tracing::error!(panic = %message, "a query panicked while running; it failed alone");
+                return Poll::Ready(Some(Err(Stopped::Panicked(message).into())));
+            }
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            // Dropping the plan cancels its operators and the API requests they wait on.
+            self.end();
+            let timeout = self.timeout;
+            return Poll::Ready(Some(Err(Stopped::Timeout(timeout).into())));
+        }
+        Poll::Pending
+    }
+}
+
+impl RecordBatchStream for Contained {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
