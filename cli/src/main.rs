@@ -58,6 +58,26 @@ pub(crate) struct EngineArgs {
     /// Keep rate-limit windows in Redis, so replicas sharing credentials stay within limits together.
     #[arg(long, env = "OMNISQL_REDIS_URL")]
     redis_url: Option<String>,
+    /// Memory for running queries, all tenants together (e.g. `2GiB`); a tenant may hold half, one
+    /// query a quarter. Default: 60% of the container's memory limit (or of the machine's memory).
+    #[arg(long, env = "OMNISQL_MEMORY_LIMIT", value_parser = parse_size)]
+    memory_limit: Option<usize>,
+    /// Longest a statement may run, for tenants whose configuration does not say (e.g. `2 min`).
+    #[arg(long, env = "OMNISQL_STATEMENT_TIMEOUT", default_value = "120 s", value_parser = parse_timeout)]
+    statement_timeout: std::time::Duration,
+    /// Statements one tenant may run at once, for tenants whose configuration does not say; more queue.
+    #[arg(long, env = "OMNISQL_MAX_CONCURRENT_QUERIES", default_value_t = 16)]
+    max_concurrent_queries: u32,
+}
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    omnisql_engine::resources::parse_size(text).ok_or_else(|| format!("expected a size such as 512MiB or 2GiB, not {text:?}"))
+}
+
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    omnisql_engine::settings::parse_duration(text)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("expected a duration such as 30s or 2 min, not {text:?}"))
 }
 
 impl EngineArgs {
@@ -72,6 +92,11 @@ impl EngineArgs {
         if !self.naive {
             options.cache_bytes = (self.cache_mib > 0).then_some(self.cache_mib << 20);
         }
+        if let Some(bytes) = self.memory_limit {
+            options.memory = omnisql_engine::MemoryLimits::for_process(bytes);
+        }
+        options.query_timeout = self.statement_timeout;
+        options.max_concurrent_queries = self.max_concurrent_queries.max(1);
         if let Some(url) = &self.redis_url {
             let limiter = omnisql_connector::shared_limit::SharedLimiter::connect(url)
                 .await

@@ -510,11 +510,24 @@ impl Engine {
     }
 
     /// Plans without binding, for prepared statements: the logical plan with its placeholders.
+    /// Leading `SET omnisql.…` statements are checked here and applied when the statement runs.
     pub async fn logical_plan(&self, caller: &Caller, sql: &str) -> Result<LogicalPlan, DataFusionError> {
+        let (sets, rest) = settings::split_sets(sql);
+        let mut settings = QuerySettings::default();
+        for (name, value) in sets {
+            settings.set(&name, &value).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        }
+        if rest.trim().trim_end_matches(';').trim().is_empty() {
+            let empty = Arc::new(datafusion::common::DFSchema::empty());
+            return Ok(LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+                produce_one_row: false,
+                schema: empty,
+            }));
+        }
         let ctx = self.session(&caller.tenant, Arc::new(QueryContext::default()))?;
-        let timeout = self.statement_timeout(caller, &QuerySettings::default());
+        let timeout = self.statement_timeout(caller, &settings);
         let limits = self.options.statement_limits;
-        contain::catch(Instant::now() + timeout, timeout, self.admitted_plan(&ctx, sql, &limits)).await
+        contain::catch(Instant::now() + timeout, timeout, self.admitted_plan(&ctx, rest, &limits)).await
     }
 
     /// Runs a planned query as a stream of batches, once one of its tenant's slots is free. The stream

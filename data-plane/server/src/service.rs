@@ -222,13 +222,15 @@ impl OmniFlightSql {
         };
         attempt.tables = q.tables();
         attempt.context = Some(q.context.clone());
+        // What GetFlightInfo promised: the planned schema, not the one optimisation may narrow.
+        let schema: SchemaRef = Arc::new(q.dataframe.schema().as_arrow().clone());
         let context = q.context.clone();
         let mut stream = match self.engine.execute(q).await {
             Ok(s) => s,
             Err(e) => return Err(attempt.fail("error", status::from_datafusion(&e)).await),
         };
-        let schema = stream.schema();
         let streamed = attempt.streamed.clone();
+        let promised = schema.clone();
         let batches = futures::stream::poll_fn(move |cx| {
             let next = stream.poll_next_unpin(cx);
             if let std::task::Poll::Ready(Some(Ok(b))) = &next {
@@ -237,6 +239,7 @@ impl OmniFlightSql {
             }
             next
         })
+        .map(move |batch| conform(batch?, &promised))
         .map_err(|e| FlightError::Tonic(Box::new(status::from_datafusion(&e))));
         let data = FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map_err(flight_to_status);
         let summary = move || {
@@ -302,6 +305,29 @@ fn finish_with(data: FlightStream, attempt: Attempt, metadata: impl FnOnce() -> 
             }
         }
     }))
+}
+
+/// `batch` with exactly the `schema` the client was promised. Optimisation may prove a column non-null
+/// or fold it to a constant of a narrower type; clients compare the schema of every message with the
+/// one announced, so the batch is relabelled (and cast where the type differs).
+fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, datafusion::error::DataFusionError> {
+    if batch.schema_ref() == schema {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(column.clone())
+            } else {
+                datafusion::arrow::compute::cast(column, field.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?)
 }
 
 fn flight_to_status(e: FlightError) -> Status {

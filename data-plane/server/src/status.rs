@@ -9,14 +9,22 @@ pub fn from_datafusion(e: &DataFusionError) -> Status {
     if let Some(c) = omnisql_engine::connector_error(e) {
         return from_connector(c);
     }
+    if let Some(stopped) = omnisql_engine::contain::stopped(e) {
+        use omnisql_engine::contain::Stopped;
+        let code = match stopped {
+            Stopped::Timeout(_) => Code::DeadlineExceeded,
+            Stopped::Queued(_) => Code::ResourceExhausted,
+            Stopped::Panicked(_) => Code::Internal,
+        };
+        return Status::new(code, stopped.to_string());
+    }
     match e.find_root() {
         DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
             Status::invalid_argument(format!("invalid query: {}", strip_backtrace(e.find_root())))
         }
         DataFusionError::NotImplemented(m) => Status::unimplemented(format!("not supported: {m}")),
-        DataFusionError::ResourcesExhausted(m) => {
-            Status::resource_exhausted(format!("the query needs more memory than this data plane allows: {m}"))
-        }
+        // The pools and bounded functions say which limit was met and what to do.
+        DataFusionError::ResourcesExhausted(m) => Status::resource_exhausted(m.clone()),
         DataFusionError::Execution(m) => Status::invalid_argument(format!("query failed: {m}")),
         DataFusionError::ArrowError(a, _) => Status::invalid_argument(format!("query failed: {a}")),
         other => internal(other),

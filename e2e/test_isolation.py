@@ -1,0 +1,118 @@
+"""A hostile tenant through a real Flight SQL client (ADBC): it cannot touch the data plane's host, end
+its process, take its memory or hold a statement past the timeout; every refusal is an error that says
+why, and the data plane goes on serving."""
+
+import pathlib
+import time
+
+import adbc_driver_flightsql.dbapi as flight_sql
+import adbc_driver_manager
+import pytest
+
+from conftest import github_only_config, start_data_plane, start_sandbox
+
+TOKEN = "hostile-tenant-key-0123456789"
+MEMORY_LIMIT = 512 << 20
+
+
+def rss_bytes(pid: int) -> int:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("isolation")
+    sandbox, endpoints = start_sandbox()
+    config = tmp / "plane.toml"
+    config.write_text(github_only_config(endpoints["github"], "hostile", "mallory", TOKEN))
+    proc, uri = start_data_plane(config, "--memory-limit", f"{MEMORY_LIMIT}", "--statement-timeout", "20s")
+    yield proc, uri, tmp
+    proc.terminate()
+    proc.wait(timeout=10)
+    sandbox.terminate()
+    sandbox.wait(timeout=10)
+
+
+@pytest.fixture()
+def cur(plane):
+    _, uri, _ = plane
+    conn = flight_sql.connect(uri, db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {TOKEN}"})
+    cursor = conn.cursor()
+    yield cursor
+    cursor.close()
+    conn.close()
+
+
+def refused(cur, sql: str) -> str:
+    with pytest.raises(adbc_driver_manager.Error) as err:
+        cur.execute(sql)
+        cur.fetchall()
+    return str(err.value)
+
+
+def still_serving(cur):
+    cur.execute("SELECT count(*) FROM github.repos")
+    assert cur.fetchall()[0][0] > 0
+
+
+def test_no_statement_reaches_the_hosts_files(plane, cur):
+    proc, _, tmp = plane
+    written = tmp / "written.csv"
+    secret = tmp / "secret.csv"
+    secret.write_text("name\nthe-host-secret\n")
+    for sql in [
+        f"COPY (SELECT 1) TO '{written}'",
+        f"CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '{secret}'",
+        f"SELECT * FROM '{secret}'",
+        "CREATE TABLE x AS SELECT 1",
+        "SET datafusion.execution.batch_size = 0",
+    ]:
+        message = refused(cur, sql)
+        assert "the-host-secret" not in message
+        assert "is not allowed" in message or "not found" in message, f"{sql}: {message}"
+    assert not written.exists()
+    # Each refusal is an attempt on record, with its error.
+    cur.execute("SELECT sql, outcome, error FROM omnisql.api_requests WHERE sql LIKE 'COPY%'")
+    rows = cur.fetchall()
+    assert rows and rows[0][1] == "error" and "COPY … TO is not allowed" in rows[0][2], rows
+    assert proc.poll() is None
+    still_serving(cur)
+
+
+def test_huge_statements_fail_alone_and_the_process_lives(plane, cur):
+    proc, _, _ = plane
+    message = refused(cur, " UNION ALL ".join(["SELECT 1"] * 3000))
+    assert "3000 UNION/INTERSECT/EXCEPT arms; the limit is 256" in message
+    message = refused(cur, "SELECT " + " + ".join(["1"] * 5000))
+    assert "operators; the limit is 1000" in message
+    assert proc.poll() is None
+    still_serving(cur)
+
+
+def test_memory_bombs_are_refused_within_the_limit(plane, cur):
+    proc, _, _ = plane
+    assert "repeat() would build 1.9 GiB" in refused(cur, "SELECT repeat('x', 2000000000)")
+    assert "memory limit of 128 MiB per query" in refused(
+        cur, "SELECT array_agg(v) FROM generate_series(1, 300000000) t(v)")
+    rss = rss_bytes(proc.pid)
+    print(f"data plane RSS after the bombs: {rss / 2**20:.0f} MiB (query memory limit {MEMORY_LIMIT / 2**20:.0f} MiB)")
+    assert rss < MEMORY_LIMIT + (256 << 20)
+    still_serving(cur)
+
+
+def test_a_statement_stops_at_the_timeout_the_session_set(plane, cur):
+    cur.execute("SET omnisql.statement_timeout = '1s'")
+    started = time.monotonic()
+    message = refused(cur, "SELECT count(*) FROM generate_series(1, 5000000000)")
+    took = time.monotonic() - started
+    assert "ran past its timeout of 1 s" in message
+    assert took < 2.0, took
+
+
+def test_a_planned_schema_is_the_one_streamed(cur):
+    # Folding the constant narrows the column to non-null; the client still gets the planned schema.
+    cur.execute("SELECT regexp_replace(repeat('a', 1000), '(a*)*b', 'c') AS r")
+    assert cur.fetchall()[0][0] == "a" * 1000
