@@ -18,6 +18,20 @@ pub struct AdminArgs {
     command: AdminCommand,
 }
 
+/// What a tenant may use on a data plane; absent: the data plane's defaults.
+#[derive(Debug, clap::Args)]
+struct TenantLimits {
+    /// Share of contended rate limits relative to other tenants (default 1).
+    #[arg(long)]
+    weight: Option<f64>,
+    /// Longest one of the tenant's statements may run, in seconds.
+    #[arg(long)]
+    statement_timeout_seconds: Option<i64>,
+    /// Statements the tenant may run at once on one data plane; more queue.
+    #[arg(long)]
+    max_concurrent_queries: Option<i64>,
+}
+
 #[derive(Debug, clap::Subcommand)]
 enum AdminCommand {
     /// Create a tenant, optionally with its first admin (whose API key is printed once).
@@ -33,6 +47,16 @@ enum AdminCommand {
         /// The tenant's KMS key (id or ARN).
         #[arg(long)]
         key_id: Option<String>,
+        #[command(flatten)]
+        limits: TenantLimits,
+    },
+    /// Change a tenant's name, weight or limits; data planes apply them at once.
+    UpdateTenant {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        limits: TenantLimits,
     },
     ListTenants,
     DeleteTenant {
@@ -193,8 +217,17 @@ pub async fn run(args: AdminArgs) -> Result<(), AdminError> {
     use reqwest::Method;
     let c = AdminClient::new(&args.url, &args.key);
     let answer = match args.command {
-        AdminCommand::CreateTenant { id, name, region, admin, key_id } => {
-            c.post("/v1/tenants", json!({"id": id, "name": name, "region": region, "admin": admin, "key_id": key_id})).await?
+        AdminCommand::CreateTenant { id, name, region, admin, key_id, limits } => {
+            let body = json!({"id": id, "name": name, "region": region, "admin": admin, "key_id": key_id,
+                "weight": limits.weight, "statement_timeout_seconds": limits.statement_timeout_seconds,
+                "max_concurrent_queries": limits.max_concurrent_queries});
+            c.post("/v1/tenants", body).await?
+        }
+        AdminCommand::UpdateTenant { id, name, limits } => {
+            let body = json!({"name": name, "weight": limits.weight,
+                "statement_timeout_seconds": limits.statement_timeout_seconds,
+                "max_concurrent_queries": limits.max_concurrent_queries});
+            c.call(Method::PATCH, &format!("/v1/tenants/{id}"), Some(body)).await?
         }
         AdminCommand::ListTenants => c.call(Method::GET, "/v1/tenants?limit=500", None).await?,
         AdminCommand::DeleteTenant { id } => c.call(Method::DELETE, &format!("/v1/tenants/{id}"), None).await?,

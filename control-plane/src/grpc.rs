@@ -71,6 +71,8 @@ pub fn config_update(changes: RegionChanges, full: bool) -> v1::ConfigUpdate {
             .map(|t| v1::TenantConfig {
                 id: t.tenant.id.0.clone(),
                 weight: t.tenant.weight,
+                statement_timeout_seconds: t.tenant.statement_timeout_seconds.unwrap_or(0).max(0) as u64,
+                max_concurrent_queries: t.tenant.max_concurrent_queries.unwrap_or(0).max(0) as u32,
                 key_id: t.tenant.key_id.clone(),
                 api_keys: t
                     .api_keys

@@ -94,6 +94,11 @@ pub struct Tenant {
     pub key_id: String,
     /// Share of contended rate limits relative to other tenants.
     pub weight: f64,
+    /// Longest one of the tenant's statements may run, in seconds; the data plane's default if absent.
+    pub statement_timeout_seconds: Option<i64>,
+    /// Statements the tenant may run at once on one data plane (more queue); the data plane's default
+    /// if absent.
+    pub max_concurrent_queries: Option<i64>,
     pub created_at: i64,
 }
 

@@ -148,6 +148,8 @@ async fn bootstrap(store: &dyn Store) -> Result<Option<String>, StoreError> {
             region: String::new(),
             key_id: "none".into(),
             weight: 1.0,
+            statement_timeout_seconds: None,
+            max_concurrent_queries: None,
             created_at: now,
         })
         .await?;

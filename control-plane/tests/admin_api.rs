@@ -115,6 +115,30 @@ async fn admin_flow(cp: &ControlPlane) -> Vec<String> {
     assert_eq!(c.get(&alice, "/v1/tenants").await.1["items"].as_array().unwrap().len(), 1);
     assert_eq!(c.get(&alice, "/v1/data-planes").await.0, StatusCode::FORBIDDEN);
 
+    // Operators set a tenant's limits; a tenant admin cannot raise its own.
+    let limits = json!({"statement_timeout_seconds": 30, "max_concurrent_queries": 4});
+    let (s, t) = c.call(reqwest::Method::PATCH, &op, "/v1/tenants/acme", Some(limits.clone()), None).await;
+    assert_eq!(
+        (s, &t["statement_timeout_seconds"], &t["max_concurrent_queries"], &t["name"]),
+        (StatusCode::OK, &json!(30), &json!(4), &json!("Acme"))
+    );
+    assert_eq!(c.call(reqwest::Method::PATCH, &alice, "/v1/tenants/acme", Some(limits), None).await.0, StatusCode::FORBIDDEN);
+    let (s, e) = c
+        .call(
+            reqwest::Method::PATCH,
+            &op,
+            "/v1/tenants/acme",
+            Some(json!({"statement_timeout_seconds": 0, "max_concurrent_queries": -1})),
+            None,
+        )
+        .await;
+    let fields: Vec<_> = e["error"]["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    assert_eq!((s, fields), (StatusCode::UNPROCESSABLE_ENTITY, vec!["statement_timeout_seconds", "max_concurrent_queries"]));
+    assert_eq!(
+        c.call(reqwest::Method::PATCH, &op, "/v1/tenants/nobody", Some(json!({"weight": 2})), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+
     // A member can read but not change.
     let (s, _) =
         c.post(&alice, "/v1/tenants/acme/principals", json!({"id": "bob", "kind": "user", "role": "tenant_member"})).await;

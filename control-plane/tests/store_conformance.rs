@@ -14,6 +14,8 @@ fn tenant(id: &str, region: &str) -> Tenant {
         region: region.into(),
         key_id: "local".into(),
         weight: 1.0,
+        statement_timeout_seconds: None,
+        max_concurrent_queries: None,
         created_at: now_ms(),
     }
 }
@@ -219,9 +221,22 @@ async fn data_planes_enroll_once_and_receive_their_regions_changes(s: &dyn Store
     let keys = s.list_api_keys(&us, &PageRequest::first(10)).await.unwrap().items;
     assert_eq!(keys.iter().map(|k| k.last_used_at).collect::<Vec<_>>(), [Some(now - 10), None]);
 
+    // New limits reach the region's data planes as a change of the tenant.
+    let mut limited = s.get_tenant(&us).await.unwrap();
+    limited.statement_timeout_seconds = Some(30);
+    limited.max_concurrent_queries = Some(4);
+    s.update_tenant(&limited).await.unwrap();
+    let changed = s.region_changes("us", all.revision).await.unwrap();
+    assert_eq!(changed.tenants[0].tenant.statement_timeout_seconds, Some(30));
+    assert_eq!(changed.tenants[0].tenant.max_concurrent_queries, Some(4));
+    assert_eq!(s.get_tenant(&us).await.unwrap(), limited);
+    let mut gone = tenant("r-none", "us");
+    gone.weight = 2.0;
+    assert!(matches!(s.update_tenant(&gone).await, Err(StoreError::NotFound(_))));
+
     s.revoke_api_key(&us, "k1", now).await.unwrap();
-    let after = s.region_changes("us", all.revision).await.unwrap();
-    assert!(after.revision > all.revision);
+    let after = s.region_changes("us", changed.revision).await.unwrap();
+    assert!(after.revision > changed.revision);
     assert_eq!(after.tenants[0].api_keys.iter().map(|(k, _)| k.id.as_str()).collect::<Vec<_>>(), ["k2"]);
     s.delete_tenant(&us).await.unwrap();
     let removed = s.region_changes("us", after.revision).await.unwrap();

@@ -12,7 +12,7 @@ use crate::model;
 #[openapi(
     info(title = "OmniSQL control plane admin API", version = "1", description = "Tenants, principals, API keys, connector catalog, connections with sealed credentials, policies, data planes and the audit trail. Authenticate with `Authorization: Bearer <api key>`."),
     paths(
-        tenants::me, tenants::create_tenant, tenants::list_tenants, tenants::get_tenant, tenants::delete_tenant,
+        tenants::me, tenants::create_tenant, tenants::list_tenants, tenants::get_tenant, tenants::update_tenant, tenants::delete_tenant,
         tenants::create_principal, tenants::list_principals, tenants::delete_principal,
         tenants::create_api_key, tenants::list_api_keys, tenants::revoke_api_key,
         catalog::list_connectors, catalog::publish_connector,

@@ -16,7 +16,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/me", get(me))
         .route("/v1/tenants", get(list_tenants).post(create_tenant))
-        .route("/v1/tenants/{tenant}", get(get_tenant).delete(delete_tenant))
+        .route("/v1/tenants/{tenant}", get(get_tenant).patch(update_tenant).delete(delete_tenant))
         .route("/v1/tenants/{tenant}/principals", get(list_principals).post(create_principal))
         .route("/v1/tenants/{tenant}/principals/{principal}", delete(delete_principal))
         .route("/v1/tenants/{tenant}/api-keys", get(list_api_keys).post(create_api_key))
@@ -41,8 +41,41 @@ pub struct CreateTenant {
     pub key_id: Option<String>,
     /// Share of contended rate limits (default 1).
     pub weight: Option<f64>,
+    /// Longest one of the tenant's statements may run, in seconds (1 to 86400); the data plane's
+    /// default if absent. Users may lower it for their session, never raise it.
+    pub statement_timeout_seconds: Option<i64>,
+    /// Statements the tenant may run at once on one data plane (1 to 10000; more queue); the data
+    /// plane's default if absent.
+    pub max_concurrent_queries: Option<i64>,
     /// Also create this tenant admin and an API key for it.
     pub admin: Option<String>,
+}
+
+/// Changes to a tenant (platform operators); absent fields stay as they are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    pub name: Option<String>,
+    pub weight: Option<f64>,
+    pub statement_timeout_seconds: Option<i64>,
+    pub max_concurrent_queries: Option<i64>,
+}
+
+fn validate_limits(
+    weight: Option<f64>,
+    statement_timeout_seconds: Option<i64>,
+    max_concurrent_queries: Option<i64>,
+    errors: &mut Vec<FieldError>,
+) {
+    if weight.is_some_and(|w| !(w > 0.0 && w <= 1000.0)) {
+        errors.push(FieldError { field: "weight".into(), message: "must be in (0, 1000]".into() });
+    }
+    if statement_timeout_seconds.is_some_and(|s| !(1..=86_400).contains(&s)) {
+        errors.push(FieldError { field: "statement_timeout_seconds".into(), message: "must be 1 to 86400".into() });
+    }
+    if max_concurrent_queries.is_some_and(|n| !(1..=10_000).contains(&n)) {
+        errors.push(FieldError { field: "max_concurrent_queries".into(), message: "must be 1 to 10000".into() });
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -68,9 +101,7 @@ fn validate_tenant(req: &CreateTenant) -> Result<(), ApiError> {
         errors.push(FieldError { field: "name".into(), message: "must be 1 to 200 characters".into() });
     }
     check_id("region", &req.region, 63, &mut errors);
-    if req.weight.is_some_and(|w| !(w > 0.0 && w <= 1000.0)) {
-        errors.push(FieldError { field: "weight".into(), message: "must be in (0, 1000]".into() });
-    }
+    validate_limits(req.weight, req.statement_timeout_seconds, req.max_concurrent_queries, &mut errors);
     if let Some(a) = &req.admin {
         check_id("admin", a, 128, &mut errors);
     }
@@ -129,6 +160,8 @@ pub async fn create_tenant(
             region: req.region.clone(),
             key_id: req.key_id.clone().unwrap_or_else(|| state.default_key_id.clone()),
             weight: req.weight.unwrap_or(1.0),
+            statement_timeout_seconds: req.statement_timeout_seconds,
+            max_concurrent_queries: req.max_concurrent_queries,
             created_at: now_ms(),
         };
         let tenant = state.store.create_tenant(&tenant).await?;
@@ -176,6 +209,32 @@ pub async fn get_tenant(
 ) -> Result<axum::Json<Tenant>, ApiError> {
     let id = caller.reader_of(&tenant)?;
     Ok(axum::Json(state.store.get_tenant(&id).await?))
+}
+
+/// Changes a tenant's name, weight or limits (platform operators); data planes apply them at once.
+#[utoipa::path(patch, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path)), request_body = UpdateTenant,
+    responses((status = 200, body = Tenant), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    Body(req): Body<UpdateTenant>,
+) -> Result<axum::Json<Tenant>, ApiError> {
+    caller.operator()?;
+    let mut errors = Vec::new();
+    if req.name.as_ref().is_some_and(|n| n.trim().is_empty() || n.len() > 200) {
+        errors.push(FieldError { field: "name".into(), message: "must be 1 to 200 characters".into() });
+    }
+    validate_limits(req.weight, req.statement_timeout_seconds, req.max_concurrent_queries, &mut errors);
+    valid(errors)?;
+    let mut t = state.store.get_tenant(&TenantId(tenant)).await?;
+    t.name = req.name.unwrap_or(t.name);
+    t.weight = req.weight.unwrap_or(t.weight);
+    t.statement_timeout_seconds = req.statement_timeout_seconds.or(t.statement_timeout_seconds);
+    t.max_concurrent_queries = req.max_concurrent_queries.or(t.max_concurrent_queries);
+    let t = state.store.update_tenant(&t).await?;
+    state.config_changed();
+    Ok(axum::Json(t))
 }
 
 /// Deletes a tenant and its configuration (platform operators); its audit trail is kept.

@@ -89,6 +89,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // --- tenants (platform-wide) ---
     async fn create_tenant(&self, tenant: &Tenant) -> Result<Tenant>;
     async fn get_tenant(&self, id: &TenantId) -> Result<Tenant>;
+    /// Replaces the tenant's name, weight and limits (its id, region and key stay).
+    async fn update_tenant(&self, tenant: &Tenant) -> Result<Tenant>;
     async fn list_tenants(&self, page: &PageRequest) -> Result<Page<Tenant>>;
     /// Removes the tenant and everything it owns except its audit trail.
     async fn delete_tenant(&self, id: &TenantId) -> Result<()>;

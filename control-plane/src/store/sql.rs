@@ -124,6 +124,8 @@ fn tenant_row(r: &AnyRow) -> Result<Tenant> {
         region: r.try_get("region")?,
         key_id: r.try_get("key_id")?,
         weight: r.try_get("weight")?,
+        statement_timeout_seconds: r.try_get("statement_timeout_seconds")?,
+        max_concurrent_queries: r.try_get("max_concurrent_queries")?,
         created_at: r.try_get("created_at")?,
     })
 }
@@ -244,7 +246,7 @@ fn conflict(what: impl Into<String>) -> impl FnOnce(StoreError) -> StoreError {
     }
 }
 
-const TENANT_COLUMNS: &str = "id, name, region, key_id, weight, created_at";
+const TENANT_COLUMNS: &str = "id, name, region, key_id, weight, statement_timeout_seconds, max_concurrent_queries, created_at";
 const KEY_COLUMNS: &str =
     "k.tenant_id, k.id, k.principal_id, k.prefix, k.sha256, k.created_at, k.expires_at, k.revoked_at, k.last_used_at";
 const AUDIT_COLUMNS: &str = "tenant_id, seq, id, principal, sql, tables, api_requests, rows, bytes, duration_ms, outcome, error, started_at, data_plane, received_at, hash";
@@ -261,18 +263,42 @@ impl Store for SqlStore {
     async fn create_tenant(&self, t: &Tenant) -> Result<Tenant> {
         let mut tx = self.begin(&t.id.0).await?;
         sqlx::query(
-            "INSERT INTO tenants (id, name, region, key_id, weight, created_at, revision) VALUES ($1, $2, $3, $4, $5, $6, 0)",
+            "INSERT INTO tenants (id, name, region, key_id, weight, statement_timeout_seconds, max_concurrent_queries, \
+             created_at, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)",
         )
         .bind(t.id.0.clone())
         .bind(t.name.clone())
         .bind(t.region.clone())
         .bind(t.key_id.clone())
         .bind(t.weight)
+        .bind(t.statement_timeout_seconds)
+        .bind(t.max_concurrent_queries)
         .bind(t.created_at)
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from)
         .map_err(conflict(format!("tenant `{}`", t.id)))?;
+        Self::bump(&mut tx, &t.id).await?;
+        tx.commit().await?;
+        Ok(t.clone())
+    }
+
+    async fn update_tenant(&self, t: &Tenant) -> Result<Tenant> {
+        let mut tx = self.begin(&t.id.0).await?;
+        let updated = sqlx::query(
+            "UPDATE tenants SET name = $1, weight = $2, statement_timeout_seconds = $3, max_concurrent_queries = $4 \
+             WHERE id = $5 AND deleted_at IS NULL",
+        )
+        .bind(t.name.clone())
+        .bind(t.weight)
+        .bind(t.statement_timeout_seconds)
+        .bind(t.max_concurrent_queries)
+        .bind(t.id.0.clone())
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("tenant `{}`", t.id)));
+        }
         Self::bump(&mut tx, &t.id).await?;
         tx.commit().await?;
         Ok(t.clone())

@@ -71,7 +71,7 @@ async fn no_statement_reads_or_writes_files() {
         format!("SELECT * FROM '{s}'"),
         format!("SELECT * FROM \"{s}\""),
         format!("EXPLAIN COPY (SELECT 1) TO '{w}'"),
-        format!("INSERT INTO github.issues SELECT * FROM github.issues"),
+        "INSERT INTO github.issues SELECT * FROM github.issues".to_string(),
         "CREATE TABLE x AS SELECT 1".to_string(),
         "CREATE VIEW v AS SELECT 1".to_string(),
         "DROP SCHEMA github".to_string(),

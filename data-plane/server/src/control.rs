@@ -315,8 +315,8 @@ impl Applier {
             config.tenants.push(TenantConfig {
                 id: t.id.clone(),
                 weight: (t.weight > 0.0).then_some(t.weight),
-                statement_timeout_seconds: None,
-                max_concurrent_queries: None,
+                statement_timeout_seconds: (t.statement_timeout_seconds > 0).then_some(t.statement_timeout_seconds),
+                max_concurrent_queries: (t.max_concurrent_queries > 0).then_some(t.max_concurrent_queries),
                 api_keys: t
                     .api_keys
                     .iter()
