@@ -66,6 +66,9 @@ pub enum ConnectorError {
     )]
     BudgetExceeded { budget: u64 },
 
+    #[error("{app} cannot take this request of connection `{connection}`: {message}")]
+    RequestTooLarge { app: &'static str, connection: String, message: String },
+
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
 }

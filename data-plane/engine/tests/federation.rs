@@ -127,3 +127,27 @@ async fn a_search_beyond_githubs_1000_results_fails_instead_of_truncating() {
     let (_, rows, _) = run(&engine, "SELECT number FROM github.search_issues WHERE query = 'org:acme' LIMIT 150").await;
     assert_eq!(rows, 150);
 }
+
+#[tokio::test]
+async fn a_salesforce_in_list_too_long_for_one_request_is_split_and_stays_exact() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let engine = engine(&sb, true);
+    let mut names: Vec<String> = (0..5_000).map(|i| format!("No Such Account {i:05}")).collect();
+    names.extend(sb.world.accounts.iter().map(|a| a.name.clone()));
+    let list = names.iter().map(|n| format!("'{}'", n.replace('\'', "''"))).collect::<Vec<_>>().join(", ");
+    let (batches, requests) = engine
+        .query(&caller(), &format!("SELECT count(*) AS n FROM salesforce.account WHERE name IN ({list})"))
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.to_string().chars().rev().take(300).collect::<String>()));
+    let out = pretty(&batches);
+    assert!(out.contains(&format!("| {} |", sb.world.accounts.len())), "{out}");
+    assert!(requests >= 8, "5,000 names fit in no fewer than 8 requests of 15 KB, got {requests}");
+    // Ordered and limited, the split scan answers as the short query does.
+    let real = sb.world.accounts.iter().map(|a| format!("'{}'", a.name.replace('\'', "''"))).collect::<Vec<_>>().join(", ");
+    let ordered =
+        |list: &str| format!("SELECT name FROM salesforce.account WHERE name IN ({list}) ORDER BY annual_revenue, name LIMIT 3");
+    let (short, _, _) = run(&engine, &ordered(&real)).await;
+    let (long, _) = engine.query(&caller(), &ordered(&list)).await.unwrap_or_else(|e| panic!("{}", e.to_string().len()));
+    assert_eq!(pretty(&long), short);
+    assert_eq!(short.matches("\n| ").count(), 4, "{short}");
+}

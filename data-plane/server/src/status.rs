@@ -50,7 +50,7 @@ pub fn from_connector(e: &ConnectorError) -> Status {
         }
         ConnectorError::UnexpectedShape { .. } => Code::Unavailable,
         ConnectorError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
-        ConnectorError::RequiredFilter { .. } => Code::InvalidArgument,
+        ConnectorError::RequiredFilter { .. } | ConnectorError::RequestTooLarge { .. } => Code::InvalidArgument,
         ConnectorError::BudgetExceeded { .. } => Code::ResourceExhausted,
         ConnectorError::Arrow(_) => return internal(e),
     };

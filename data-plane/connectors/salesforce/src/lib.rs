@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use omnisql_connector::governor::{BucketSpec, Observed};
 use omnisql_connector::http::classify_common;
@@ -424,6 +425,70 @@ impl SObjectTable {
         }
     }
 
+    /// The scans that together answer `scan`, each with SOQL short enough for one request: `scan`
+    /// itself, or copies that each take a slice of its longest `IN` list. Splitting keeps the answer
+    /// exact (an `IN` list is a union), but not an order across slices, so an ordered scan that does not
+    /// fit is refused with an error that says why.
+    fn split(&self, scan: &ScanRequest) -> Result<Vec<ScanRequest>> {
+        let total = url_len(&self.soql(scan));
+        if total <= MAX_SOQL_URL_BYTES {
+            return Ok(vec![scan.clone()]);
+        }
+        let too_large = |why: String| ConnectorError::RequestTooLarge {
+            app: APP,
+            connection: self.api.client.connection().into(),
+            message: format!(
+                "its SOQL for {} is {total} bytes as a URL, more than the {MAX_SOQL_URL_BYTES} Salesforce accepts, and {why}",
+                self.object
+            ),
+        };
+        if !scan.order.is_empty() {
+            return Err(too_large("an ordered query cannot be split: use fewer values in IN (…) or drop the ORDER BY".into()));
+        }
+        let longest = scan
+            .filters
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| match f {
+                Expr::InList(l) if !l.negated && self.translate(f).is_some() => Some((i, l)),
+                _ => None,
+            })
+            .max_by_key(|(_, l)| l.list.len());
+        let Some((index, in_list)) = longest else {
+            return Err(too_large("it has no IN (…) list to split: narrow the filters".into()));
+        };
+        // What each value adds to the URL, and what the query takes without the list's values.
+        let kind = filter::column(&in_list.expr).and_then(|c| self.field(c)).map_or("string", |(_, k)| k);
+        let cost =
+            |e: &Expr| filter::literal(e).and_then(|v| Self::soql_literal(kind, &v)).map_or(0, |l| url_len(&l) + url_len(", "));
+        let room = MAX_SOQL_URL_BYTES.saturating_sub(total - in_list.list.iter().map(cost).sum::<usize>());
+        let mut chunks: Vec<Vec<Expr>> = vec![Vec::new()];
+        let mut used = 0;
+        for value in &in_list.list {
+            let c = cost(value);
+            if c > room {
+                return Err(too_large("one of its IN (…) values alone does not fit: narrow the other filters".into()));
+            }
+            if used + c > room {
+                chunks.push(Vec::new());
+                used = 0;
+            }
+            used += c;
+            if let Some(chunk) = chunks.last_mut() {
+                chunk.push(value.clone());
+            }
+        }
+        Ok(chunks
+            .into_iter()
+            .map(|values| {
+                let mut part = scan.clone();
+                part.filters[index] =
+                    Expr::InList(datafusion::logical_expr::expr::InList::new(in_list.expr.clone(), values, false));
+                part
+            })
+            .collect())
+    }
+
     fn soql(&self, scan: &ScanRequest) -> String {
         let mut fields: Vec<&str> = match &scan.projection {
             Some(p) => p.iter().map(|i| self.columns[*i].pointer.trim_start_matches('/')).collect(),
@@ -478,10 +543,49 @@ impl ApiTable for SObjectTable {
         matches!(self.field(&key.column), Some((_, "number" | "date" | "datetime" | "bool")))
     }
     fn describe(&self, scan: &ScanRequest) -> Vec<String> {
-        vec![format!("GET /services/data/{}/query?q={} (then nextRecordsUrl)", self.api.version, self.soql(scan))]
+        match self.split(scan) {
+            Ok(parts) if parts.len() > 1 => vec![format!(
+                "GET /services/data/{}/query?q=… {} times, one slice of the IN list each (then nextRecordsUrl): {}",
+                self.api.version,
+                parts.len(),
+                self.soql(&parts[0])
+            )],
+            _ => vec![format!("GET /services/data/{}/query?q={} (then nextRecordsUrl)", self.api.version, self.soql(scan))],
+        }
     }
     fn fetch(&self, scan: ScanRequest, q: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>> {
-        let soql = self.soql(&scan);
+        let parts = match self.split(&scan) {
+            Ok(parts) => parts,
+            Err(e) => return Box::pin(futures::stream::once(async move { Err(e) })),
+        };
+        if parts.len() == 1 {
+            return self.fetch_one(&scan, q);
+        }
+        // Slices one after another; a LIMIT (pushed only when exact) is applied across them.
+        let streams: Vec<_> = parts.iter().map(|p| self.fetch_one(p, q.clone())).collect();
+        let mut left = scan.limit.unwrap_or(usize::MAX);
+        Box::pin(futures::stream::iter(streams).flatten().take_while(move |page| {
+            let go = left > 0;
+            if let Ok(rows) = page {
+                left = left.saturating_sub(rows.len());
+            }
+            futures::future::ready(go)
+        }))
+    }
+}
+
+/// Salesforce refuses request URLs over about 16 KB; SOQL longer than this is split.
+const MAX_SOQL_URL_BYTES: usize = 15_000;
+
+/// Bytes `text` takes percent-encoded in a URL (an upper bound).
+fn url_len(text: &str) -> usize {
+    text.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { 1 } else { 3 }).sum()
+}
+
+impl SObjectTable {
+    /// One SOQL query and its `nextRecordsUrl` pages.
+    fn fetch_one(&self, scan: &ScanRequest, q: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>> {
+        let soql = self.soql(scan);
         let api = self.api.clone();
         omnisql_connector::pagination::follow(move |next: Option<String>| {
             let (api, q, soql) = (api.clone(), q.clone(), soql.clone());
