@@ -2,6 +2,7 @@
 its process, take its memory or hold a statement past the timeout; every refusal is an error that says
 why, and the data plane goes on serving."""
 
+import os
 import pathlib
 import time
 
@@ -103,13 +104,31 @@ def test_memory_bombs_are_refused_within_the_limit(plane, cur):
     still_serving(cur)
 
 
-def test_a_statement_stops_at_the_timeout_the_session_set(plane, cur):
+def cpu_seconds(pid: int) -> float:
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("bomb", [
+    "SELECT count(*) FROM generate_series(1, 5000000000)",
+    "SELECT count(*) FROM github.issues a, github.issues b, github.issues c, github.issues d",
+    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+])
+def test_a_statement_stops_at_the_timeout_the_session_set_and_its_work_stops(plane, cur, bomb):
+    proc, _, _ = plane
     cur.execute("SET omnisql.statement_timeout = '1s'")
     started = time.monotonic()
-    message = refused(cur, "SELECT count(*) FROM generate_series(1, 5000000000)")
+    message = refused(cur, bomb)
     took = time.monotonic() - started
     assert "ran past its timeout of 1 s" in message
     assert took < 2.0, took
+    # Nothing of the statement runs on: within 100 ms the data plane is idle again.
+    time.sleep(0.1)
+    before = cpu_seconds(proc.pid)
+    time.sleep(0.5)
+    busy = cpu_seconds(proc.pid) - before
+    print(f"{bomb[:40]}…: stopped after {took:.2f} s; CPU in the 0.5 s after 100 ms: {busy:.2f} s")
+    assert busy < 0.1, f"the data plane kept working after the timeout: {busy:.2f} CPU seconds in 0.5 s"
 
 
 def test_a_planned_schema_is_the_one_streamed(cur):

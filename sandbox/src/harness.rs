@@ -38,6 +38,8 @@ pub struct Faults {
     pub truncated_rate: f64,
     /// Send the real body slowly: this many milliseconds between two halves.
     pub slow_body_ms: u64,
+    /// Send half the real body, then break the connection.
+    pub reset_rate: f64,
 }
 
 /// Settings of one app that can change while it runs (`POST /_sandbox/settings`).
@@ -178,8 +180,9 @@ pub async fn layer(State(h): State<Arc<Harness>>, req: Request, next: Next) -> R
         return (StatusCode::OK, [("content-type", "application/json")], "{\"ok\": tru<html>").into_response();
     }
     let truncate = f.truncated_rate > 0.0 && h.roll() < f.truncated_rate;
+    let reset = f.reset_rate > 0.0 && h.roll() < f.reset_rate;
     let resp = next.run(req).await;
-    if !truncate && f.slow_body_ms == 0 {
+    if !truncate && !reset && f.slow_body_ms == 0 {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
@@ -190,6 +193,12 @@ pub async fn layer(State(h): State<Arc<Harness>>, req: Request, next: Next) -> R
     if truncate {
         let cut = bytes.slice(..bytes.len() / 2);
         return Response::from_parts(parts, Body::from(cut));
+    }
+    if reset {
+        // A body stream that fails makes the server abort the connection mid-response.
+        let half = bytes.slice(..bytes.len() / 2);
+        let broken = futures::stream::iter([Ok(half), Err(std::io::Error::other("connection reset by the sandbox"))]);
+        return Response::from_parts(parts, Body::from_stream(broken));
     }
     let pause = Duration::from_millis(f.slow_body_ms);
     let half = bytes.len() / 2;

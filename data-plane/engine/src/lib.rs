@@ -395,7 +395,13 @@ impl Engine {
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG, "public")
             .with_extension(query);
-        let ctx = SessionContext::new_with_config_rt(config, self.resources.runtime_for(&tenant.0)?);
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(self.resources.runtime_for(&tenant.0)?)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(contain::YieldOften))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         bounded::register(&ctx, self.options.memory.max_function_output());
         let catalog = MemoryCatalogProvider::new();
         let schemas = self.schemas(tenant);

@@ -190,8 +190,17 @@ async fn a_statement_stops_at_its_timeout_and_a_session_may_only_lower_it() {
     let sb = sandbox(SandboxConfig::default()).await;
     let engine = limited_engine(&sb, MemoryLimits::for_process(256 << 20), &[("acme", Some(2), None)]);
     let acme = of("acme");
-    let bomb = "SELECT count(*) FROM generate_series(1, 5000000000)";
-    for (setting, timeout) in [("500 ms", Duration::from_millis(500)), ("1 hour", Duration::from_secs(2))] {
+    let bombs = [
+        "SELECT count(*) FROM generate_series(1, 5000000000)",
+        // Emits from memory without touching a scan: only the engine's yields let the deadline in.
+        "SELECT count(*) FROM github.issues a, github.issues b, github.issues c, github.issues d",
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+    ];
+    for ((setting, timeout), bomb) in
+        [("500 ms", Duration::from_millis(500)), ("1 hour", Duration::from_secs(2)), ("1 s", Duration::from_secs(1))]
+            .into_iter()
+            .zip(bombs)
+    {
         let mut settings = QuerySettings::default();
         let sql = format!("SET omnisql.statement_timeout = '{setting}'; {bomb}");
         let t = Instant::now();
@@ -199,7 +208,7 @@ async fn a_statement_stops_at_its_timeout_and_a_session_may_only_lower_it() {
         let stream = engine.execute(q).await.unwrap();
         let e = datafusion::physical_plan::common::collect(stream).await.unwrap_err().strip_backtrace();
         let took = t.elapsed();
-        println!("SET {setting}: stopped after {took:?}");
+        println!("{bomb} with SET {setting}: stopped after {took:?}");
         assert!(e.contains(&format!("ran past its timeout of {}", omnisql_engine::settings::show_duration(timeout))), "{e}");
         assert!(took >= timeout && took < timeout + Duration::from_millis(400), "stopped after {took:?}, timeout {timeout:?}");
     }

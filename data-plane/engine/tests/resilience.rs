@@ -40,6 +40,7 @@ async fn transient_faults_are_retried_and_the_answer_is_still_exact() {
         malformed_rate: 0.1,
         truncated_rate: 0.1,
         slow_body_ms: 0,
+        reset_rate: 0.1,
     };
     for url in [&sb.github_url, &sb.salesforce_url, &sb.slack_url] {
         set_faults(url, faults).await;
