@@ -133,6 +133,24 @@ pub struct WorkloadResult {
     pub p50_vs_limit: Option<f64>,
 }
 
+/// The noisy neighbour: the mix of the other tenants, alone and while one tenant sends resource bombs.
+#[derive(Debug, Clone, Serialize)]
+pub struct NeighbourResult {
+    pub target_qps: u32,
+    /// Tenants running the mix (the bomber is one more).
+    pub tenants: usize,
+    pub seconds: f64,
+    pub unloaded_p99_ms: f64,
+    pub loaded_p99_ms: f64,
+    pub unloaded_errors: usize,
+    pub loaded_errors: usize,
+    /// Bombs sent, and how many the data plane refused or stopped (all should be).
+    pub bombs: usize,
+    pub bombs_failed: usize,
+    pub peak_rss_mib: f64,
+    pub memory_limit_mib: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct MixResult {
     pub engine: &'static str,
@@ -167,6 +185,7 @@ pub struct Report {
     pub cores: usize,
     pub workloads: Vec<WorkloadResult>,
     pub mix: Vec<MixResult>,
+    pub neighbour: Option<NeighbourResult>,
     pub peak_rss_mib: BTreeMap<&'static str, f64>,
     /// `None` when no Python with dlt was given.
     pub dlt: Option<DltResult>,
@@ -308,11 +327,12 @@ async fn mix(
     plane: &DataPlane,
     queries: &[String],
     rate: u32,
-    tenants: usize,
+    tenants: std::ops::Range<usize>,
     seconds: f64,
 ) -> Result<(MixResult, Vec<f64>), BenchError> {
+    let count = tenants.len();
     let mut clients = Vec::new();
-    for t in 0..tenants.max(1) {
+    for t in tenants {
         // Two connections per tenant.
         for _ in 0..2 {
             clients.push(client::connect(&plane.uri, &token(t)).await?);
@@ -349,7 +369,7 @@ async fn mix(
     let result = MixResult {
         engine: "omnisql",
         target_qps: rate,
-        tenants,
+        tenants: count,
         seconds,
         completed: latencies.len(),
         errors,
@@ -360,6 +380,61 @@ async fn mix(
         p99_ms: percentile(&latencies, 99.0),
     };
     Ok((result, latencies))
+}
+
+/// The mix of tenants 1.. alone, then again while tenant 0 sends resource bombs over four connections
+/// without pause; the data plane's peak memory is read after both.
+async fn neighbour(
+    plane: &DataPlane,
+    world: &omnisql_sandbox::World,
+    options: &BenchOptions,
+    tenants: usize,
+) -> Result<NeighbourResult, BenchError> {
+    let queries = workloads::mix(world);
+    let rate = options.mix_rate;
+    let (unloaded, _) = mix(plane, &queries, rate, 1..tenants, options.mix_seconds).await?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut bombers = Vec::new();
+    for b in 0..4 {
+        let mut client = client::connect(&plane.uri, &token(0)).await?;
+        let stop = stop.clone();
+        bombers.push(tokio::spawn(async move {
+            let (mut sent, mut failed) = (0usize, 0usize);
+            let bombs = workloads::bombs();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let sql = &bombs[(sent * 4 + b) % bombs.len()];
+                sent += 1;
+                if client::query(&mut client, sql).await.is_err() {
+                    failed += 1;
+                }
+            }
+            (sent, failed)
+        }));
+    }
+    // Let the bombs reach their limits before measuring.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (loaded, _) = mix(plane, &queries, rate, 1..tenants, options.mix_seconds).await?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut bombs, mut bombs_failed) = (0, 0);
+    for b in bombers {
+        if let Ok((s, f)) = b.await {
+            bombs += s;
+            bombs_failed += f;
+        }
+    }
+    Ok(NeighbourResult {
+        target_qps: rate,
+        tenants: tenants - 1,
+        seconds: options.mix_seconds,
+        unloaded_p99_ms: unloaded.p99_ms,
+        loaded_p99_ms: loaded.p99_ms,
+        unloaded_errors: unloaded.errors,
+        loaded_errors: loaded.errors,
+        bombs,
+        bombs_failed,
+        peak_rss_mib: plane.peak_rss_mib().unwrap_or(0.0),
+        memory_limit_mib: (plane::MEMORY_LIMIT >> 20) as f64,
+    })
 }
 
 fn sandbox_config(options: &BenchOptions) -> SandboxConfig {
@@ -395,6 +470,7 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
         cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         workloads: Vec::new(),
         mix: Vec::new(),
+        neighbour: None,
         peak_rss_mib: BTreeMap::new(),
         dlt: None,
         samples_ms: BTreeMap::new(),
@@ -424,10 +500,13 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
         }
         if !naive && options.mix_seconds > 0.0 && options.mix_rate > 0 {
             let (mut result, samples) =
-                mix(&plane, &workloads::mix(&sandbox.world), options.mix_rate, tenants, options.mix_seconds).await?;
+                mix(&plane, &workloads::mix(&sandbox.world), options.mix_rate, 0..tenants, options.mix_seconds).await?;
             result.engine = engine;
             report.samples_ms.insert(format!("sustained_mix/{engine}"), samples);
             report.mix.push(result);
+            if tenants > 1 {
+                report.neighbour = Some(neighbour(&plane, &sandbox.world, options, tenants).await?);
+            }
         }
         if let Some(mib) = plane.peak_rss_mib() {
             report.peak_rss_mib.insert(engine, mib);

@@ -41,6 +41,17 @@ pub fn targets(r: &Report) -> Vec<(String, Option<bool>, String)> {
             ),
         ));
     }
+    if let Some(n) = &r.neighbour {
+        let ratio = n.loaded_p99_ms / n.unloaded_p99_ms.max(1e-9);
+        out.push((
+            "noisy neighbour: other tenants' p99 under bombs ≤ 2× unloaded, memory under the limit".into(),
+            Some(ratio <= 2.0 && n.peak_rss_mib < n.memory_limit_mib + 512.0 && n.bombs_failed == n.bombs),
+            format!(
+                "p99 {:.1} ms loaded vs {:.1} ms unloaded ({ratio:.2}×); peak RSS {:.0} MiB, query memory limit {:.0} MiB; {} of {} bombs refused or stopped",
+                n.loaded_p99_ms, n.unloaded_p99_ms, n.peak_rss_mib, n.memory_limit_mib, n.bombs_failed, n.bombs
+            ),
+        ));
+    }
     for w in r.workloads.iter().filter(|w| w.engine == "omnisql" && w.selective) {
         if let Some(naive) = find(r, &w.workload, "naive") {
             let met = w.upstream_per_query * 10.0 <= naive.upstream_per_query;
@@ -101,6 +112,28 @@ pub fn table(r: &Report) -> String {
                 m.p99_ms
             );
         }
+    }
+    if let Some(n) = &r.neighbour {
+        let _ = writeln!(
+            s,
+            "\n| noisy neighbour | tenants | target QPS | seconds | p99 ms alone | p99 ms under bombs | errors alone / under bombs | bombs refused or stopped | peak RSS MiB | query memory limit MiB |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "| omnisql | {} | {} | {:.0} | {:.1} | {:.1} | {} / {} | {} of {} | {:.0} | {:.0} |",
+            n.tenants,
+            n.target_qps,
+            n.seconds,
+            n.unloaded_p99_ms,
+            n.loaded_p99_ms,
+            n.unloaded_errors,
+            n.loaded_errors,
+            n.bombs_failed,
+            n.bombs,
+            n.peak_rss_mib,
+            n.memory_limit_mib
+        );
     }
     if let Some(d) = &r.dlt {
         let omnisql = find(r, "join_3_sources", "omnisql").map_or(0.0, |w| w.p50_ms);

@@ -105,3 +105,18 @@ pub fn mix(world: &World) -> Vec<String> {
     }
     out
 }
+
+/// What a hostile tenant sends in the noisy-neighbour workload: each is refused at once or stopped at a
+/// limit (memory, statement timeout, statement size), never answered.
+pub fn bombs() -> Vec<String> {
+    vec![
+        "SELECT repeat('x', 2000000000)".into(),
+        "SELECT array_agg(v) FROM generate_series(1, 300000000) t(v)".into(),
+        "SELECT count(*) FROM generate_series(1, 5000000000)".into(),
+        "SELECT count(*) FROM github.issues a, github.issues b, github.issues c, github.issues d".into(),
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r".into(),
+        "SELECT v FROM generate_series(1, 100000000) t(v) ORDER BY v DESC".into(),
+        vec!["SELECT 1"; 3000].join(" UNION ALL "),
+        "COPY (SELECT 1) TO '/tmp/omnisql-bench-bomb.csv'".into(),
+    ]
+}
