@@ -68,6 +68,10 @@ pub(crate) struct EngineArgs {
     /// Statements one tenant may run at once, for tenants whose configuration does not say; more queue.
     #[arg(long, env = "OMNISQL_MAX_CONCURRENT_QUERIES", default_value_t = 16)]
     max_concurrent_queries: u32,
+    /// Upstream requests one query may make unless its session sets `omnisql.request_budget` (0: no
+    /// budget). A query that surely needs more fails before its first request.
+    #[arg(long, env = "OMNISQL_REQUEST_BUDGET", default_value_t = 1000)]
+    request_budget: u64,
 }
 
 fn parse_size(text: &str) -> Result<usize, String> {
@@ -97,6 +101,7 @@ impl EngineArgs {
         }
         options.query_timeout = self.statement_timeout;
         options.max_concurrent_queries = self.max_concurrent_queries.max(1);
+        options.request_budget = (self.request_budget > 0).then_some(self.request_budget);
         if let Some(url) = &self.redis_url {
             let limiter = omnisql_connector::shared_limit::SharedLimiter::connect(url)
                 .await

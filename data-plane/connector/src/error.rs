@@ -62,9 +62,13 @@ pub enum ConnectorError {
     UnexpectedShape { app: &'static str, connection: String, field: String },
 
     #[error(
-        "the query needs more than its budget of {budget} upstream requests (SET omnisql.request_budget); narrow it or raise the budget"
+        "the query needs more than its budget of {budget} upstream requests{} (SET omnisql.request_budget); narrow it or raise the budget",
+        match (needed, table) {
+            (Some(n), Some(t)) => format!(" (its scan of {t} alone needs at least {n}: one per value it looks up)"),
+            _ => String::new(),
+        }
     )]
-    BudgetExceeded { budget: u64 },
+    BudgetExceeded { budget: u64, needed: Option<u64>, table: Option<String> },
 
     #[error("{app} cannot take this request of connection `{connection}`: {message}")]
     RequestTooLarge { app: &'static str, connection: String, message: String },

@@ -472,7 +472,7 @@ impl ApiClient {
             let authorization = self.auth.authorization(&self.http).await?;
             if let Some(budget) = q.request_budget {
                 if q.api_requests() >= budget {
-                    return Err(ConnectorError::BudgetExceeded { budget });
+                    return Err(ConnectorError::BudgetExceeded { budget, needed: None, table: None });
                 }
             }
             // Rate limits first (they may wait), then the connection's concurrency bound.

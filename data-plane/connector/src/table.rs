@@ -99,6 +99,11 @@ pub trait ApiTable: Send + Sync + Debug + 'static {
     }
     /// The API requests a scan will make, for `EXPLAIN`.
     fn describe(&self, scan: &ScanRequest) -> Vec<String>;
+    /// The fewest requests the scan surely makes (one per pinned key where the API takes one key per
+    /// request), so a query past its request budget fails before the first one is sent.
+    fn least_requests(&self, _scan: &ScanRequest) -> u64 {
+        0
+    }
     /// The rows, a page at a time.
     fn fetch(&self, scan: ScanRequest, query: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>>;
 }
@@ -315,6 +320,13 @@ impl ExecutionPlan for ApiScanExec {
             return Err(DataFusionError::Internal(format!("ApiScanExec has one partition, asked for {partition}")));
         }
         let query = context.session_config().get_extension::<QueryContext>().unwrap_or_default();
+        if let Some(budget) = query.request_budget {
+            let least = self.table.least_requests(&self.request);
+            if query.api_requests() + least > budget {
+                let error = crate::ConnectorError::BudgetExceeded { budget, needed: Some(least), table: Some(self.table.name()) };
+                return Err(DataFusionError::External(Box::new(error)));
+            }
+        }
         let columns: Vec<Column> = match &self.request.projection {
             Some(p) => p.iter().map(|i| self.table.columns()[*i].clone()).collect(),
             None => self.table.columns().to_vec(),

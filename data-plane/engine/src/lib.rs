@@ -127,6 +127,8 @@ pub struct EngineOptions {
     pub query_timeout: Duration,
     /// Statements one tenant runs at once, for tenants whose configuration does not say.
     pub max_concurrent_queries: u32,
+    /// Upstream requests one query may make unless its session sets `omnisql.request_budget`.
+    pub request_budget: Option<u64>,
     /// How large a statement may be.
     pub statement_limits: StatementLimits,
     /// Memory for queries: the process, each tenant's share, each query.
@@ -165,6 +167,7 @@ impl Default for EngineOptions {
             http: HttpSettings::default(),
             query_timeout: Duration::from_secs(120),
             max_concurrent_queries: 16,
+            request_budget: Some(1000),
             statement_limits: StatementLimits::default(),
             memory: MemoryLimits::from_environment(),
             target_partitions: 4,
@@ -475,7 +478,7 @@ impl Engine {
         let deadline = Instant::now() + timeout;
         let mut context = QueryContext::with_deadline(Some(deadline));
         context.max_staleness = settings.max_staleness;
-        context.request_budget = settings.request_budget;
+        context.request_budget = settings.request_budget.or(self.options.request_budget);
         context.principal = caller.principal.clone();
         let context = Arc::new(context);
         let ctx = self.session(&caller.tenant, context.clone())?;

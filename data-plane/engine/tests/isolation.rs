@@ -234,3 +234,32 @@ async fn a_tenant_runs_at_most_its_slots_and_others_are_not_held_up() {
     drop(held);
     engine.query(&of("busy"), "SELECT 4").await.unwrap();
 }
+
+#[tokio::test]
+async fn a_fan_out_past_the_request_budget_fails_before_its_first_request() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let engine = limited_engine(&sb, MemoryLimits::for_process(256 << 20), &[("acme", None, None)]);
+    let logins = (0..3000).map(|i| format!("'nobody-{i}'")).collect::<Vec<_>>().join(", ");
+    let channels = (0..2000).map(|i| format!("'C{i:08}'")).collect::<Vec<_>>().join(", ");
+    for (sql, table, needed) in [
+        (format!("SELECT * FROM github.users WHERE login IN ({logins})"), "github.users", 3000),
+        (format!("SELECT * FROM slack.messages WHERE channel_id IN ({channels})"), "slack.messages", 2000),
+    ] {
+        let t = Instant::now();
+        let e = error_of(&engine, &of("acme"), &sql).await;
+        assert!(
+            e.contains(&format!("budget of 1000 upstream requests (its scan of {table} alone needs at least {needed}")),
+            "{e}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(2), "{table} took {:?}", t.elapsed());
+    }
+    // A session may raise its budget; then the first requests go out.
+    let mut settings = QuerySettings::default();
+    let sql = format!(
+        "SET omnisql.request_budget = 5000; SET omnisql.statement_timeout = '1s'; SELECT * FROM github.users WHERE login IN ({logins})"
+    );
+    let q = engine.plan(&of("acme"), &sql, None, &mut settings).await.unwrap().unwrap();
+    let context = q.context.clone();
+    let _ = datafusion::physical_plan::common::collect(engine.execute(q).await.unwrap()).await;
+    assert!(context.api_requests() > 0);
+}

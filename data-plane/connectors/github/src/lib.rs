@@ -622,6 +622,13 @@ impl ApiTable for GithubTable {
         }
     }
 
+    fn least_requests(&self, scan: &ScanRequest) -> u64 {
+        match self.kind {
+            TableKind::Users => pinned_texts(&scan.filters, "login").map_or(0, |l| l.len() as u64),
+            _ => self.plan(scan).repos.map_or(0, |r| r.len() as u64),
+        }
+    }
+
     fn fetch(&self, scan: ScanRequest, q: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>> {
         let plan = self.plan(&scan);
         let api = self.api.clone();

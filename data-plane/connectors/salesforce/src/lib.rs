@@ -553,6 +553,9 @@ impl ApiTable for SObjectTable {
             _ => vec![format!("GET /services/data/{}/query?q={} (then nextRecordsUrl)", self.api.version, self.soql(scan))],
         }
     }
+    fn least_requests(&self, scan: &ScanRequest) -> u64 {
+        self.split(scan).map_or(0, |parts| parts.len() as u64)
+    }
     fn fetch(&self, scan: ScanRequest, q: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>> {
         let parts = match self.split(&scan) {
             Ok(parts) => parts,

@@ -349,6 +349,12 @@ impl ApiTable for SlackTable {
             }
         }
     }
+    fn least_requests(&self, scan: &ScanRequest) -> u64 {
+        match self.kind {
+            TableKind::Messages => filter::pinned_texts(&scan.filters, "channel_id").map_or(0, |c| c.len() as u64),
+            _ => 0,
+        }
+    }
     fn fetch(&self, scan: ScanRequest, q: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>> {
         let api = self.api.clone();
         match self.kind {
