@@ -4,6 +4,7 @@ why, and the data plane goes on serving."""
 
 import os
 import pathlib
+import threading
 import time
 
 import adbc_driver_flightsql.dbapi as flight_sql
@@ -129,6 +130,38 @@ def test_a_statement_stops_at_the_timeout_the_session_set_and_its_work_stops(pla
     busy = cpu_seconds(proc.pid) - before
     print(f"{bomb[:40]}…: stopped after {took:.2f} s; CPU in the 0.5 s after 100 ms: {busy:.2f} s")
     assert busy < 0.1, f"the data plane kept working after the timeout: {busy:.2f} CPU seconds in 0.5 s"
+
+
+def test_a_cancelled_statement_stops_within_100_ms(plane, cur):
+    proc, _, _ = plane
+    outcome = {}
+
+    def run():
+        started = time.monotonic()
+        try:
+            cur.execute("SELECT count(*) FROM github.issues a, github.issues b, github.issues c, github.issues d")
+            cur.fetchall()
+            outcome["result"] = "finished"
+        except Exception as e:  # the client's cancellation error
+            outcome["result"] = str(e)
+        outcome["seconds"] = time.monotonic() - started
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    time.sleep(1.0)
+    before = cpu_seconds(proc.pid)
+    time.sleep(0.3)
+    assert cpu_seconds(proc.pid) - before > 0.1, "the statement was not running"
+    cur.adbc_cancel()
+    worker.join(timeout=10)
+    assert not worker.is_alive() and outcome["result"] != "finished", outcome
+    time.sleep(0.1)
+    before = cpu_seconds(proc.pid)
+    time.sleep(0.5)
+    busy = cpu_seconds(proc.pid) - before
+    print(f"cancelled after {outcome['seconds']:.2f} s ({outcome['result'][:80]}); CPU in the 0.5 s after 100 ms: {busy:.2f} s")
+    assert busy < 0.1, f"the data plane kept working after the cancel: {busy:.2f} CPU seconds in 0.5 s"
+    still_serving(cur)
 
 
 def test_a_planned_schema_is_the_one_streamed(cur):

@@ -196,3 +196,60 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for YieldOften {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::Schema;
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use std::sync::Arc;
+
+    fn stream_of(items: Vec<Result<RecordBatch, DataFusionError>>, then_panic: bool) -> SendableRecordBatchStream {
+        let schema = Arc::new(Schema::empty());
+        let s = futures::stream::iter(items).chain(futures::stream::poll_fn(move |_| {
+            if then_panic {
+                panic!("operator bug");
+            }
+            Poll::Ready(None)
+        }));
+        Box::pin(RecordBatchStreamAdapter::new(schema, s))
+    }
+
+    fn slot() -> tokio::sync::OwnedSemaphorePermit {
+        Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_running_is_the_querys_error_and_frees_its_slot() {
+        let slots = Arc::new(tokio::sync::Semaphore::new(1));
+        let permit = slots.clone().try_acquire_owned().unwrap();
+        let batch = RecordBatch::new_empty(Arc::new(Schema::empty()));
+        let far = Instant::now() + Duration::from_secs(60);
+        let mut s = Contained::new(stream_of(vec![Ok(batch)], true), far, Duration::from_secs(60), permit);
+        assert!(s.next().await.unwrap().is_ok());
+        let e = s.next().await.unwrap().unwrap_err();
+        assert!(matches!(stopped(&e), Some(Stopped::Panicked(m)) if m == "operator bug"), "{e}");
+        assert!(s.next().await.is_none());
+        assert_eq!(slots.available_permits(), 1, "the slot was given back");
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_planning_is_the_querys_error() {
+        let far = Instant::now() + Duration::from_secs(60);
+        let e = catch(far, Duration::from_secs(60), async { panic!("planner bug") as Result<(), DataFusionError> })
+            .await
+            .unwrap_err();
+        assert!(matches!(stopped(&e), Some(Stopped::Panicked(m)) if m == "planner bug"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_never_answers_ends_at_its_deadline() {
+        let pending: SendableRecordBatchStream =
+            Box::pin(RecordBatchStreamAdapter::new(Arc::new(Schema::empty()), futures::stream::pending()));
+        let t = Instant::now();
+        let mut s = Contained::new(pending, t + Duration::from_millis(200), Duration::from_millis(200), slot());
+        let e = s.next().await.unwrap().unwrap_err();
+        assert!(matches!(stopped(&e), Some(Stopped::Timeout(_))), "{e}");
+        assert!(t.elapsed() >= Duration::from_millis(200) && t.elapsed() < Duration::from_millis(400));
+    }
+}
