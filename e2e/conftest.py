@@ -22,11 +22,11 @@ def omnisql_binary() -> str:
 class Dev:
     """A running `omnisql dev` and what its endpoints file says."""
 
-    def __init__(self, tmp: pathlib.Path):
+    def __init__(self, tmp: pathlib.Path, *flags: str):
         self.endpoints_file = tmp / "endpoints.json"
         self.log: list[str] = []
         self.proc = subprocess.Popen(
-            [omnisql_binary(), "dev", "--flight-addr", "127.0.0.1:0", "--endpoints-file", str(self.endpoints_file)],
+            [omnisql_binary(), "dev", "--flight-addr", "127.0.0.1:0", "--endpoints-file", str(self.endpoints_file), *flags],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

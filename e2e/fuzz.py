@@ -23,16 +23,13 @@ import argparse
 import json
 import pathlib
 import random
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from conftest import omnisql_binary  # noqa: E402
+from conftest import Dev  # noqa: E402
 
 MEMORY_LIMIT = 512 << 20
 # Measured: what the process holds beyond query memory (code, runtime, sandbox, control plane, response
@@ -83,44 +80,21 @@ MIX = [
 ]
 
 
-class Dev:
-    """`omnisql dev` with low limits; its log is kept to count panics."""
+def start_dev(tmp: pathlib.Path, timeout_s: int) -> Dev:
+    """`omnisql dev` with limits low enough for the bombs to meet."""
+    return Dev(tmp, "--memory-limit", str(MEMORY_LIMIT), "--statement-timeout", f"{timeout_s}s")
 
-    def __init__(self, tmp: pathlib.Path, timeout_s: int):
-        endpoints = tmp / "endpoints.json"
-        self.proc = subprocess.Popen(
-            [omnisql_binary(), "dev", "--flight-addr", "127.0.0.1:0", "--endpoints-file", str(endpoints),
-             "--memory-limit", str(MEMORY_LIMIT), "--statement-timeout", f"{timeout_s}s"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.log: list[str] = []
-        for line in self.proc.stderr:
-            self.log.append(line)
-            if "Ctrl-C stops it" in line:
-                break
-        else:
-            raise RuntimeError("omnisql dev exited before it was ready:\n" + "".join(self.log))
-        threading.Thread(target=lambda: [self.log.append(l) for l in self.proc.stderr], daemon=True).start()
-        self.endpoints = json.loads(endpoints.read_text())
 
-    def rss(self) -> int:
-        for line in pathlib.Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+def rss(dev: Dev) -> int:
+    for line in pathlib.Path(f"/proc/{dev.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
-    def faults(self, faults: dict):
-        for app in ("github", "salesforce", "slack"):
-            url = self.endpoints[app]["base_url"] + "/_sandbox/settings"
-            req = urllib.request.Request(url, data=json.dumps({"faults": faults}).encode(), method="POST",
-                                         headers={"content-type": "application/json"})
-            urllib.request.urlopen(req, timeout=10).read()
 
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+def set_faults(dev: Dev, faults: dict):
+    for app in ("github", "salesforce", "slack"):
+        dev.sandbox(app, "/_sandbox/settings", {"faults": faults})
 
 
 class Generator:
@@ -311,7 +285,7 @@ class Run:
             self.examples.setdefault("death", sql[:300])
             raise RuntimeError(f"the data plane died on: {sql[:300]}")
         if s["statements"] % 20 == 0:
-            s["max_rss"] = max(s["max_rss"], self.dev.rss())
+            s["max_rss"] = max(s["max_rss"], rss(self.dev))
 
     def faulted_mix(self, rounds: int, rng: random.Random):
         """The mix without faults, then under faults: each answer is an error or the same rows."""
@@ -321,7 +295,7 @@ class Run:
             table, error, _ = self.execute(sql)
             assert error is None, f"{sql}: {error}"
             expected[sql] = rows_of(table)
-        self.dev.faults({"server_error_rate": 0.05, "rate_limit_rate": 0.05, "retry_after_secs": 0,
+        set_faults(self.dev, {"server_error_rate": 0.05, "rate_limit_rate": 0.05, "retry_after_secs": 0,
                          "malformed_rate": 0.03, "truncated_rate": 0.03, "reset_rate": 0.03})
         try:
             for _ in range(rounds):
@@ -340,7 +314,7 @@ class Run:
                     self.stats["partial_results"] += 1
                     self.examples.setdefault("partial_result", sql)
         finally:
-            self.dev.faults({})
+            set_faults(self.dev, {})
 
     def panics(self) -> int:
         return sum(1 for line in self.dev.log if "panicked" in line)
@@ -372,7 +346,7 @@ def catalog(run: Run) -> dict:
 def fuzz(statements: int, seed: int, timeout_s: int = TIMEOUT_S, fault_rounds: int = 30) -> tuple[Run, float]:
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        dev = Dev(pathlib.Path(tmp), timeout_s)
+        dev = start_dev(pathlib.Path(tmp), timeout_s)
         try:
             run = Run(dev, timeout_s)
             rng = random.Random(seed)
@@ -390,7 +364,7 @@ def fuzz(statements: int, seed: int, timeout_s: int = TIMEOUT_S, fault_rounds: i
                     run.check("mutated", gen.mutate(rng.choice(seeds)))
                 else:
                     run.check("garbage", gen.garbage())
-            run.stats["max_rss"] = max(run.stats["max_rss"], dev.rss())
+            run.stats["max_rss"] = max(run.stats["max_rss"], rss(dev))
             assert not pathlib.Path("/tmp/omnisql-fuzz-written.csv").exists(), "a statement wrote a file"
         finally:
             dev.stop()

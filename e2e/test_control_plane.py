@@ -74,6 +74,15 @@ def test_control_plane_with_postgres_and_kms_survives_kill9_and_an_outage(tmp_pa
             assert time.monotonic() < deadline, "the data plane never served the tenant:\n" + "".join(dp.log[-20:])
             time.sleep(0.1)
 
+        # A tenant's statement timeout set in the control plane reaches the data plane; a session cannot
+        # raise it.
+        admin.ok("PATCH", "/v1/tenants/acme", {"statement_timeout_seconds": 1})
+        bomb = "SET omnisql.statement_timeout = '5s'; SELECT count(*) FROM generate_series(1, 5000000000)"
+        deadline = time.monotonic() + 20
+        while "past its timeout of 1 s" not in (outcome := run_query(uri, key, bomb)):
+            assert time.monotonic() < deadline, outcome
+        admin.ok("PATCH", "/v1/tenants/acme", {"statement_timeout_seconds": 120})
+
         # Load from three clients; kill -9 the data plane, stop the control plane, bring both back.
         results: dict[int, str] = {}
         counter = iter(range(1, 1_000_000))

@@ -110,6 +110,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_after_100_ms(pid: int) -> float:
+    """CPU seconds the process spends in the half second that starts 100 ms from now."""
+    time.sleep(0.1)
+    before = cpu_seconds(pid)
+    time.sleep(0.5)
+    return cpu_seconds(pid) - before
+
+
 @pytest.mark.parametrize("bomb", [
     "SELECT count(*) FROM generate_series(1, 5000000000)",
     "SELECT count(*) FROM github.issues a, github.issues b, github.issues c, github.issues d",
@@ -124,10 +132,7 @@ def test_a_statement_stops_at_the_timeout_the_session_set_and_its_work_stops(pla
     assert "ran past its timeout of 1 s" in message
     assert took < 2.0, took
     # Nothing of the statement runs on: within 100 ms the data plane is idle again.
-    time.sleep(0.1)
-    before = cpu_seconds(proc.pid)
-    time.sleep(0.5)
-    busy = cpu_seconds(proc.pid) - before
+    busy = cpu_after_100_ms(proc.pid)
     print(f"{bomb[:40]}…: stopped after {took:.2f} s; CPU in the 0.5 s after 100 ms: {busy:.2f} s")
     assert busy < 0.1, f"the data plane kept working after the timeout: {busy:.2f} CPU seconds in 0.5 s"
 
@@ -155,10 +160,7 @@ def test_a_cancelled_statement_stops_within_100_ms(plane, cur):
     cur.adbc_cancel()
     worker.join(timeout=10)
     assert not worker.is_alive() and outcome["result"] != "finished", outcome
-    time.sleep(0.1)
-    before = cpu_seconds(proc.pid)
-    time.sleep(0.5)
-    busy = cpu_seconds(proc.pid) - before
+    busy = cpu_after_100_ms(proc.pid)
     print(f"cancelled after {outcome['seconds']:.2f} s ({outcome['result'][:80]}); CPU in the 0.5 s after 100 ms: {busy:.2f} s")
     assert busy < 0.1, f"the data plane kept working after the cancel: {busy:.2f} CPU seconds in 0.5 s"
     still_serving(cur)
