@@ -85,6 +85,10 @@ pub async fn catch<T>(
     }
 }
 
+/// Connectors see the same deadline and stop their requests at it with an error that names the API
+/// they waited for; the stream's own stop comes this much later, so that error wins when it applies.
+const API_GRACE: Duration = Duration::from_millis(100);
+
 /// A result stream that ends with [`Stopped`] at its deadline or at a panic.
 pub struct Contained {
     inner: Option<SendableRecordBatchStream>,
@@ -102,7 +106,7 @@ impl Contained {
         timeout: Duration,
         slot: tokio::sync::OwnedSemaphorePermit,
     ) -> Self {
-        let deadline = Box::pin(tokio::time::sleep_until(deadline.into()));
+        let deadline = Box::pin(tokio::time::sleep_until((deadline + API_GRACE).into()));
         Contained { schema: inner.schema(), inner: Some(inner), deadline, timeout, slot: Some(slot) }
     }
 
@@ -250,6 +254,6 @@ mod tests {
         let mut s = Contained::new(pending, t + Duration::from_millis(200), Duration::from_millis(200), slot());
         let e = s.next().await.unwrap().unwrap_err();
         assert!(matches!(stopped(&e), Some(Stopped::Timeout(_))), "{e}");
-        assert!(t.elapsed() >= Duration::from_millis(200) && t.elapsed() < Duration::from_millis(400));
+        assert!(t.elapsed() >= Duration::from_millis(200) + API_GRACE && t.elapsed() < Duration::from_millis(500));
     }
 }
