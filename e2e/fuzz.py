@@ -20,11 +20,13 @@ the log.
 """
 
 import argparse
+import concurrent.futures
 import json
 import pathlib
 import random
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -231,26 +233,31 @@ class Run:
         self.flight_sql = flight_sql
         self.dev = dev
         self.timeout_s = timeout_s
-        self.conn = None
+        self.local = threading.local()
+        self.lock = threading.Lock()
         self.stats = {"statements": 0, "ok": 0, "errors": 0, "no_message": 0, "over_time": 0, "deaths": 0,
                       "partial_results": 0, "max_rss": 0, "max_seconds": 0.0, "fault_runs": 0, "fault_errors": 0}
         self.examples: dict[str, str] = {}
-        self.reconnect()
+
+    def connection(self):
+        """This thread's client connection."""
+        if getattr(self.local, "conn", None) is None:
+            self.local.conn = self.flight_sql.connect(
+                self.dev.endpoints["flight_sql"],
+                db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {self.dev.endpoints['token']}"})
+        return self.local.conn
 
     def reconnect(self):
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except Exception:
-                pass
-        self.conn = self.flight_sql.connect(
-            self.dev.endpoints["flight_sql"],
-            db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {self.dev.endpoints['token']}"})
+        try:
+            self.local.conn.close()
+        except Exception:
+            pass
+        self.local.conn = None
 
     def execute(self, sql: str):
         """Runs one statement: (table or None, error message or None, seconds)."""
         started = time.monotonic()
-        cur = self.conn.cursor()
+        cur = self.connection().cursor()
         try:
             cur.execute(sql)
             table = cur.fetch_arrow_table()
@@ -265,6 +272,10 @@ class Run:
 
     def check(self, kind: str, sql: str):
         table, error, seconds = self.execute(sql)
+        with self.lock:
+            self.tally(kind, sql, error, seconds)
+
+    def tally(self, kind: str, sql: str, error, seconds: float):
         s = self.stats
         s["statements"] += 1
         s["max_seconds"] = max(s["max_seconds"], seconds)
@@ -343,7 +354,8 @@ def catalog(run: Run) -> dict:
     return columns
 
 
-def fuzz(statements: int, seed: int, timeout_s: int = TIMEOUT_S, fault_rounds: int = 30) -> tuple[Run, float]:
+def fuzz(statements: int, seed: int, timeout_s: int = TIMEOUT_S, fault_rounds: int = 30,
+         clients: int = 4) -> tuple[Run, float]:
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         dev = start_dev(pathlib.Path(tmp), timeout_s)
@@ -356,14 +368,20 @@ def fuzz(statements: int, seed: int, timeout_s: int = TIMEOUT_S, fault_rounds: i
             for sql in BOMBS:
                 run.check("bomb", sql)
             seeds = MIX + [gen.select() for _ in range(20)]
+            batch = []
             for i in range(statements):
                 roll = rng.random()
                 if roll < 0.6:
-                    run.check("generated", gen.select())
+                    batch.append(("generated", gen.select()))
                 elif roll < 0.9:
-                    run.check("mutated", gen.mutate(rng.choice(seeds)))
+                    batch.append(("mutated", gen.mutate(rng.choice(seeds))))
                 else:
-                    run.check("garbage", gen.garbage())
+                    batch.append(("garbage", gen.garbage()))
+            # Several clients at once, as a tenant's tools would send them; most statements wait on rate
+            # limits, not on the CPU.
+            with concurrent.futures.ThreadPoolExecutor(max_workers=clients) as pool:
+                for done in pool.map(lambda kind_sql: run.check(*kind_sql), batch):
+                    pass
             run.stats["max_rss"] = max(run.stats["max_rss"], rss(dev))
             assert not pathlib.Path("/tmp/omnisql-fuzz-written.csv").exists(), "a statement wrote a file"
         finally:
@@ -377,7 +395,8 @@ def report(run: Run, seconds: float, seed: int) -> str:
         "# Fuzz and fault suite",
         "",
         f"`e2e/.venv/bin/python e2e/fuzz.py --statements {s['statements'] - len(BOMBS) - s['fault_runs']} --seed {seed}` "
-        f"against `omnisql dev` (debug build, `--memory-limit {MEMORY_LIMIT >> 20}MiB --statement-timeout {run.timeout_s}s`).",
+        f"against `omnisql dev` (debug build, `--memory-limit {MEMORY_LIMIT >> 20}MiB --statement-timeout {run.timeout_s}s`), "
+        "generated statements over 4 client connections at once.",
         "",
         "| measure | value |",
         "|---|---|",
