@@ -8,8 +8,8 @@ Four kinds of statement, in rounds:
 - garbage (random text, deep nesting, long names);
 - a catalogue of resource bombs (huge strings and arrays, endless series, cross joins, recursion, long
   IN lists, files and settings).
-First, a query mix runs while the sandbox answers with 5xx, 429 storms, garbage and truncated JSON, and
-broken connections: every answer must be either an error or exactly the answer without faults.
+First, a query mix runs while the sandbox answers with 5xx, 429 storms, garbage and truncated JSON, slow
+bodies and broken connections: every answer must be either an error or exactly the answer without faults.
 
 Pass: 0 process deaths, 0 statements running past their timeout + 1 s, every error has a message, RSS
 under the memory limit plus the measured overhead, no partial result reported as success, 0 panics in
@@ -307,7 +307,8 @@ class Run:
             assert error is None, f"{sql}: {error}"
             expected[sql] = rows_of(table)
         set_faults(self.dev, {"server_error_rate": 0.05, "rate_limit_rate": 0.05, "retry_after_secs": 0,
-                         "malformed_rate": 0.03, "truncated_rate": 0.03, "reset_rate": 0.03})
+                         "malformed_rate": 0.03, "truncated_rate": 0.03, "reset_rate": 0.03,
+                              "slow_body_ms": 20})
         try:
             for _ in range(rounds):
                 sql = rng.choice(MIX)
