@@ -383,7 +383,7 @@ async fn mix(
 }
 
 /// The mix of tenants 1.. alone, then again while tenant 0 sends resource bombs over four connections
-/// without pause; the data plane's peak memory is read after both.
+/// without pause (each stopped at 2 s at the latest); the data plane's peak memory is read after both.
 async fn neighbour(
     plane: &DataPlane,
     world: &omnisql_sandbox::World,
@@ -392,36 +392,35 @@ async fn neighbour(
 ) -> Result<NeighbourResult, BenchError> {
     let queries = workloads::mix(world);
     let rate = options.mix_rate;
+    // A first, unmeasured pass warms these tenants' sessions and caches, so both measured passes start alike.
+    mix(plane, &queries, rate, 1..tenants, options.mix_seconds / 2.0).await?;
     let (unloaded, _) = mix(plane, &queries, rate, 1..tenants, options.mix_seconds).await?;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Bombs that ended, and those that ended with an error (refused or stopped at a limit).
+    let counts = std::sync::Arc::new([std::sync::atomic::AtomicUsize::new(0), std::sync::atomic::AtomicUsize::new(0)]);
     let mut bombers = Vec::new();
     for b in 0..4 {
         let mut client = client::connect(&plane.uri, &token(0)).await?;
-        let stop = stop.clone();
+        let counts = counts.clone();
         bombers.push(tokio::spawn(async move {
-            let (mut sent, mut failed) = (0usize, 0usize);
             let bombs = workloads::bombs();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let sql = &bombs[(sent * 4 + b) % bombs.len()];
-                sent += 1;
-                if client::query(&mut client, sql).await.is_err() {
-                    failed += 1;
-                }
+            for n in 0.. {
+                // A short timeout of its own, so the bomber cycles through the whole catalogue.
+                let sql = format!("SET omnisql.statement_timeout = '2s'; {}", bombs[(n * 4 + b) % bombs.len()]);
+                let failed = client::query(&mut client, &sql).await.is_err();
+                counts[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                counts[1].fetch_add(usize::from(failed), std::sync::atomic::Ordering::Relaxed);
             }
-            (sent, failed)
         }));
     }
     // Let the bombs reach their limits before measuring.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (loaded, _) = mix(plane, &queries, rate, 1..tenants, options.mix_seconds).await?;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut bombs, mut bombs_failed) = (0, 0);
-    for b in bombers {
-        if let Ok((s, f)) = b.await {
-            bombs += s;
-            bombs_failed += f;
-        }
+    // Dropping a bomber's call cancels its statement on the data plane.
+    for b in &bombers {
+        b.abort();
     }
+    let bombs = counts[0].load(std::sync::atomic::Ordering::Relaxed);
+    let bombs_failed = counts[1].load(std::sync::atomic::Ordering::Relaxed);
     Ok(NeighbourResult {
         target_qps: rate,
         tenants: tenants - 1,

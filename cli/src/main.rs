@@ -165,8 +165,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    // Queries are planned and run on these threads: their stacks fit the deepest statement admitted.
+    // Queries are planned and run on these threads: their stacks fit the deepest statement admitted, and
+    // there are more of them than cores so one tenant's long synchronous step cannot hold up the others.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(omnisql_engine::worker_threads())
         .thread_stack_size(omnisql_engine::THREAD_STACK_BYTES)
         .enable_all()
         .build()
