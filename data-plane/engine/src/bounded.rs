@@ -1,7 +1,8 @@
 //! Functions whose output size is set by an argument, bounded before they allocate.
 //!
 //! `repeat('x', 2000000000)` builds its 2 GB answer in one allocation that no memory pool sees. Each
-//! such function is registered in every session wrapped in [`Bounded`], which estimates the bytes the
+//! such function is wrapped once per engine in [`Bounded`] ([`functions`]) and registered in every
+//! session over the original; the wrapper estimates the bytes the
 //! call would build for the whole batch from its arguments and refuses the call, naming the function and
 //! the limit, when that is more than one function call may build. Everything else is delegated, so
 //! types, coercion, simplification and documentation are the original function's.
@@ -12,25 +13,26 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type, IntervalMonthDayNanoType, TimeUnit};
 use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
 };
-use datafusion::prelude::SessionContext;
 
 use crate::resources::human_bytes;
 
 /// The functions bounded, by name.
 const BOUNDED: &[&str] = &["repeat", "lpad", "rpad", "array_repeat", "array_resize", "range", "generate_series"];
 
-/// Replaces each bounded function in `ctx` with a wrapper that refuses calls building more than
+/// Each bounded function of DataFusion's defaults, wrapped to refuse calls building more than
 /// `max_bytes` per batch.
-pub fn register(ctx: &SessionContext, max_bytes: usize) {
-    for name in BOUNDED {
-        if let Some(inner) = ctx.state().scalar_functions().get(*name).cloned() {
-            ctx.register_udf(ScalarUDF::new_from_impl(Bounded { inner, max_bytes }));
-        }
-    }
+pub fn functions(max_bytes: usize) -> Vec<Arc<ScalarUDF>> {
+    let defaults = SessionStateBuilder::new().with_default_features().build();
+    BOUNDED
+        .iter()
+        .filter_map(|name| defaults.scalar_functions().get(*name).cloned())
+        .map(|inner| Arc::new(ScalarUDF::new_from_impl(Bounded { inner, max_bytes })))
+        .collect()
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]

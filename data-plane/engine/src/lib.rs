@@ -238,6 +238,8 @@ pub struct Engine {
     /// When each key (by hash) was last accepted, since the control plane was last told.
     key_uses: Mutex<HashMap<String, i64>>,
     resources: resources::Resources,
+    /// `repeat`, `generate_series`, … wrapped to refuse outputs past the per-call limit.
+    bounded: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
 }
 
 /// A query ready to run: its plan, the context that counts its upstream requests, and its limits.
@@ -276,6 +278,7 @@ impl Engine {
         let cache = options.cache_bytes.map(ResponseCache::new);
         let governor = options.rate_limits.then(|| Arc::new(Governor::with_shared(options.shared_limits.clone())));
         let resources = resources::Resources::new(options.memory).map_err(EngineError::Runtime)?;
+        let bounded = bounded::functions(options.memory.max_function_output());
         let engine = Engine {
             logs: Arc::default(),
             current: Default::default(),
@@ -284,6 +287,7 @@ impl Engine {
             governor,
             key_uses: Default::default(),
             resources,
+            bounded,
         };
         engine.apply(config)?;
         Ok(engine)
@@ -408,14 +412,16 @@ impl Engine {
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG, "public")
             .with_extension(query);
-        let state = datafusion::execution::SessionStateBuilder::new()
+        let mut state = datafusion::execution::SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(self.resources.runtime_for(&tenant.0)?)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(contain::YieldOften))
             .build();
+        for f in &self.bounded {
+            datafusion::execution::FunctionRegistry::register_udf(&mut state, f.clone())?;
+        }
         let ctx = SessionContext::new_with_state(state);
-        bounded::register(&ctx, self.options.memory.max_function_output());
         let catalog = MemoryCatalogProvider::new();
         let schemas = self.schemas(tenant);
         for s in &schemas {
