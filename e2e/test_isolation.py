@@ -77,9 +77,9 @@ def test_no_statement_reaches_the_hosts_files(plane, cur):
         assert "is not allowed" in message or "not found" in message, f"{sql}: {message}"
     assert not written.exists()
     # Each refusal is an attempt on record, with its error.
-    cur.execute("SELECT sql, outcome, error FROM omnisql.api_requests WHERE sql LIKE 'COPY%'")
+    cur.execute("SELECT sql, outcome, error, queued_ms FROM omnisql.api_requests WHERE sql LIKE 'COPY%'")
     rows = cur.fetchall()
-    assert rows and rows[0][1] == "error" and "COPY … TO is not allowed" in rows[0][2], rows
+    assert rows and rows[0][1] == "error" and "COPY … TO is not allowed" in rows[0][2] and rows[0][3] == 0, rows
     assert proc.poll() is None
     still_serving(cur)
 

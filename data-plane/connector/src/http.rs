@@ -63,6 +63,8 @@ pub struct QueryContext {
     seq: u64,
     api_requests: AtomicU64,
     cache_hits: AtomicU64,
+    /// How long the query waited for one of its tenant's query slots.
+    queued_ms: AtomicU64,
     log: Mutex<Vec<String>>,
     /// Per connection, the age of the oldest answer the query used.
     freshness: Mutex<BTreeMap<String, Freshness>>,
@@ -83,6 +85,13 @@ impl QueryContext {
     pub fn with_deadline(deadline: Option<Instant>) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         QueryContext { deadline, seq: NEXT.fetch_add(1, Ordering::Relaxed), ..Default::default() }
+    }
+    /// Milliseconds the query waited for a query slot before it ran.
+    pub fn queued_ms(&self) -> u64 {
+        self.queued_ms.load(Ordering::Relaxed)
+    }
+    pub fn set_queued(&self, waited: Duration) {
+        self.queued_ms.store(waited.as_millis() as u64, Ordering::Relaxed);
     }
     /// Answers served from the cache without any upstream call.
     pub fn cache_hits(&self) -> u64 {

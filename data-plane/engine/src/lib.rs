@@ -558,12 +558,15 @@ impl Engine {
     /// Runs a planned query as a stream of batches, once one of its tenant's slots is free. The stream
     /// holds the slot until it ends or is dropped, and ends with an error at the statement's deadline.
     pub async fn execute(&self, query: PreparedQuery) -> Result<SendableRecordBatchStream, DataFusionError> {
-        let PreparedQuery { dataframe, deadline, timeout, slots, tenant, .. } = query;
+        let PreparedQuery { dataframe, context, deadline, timeout, slots, tenant } = query;
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
                 tracing::info!(%tenant, "query queued: all of the tenant's query slots are in use");
-                match tokio::time::timeout_at(deadline.into(), slots.acquire_owned()).await {
+                let queued = Instant::now();
+                let slot = tokio::time::timeout_at(deadline.into(), slots.acquire_owned()).await;
+                context.set_queued(queued.elapsed());
+                match slot {
                     Ok(Ok(slot)) => slot,
                     Ok(Err(_)) | Err(_) => return Err(contain::Stopped::Queued(timeout).into()),
                 }

@@ -29,6 +29,8 @@ pub struct QueryLog {
     pub rows: u64,
     pub api_requests: u64,
     pub cache_hits: u64,
+    /// Waited for one of the tenant's query slots.
+    pub queued_ms: u64,
 }
 
 /// Recent queries per tenant.
@@ -85,6 +87,7 @@ impl SystemSchema {
                         Arc::new(Int64Array::from_iter_values(logs.iter().map(|l| l.api_requests as i64))) as ArrayRef,
                     ),
                     ("cache_hits", Arc::new(Int64Array::from_iter_values(logs.iter().map(|l| l.cache_hits as i64))) as ArrayRef),
+                    ("queued_ms", Arc::new(Int64Array::from_iter_values(logs.iter().map(|l| l.queued_ms as i64))) as ArrayRef),
                 ])?
             }
             "cache_stats" => {

@@ -230,9 +230,19 @@ async fn a_tenant_runs_at_most_its_slots_and_others_are_not_held_up() {
     let t = Instant::now();
     engine.query(&of("calm"), "SELECT 3").await.unwrap();
     assert!(t.elapsed() < Duration::from_millis(500), "another tenant waited {:?}", t.elapsed());
-    // Once the held result is dropped, the slot is free again.
+    // A query that finds no slot waits for one, and says how long it waited.
+    let engine2 = engine.clone();
+    let waiting = tokio::spawn(async move {
+        let mut settings = QuerySettings::default();
+        let q = engine2.plan(&of("busy"), "SELECT 4", None, &mut settings).await.unwrap().unwrap();
+        let context = q.context.clone();
+        datafusion::physical_plan::common::collect(engine2.execute(q).await.unwrap()).await.unwrap();
+        context.queued_ms()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
     drop(held);
-    engine.query(&of("busy"), "SELECT 4").await.unwrap();
+    let queued = waiting.await.unwrap();
+    assert!((200..1000).contains(&queued), "queued {queued} ms");
 }
 
 #[tokio::test]

@@ -106,6 +106,7 @@ impl Attempt {
                     rows: event.rows,
                     api_requests: event.api_requests,
                     cache_hits: self.context.as_ref().map(|c| c.cache_hits()).unwrap_or(0),
+                    queued_ms: self.context.as_ref().map(|c| c.queued_ms()).unwrap_or(0),
                 },
             );
         }
