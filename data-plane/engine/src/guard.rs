@@ -84,10 +84,7 @@ pub enum GuardError {
 
 impl From<GuardError> for DataFusionError {
     fn from(e: GuardError) -> Self {
-        match e {
-            GuardError::Syntax(message) => DataFusionError::Plan(message),
-            other => DataFusionError::Plan(other.to_string()),
-        }
+        DataFusionError::Plan(e.to_string())
     }
 }
 
