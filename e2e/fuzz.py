@@ -87,8 +87,9 @@ def start_dev(tmp: pathlib.Path, timeout_s: int) -> Dev:
     return Dev(tmp, "--memory-limit", str(MEMORY_LIMIT), "--statement-timeout", f"{timeout_s}s")
 
 
-def rss(dev: Dev) -> int:
-    for line in pathlib.Path(f"/proc/{dev.proc.pid}/status").read_text().splitlines():
+def rss(pid: int) -> int:
+    """Resident memory of a process, in bytes."""
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
@@ -296,7 +297,7 @@ class Run:
             self.examples.setdefault("death", sql[:300])
             raise RuntimeError(f"the data plane died on: {sql[:300]}")
         if s["statements"] % 20 == 0:
-            s["max_rss"] = max(s["max_rss"], rss(self.dev))
+            s["max_rss"] = max(s["max_rss"], rss(self.dev.proc.pid))
 
     def faulted_mix(self, rounds: int, rng: random.Random):
         """The mix without faults, then under faults: each answer is an error or the same rows."""
@@ -383,7 +384,7 @@ def fuzz(statements: int, seed: int, timeout_s: int = TIMEOUT_S, fault_rounds: i
             with concurrent.futures.ThreadPoolExecutor(max_workers=clients) as pool:
                 for done in pool.map(lambda kind_sql: run.check(*kind_sql), batch):
                     pass
-            run.stats["max_rss"] = max(run.stats["max_rss"], rss(dev))
+            run.stats["max_rss"] = max(run.stats["max_rss"], rss(dev.proc.pid))
             assert not pathlib.Path("/tmp/omnisql-fuzz-written.csv").exists(), "a statement wrote a file"
         finally:
             dev.stop()

@@ -12,16 +12,10 @@ import adbc_driver_manager
 import pytest
 
 from conftest import github_only_config, start_data_plane, start_sandbox
+from fuzz import rss
 
 TOKEN = "hostile-tenant-key-0123456789"
 MEMORY_LIMIT = 512 << 20
-
-
-def rss_bytes(pid: int) -> int:
-    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +93,9 @@ def test_memory_bombs_are_refused_within_the_limit(plane, cur):
     assert "repeat() would build 1.9 GiB" in refused(cur, "SELECT repeat('x', 2000000000)")
     assert "memory limit of 128 MiB per query" in refused(
         cur, "SELECT array_agg(v) FROM generate_series(1, 300000000) t(v)")
-    rss = rss_bytes(proc.pid)
-    print(f"data plane RSS after the bombs: {rss / 2**20:.0f} MiB (query memory limit {MEMORY_LIMIT / 2**20:.0f} MiB)")
-    assert rss < MEMORY_LIMIT + (256 << 20)
+    resident = rss(proc.pid)
+    print(f"data plane RSS after the bombs: {resident / 2**20:.0f} MiB (query memory limit {MEMORY_LIMIT / 2**20:.0f} MiB)")
+    assert resident < MEMORY_LIMIT + (256 << 20)
     still_serving(cur)
 
 
