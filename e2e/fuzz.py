@@ -353,6 +353,7 @@ def catalog(run: Run) -> dict:
     columns: dict = {}
     for r in table.to_pylist():
         columns.setdefault(f"{r['table_schema']}.\"{r['table_name']}\"", []).append((r["column_name"], r["data_type"]))
+    assert {t.split(".")[0] for t in columns} == {"github", "salesforce", "slack"}, f"information_schema lists {sorted(columns)}"
     return columns
 
 

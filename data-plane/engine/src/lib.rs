@@ -500,7 +500,7 @@ impl Engine {
         let ctx = self.session(&caller.tenant, context.clone())?;
         let limits = self.options.statement_limits;
         let dataframe = contain::catch(deadline, timeout, async move {
-            let plan = self.admitted_plan(&ctx, rest, &limits).await?;
+            let plan = self.admitted_plan(&caller.tenant, &ctx, rest, &limits).await?;
             let dataframe = ctx.execute_logical_plan(plan).await?;
             match params {
                 Some(p) => dataframe.with_param_values(p),
@@ -512,14 +512,27 @@ impl Engine {
     }
 
     /// `sql` as a logical plan, if [`guard`] admits it: one read-only query within the size limits.
+    /// A statement that reads `information_schema` (or `SHOW …`) first makes the tenant's connectors
+    /// ready, since a connection lists its tables only once its connector exists.
     async fn admitted_plan(
         &self,
+        tenant: &TenantId,
         ctx: &SessionContext,
         sql: &str,
         limits: &StatementLimits,
     ) -> Result<LogicalPlan, DataFusionError> {
         let statement = guard::admit(sql, limits)?;
-        let plan = ctx.state().statement_to_plan(statement).await?;
+        let state = ctx.state();
+        if state
+            .resolve_table_references(&statement)?
+            .iter()
+            .any(|r| r.schema() == Some(datafusion::catalog::information_schema::INFORMATION_SCHEMA))
+        {
+            for (connection, error) in self.warm_up(tenant).await {
+                tracing::warn!(%tenant, %connection, %error, "connection unavailable; it lists no tables");
+            }
+        }
+        let plan = state.statement_to_plan(statement).await?;
         guard::verify_plan(&plan)?;
         Ok(plan)
     }
@@ -552,7 +565,7 @@ impl Engine {
         let ctx = self.session(&caller.tenant, Arc::new(QueryContext::default()))?;
         let timeout = self.statement_timeout(caller, &settings);
         let limits = self.options.statement_limits;
-        contain::catch(Instant::now() + timeout, timeout, self.admitted_plan(&ctx, rest, &limits)).await
+        contain::catch(Instant::now() + timeout, timeout, self.admitted_plan(&caller.tenant, &ctx, rest, &limits)).await
     }
 
     /// Runs a planned query as a stream of batches, once one of its tenant's slots is free. The stream

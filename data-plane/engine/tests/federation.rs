@@ -151,3 +151,23 @@ async fn a_salesforce_in_list_too_long_for_one_request_is_split_and_stays_exact(
     assert_eq!(pretty(&long), short);
     assert_eq!(short.matches("\n| ").count(), 4, "{short}");
 }
+
+#[tokio::test]
+async fn a_fresh_engine_lists_every_connections_tables_in_information_schema() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    // Nothing has queried a table yet, so no connector exists until the catalog is asked for.
+    let engine = engine(&sb, true);
+    let (out, _, _) = run(
+        &engine,
+        "SELECT table_schema, count(*) AS n FROM information_schema.tables \
+         WHERE table_schema IN ('github', 'salesforce', 'slack') GROUP BY table_schema ORDER BY table_schema",
+    )
+    .await;
+    for schema in ["github", "salesforce", "slack"] {
+        assert!(out.contains(&format!("| {schema} ")), "{schema} is missing:\n{out}");
+    }
+    let (out, _, _) = run(&engine, "SHOW COLUMNS FROM slack.channels").await;
+    assert!(out.contains("| name "), "{out}");
+    let (_, rows, _) = run(&engine, "SHOW TABLES").await;
+    assert!(rows > 10, "{rows} tables");
+}
