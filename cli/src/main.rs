@@ -72,6 +72,10 @@ pub(crate) struct EngineArgs {
     /// budget). A query that surely needs more fails before its first request.
     #[arg(long, env = "OMNISQL_REQUEST_BUDGET", default_value_t = 1000)]
     request_budget: u64,
+    /// Cores whose CPU is shared fairly between tenants' queries (0: leave it to the runtime, a
+    /// baseline for the noisy-neighbour benchmark). Default: the cores this process may use.
+    #[arg(long, env = "OMNISQL_FAIR_CPU_CORES")]
+    fair_cpu_cores: Option<usize>,
 }
 
 fn parse_size(text: &str) -> Result<usize, String> {
@@ -102,6 +106,9 @@ impl EngineArgs {
         options.query_timeout = self.statement_timeout;
         options.max_concurrent_queries = self.max_concurrent_queries.max(1);
         options.request_budget = (self.request_budget > 0).then_some(self.request_budget);
+        if let Some(cores) = self.fair_cpu_cores {
+            options.fair_cpu_cores = (cores > 0).then_some(cores);
+        }
         if let Some(url) = &self.redis_url {
             let limiter = omnisql_connector::shared_limit::SharedLimiter::connect(url)
                 .await
@@ -152,6 +159,11 @@ enum CliError {
         source: std::io::Error,
     },
 }
+
+/// mimalloc returns freed memory to the system promptly and keeps per-thread heaps small; with the C
+/// library's allocator a data plane that has run a large query keeps most of that memory resident.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     // Both rustls crypto backends are linked; pick one before any TLS is used.

@@ -154,53 +154,6 @@ impl RecordBatchStream for Contained {
     }
 }
 
-/// Makes every operator that can produce many batches from what it already holds (joins, sorts,
-/// aggregates, windows, unnest, recursion) hand control back to the runtime every few batches, so a
-/// statement's deadline, its cancellation and other queries on the same thread are never held up by a
-/// CPU-bound loop. DataFusion does this for scans; a cross join or a sort emits from memory without
-/// touching one. Runs after DataFusion's own rules.
-#[derive(Debug, Default)]
-pub struct YieldOften;
-
-/// Operators that only pass their input's batches on: their loops already go through their input.
-const PASS_THROUGH: &[&str] = &[
-    "CooperativeExec",
-    "ProjectionExec",
-    "FilterExec",
-    "CoalesceBatchesExec",
-    "CoalescePartitionsExec",
-    "RepartitionExec",
-    "SortPreservingMergeExec",
-    "GlobalLimitExec",
-    "LocalLimitExec",
-];
-
-impl datafusion::physical_optimizer::PhysicalOptimizerRule for YieldOften {
-    fn optimize(
-        &self,
-        plan: std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
-        _config: &datafusion::config::ConfigOptions,
-    ) -> datafusion::error::Result<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        use datafusion::common::tree_node::{Transformed, TreeNode};
-        use datafusion::physical_plan::coop::CooperativeExec;
-        plan.transform_up(|node| {
-            if node.children().is_empty() || PASS_THROUGH.contains(&node.name()) {
-                return Ok(Transformed::no(node));
-            }
-            Ok(Transformed::yes(std::sync::Arc::new(CooperativeExec::new(node)) as _))
-        })
-        .map(|t| t.data)
-    }
-
-    fn name(&self) -> &str {
-        "omnisql_yield_often"
-    }
-
-    fn schema_check(&self) -> bool {
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

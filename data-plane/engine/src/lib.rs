@@ -19,6 +19,7 @@ pub mod bounded;
 pub mod catalog;
 pub mod config;
 pub mod contain;
+pub mod cpu;
 pub mod guard;
 pub mod resources;
 pub mod settings;
@@ -152,6 +153,9 @@ pub struct EngineOptions {
     pub rate_limits: bool,
     /// Fleet-wide windows in Redis, for replicas that share credentials.
     pub shared_limits: Option<omnisql_connector::shared_limit::SharedLimiter>,
+    /// Cores shared fairly between tenants' operators ([`cpu`]); `None` leaves scheduling to the runtime
+    /// alone (a baseline for the noisy-neighbour benchmark).
+    pub fair_cpu_cores: Option<usize>,
 }
 
 impl EngineOptions {
@@ -184,6 +188,7 @@ impl Default for EngineOptions {
             cache_bytes: Some(64 << 20),
             rate_limits: true,
             shared_limits: None,
+            fair_cpu_cores: Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
         }
     }
 }
@@ -240,6 +245,7 @@ pub struct Engine {
     resources: resources::Resources,
     /// `repeat`, `generate_series`, … wrapped to refuse outputs past the per-call limit.
     bounded: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
+    cpu: Option<Arc<cpu::CpuScheduler>>,
 }
 
 /// A query ready to run: its plan, the context that counts its upstream requests, and its limits.
@@ -279,6 +285,7 @@ impl Engine {
         let governor = options.rate_limits.then(|| Arc::new(Governor::with_shared(options.shared_limits.clone())));
         let resources = resources::Resources::new(options.memory).map_err(EngineError::Runtime)?;
         let bounded = bounded::functions(options.memory.max_function_output());
+        let cpu = options.fair_cpu_cores.map(cpu::CpuScheduler::new);
         let engine = Engine {
             logs: Arc::default(),
             current: Default::default(),
@@ -288,6 +295,7 @@ impl Engine {
             key_uses: Default::default(),
             resources,
             bounded,
+            cpu,
         };
         engine.apply(config)?;
         Ok(engine)
@@ -407,16 +415,20 @@ impl Engine {
     /// A DataFusion session that sees only `tenant`'s connections, draws memory from the tenant's
     /// share, and has no object stores (no file or URL can be read or written through it).
     pub fn session(&self, tenant: &TenantId, query: Arc<QueryContext>) -> Result<SessionContext, DataFusionError> {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_target_partitions(self.options.target_partitions)
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG, "public")
             .with_extension(query);
+        if let Some(cpu) = &self.cpu {
+            let weight = self.current().tenants.get(tenant).and_then(|t| t.config.weight).unwrap_or(1.0);
+            config = config.with_extension(Arc::new(cpu.share(&tenant.0, weight)));
+        }
         let mut state = datafusion::execution::SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(self.resources.runtime_for(&tenant.0)?)
             .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(contain::YieldOften))
+            .with_physical_optimizer_rule(Arc::new(cpu::FairShare))
             .build();
         for f in &self.bounded {
             datafusion::execution::FunctionRegistry::register_udf(&mut state, f.clone())?;
