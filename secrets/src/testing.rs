@@ -23,7 +23,11 @@ pub fn moto_server_binary() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("OMNISQL_MOTO_SERVER") {
         return Some(PathBuf::from(p));
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // The running test's crate folder (cargo sets it), not the one this was compiled in: a build
+    // shared between checkouts must not look into another checkout.
+    let crate_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let root = crate_dir.join("..");
     let venv = root.join("e2e/.venv/bin/moto_server");
     if venv.exists() {
         return Some(venv);
