@@ -7,6 +7,7 @@
 //! - `omnisql admin …`: the admin API from the command line.
 //! - `omnisql sandbox`: the sandbox GitHub, Salesforce and Slack servers alone.
 //! - `omnisql bench`: latency, throughput and upstream requests, against baselines.
+//! - `omnisql operator crd`: the `DataPlane` CustomResourceDefinition the Kubernetes operator serves.
 
 mod admin;
 mod bench;
@@ -39,8 +40,17 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Serve the sandbox GitHub, Salesforce and Slack APIs alone.
     Sandbox(dev::SandboxArgs),
+    /// The Kubernetes operator that runs data planes from `DataPlane` resources.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Benchmark OmniSQL against the naive engine and the physical limit; writes JSON and Markdown.
     Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorCommand {
+    /// Print the `DataPlane` CustomResourceDefinition (YAML), generated from the operator's types.
+    Crd,
 }
 
 /// How the engine runs queries; the defaults are the production ones.
@@ -200,6 +210,10 @@ fn main() -> ExitCode {
             Command::Admin(args) => admin::run(args).await.map_err(CliError::from),
             Command::Sandbox(args) => dev::sandbox(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Operator(OperatorCommand::Crd) => {
+                print!("{}", omnisql_operator::crd_yaml());
+                Ok(())
+            }
         }
     });
     match result {
