@@ -146,8 +146,12 @@ pub struct DataPlaneArgs {
     #[arg(long, env = "OMNISQL_CONTROL_PLANE")]
     control_plane: Option<String>,
     /// One-time enrollment token (first start only).
-    #[arg(long, env = "OMNISQL_ENROLLMENT_TOKEN")]
+    #[arg(long, env = "OMNISQL_ENROLLMENT_TOKEN", conflicts_with = "enrollment_token_file")]
     enrollment_token: Option<String>,
+    /// A file holding the enrollment token, read on a start without an identity (the operator leaves one
+    /// per replica); a missing file is no token.
+    #[arg(long, env = "OMNISQL_ENROLLMENT_TOKEN_FILE")]
+    enrollment_token_file: Option<PathBuf>,
     /// Credential, last configuration and audit outbox.
     #[arg(long, env = "OMNISQL_STATE_DIR", default_value = "omnisql-data/data-plane")]
     state_dir: PathBuf,
@@ -156,6 +160,10 @@ pub struct DataPlaneArgs {
     /// Flight SQL listen address.
     #[arg(long, env = "OMNISQL_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
     flight_addr: String,
+    /// HTTP health endpoints for orchestrators: `GET /live` (the process runs) and `GET /ready` (it
+    /// serves Flight SQL with a configuration from its control plane).
+    #[arg(long, env = "OMNISQL_HEALTH_ADDR")]
+    health_addr: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -187,9 +195,15 @@ pub async fn start_data_plane(
 }
 
 pub async fn data_plane(args: DataPlaneArgs) -> Result<(), CliError> {
+    let token_from_file = args
+        .enrollment_token_file
+        .as_ref()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
     let link = args.control_plane.as_ref().map(|url| LinkOptions {
         url: url.clone(),
-        enrollment_token: args.enrollment_token.clone(),
+        enrollment_token: args.enrollment_token.clone().or(token_from_file),
         state_dir: args.state_dir.clone(),
         kms: args.kms.provider(&args.state_dir),
     });
@@ -200,6 +214,11 @@ pub async fn data_plane(args: DataPlaneArgs) -> Result<(), CliError> {
     match &dp.link {
         Some(l) => eprintln!("OmniSQL data plane {} (region {}): Flight SQL on grpc://{addr}", l.data_plane_id, l.region),
         None => eprintln!("OmniSQL data plane: Flight SQL on grpc://{addr}"),
+    }
+    if let Some(health) = &args.health_addr {
+        let revision = dp.link.as_ref().map(|l| l.revision_watch());
+        let bound = crate::health::serve(health, revision).await?;
+        eprintln!("health endpoints on http://{bound} (/live, /ready)");
     }
     omnisql_data_plane::serve(dp.engine.clone(), Some(dp.outbox.clone()), listener, shutdown).await?;
     Ok(())

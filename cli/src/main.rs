@@ -14,6 +14,7 @@ mod bench;
 mod client;
 mod control;
 mod dev;
+mod health;
 
 use std::process::ExitCode;
 
@@ -51,6 +52,13 @@ enum Command {
 enum OperatorCommand {
     /// Print the `DataPlane` CustomResourceDefinition (YAML), generated from the operator's types.
     Crd,
+    /// Run the operator: reconcile `DataPlane` resources with the cluster from `KUBECONFIG` (or the
+    /// pod's service account).
+    Run {
+        /// Watch this namespace only (default: every namespace the operator may read).
+        #[arg(long, env = "OMNISQL_OPERATOR_NAMESPACE")]
+        namespace: Option<String>,
+    },
 }
 
 /// How the engine runs queries; the defaults are the production ones.
@@ -131,6 +139,8 @@ impl EngineArgs {
 
 #[derive(Debug, thiserror::Error)]
 enum CliError {
+    #[error("cannot reach the Kubernetes API (KUBECONFIG or the pod's service account): {0}")]
+    Kubernetes(String),
     #[error(transparent)]
     Config(#[from] omnisql_engine::ConfigError),
     #[error(transparent)]
@@ -212,6 +222,15 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Operator(OperatorCommand::Crd) => {
                 print!("{}", omnisql_operator::crd_yaml());
+                Ok(())
+            }
+            Command::Operator(OperatorCommand::Run { namespace }) => {
+                let client = kube::Client::try_default().await.map_err(|e| CliError::Kubernetes(e.to_string()))?;
+                eprintln!(
+                    "OmniSQL operator: watching DataPlane resources in {}",
+                    namespace.as_deref().unwrap_or("every namespace")
+                );
+                omnisql_operator::controller::run(client, namespace.as_deref()).await;
                 Ok(())
             }
         }

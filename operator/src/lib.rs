@@ -3,8 +3,12 @@
 //!
 //! - [`resource`]: the `DataPlane` custom resource and the checks a spec must pass;
 //! - [`desired`]: the objects a valid spec asks for, as pure functions (StatefulSet, Services,
-//!   PodDisruptionBudget, NetworkPolicy, ServiceAccount).
+//!   PodDisruptionBudget, NetworkPolicy, ServiceAccount);
+//! - [`controller`]: the reconcile loop that applies them, enrols replicas and reports status;
+//! - [`control_plane`]: the admin-API calls it makes with the operator's own key.
 
+pub mod control_plane;
+pub mod controller;
 pub mod desired;
 pub mod resource;
 

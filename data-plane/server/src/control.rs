@@ -97,6 +97,11 @@ impl ControlLink {
         *self.revision.borrow()
     }
 
+    /// Follows the applied revision (0 until a first configuration is applied).
+    pub fn revision_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revision.clone()
+    }
+
     /// Waits until a revision at least `revision` is applied.
     pub async fn applied(&self, revision: u64) {
         let mut rx = self.revision.clone();

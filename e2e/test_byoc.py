@@ -1,0 +1,195 @@
+"""BYOC on a real Kubernetes API server (etcd, kube-apiserver and kube-controller-manager built by
+`scripts/k8s-tools`): the `DataPlane` CRD installs, the operator turns a `DataPlane` into the objects it
+asks for, mints an enrolment token per replica from the control plane, reports status, and its finalizer
+removes the data planes from the control plane when the resource is deleted. There is no kubelet: where a
+Pod must run, the test runs the Pod's own command and arguments as a local process."""
+
+import base64
+import json
+import os
+import pathlib
+import re
+import time
+import urllib.request
+
+import pytest
+
+import kube
+from services import Admin, Process, free_port, stop_all
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CRD = ROOT / "charts/omnisql-operator/crds/dataplanes.omnisql.io.yaml"
+
+
+def wait(what: str, check, timeout: float = 60.0, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(every)
+
+
+def data_plane_yaml(replicas: int, cp_grpc: int, cp_http: int, extra: str = "") -> str:
+    return f"""
+apiVersion: omnisql.io/v1alpha1
+kind: DataPlane
+metadata: {{name: analytics, namespace: default}}
+spec:
+  region: local
+  replicas: {replicas}
+  version: 0.1.0
+  controlPlane: {{url: "http://127.0.0.1:{cp_grpc}", adminUrl: "http://127.0.0.1:{cp_http}", credentialsSecret: omnisql-operator}}
+  kms: {{provider: local}}
+{extra}"""
+
+
+def condition(dp: dict, kind: str) -> dict:
+    return next((c for c in dp.get("status", {}).get("conditions", []) if c["type"] == kind), {})
+
+
+class Kubelet:
+    """Runs a Pod's container as a local process: its arguments with `$(POD_NAME)` expanded, its volumes
+    mapped into a folder of the test, its ports moved to free ones (several Pods share this host)."""
+
+    def __init__(self, cluster: kube.Cluster, tmp: pathlib.Path):
+        self.cluster, self.tmp, self.procs = cluster, tmp, {}
+
+    def run(self, pod_name: str) -> tuple[Process, int]:
+        pod = self.cluster.get("pod", pod_name)
+        container = pod["spec"]["containers"][0]
+        root = self.tmp / pod_name
+        mounts = {m["mountPath"]: root / m["name"] for m in container["volumeMounts"]}
+        secret = self.cluster.get("secret", next(v["secret"]["secretName"] for v in pod["spec"]["volumes"]
+                                                 if v["name"] == "enrollment"))
+        (root / "enrollment").mkdir(parents=True, exist_ok=True)
+        for key, value in (secret.get("data") or {}).items():
+            (root / "enrollment" / key).write_bytes(base64.b64decode(value))
+        flight, health = free_port(), free_port()
+        args = []
+        for a in container["args"]:
+            a = a.replace("$(POD_NAME)", pod_name)
+            for path, local in mounts.items():
+                a = a.replace(path, str(local))
+            a = re.sub(r"^--flight-addr=.*", f"--flight-addr=127.0.0.1:{flight}", a)
+            a = re.sub(r"^--health-addr=.*", f"--health-addr=127.0.0.1:{health}", a)
+            args.append(a)
+        env = {e["name"]: e.get("value", pod_name if e["name"] == "POD_NAME" else "") for e in container.get("env", [])}
+        env["HOSTNAME"] = pod_name  # as a kubelet sets it
+        assert container["command"] == ["omnisql"], container["command"]
+        proc = Process(args, "Flight SQL on", env)
+        self.procs[pod_name] = proc
+        return proc, health
+
+    def ready(self, pod_name: str, health: int):
+        """Like a kubelet whose readiness probe passed: the Pod is marked Ready."""
+        wait(f"{pod_name} /ready", lambda: http_status(f"http://127.0.0.1:{health}/ready") == 200, 30)
+        patch = {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+                            "containerStatuses": [{"name": "data-plane", "ready": True, "restartCount": 0,
+                                                   "image": "omnisql", "imageID": "", "started": True,
+                                                   "state": {"running": {}}}]}}
+        self.cluster.kubectl("patch", "pod", pod_name, "--subresource=status", "--type=merge", "-p", json.dumps(patch))
+
+    def stop(self):
+        stop_all(*self.procs.values())
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except Exception:
+        return 0
+
+
+def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
+    if not kube.tools_present():
+        pytest.fail("the Kubernetes pieces are not built: run scripts/k8s-tools (scripts/test does)")
+    timings: dict[str, float] = {}
+    step = time.monotonic()
+
+    def mark(name: str):
+        nonlocal step
+        timings[name] = round(time.monotonic() - step, 2)
+        step = time.monotonic()
+
+    cluster = kube.Cluster(tmp_path / "cluster")
+    cp = operator = kubelet = None
+    try:
+        mark("API server and controllers up")
+        cluster.kubectl("apply", "--server-side", "-f", str(CRD))
+        cluster.kubectl("wait", "--for=condition=Established", "crd/dataplanes.omnisql.io", "--timeout=30s")
+        # The schema is enforced by the API server itself.
+        bad = cluster.kubectl("apply", "-f", "-", check=False,
+                              input="apiVersion: omnisql.io/v1alpha1\nkind: DataPlane\nmetadata: {name: x}\nspec: {replicas: two}\n")
+        assert bad.returncode != 0 and "spec.replicas" in bad.stderr, bad.stderr
+        mark("CRD installed")
+
+        http, grpc = free_port(), free_port()
+        key_file = tmp_path / "operator.key"
+        cp = Process(["control-plane", "--http-addr", f"127.0.0.1:{http}", "--grpc-addr", f"127.0.0.1:{grpc}",
+                      "--data-dir", str(tmp_path / "cp"), "--bootstrap-key-file", str(key_file)], "OmniSQL control plane:")
+        admin = Admin(f"http://127.0.0.1:{http}", key_file.read_text().strip())
+        admin.ok("POST", "/v1/tenants", {"id": "acme", "name": "Acme", "region": "local"})
+        cluster.kubectl("create", "secret", "generic", "omnisql-operator", f"--from-literal=apiKey={admin.key}")
+        operator = Process(["operator", "run", "--namespace", "default"], "OmniSQL operator:",
+                           {"KUBECONFIG": str(cluster.kubeconfig), "OMNISQL_LOG": "info"})
+        mark("control plane and operator started")
+
+        # A spec the API server accepts but the operator cannot act on is a condition, not a crash loop.
+        cluster.kubectl("apply", "-f", "-", input=data_plane_yaml(1, grpc, http).replace("region: local", "region: Local"))
+        dp = wait("Degraded condition", lambda: (d := cluster.get("odp", "analytics")) and
+                  condition(d, "Degraded").get("status") == "True" and d)
+        assert condition(dp, "Degraded")["reason"] == "InvalidSpec" and "region" in condition(dp, "Degraded")["message"]
+        assert cluster.kubectl("get", "statefulset", "analytics", check=False).returncode != 0
+        mark("invalid spec reported")
+
+        cluster.kubectl("apply", "-f", "-", input=data_plane_yaml(2, grpc, http))
+        sts = wait("StatefulSet", lambda: cluster.kubectl("get", "statefulset", "analytics", "-o", "json", check=False).stdout)
+        sts = json.loads(sts)
+        owner = sts["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"], owner["controller"]) == ("DataPlane", "analytics", True)
+        for kind in ("service/analytics", "service/analytics-pods", "serviceaccount/analytics", "pdb/analytics",
+                     "networkpolicy/analytics"):
+            assert cluster.get(kind)["metadata"]["ownerReferences"][0]["name"] == "analytics", kind
+        assert "omnisql.io/deregister-data-planes" in cluster.get("odp", "analytics")["metadata"]["finalizers"]
+        tokens = wait("enrolment tokens", lambda: (cluster.get("secret", "analytics-enrollment").get("data") or {}))
+        assert sorted(tokens) == ["analytics-0", "analytics-1"]
+        mark("objects applied, tokens minted")
+
+        # Play the kubelet: run each Pod the StatefulSet creates, one at a time (OrderedReady).
+        kubelet = Kubelet(cluster, tmp_path / "pods")
+        for pod in ("analytics-0", "analytics-1"):
+            wait(f"pod {pod}", lambda: cluster.kubectl("get", "pod", pod, check=False).returncode == 0, 60)
+            _, health = kubelet.run(pod)
+            kubelet.ready(pod, health)
+        mark("two replicas running")
+        dp = wait("Ready", lambda: (d := cluster.get("odp", "analytics")) and
+                  condition(d, "Ready").get("status") == "True" and d, 60)
+        replicas = dp["status"]["replicas"]
+        assert [r["pod"] for r in replicas] == ["analytics-0", "analytics-1"]
+        assert all(r.get("dataPlaneId") and r.get("version") for r in replicas), replicas
+        registered = admin.ok("GET", "/v1/data-planes")
+        assert sorted(d["hostname"] for d in registered if d["region"] == "local") == ["analytics-0", "analytics-1"]
+        assert dp["status"]["observedGeneration"] == dp["metadata"]["generation"]
+        mark("Ready with both replicas enrolled")
+
+        # Deleting the resource deregisters every data plane before it goes.
+        cluster.kubectl("delete", "odp", "analytics", "--wait=false")
+        wait("DataPlane gone", lambda: cluster.kubectl("get", "odp", "analytics", check=False).returncode != 0, 60)
+        assert [d for d in admin.ok("GET", "/v1/data-planes") if d["region"] == "local"] == []
+        mark("deleted and deregistered")
+    finally:
+        print("step timings (s):", json.dumps(timings))
+        for what in (("odp", "analytics"), ("statefulset", "analytics")):
+            r = cluster.kubectl("get", *what, "-o", "json", check=False)
+            if r.returncode == 0:
+                print(what[0], "status:", json.dumps(json.loads(r.stdout).get("status"), indent=1))
+        if operator is not None:
+            print("operator log:\n" + "".join(operator.log[-40:]))
+        stop_all(kubelet, operator, cp)
+        cluster.stop()
