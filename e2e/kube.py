@@ -18,7 +18,7 @@ ADMIN_TOKEN = "omnisql-e2e-admin-token"
 
 
 def tools_present() -> bool:
-    return all((TOOLS / t).exists() for t in ("etcd", "kube-apiserver", "kube-controller-manager"))
+    return all((TOOLS / t).exists() for t in ("etcd", "kube-apiserver", "kube-controller-manager", "helm"))
 
 
 def free_port() -> int:
@@ -76,13 +76,7 @@ class Cluster:
         ])
         self._wait_ready()
         self.timings["apiserver ready (s)"] = round(time.monotonic() - started, 2)
-        self.kubeconfig = tmp / "kubeconfig"
-        self.kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "e2e",
-            "clusters": [{"name": "e2e", "cluster": {"server": self.url, "insecure-skip-tls-verify": True}}],
-            "users": [{"name": "admin", "user": {"token": ADMIN_TOKEN}}],
-            "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "admin", "namespace": "default"}}],
-        }))
+        self.kubeconfig = self.kubeconfig_for("admin", ADMIN_TOKEN)
         self._spawn("kube-controller-manager", [
             str(TOOLS / "kube-controller-manager"),
             "--kubeconfig", str(self.kubeconfig),
@@ -92,6 +86,26 @@ class Cluster:
             "--leader-elect=false", "--bind-address", "127.0.0.1", "--secure-port", str(free_port()),
             "--controllers", "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-persistentvolume-binder",
         ])
+
+    def kubeconfig_for(self, user: str, token: str) -> pathlib.Path:
+        """A kubeconfig that authenticates with `token` (the admin's, or a service account's)."""
+        path = self.tmp / f"kubeconfig-{user}"
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "e2e",
+            "clusters": [{"name": "e2e", "cluster": {"server": self.url, "insecure-skip-tls-verify": True}}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": user, "namespace": "default"}}],
+        }))
+        return path
+
+    def helm(self, *args: str) -> subprocess.CompletedProcess:
+        r = subprocess.run([str(TOOLS / "helm"), "--kubeconfig", str(self.kubeconfig), *args], capture_output=True,
+                           text=True, timeout=120, env={**os.environ, "HELM_CACHE_HOME": str(self.tmp / "helm"),
+                                                        "HELM_CONFIG_HOME": str(self.tmp / "helm"),
+                                                        "HELM_DATA_HOME": str(self.tmp / "helm")})
+        if r.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed: {r.stderr}")
+        return r
 
     def _spawn(self, name: str, argv: list[str]):
         log = open(self.tmp / f"{name}.log", "w")

@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import re
+import subprocess
 import time
 import urllib.request
 
@@ -18,7 +19,19 @@ import kube
 from services import Admin, Process, free_port, stop_all
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CRD = ROOT / "charts/omnisql-operator/crds/dataplanes.omnisql.io.yaml"
+CHART = ROOT / "charts/omnisql-operator"
+
+
+def run_operator(cluster: kube.Cluster) -> Process:
+    """The operator's Pod, as a kubelet would run it: its own command line, with its service account's
+    token, so it has exactly the permissions the chart grants."""
+    pod = wait("operator pod", lambda: cluster.get("pods", "-l", "app.kubernetes.io/name=omnisql-operator")["items"])[0]
+    container = pod["spec"]["containers"][0]
+    assert container["command"] == ["omnisql"], container["command"]
+    token = cluster.kubectl("create", "token", pod["spec"]["serviceAccountName"]).stdout.strip()
+    env = {"KUBECONFIG": str(cluster.kubeconfig_for("operator", token)), "POD_NAME": pod["metadata"]["name"],
+           **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e}}
+    return Process(container["args"], "OmniSQL operator:", env)
 
 
 def wait(what: str, check, timeout: float = 60.0, every: float = 0.2):
@@ -55,7 +68,23 @@ class Kubelet:
     mapped into a folder of the test, its ports moved to free ones (several Pods share this host)."""
 
     def __init__(self, cluster: kube.Cluster, tmp: pathlib.Path):
-        self.cluster, self.tmp, self.procs = cluster, tmp, {}
+        self.cluster, self.tmp, self.procs, self.uids = cluster, tmp, {}, {}
+
+    def sync(self):
+        """One pass of a kubelet: stop what was deleted, start what is new (each Pod's volume is kept
+        across restarts, as a StatefulSet's claim is), mark started Pods Ready."""
+        pods = {p["metadata"]["name"]: p for p in self.cluster.get("pods", "-l", "app.kubernetes.io/instance=analytics")["items"]}
+        for name in list(self.procs):
+            pod = pods.get(name)
+            if pod is None or pod["metadata"].get("deletionTimestamp") or pod["metadata"]["uid"] != self.uids[name]:
+                self.procs.pop(name).stop()
+                if pod is not None and pod["metadata"].get("deletionTimestamp"):
+                    self.cluster.kubectl("delete", "pod", name, "--force", "--grace-period=0", check=False)
+        for name, pod in pods.items():
+            if name not in self.procs and not pod["metadata"].get("deletionTimestamp"):
+                _, health = self.run(name)
+                self.uids[name] = pod["metadata"]["uid"]
+                self.ready(name, health)
 
     def run(self, pod_name: str) -> tuple[Process, int]:
         pod = self.cluster.get("pod", pod_name)
@@ -121,7 +150,8 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
     cp = operator = kubelet = None
     try:
         mark("API server and controllers up")
-        cluster.kubectl("apply", "--server-side", "-f", str(CRD))
+        # The operator's chart installs the CRD and the operator's least-privilege RBAC and Deployment.
+        cluster.helm("install", "omnisql-operator", str(CHART), "--namespace", "default")
         cluster.kubectl("wait", "--for=condition=Established", "crd/dataplanes.omnisql.io", "--timeout=30s")
         # The schema is enforced by the API server itself.
         bad = cluster.kubectl("apply", "-f", "-", check=False,
@@ -136,8 +166,7 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
         admin = Admin(f"http://127.0.0.1:{http}", key_file.read_text().strip())
         admin.ok("POST", "/v1/tenants", {"id": "acme", "name": "Acme", "region": "local"})
         cluster.kubectl("create", "secret", "generic", "omnisql-operator", f"--from-literal=apiKey={admin.key}")
-        operator = Process(["operator", "run", "--namespace", "default"], "OmniSQL operator:",
-                           {"KUBECONFIG": str(cluster.kubeconfig), "OMNISQL_LOG": "info"})
+        operator = run_operator(cluster)
         mark("control plane and operator started")
 
         # A spec the API server accepts but the operator cannot act on is a condition, not a crash loop.
@@ -163,10 +192,7 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
 
         # Play the kubelet: run each Pod the StatefulSet creates, one at a time (OrderedReady).
         kubelet = Kubelet(cluster, tmp_path / "pods")
-        for pod in ("analytics-0", "analytics-1"):
-            wait(f"pod {pod}", lambda: cluster.kubectl("get", "pod", pod, check=False).returncode == 0, 60)
-            _, health = kubelet.run(pod)
-            kubelet.ready(pod, health)
+        wait("two pods running", lambda: kubelet.sync() or len(kubelet.procs) == 2, 60, every=0.5)
         mark("two replicas running")
         dp = wait("Ready", lambda: (d := cluster.get("odp", "analytics")) and
                   condition(d, "Ready").get("status") == "True" and d, 60)
@@ -177,6 +203,43 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
         assert sorted(d["hostname"] for d in registered if d["region"] == "local") == ["analytics-0", "analytics-1"]
         assert dp["status"]["observedGeneration"] == dp["metadata"]["generation"]
         mark("Ready with both replicas enrolled")
+
+        def converge(what: str, check, timeout: float = 90.0):
+            def step():
+                kubelet.sync()
+                return check()
+            return wait(what, step, timeout, every=0.5)
+
+        def local_hostnames():
+            return sorted(d["hostname"] for d in admin.ok("GET", "/v1/data-planes") if d["region"] == "local")
+
+        # Scale up: the third replica gets a token, enrols, and the resource is Ready with three.
+        cluster.kubectl("patch", "odp", "analytics", "--type=merge", "-p", '{"spec":{"replicas":3}}')
+        converge("three ready", lambda: (d := cluster.get("odp", "analytics")) and d["status"].get("readyReplicas") == 3
+                 and condition(d, "Ready").get("status") == "True")
+        assert local_hostnames() == ["analytics-0", "analytics-1", "analytics-2"]
+        mark("scaled to 3")
+
+        # An operator restart mid-way changes nothing: it converges on what is there.
+        operator.stop()
+        cluster.kubectl("patch", "odp", "analytics", "--type=merge", "-p", '{"spec":{"replicas":1}}')
+        operator = run_operator(cluster)
+        # Scale down: the data planes of the replicas that went away leave the control plane.
+        converge("scaled to 1", lambda: local_hostnames() == ["analytics-0"]
+                 and condition(cluster.get("odp", "analytics"), "Ready").get("status") == "True")
+        assert sorted(cluster.get("secret", "analytics-enrollment").get("data") or {}) == []
+        mark("operator restarted, scaled to 1")
+
+        # A new version rolls the pods; the replica keeps its identity (same data plane id) across it.
+        before = cluster.get("odp", "analytics")["status"]["replicas"][0]["dataPlaneId"]
+        cluster.kubectl("patch", "odp", "analytics", "--type=merge", "-p", '{"spec":{"version":"0.1.1"}}')
+        converge("rolled to 0.1.1", lambda: (s := cluster.get("statefulset", "analytics")["status"]).get("updatedReplicas") == 1
+                 and s.get("currentRevision") == s.get("updateRevision")
+                 and condition(cluster.get("odp", "analytics"), "Ready").get("status") == "True")
+        pod = cluster.get("pod", "analytics-0")
+        assert pod["spec"]["containers"][0]["image"].endswith(":0.1.1")
+        assert cluster.get("odp", "analytics")["status"]["replicas"][0]["dataPlaneId"] == before
+        mark("rolled to a new version")
 
         # Deleting the resource deregisters every data plane before it goes.
         cluster.kubectl("delete", "odp", "analytics", "--wait=false")
@@ -192,4 +255,26 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
         if operator is not None:
             print("operator log:\n" + "".join(operator.log[-40:]))
         stop_all(kubelet, operator, cp)
+        cluster.stop()
+
+
+def test_charts_lint_and_validate_against_the_api_server(tmp_path):
+    """Both charts pass `helm lint`, their values schemas refuse bad values, and what they render is
+    accepted by a real API server (server-side dry run: every object checked against its schema)."""
+    if not kube.tools_present():
+        pytest.fail("the Kubernetes pieces are not built: run scripts/k8s-tools (scripts/test does)")
+    cluster = kube.Cluster(tmp_path / "cluster")
+    try:
+        cluster.kubectl("apply", "--server-side", "-f", str(CHART / "crds/dataplanes.omnisql.io.yaml"))
+        charts = {CHART: [], ROOT / "charts/omnisql-control-plane": ["--set", "kms.defaultKeyId=alias/omnisql"]}
+        for chart, values in charts.items():
+            assert "0 chart(s) failed" in cluster.helm("lint", str(chart), *values).stdout
+            for extra in ([], ["--set", "watchAllNamespaces=true"] if chart == CHART else ["--set", "replicas=1"]):
+                rendered = cluster.helm("template", "omnisql", str(chart), "--namespace", "default", *values, *extra).stdout
+                applied = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
+                assert "(server dry run)" in applied.stdout, applied.stdout
+        refused = subprocess.run([str(kube.TOOLS / "helm"), "template", "x", str(CHART), "--set", "image.pullPolicy=Sometimes"],
+                                 capture_output=True, text=True)
+        assert refused.returncode != 0 and "pullPolicy" in refused.stderr, refused.stderr
+    finally:
         cluster.stop()
