@@ -14,9 +14,11 @@ import time
 import urllib.request
 
 import pytest
+from adbc_driver_flightsql import dbapi as flight_sql
 
 import kube
-from services import Admin, Process, free_port, stop_all
+from conftest import start_sandbox
+from services import AWS_ENV, Admin, Moto, Process, free_port, stop_all
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts/omnisql-operator"
@@ -45,7 +47,7 @@ def wait(what: str, check, timeout: float = 60.0, every: float = 0.2):
         time.sleep(every)
 
 
-def data_plane_yaml(replicas: int, cp_grpc: int, cp_http: int, extra: str = "") -> str:
+def data_plane_yaml(replicas: int, cp_grpc: int, cp_http: int, kms: str) -> str:
     return f"""
 apiVersion: omnisql.io/v1alpha1
 kind: DataPlane
@@ -55,8 +57,8 @@ spec:
   replicas: {replicas}
   version: 0.1.0
   controlPlane: {{url: "http://127.0.0.1:{cp_grpc}", adminUrl: "http://127.0.0.1:{cp_http}", credentialsSecret: omnisql-operator}}
-  kms: {{provider: local}}
-{extra}"""
+  kms: {{provider: aws-kms, endpoint: "{kms}", region: us-east-1, credentialsSecret: aws-credentials}}
+"""
 
 
 def condition(dp: dict, kind: str) -> dict:
@@ -68,7 +70,7 @@ class Kubelet:
     mapped into a folder of the test, its ports moved to free ones (several Pods share this host)."""
 
     def __init__(self, cluster: kube.Cluster, tmp: pathlib.Path):
-        self.cluster, self.tmp, self.procs, self.uids = cluster, tmp, {}, {}
+        self.cluster, self.tmp, self.procs, self.uids, self.flight_ports = cluster, tmp, {}, {}, {}
 
     def sync(self):
         """One pass of a kubelet: stop what was deleted, start what is new (each Pod's volume is kept
@@ -97,6 +99,7 @@ class Kubelet:
         for key, value in (secret.get("data") or {}).items():
             (root / "enrollment" / key).write_bytes(base64.b64decode(value))
         flight, health = free_port(), free_port()
+        self.flight_ports[pod_name] = flight
         args = []
         for a in container["args"]:
             a = a.replace("$(POD_NAME)", pod_name)
@@ -106,6 +109,9 @@ class Kubelet:
             a = re.sub(r"^--health-addr=.*", f"--health-addr=127.0.0.1:{health}", a)
             args.append(a)
         env = {e["name"]: e.get("value", pod_name if e["name"] == "POD_NAME" else "") for e in container.get("env", [])}
+        for source in container.get("envFrom", []):
+            data = self.cluster.get("secret", source["secretRef"]["name"]).get("data") or {}
+            env.update({k: base64.b64decode(v).decode() for k, v in data.items()})
         env["HOSTNAME"] = pod_name  # as a kubelet sets it
         assert container["command"] == ["omnisql"], container["command"]
         proc = Process(args, "Flight SQL on", env)
@@ -123,6 +129,29 @@ class Kubelet:
 
     def stop(self):
         stop_all(*self.procs.values())
+
+
+JOIN = """
+    SELECT i.repo_full_name, i.number, c.email AS customer, su.real_name AS owner
+    FROM github.issues i
+    JOIN github.users gu ON gu.login = i.user_login
+    JOIN salesforce.contact c ON c.email = gu.email
+    JOIN salesforce.account a ON a.id = c.account_id
+    JOIN salesforce."user" u ON u.id = a.owner_id
+    JOIN slack.users su ON su.email = u.email
+    WHERE i.state = 'open' AND NOT i.is_pull_request
+"""
+
+
+def join_rows(uri: str, key: str) -> set | None:
+    """The join's rows from one data plane, or None while it does not serve the tenant yet."""
+    try:
+        with flight_sql.connect(uri, db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {key}"}) as conn:
+            with conn.cursor() as cur:
+                cur.execute(JOIN)
+                return {tuple(r.values()) for r in cur.fetch_arrow_table().to_pylist()}
+    except Exception:
+        return None
 
 
 def http_status(url: str) -> int:
@@ -147,7 +176,7 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
         step = time.monotonic()
 
     cluster = kube.Cluster(tmp_path / "cluster")
-    cp = operator = kubelet = None
+    cp = operator = kubelet = sandbox = moto = None
     try:
         mark("API server and controllers up")
         # The operator's chart installs the CRD and the operator's least-privilege RBAC and Deployment.
@@ -161,8 +190,15 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
 
         http, grpc = free_port(), free_port()
         key_file = tmp_path / "operator.key"
+        # Connections are sealed with a KMS key that the control plane and the data planes both reach.
+        moto = Moto()
+        key_id = moto.create_key()
         cp = Process(["control-plane", "--http-addr", f"127.0.0.1:{http}", "--grpc-addr", f"127.0.0.1:{grpc}",
-                      "--data-dir", str(tmp_path / "cp"), "--bootstrap-key-file", str(key_file)], "OmniSQL control plane:")
+                      "--data-dir", str(tmp_path / "cp"), "--bootstrap-key-file", str(key_file), "--kms", "aws-kms",
+                      "--kms-endpoint", moto.endpoint, "--kms-region", "us-east-1", "--default-key-id", key_id],
+                     "OmniSQL control plane:", AWS_ENV)
+        cluster.kubectl("create", "secret", "generic", "aws-credentials",
+                        *[f"--from-literal={k}={v}" for k, v in AWS_ENV.items() if k.startswith("AWS_") and "KEY" in k])
         admin = Admin(f"http://127.0.0.1:{http}", key_file.read_text().strip())
         admin.ok("POST", "/v1/tenants", {"id": "acme", "name": "Acme", "region": "local"})
         cluster.kubectl("create", "secret", "generic", "omnisql-operator", f"--from-literal=apiKey={admin.key}")
@@ -170,14 +206,14 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
         mark("control plane and operator started")
 
         # A spec the API server accepts but the operator cannot act on is a condition, not a crash loop.
-        cluster.kubectl("apply", "-f", "-", input=data_plane_yaml(1, grpc, http).replace("region: local", "region: Local"))
+        cluster.kubectl("apply", "-f", "-", input=data_plane_yaml(1, grpc, http, moto.endpoint).replace("region: local", "region: Local"))
         dp = wait("Degraded condition", lambda: (d := cluster.get("odp", "analytics")) and
                   condition(d, "Degraded").get("status") == "True" and d)
         assert condition(dp, "Degraded")["reason"] == "InvalidSpec" and "region" in condition(dp, "Degraded")["message"]
         assert cluster.kubectl("get", "statefulset", "analytics", check=False).returncode != 0
         mark("invalid spec reported")
 
-        cluster.kubectl("apply", "-f", "-", input=data_plane_yaml(2, grpc, http))
+        cluster.kubectl("apply", "-f", "-", input=data_plane_yaml(2, grpc, http, moto.endpoint))
         sts = wait("StatefulSet", lambda: cluster.kubectl("get", "statefulset", "analytics", "-o", "json", check=False).stdout)
         sts = json.loads(sts)
         owner = sts["metadata"]["ownerReferences"][0]
@@ -203,6 +239,22 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
         assert sorted(d["hostname"] for d in registered if d["region"] == "local") == ["analytics-0", "analytics-1"]
         assert dp["status"]["observedGeneration"] == dp["metadata"]["generation"]
         mark("Ready with both replicas enrolled")
+
+        # Both replicas serve the tenant's 3-app join through Flight SQL, with the same answer.
+        sandbox, apps = start_sandbox()
+        admin.ok("POST", "/v1/tenants/acme/connections", {"name": "github", "connector": "github", "options": {
+            "base_url": apps["github"]["base_url"], "token": apps["github"]["credentials"]["token"], "orgs": "acme"}})
+        admin.ok("POST", "/v1/tenants/acme/connections", {"name": "salesforce", "connector": "salesforce", "options": {
+            "login_url": apps["salesforce"]["base_url"], **apps["salesforce"]["credentials"]}})
+        admin.ok("POST", "/v1/tenants/acme/connections", {"name": "slack", "connector": "slack", "options": {
+            "base_url": apps["slack"]["base_url"], "token": apps["slack"]["credentials"]["token"]}})
+        admin.ok("POST", "/v1/tenants/acme/principals", {"id": "ann", "kind": "user", "role": "tenant_member"})
+        key = admin.ok("POST", "/v1/tenants/acme/api-keys", {"principal": "ann"})["key"]
+        answers = {}
+        for pod, port in kubelet.flight_ports.items():
+            answers[pod] = wait(f"the join on {pod}", lambda: join_rows(f"grpc://127.0.0.1:{port}", key), 30, every=0.5)
+        assert len(answers["analytics-0"]) > 5 and answers["analytics-0"] == answers["analytics-1"], answers
+        mark("3-app join served by both replicas")
 
         def converge(what: str, check, timeout: float = 90.0):
             def step():
@@ -254,7 +306,7 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
                 print(what[0], "status:", json.dumps(json.loads(r.stdout).get("status"), indent=1))
         if operator is not None:
             print("operator log:\n" + "".join(operator.log[-40:]))
-        stop_all(kubelet, operator, cp)
+        stop_all(kubelet, operator, cp, sandbox, moto)
         cluster.stop()
 
 
