@@ -201,7 +201,11 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
                         *[f"--from-literal={k}={v}" for k, v in AWS_ENV.items() if k.startswith("AWS_") and "KEY" in k])
         admin = Admin(f"http://127.0.0.1:{http}", key_file.read_text().strip())
         admin.ok("POST", "/v1/tenants", {"id": "acme", "name": "Acme", "region": "local"})
-        cluster.kubectl("create", "secret", "generic", "omnisql-operator", f"--from-literal=apiKey={admin.key}")
+        # The operator's own least-privilege credential: tokens and data planes of its region only.
+        admin.ok("POST", "/v1/tenants/_platform/principals",
+                 {"id": "k8s-operator", "kind": "service_account", "role": "data_plane_operator", "regions": ["local"]})
+        operator_key = admin.ok("POST", "/v1/tenants/_platform/api-keys", {"principal": "k8s-operator"})["key"]
+        cluster.kubectl("create", "secret", "generic", "omnisql-operator", f"--from-literal=apiKey={operator_key}")
         operator = run_operator(cluster)
         mark("control plane and operator started")
 

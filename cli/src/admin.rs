@@ -68,12 +68,15 @@ enum AdminCommand {
         tenant: String,
         #[arg(long)]
         id: String,
-        /// tenant_admin or tenant_member.
+        /// tenant_admin or tenant_member; in the platform tenant, platform_operator or data_plane_operator.
         #[arg(long, default_value = "tenant_member")]
         role: String,
         /// user or service_account.
         #[arg(long, default_value = "user")]
         kind: String,
+        /// A data_plane_operator's regions (repeat the flag for several).
+        #[arg(long = "region")]
+        regions: Vec<String>,
     },
     /// Create an API key (printed once).
     CreateKey {
@@ -231,8 +234,9 @@ pub async fn run(args: AdminArgs) -> Result<(), AdminError> {
         }
         AdminCommand::ListTenants => c.call(Method::GET, "/v1/tenants?limit=500", None).await?,
         AdminCommand::DeleteTenant { id } => c.call(Method::DELETE, &format!("/v1/tenants/{id}"), None).await?,
-        AdminCommand::CreatePrincipal { tenant, id, role, kind } => {
-            c.post(&format!("/v1/tenants/{tenant}/principals"), json!({"id": id, "role": role, "kind": kind})).await?
+        AdminCommand::CreatePrincipal { tenant, id, role, kind, regions } => {
+            let body = json!({"id": id, "role": role, "kind": kind, "regions": regions});
+            c.post(&format!("/v1/tenants/{tenant}/principals"), body).await?
         }
         AdminCommand::CreateKey { tenant, principal, expires_in_seconds } => {
             let body = json!({"principal": principal, "expires_in_seconds": expires_in_seconds});

@@ -122,6 +122,7 @@ impl v1::data_plane_service_server::DataPlaneService for DataPlaneGrpc {
             version: req.version.chars().take(64).collect(),
             enrolled_at: now_ms(),
             last_heartbeat_at: None,
+            enrolled_by: None,
             acked_revision: 0,
             credential_sha256: keys::sha256_hex(&credential),
         };

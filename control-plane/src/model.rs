@@ -39,6 +39,9 @@ pub enum Role {
     TenantAdmin,
     /// Runs queries; reads the tenant's connections and its own audit events.
     TenantMember,
+    /// A Kubernetes operator's credential (platform tenant only): mints enrollment tokens for its
+    /// regions, lists their data planes, removes the ones enrolled with its tokens. Nothing else.
+    DataPlaneOperator,
 }
 
 impl Role {
@@ -47,6 +50,7 @@ impl Role {
             Role::PlatformOperator => "platform_operator",
             Role::TenantAdmin => "tenant_admin",
             Role::TenantMember => "tenant_member",
+            Role::DataPlaneOperator => "data_plane_operator",
         }
     }
 
@@ -55,6 +59,7 @@ impl Role {
             "platform_operator" => Some(Role::PlatformOperator),
             "tenant_admin" => Some(Role::TenantAdmin),
             "tenant_member" => Some(Role::TenantMember),
+            "data_plane_operator" => Some(Role::DataPlaneOperator),
             _ => None,
         }
     }
@@ -110,6 +115,9 @@ pub struct Principal {
     pub kind: PrincipalKind,
     pub role: Role,
     pub created_at: i64,
+    /// The regions a `data_plane_operator` acts in (empty for every other role).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
 }
 
 /// An API key as stored: its hash, never the key.
@@ -210,6 +218,8 @@ pub struct DataPlane {
     pub last_heartbeat_at: Option<i64>,
     /// The configuration revision it last reported applied.
     pub acked_revision: i64,
+    /// The principal whose enrollment token it used.
+    pub enrolled_by: Option<String>,
     #[serde(skip)]
     pub credential_sha256: String,
 }

@@ -160,6 +160,7 @@ async fn bootstrap(store: &dyn Store) -> Result<Option<String>, StoreError> {
             kind: PrincipalKind::User,
             role: Role::PlatformOperator,
             created_at: now,
+            regions: Vec::new(),
         })
         .await?;
     let secret = keys::generate("omk");

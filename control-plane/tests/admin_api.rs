@@ -280,6 +280,72 @@ async fn admin_flow(cp: &ControlPlane) -> Vec<String> {
     assert_eq!(c.delete(&alice, "/v1/data-planes/dp-x").await.0, StatusCode::FORBIDDEN);
     assert_eq!(c.delete(&op, "/v1/data-planes/dp-x").await.0, StatusCode::NOT_FOUND);
 
+    // A data_plane_operator (a Kubernetes operator's credential): tokens for its regions only, its
+    // regions' data planes only, removes only those enrolled with its own tokens, reads no tenant.
+    let (s, e) = c
+        .post(
+            &op,
+            &format!("/v1/tenants/{PLATFORM_TENANT}/principals"),
+            json!({"id": "k8s", "kind": "service_account", "role": "data_plane_operator"}),
+        )
+        .await;
+    assert_eq!((s, e["error"]["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("regions")), "{e}");
+    let (s, e) = c
+        .post(
+            &op,
+            "/v1/tenants/acme/principals",
+            json!({"id": "k8s", "kind": "service_account", "role": "data_plane_operator", "regions": ["eu"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let (s, p) = c
+        .post(
+            &op,
+            &format!("/v1/tenants/{PLATFORM_TENANT}/principals"),
+            json!({"id": "k8s", "kind": "service_account", "role": "data_plane_operator", "regions": ["eu"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let (_, k) = c.post(&op, &format!("/v1/tenants/{PLATFORM_TENANT}/api-keys"), json!({"principal": "k8s"})).await;
+    let k8s = k["key"].as_str().unwrap().to_string();
+    let (s, own_token) = c.post(&k8s, "/v1/enrollment-tokens", json!({"region": "eu"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{own_token}");
+    assert_eq!(c.post(&k8s, "/v1/enrollment-tokens", json!({"region": "us"})).await.0, StatusCode::FORBIDDEN);
+    let (_, other_token) = c.post(&op, "/v1/enrollment-tokens", json!({"region": "eu"})).await;
+    let (_, us_token) = c.post(&op, "/v1/enrollment-tokens", json!({"region": "us"})).await;
+    let mut enrolled = Vec::new();
+    for (token, host) in [(&own_token, "k8s-0"), (&other_token, "by-hand"), (&us_token, "us-0")] {
+        let dp = DataPlane {
+            id: format!("dp-{host}"),
+            region: String::new(),
+            hostname: host.into(),
+            version: "0.1.0".into(),
+            enrolled_at: now_ms(),
+            last_heartbeat_at: None,
+            acked_revision: 0,
+            enrolled_by: None,
+            credential_sha256: format!("cred-{host}"),
+        };
+        let sha = omnisql_control_plane::keys::sha256_hex(token["token"].as_str().unwrap());
+        enrolled.push(cp.state.store.enroll(&sha, dp).await.unwrap());
+    }
+    assert_eq!(enrolled[0].enrolled_by.as_deref(), Some("k8s"));
+    let (_, listed) = c.get(&k8s, "/v1/data-planes").await;
+    let hosts: Vec<_> = listed.as_array().unwrap().iter().map(|d| d["hostname"].as_str().unwrap()).collect();
+    assert_eq!(hosts, ["by-hand", "k8s-0"], "only its region's data planes");
+    assert_eq!(c.delete(&k8s, "/v1/data-planes/dp-by-hand").await.0, StatusCode::NOT_FOUND, "not enrolled with its tokens");
+    assert_eq!(c.delete(&k8s, "/v1/data-planes/dp-us-0").await.0, StatusCode::NOT_FOUND, "not its region");
+    assert_eq!(c.delete(&k8s, "/v1/data-planes/dp-k8s-0").await.0, StatusCode::NO_CONTENT);
+    let platform_principals = format!("/v1/tenants/{PLATFORM_TENANT}/principals");
+    assert_eq!(c.get(&k8s, "/v1/tenants").await.1["items"], json!([]));
+    for path in ["/v1/tenants/acme", platform_principals.as_str(), "/v1/tenants/acme/connections", "/v1/tenants/acme/audit"] {
+        let s = c.get(&k8s, path).await.0;
+        assert!(s == StatusCode::NOT_FOUND || s == StatusCode::FORBIDDEN, "{path}: {s}");
+    }
+    for id in ["dp-by-hand", "dp-us-0"] {
+        assert_eq!(c.delete(&op, &format!("/v1/data-planes/{id}")).await.0, StatusCode::NO_CONTENT);
+    }
+
     // Audit endpoints answer (the data-plane tests fill them).
     let (s, v) = c.get(&alice, "/v1/tenants/acme/audit/verify").await;
     assert_eq!((s, v["valid"].as_bool()), (StatusCode::OK, Some(true)));

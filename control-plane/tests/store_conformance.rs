@@ -21,7 +21,14 @@ fn tenant(id: &str, region: &str) -> Tenant {
 }
 
 fn principal(t: &str, id: &str, role: Role) -> Principal {
-    Principal { tenant_id: TenantId(t.into()), id: id.into(), kind: PrincipalKind::User, role, created_at: now_ms() }
+    Principal {
+        tenant_id: TenantId(t.into()),
+        id: id.into(),
+        kind: PrincipalKind::User,
+        role,
+        created_at: now_ms(),
+        regions: vec![],
+    }
 }
 
 fn key(t: &str, id: &str, principal: &str, sha: &str, expires_at: Option<i64>) -> ApiKey {
@@ -175,7 +182,7 @@ async fn idempotency_keys_replay_per_tenant(s: &dyn Store) {
 
 async fn data_planes_enroll_once_and_receive_their_regions_changes(s: &dyn Store) {
     let now = now_ms();
-    s.create_enrollment_token("tok-hash", "us", now, now + 60_000).await.unwrap();
+    s.create_enrollment_token("tok-hash", "us", "operator", now, now + 60_000).await.unwrap();
     let dp = DataPlane {
         id: "dp-1".into(),
         region: String::new(),
@@ -184,9 +191,11 @@ async fn data_planes_enroll_once_and_receive_their_regions_changes(s: &dyn Store
         enrolled_at: now,
         last_heartbeat_at: None,
         acked_revision: 0,
+        enrolled_by: None,
         credential_sha256: "cred-hash".into(),
     };
-    assert_eq!(s.enroll("tok-hash", dp.clone()).await.unwrap().region, "us");
+    let enrolled = s.enroll("tok-hash", dp.clone()).await.unwrap();
+    assert_eq!((enrolled.region.as_str(), enrolled.enrolled_by.as_deref()), ("us", Some("operator")), "who minted the token");
     let mut again = dp.clone();
     again.id = "dp-2".into();
     again.credential_sha256 = "cred-2".into();
@@ -195,6 +204,7 @@ async fn data_planes_enroll_once_and_receive_their_regions_changes(s: &dyn Store
     s.heartbeat("dp-1", "0.2.0", 7, now).await.unwrap();
     let listed = s.list_data_planes().await.unwrap();
     assert_eq!((listed[0].version.as_str(), listed[0].acked_revision, listed[0].last_heartbeat_at), ("0.2.0", 7, Some(now)));
+    assert_eq!(listed[0].enrolled_by.as_deref(), Some("operator"));
     s.delete_data_plane("dp-1").await.unwrap();
     assert!(s.data_plane_by_credential("cred-hash").await.unwrap().is_none(), "a removed data plane's credential is dead");
     assert!(matches!(s.delete_data_plane("dp-1").await, Err(StoreError::NotFound(_))));

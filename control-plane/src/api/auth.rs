@@ -40,9 +40,10 @@ impl Caller {
         self.principal.role == Role::PlatformOperator
     }
 
-    /// The tenant, if the caller may read it.
+    /// The tenant, if the caller may read it. A data_plane_operator reads no tenant, not even its own.
     pub fn reader_of(&self, tenant: &str) -> Result<TenantId, ApiError> {
-        if self.is_operator() || self.principal.tenant_id.0 == tenant {
+        let own = self.principal.tenant_id.0 == tenant && self.principal.role != Role::DataPlaneOperator;
+        if self.is_operator() || own {
             Ok(TenantId(tenant.to_string()))
         } else {
             Err(ApiError::NotFound(format!("tenant `{tenant}` not found")))
@@ -57,6 +58,13 @@ impl Caller {
         } else {
             Err(ApiError::Forbidden(format!("changing tenant `{tenant}` needs the tenant_admin role")))
         }
+    }
+
+    /// Whether the caller may manage data planes of `region`: a platform operator anywhere, a
+    /// data_plane_operator in its regions.
+    pub fn manages_region(&self, region: &str) -> bool {
+        self.is_operator()
+            || (self.principal.role == Role::DataPlaneOperator && self.principal.regions.iter().any(|r| r == region))
     }
 
     pub fn operator(&self) -> Result<(), ApiError> {

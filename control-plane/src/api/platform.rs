@@ -1,4 +1,5 @@
-//! Data planes: enrollment tokens and the registry (platform operators).
+//! Data planes: enrollment tokens and the registry (platform operators, and data_plane_operators
+//! within their regions: a Kubernetes operator's credential).
 
 use axum::Router;
 use axum::extract::State;
@@ -46,7 +47,12 @@ pub async fn create_enrollment_token(
     headers: HeaderMap,
     Body(req): Body<CreateEnrollmentToken>,
 ) -> Result<Response, ApiError> {
-    caller.operator()?;
+    if !caller.manages_region(&req.region) {
+        return Err(ApiError::Forbidden(format!(
+            "minting enrollment tokens for region `{}` needs the platform_operator role, or a data_plane_operator of that region",
+            req.region
+        )));
+    }
     let mut errors = Vec::new();
     super::check_id("region", &req.region, 63, &mut errors);
     if req.expires_in_seconds.is_some_and(|s| s == 0 || s > 30 * 86_400) {
@@ -57,21 +63,29 @@ pub async fn create_enrollment_token(
         let token = keys::generate("omen");
         let now = now_ms();
         let expires_at = now + i64::try_from(req.expires_in_seconds.unwrap_or(3600)).unwrap_or(3600) * 1000;
-        state.store.create_enrollment_token(&keys::sha256_hex(&token), &req.region, now, expires_at).await?;
+        state
+            .store
+            .create_enrollment_token(&keys::sha256_hex(&token), &req.region, &caller.principal.id, now, expires_at)
+            .await?;
         let body = EnrollmentToken { region: req.region.clone(), expires_at, token: Some(token) };
         Ok((StatusCode::CREATED, serde_json::to_value(body).unwrap_or_default()))
     })
     .await
 }
 
-/// Every enrolled data plane, its version, last heartbeat and the configuration revision it applied.
+/// Every enrolled data plane (a data_plane_operator sees its regions'), its version, last heartbeat and
+/// the configuration revision it applied.
 #[utoipa::path(get, path = "/v1/data-planes", tag = "data planes", responses((status = 200, body = Vec<DataPlane>), (status = 403, body = ErrorBody)))]
 pub async fn list_data_planes(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Vec<DataPlane>>, ApiError> {
-    caller.operator()?;
-    Ok(axum::Json(state.store.list_data_planes().await?))
+    if !caller.is_operator() && caller.principal.role != Role::DataPlaneOperator {
+        return Err(ApiError::Forbidden("listing data planes needs the platform_operator or data_plane_operator role".into()));
+    }
+    let all = state.store.list_data_planes().await?;
+    Ok(axum::Json(all.into_iter().filter(|d| caller.manages_region(&d.region)).collect()))
 }
 
-/// Removes a data plane: its credential stops working and its configuration watch ends.
+/// Removes a data plane: its credential stops working and its configuration watch ends. A
+/// data_plane_operator removes only those enrolled with its own tokens.
 #[utoipa::path(delete, path = "/v1/data-planes/{id}", tag = "data planes", params(("id" = String, Path)),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete_data_plane(
@@ -79,7 +93,17 @@ pub async fn delete_data_plane(
     caller: Caller,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    caller.operator()?;
+    if !caller.is_operator() && caller.principal.role != Role::DataPlaneOperator {
+        return Err(ApiError::Forbidden("removing data planes needs the platform_operator or data_plane_operator role".into()));
+    }
+    if !caller.is_operator() {
+        let own = state.store.list_data_planes().await?.into_iter().any(|d| {
+            d.id == id && caller.manages_region(&d.region) && d.enrolled_by.as_deref() == Some(caller.principal.id.as_str())
+        });
+        if !own {
+            return Err(ApiError::NotFound(format!("data plane `{id}` not found")));
+        }
+    }
     state.store.delete_data_plane(&id).await?;
     // Wake the watches so the removed data plane's stream notices.
     state.config_changed();

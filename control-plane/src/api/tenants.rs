@@ -173,6 +173,7 @@ pub async fn create_tenant(
                     kind: PrincipalKind::User,
                     role: Role::TenantAdmin,
                     created_at: now_ms(),
+                    regions: Vec::new(),
                 };
                 state.store.create_principal(&p).await?;
                 Some(new_api_key(&state, &tenant.id, id, None, None).await?)
@@ -196,8 +197,13 @@ pub async fn list_tenants(
     if caller.is_operator() {
         return Ok(axum::Json(state.store.list_tenants(&page).await?));
     }
-    let own = state.store.get_tenant(&caller.principal.tenant_id).await?;
-    Ok(axum::Json(Page { items: vec![own], next: None }))
+    // Only tenants the caller may read: its own (a data_plane_operator reads none).
+    let own = caller.reader_of(&caller.principal.tenant_id.0).ok();
+    let items = match own {
+        Some(id) => vec![state.store.get_tenant(&id).await?],
+        None => Vec::new(),
+    };
+    Ok(axum::Json(Page { items, next: None }))
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path)),
@@ -256,8 +262,13 @@ pub async fn delete_tenant(
 pub struct CreatePrincipal {
     pub id: String,
     pub kind: PrincipalKind,
-    /// `tenant_admin` or `tenant_member`.
+    /// `tenant_admin` or `tenant_member`; in the platform tenant `platform_operator` or
+    /// `data_plane_operator`.
     pub role: Role,
+    /// For `data_plane_operator` only: the regions it may mint enrollment tokens for and manage data
+    /// planes of.
+    #[serde(default)]
+    pub regions: Vec<String>,
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/principals", tag = "access", params(("tenant" = String, Path),
@@ -273,17 +284,34 @@ pub async fn create_principal(
     let tenant = caller.admin_of(&tenant)?;
     let mut errors = Vec::new();
     check_id("id", &req.id, 128, &mut errors);
-    let operator_principal = req.role == Role::PlatformOperator;
-    if operator_principal != (tenant.0 == PLATFORM_TENANT) {
+    let platform_role = matches!(req.role, Role::PlatformOperator | Role::DataPlaneOperator);
+    if platform_role != (tenant.0 == PLATFORM_TENANT) {
         errors.push(FieldError {
             field: "role".into(),
-            message: "platform_operator exists only in the platform tenant, which has no other roles".into(),
+            message: "platform_operator and data_plane_operator exist only in the platform tenant, which has no other roles"
+                .into(),
         });
+    }
+    if (req.role == Role::DataPlaneOperator) == req.regions.is_empty() {
+        errors.push(FieldError {
+            field: "regions".into(),
+            message: "a data_plane_operator needs the regions it acts in; other roles take none".into(),
+        });
+    }
+    for r in &req.regions {
+        check_id("regions", r, 63, &mut errors);
     }
     valid(errors)?;
     state.store.get_tenant(&tenant).await?;
     idempotent(&state, &tenant, &headers, &req, &[], || async {
-        let p = Principal { tenant_id: tenant.clone(), id: req.id.clone(), kind: req.kind, role: req.role, created_at: now_ms() };
+        let p = Principal {
+            tenant_id: tenant.clone(),
+            id: req.id.clone(),
+            kind: req.kind,
+            role: req.role,
+            created_at: now_ms(),
+            regions: req.regions.clone(),
+        };
         let p = state.store.create_principal(&p).await?;
         Ok((StatusCode::CREATED, serde_json::to_value(p).unwrap_or_default()))
     })

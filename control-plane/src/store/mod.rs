@@ -128,7 +128,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     -> Result<()>;
 
     // --- data planes ---
-    async fn create_enrollment_token(&self, sha256: &str, region: &str, now: i64, expires_at: i64) -> Result<()>;
+    async fn create_enrollment_token(
+        &self,
+        sha256: &str,
+        region: &str,
+        created_by: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()>;
     /// Uses up an enrollment token and registers the data plane in the token's region.
     async fn enroll(&self, token_sha256: &str, data_plane: DataPlane) -> Result<DataPlane>;
     async fn data_plane_by_credential(&self, sha256: &str) -> Result<Option<DataPlane>>;

@@ -139,7 +139,13 @@ fn principal_row(r: &AnyRow) -> Result<Principal> {
         kind: PrincipalKind::parse(&kind).ok_or_else(|| StoreError::Invalid(format!("unknown principal kind `{kind}`")))?,
         role: Role::parse(&role).ok_or_else(|| StoreError::Invalid(format!("unknown role `{role}`")))?,
         created_at: r.try_get("created_at")?,
+        regions: regions(r.try_get("regions")?),
     })
+}
+
+/// Regions are stored comma-separated (region names are identifiers without commas).
+fn regions(text: Option<String>) -> Vec<String> {
+    text.map(|t| t.split(',').filter(|r| !r.is_empty()).map(str::to_string).collect()).unwrap_or_default()
 }
 
 fn api_key_row(r: &AnyRow) -> Result<ApiKey> {
@@ -203,6 +209,7 @@ fn data_plane_row(r: &AnyRow) -> Result<DataPlane> {
         enrolled_at: r.try_get("enrolled_at")?,
         last_heartbeat_at: r.try_get("last_heartbeat_at")?,
         acked_revision: r.try_get("acked_revision")?,
+        enrolled_by: r.try_get("enrolled_by")?,
         credential_sha256: r.try_get("credential_sha256")?,
     })
 }
@@ -353,12 +360,13 @@ impl Store for SqlStore {
 
     async fn create_principal(&self, p: &Principal) -> Result<Principal> {
         let mut tx = self.begin(&p.tenant_id.0).await?;
-        sqlx::query("INSERT INTO principals (tenant_id, id, kind, role, created_at) VALUES ($1, $2, $3, $4, $5)")
+        sqlx::query("INSERT INTO principals (tenant_id, id, kind, role, created_at, regions) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(p.tenant_id.0.clone())
             .bind(p.id.clone())
             .bind(p.kind.as_str())
             .bind(p.role.as_str())
             .bind(p.created_at)
+            .bind((!p.regions.is_empty()).then(|| p.regions.join(",")))
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from)
@@ -369,20 +377,21 @@ impl Store for SqlStore {
 
     async fn get_principal(&self, tenant: &TenantId, id: &str) -> Result<Principal> {
         let mut tx = self.begin(&tenant.0).await?;
-        let row = sqlx::query("SELECT tenant_id, id, kind, role, created_at FROM principals WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.0.clone())
-            .bind(id.to_string())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(StoreError::from)
-            .map_err(not_found(format!("principal `{id}`")))?;
+        let row =
+            sqlx::query("SELECT tenant_id, id, kind, role, created_at, regions FROM principals WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.0.clone())
+                .bind(id.to_string())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::from)
+                .map_err(not_found(format!("principal `{id}`")))?;
         principal_row(&row)
     }
 
     async fn list_principals(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<Principal>> {
         let mut tx = self.begin(&tenant.0).await?;
         let rows = sqlx::query(
-            "SELECT tenant_id, id, kind, role, created_at FROM principals WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            "SELECT tenant_id, id, kind, role, created_at, regions FROM principals WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(tenant.0.clone())
         .bind(page.after.clone().unwrap_or_default())
@@ -480,7 +489,7 @@ impl Store for SqlStore {
     async fn authenticate(&self, sha256: &str, now: i64) -> Result<Option<(ApiKey, Principal)>> {
         let mut tx = self.begin(ALL_TENANTS).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {KEY_COLUMNS}, p.kind, p.role, p.created_at AS principal_created_at
+            "SELECT {KEY_COLUMNS}, p.kind, p.role, p.created_at AS principal_created_at, p.regions
              FROM api_keys k JOIN principals p ON p.tenant_id = k.tenant_id AND p.id = k.principal_id
              JOIN tenants t ON t.id = k.tenant_id AND t.deleted_at IS NULL
              WHERE k.sha256 = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2)"
@@ -499,6 +508,7 @@ impl Store for SqlStore {
             kind: PrincipalKind::parse(&kind).unwrap_or(PrincipalKind::User),
             role: Role::parse(&role).ok_or_else(|| StoreError::Invalid(format!("unknown role `{role}`")))?,
             created_at: row.try_get("principal_created_at")?,
+            regions: regions(row.try_get("regions")?),
         };
         // Last use is recorded at minute granularity, so a busy key does not write on every call.
         if key.last_used_at.is_none_or(|t| now - t > 60_000) {
@@ -709,35 +719,46 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn create_enrollment_token(&self, sha256: &str, region: &str, now: i64, expires_at: i64) -> Result<()> {
+    async fn create_enrollment_token(
+        &self,
+        sha256: &str,
+        region: &str,
+        created_by: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()> {
         let mut tx = self.begin(ALL_TENANTS).await?;
-        sqlx::query("INSERT INTO enrollment_tokens (sha256, region, created_at, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(sha256.to_string())
-            .bind(region.to_string())
-            .bind(now)
-            .bind(expires_at)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (sha256, region, created_at, expires_at, created_by) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(sha256.to_string())
+        .bind(region.to_string())
+        .bind(now)
+        .bind(expires_at)
+        .bind(created_by.to_string())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn enroll(&self, token_sha256: &str, mut dp: DataPlane) -> Result<DataPlane> {
         let mut tx = self.begin(ALL_TENANTS).await?;
-        let region: Option<String> = sqlx::query_scalar(
-            "UPDATE enrollment_tokens SET used_at = $1 WHERE sha256 = $2 AND used_at IS NULL AND expires_at > $1 RETURNING region",
+        let token = sqlx::query(
+            "UPDATE enrollment_tokens SET used_at = $1 WHERE sha256 = $2 AND used_at IS NULL AND expires_at > $1 RETURNING region, created_by",
         )
         .bind(dp.enrolled_at)
         .bind(token_sha256.to_string())
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(region) = region else {
+        let Some(token) = token else {
             return Err(StoreError::NotFound("an unused, unexpired enrollment token with this value".into()));
         };
-        dp.region = region;
+        dp.region = token.try_get("region")?;
+        dp.enrolled_by = token.try_get("created_by")?;
         sqlx::query(
-            "INSERT INTO data_planes (id, region, hostname, version, enrolled_at, acked_revision, credential_sha256)
-             VALUES ($1, $2, $3, $4, $5, 0, $6)",
+            "INSERT INTO data_planes (id, region, hostname, version, enrolled_at, acked_revision, credential_sha256, enrolled_by)
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
         )
         .bind(dp.id.clone())
         .bind(dp.region.clone())
@@ -745,6 +766,7 @@ impl Store for SqlStore {
         .bind(dp.version.clone())
         .bind(dp.enrolled_at)
         .bind(dp.credential_sha256.clone())
+        .bind(dp.enrolled_by.clone())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -849,6 +871,7 @@ impl Store for SqlStore {
                     kind: PrincipalKind::parse(&kind).unwrap_or(PrincipalKind::User),
                     role: Role::parse(&role).unwrap_or(Role::TenantMember),
                     created_at: r.try_get("principal_created_at")?,
+                    regions: Vec::new(),
                 };
                 api_keys.push((key, principal));
             }
