@@ -18,22 +18,19 @@ from adbc_driver_flightsql import dbapi as flight_sql
 
 import kube
 from conftest import start_sandbox
-from services import AWS_ENV, Admin, Moto, Process, free_port, stop_all
+from services import AWS_ENV, Admin, Moto, Postgres, Process, free_port, stop_all
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts/omnisql-operator"
 
 
-def run_operator(cluster: kube.Cluster) -> Process:
-    """The operator's Pod, as a kubelet would run it: its own command line, with its service account's
-    token, so it has exactly the permissions the chart grants."""
+def run_operator(cluster: kube.Cluster, kubelet: "Kubelet") -> Process:
+    """The operator's Pod, run by the kubelet with its service account's token, so it has exactly the
+    permissions the chart grants."""
     pod = wait("operator pod", lambda: cluster.get("pods", "-l", "app.kubernetes.io/name=omnisql-operator")["items"])[0]
-    container = pod["spec"]["containers"][0]
-    assert container["command"] == ["omnisql"], container["command"]
     token = cluster.kubectl("create", "token", pod["spec"]["serviceAccountName"]).stdout.strip()
-    env = {"KUBECONFIG": str(cluster.kubeconfig_for("operator", token)), "POD_NAME": pod["metadata"]["name"],
-           **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e}}
-    return Process(container["args"], "OmniSQL operator:", env)
+    kubeconfig = str(cluster.kubeconfig_for("operator", token))
+    return kubelet.run(pod["metadata"]["name"], "OmniSQL operator:", {"KUBECONFIG": kubeconfig})
 
 
 def wait(what: str, check, timeout: float = 60.0, every: float = 0.2):
@@ -61,22 +58,27 @@ spec:
 """
 
 
+desired_health_port = 8080
+
+
 def condition(dp: dict, kind: str) -> dict:
     return next((c for c in dp.get("status", {}).get("conditions", []) if c["type"] == kind), {})
 
 
 class Kubelet:
-    """Runs a Pod's container as a local process: its arguments with `$(POD_NAME)` expanded, its volumes
-    mapped into a folder of the test, its ports moved to free ones (several Pods share this host)."""
+    """Runs a Pod's container as a local process, as a kubelet would: its command line with `$(VAR)`
+    expanded, its environment (values, the pod's name, Secret keys), its volumes mapped into folders of the
+    test (Secret volumes filled with the Secret's keys), and its `0.0.0.0:PORT` listeners moved to free
+    loopback ports (several Pods share this host)."""
 
     def __init__(self, cluster: kube.Cluster, tmp: pathlib.Path):
-        self.cluster, self.tmp, self.procs, self.uids, self.flight_ports = cluster, tmp, {}, {}, {}
+        self.cluster, self.tmp, self.procs, self.uids, self.ports = cluster, tmp, {}, {}, {}
 
-    def sync(self):
+    def sync(self, selector: str = "app.kubernetes.io/instance=analytics"):
         """One pass of a kubelet: stop what was deleted, start what is new (each Pod's volume is kept
         across restarts, as a StatefulSet's claim is), mark started Pods Ready."""
-        pods = {p["metadata"]["name"]: p for p in self.cluster.get("pods", "-l", "app.kubernetes.io/instance=analytics")["items"]}
-        for name in list(self.procs):
+        pods = {p["metadata"]["name"]: p for p in self.cluster.get("pods", "-l", selector)["items"]}
+        for name in [n for n in self.procs if n.startswith("analytics-")]:
             pod = pods.get(name)
             if pod is None or pod["metadata"].get("deletionTimestamp") or pod["metadata"]["uid"] != self.uids[name]:
                 self.procs.pop(name).stop()
@@ -84,39 +86,54 @@ class Kubelet:
                     self.cluster.kubectl("delete", "pod", name, "--force", "--grace-period=0", check=False)
         for name, pod in pods.items():
             if name not in self.procs and not pod["metadata"].get("deletionTimestamp"):
-                _, health = self.run(name)
+                self.run(name, "Flight SQL on")
                 self.uids[name] = pod["metadata"]["uid"]
-                self.ready(name, health)
+                self.ready(name, self.ports[name][desired_health_port])
 
-    def run(self, pod_name: str) -> tuple[Process, int]:
+    def run(self, pod_name: str, ready_line: str, extra_env: dict | None = None) -> Process:
         pod = self.cluster.get("pod", pod_name)
         container = pod["spec"]["containers"][0]
+        assert container["command"] == ["omnisql"], container["command"]
         root = self.tmp / pod_name
-        mounts = {m["mountPath"]: root / m["name"] for m in container["volumeMounts"]}
-        secret = self.cluster.get("secret", next(v["secret"]["secretName"] for v in pod["spec"]["volumes"]
-                                                 if v["name"] == "enrollment"))
-        (root / "enrollment").mkdir(parents=True, exist_ok=True)
-        for key, value in (secret.get("data") or {}).items():
-            (root / "enrollment" / key).write_bytes(base64.b64decode(value))
-        flight, health = free_port(), free_port()
-        self.flight_ports[pod_name] = flight
-        args = []
-        for a in container["args"]:
-            a = a.replace("$(POD_NAME)", pod_name)
-            for path, local in mounts.items():
-                a = a.replace(path, str(local))
-            a = re.sub(r"^--flight-addr=.*", f"--flight-addr=127.0.0.1:{flight}", a)
-            a = re.sub(r"^--health-addr=.*", f"--health-addr=127.0.0.1:{health}", a)
-            args.append(a)
-        env = {e["name"]: e.get("value", pod_name if e["name"] == "POD_NAME" else "") for e in container.get("env", [])}
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+        mounts = {}
+        for m in container.get("volumeMounts", []):
+            local = root / m["name"]
+            local.mkdir(parents=True, exist_ok=True)
+            mounts[m["mountPath"]] = local
+            secret = volumes.get(m["name"], {}).get("secret")
+            if secret:
+                r = self.cluster.kubectl("get", "secret", secret["secretName"], "-o", "json", check=False)
+                data = json.loads(r.stdout).get("data") or {} if r.returncode == 0 else {}
+                for key, value in data.items():
+                    (local / key).write_bytes(base64.b64decode(value))
+        ports = {p["containerPort"]: free_port() for p in container.get("ports", [])}
+        self.ports[pod_name] = ports
+        env = {"HOSTNAME": pod_name}
+        for e in container.get("env", []):
+            source = e.get("valueFrom", {})
+            if "value" in e:
+                env[e["name"]] = e["value"]
+            elif source.get("fieldRef", {}).get("fieldPath") == "metadata.name":
+                env[e["name"]] = pod_name
+            elif "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
+                env[e["name"]] = base64.b64decode(self.cluster.get("secret", ref["name"])["data"][ref["key"]]).decode()
         for source in container.get("envFrom", []):
             data = self.cluster.get("secret", source["secretRef"]["name"]).get("data") or {}
             env.update({k: base64.b64decode(v).decode() for k, v in data.items()})
-        env["HOSTNAME"] = pod_name  # as a kubelet sets it
-        assert container["command"] == ["omnisql"], container["command"]
-        proc = Process(args, "Flight SQL on", env)
+        env.update(extra_env or {})
+        args = []
+        for a in container.get("args", []):
+            a = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a)
+            for path, local in mounts.items():
+                a = a.replace(path, str(local))
+            for port, local_port in ports.items():
+                a = a.replace(f"0.0.0.0:{port}", f"127.0.0.1:{local_port}")
+            args.append(a)
+        proc = Process(args, ready_line, env)
         self.procs[pod_name] = proc
-        return proc, health
+        return proc
 
     def ready(self, pod_name: str, health: int):
         """Like a kubelet whose readiness probe passed: the Pod is marked Ready."""
@@ -176,7 +193,8 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
         step = time.monotonic()
 
     cluster = kube.Cluster(tmp_path / "cluster")
-    cp = operator = kubelet = sandbox = moto = None
+    cp = operator = sandbox = moto = pg = None
+    kubelet = Kubelet(cluster, tmp_path / "pods")
     try:
         mark("API server and controllers up")
         # The operator's chart installs the CRD and the operator's least-privilege RBAC and Deployment.
@@ -188,17 +206,21 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
         assert bad.returncode != 0 and "spec.replicas" in bad.stderr, bad.stderr
         mark("CRD installed")
 
-        http, grpc = free_port(), free_port()
-        key_file = tmp_path / "operator.key"
-        # Connections are sealed with a KMS key that the control plane and the data planes both reach.
-        moto = Moto()
+        # The control plane from its chart, on PostgreSQL, sealing with a KMS key that the control plane
+        # and the data planes both reach (moto).
+        pg, moto = Postgres(), Moto()
         key_id = moto.create_key()
-        cp = Process(["control-plane", "--http-addr", f"127.0.0.1:{http}", "--grpc-addr", f"127.0.0.1:{grpc}",
-                      "--data-dir", str(tmp_path / "cp"), "--bootstrap-key-file", str(key_file), "--kms", "aws-kms",
-                      "--kms-endpoint", moto.endpoint, "--kms-region", "us-east-1", "--default-key-id", key_id],
-                     "OmniSQL control plane:", AWS_ENV)
+        cluster.kubectl("create", "secret", "generic", "omnisql-database", f"--from-literal=url={pg.url}")
         cluster.kubectl("create", "secret", "generic", "aws-credentials",
                         *[f"--from-literal={k}={v}" for k, v in AWS_ENV.items() if k.startswith("AWS_") and "KEY" in k])
+        cluster.helm("install", "omnisql", str(ROOT / "charts/omnisql-control-plane"), "--namespace", "default",
+                     "--set", "replicas=1", "--set", f"kms.endpoint={moto.endpoint}", "--set", "kms.region=us-east-1",
+                     "--set", f"kms.defaultKeyId={key_id}", "--set", "kms.credentialsSecret=aws-credentials")
+        cp_pod = wait("control-plane pod", lambda: cluster.get("pods", "-l", "app.kubernetes.io/name=omnisql-control-plane")["items"])
+        cp_pod = cp_pod[0]["metadata"]["name"]
+        cp = kubelet.run(cp_pod, "OmniSQL control plane:")
+        http, grpc = kubelet.ports[cp_pod][8080], kubelet.ports[cp_pod][7070]
+        key_file = kubelet.tmp / cp_pod / "data" / "operator.key"
         admin = Admin(f"http://127.0.0.1:{http}", key_file.read_text().strip())
         admin.ok("POST", "/v1/tenants", {"id": "acme", "name": "Acme", "region": "local"})
         # The operator's own least-privilege credential: tokens and data planes of its region only.
@@ -206,7 +228,7 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
                  {"id": "k8s-operator", "kind": "service_account", "role": "data_plane_operator", "regions": ["local"]})
         operator_key = admin.ok("POST", "/v1/tenants/_platform/api-keys", {"principal": "k8s-operator"})["key"]
         cluster.kubectl("create", "secret", "generic", "omnisql-operator", f"--from-literal=apiKey={operator_key}")
-        operator = run_operator(cluster)
+        operator = run_operator(cluster, kubelet)
         mark("control plane and operator started")
 
         # A spec the API server accepts but the operator cannot act on is a condition, not a crash loop.
@@ -255,7 +277,8 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
         admin.ok("POST", "/v1/tenants/acme/principals", {"id": "ann", "kind": "user", "role": "tenant_member"})
         key = admin.ok("POST", "/v1/tenants/acme/api-keys", {"principal": "ann"})["key"]
         answers = {}
-        for pod, port in kubelet.flight_ports.items():
+        for pod in ("analytics-0", "analytics-1"):
+            port = kubelet.ports[pod][50051]
             answers[pod] = wait(f"the join on {pod}", lambda: join_rows(f"grpc://127.0.0.1:{port}", key), 30, every=0.5)
         assert len(answers["analytics-0"]) > 5 and answers["analytics-0"] == answers["analytics-1"], answers
         mark("3-app join served by both replicas")
@@ -277,9 +300,10 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
         mark("scaled to 3")
 
         # An operator restart mid-way changes nothing: it converges on what is there.
-        operator.stop()
+        for name in [n for n in kubelet.procs if n.startswith("omnisql-operator-")]:
+            kubelet.procs.pop(name).stop()
         cluster.kubectl("patch", "odp", "analytics", "--type=merge", "-p", '{"spec":{"replicas":1}}')
-        operator = run_operator(cluster)
+        operator = run_operator(cluster, kubelet)
         # Scale down: the data planes of the replicas that went away leave the control plane.
         converge("scaled to 1", lambda: local_hostnames() == ["analytics-0"]
                  and condition(cluster.get("odp", "analytics"), "Ready").get("status") == "True")
@@ -308,9 +332,10 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
             r = cluster.kubectl("get", *what, "-o", "json", check=False)
             if r.returncode == 0:
                 print(what[0], "status:", json.dumps(json.loads(r.stdout).get("status"), indent=1))
-        if operator is not None:
-            print("operator log:\n" + "".join(operator.log[-40:]))
-        stop_all(kubelet, operator, cp, sandbox, moto)
+        for name, proc in kubelet.procs.items():
+            if "operator" in name or "omnisql-" in name:
+                print(f"{name} log:\n" + "".join(proc.log[-20:]))
+        stop_all(kubelet, sandbox, moto, pg)
         cluster.stop()
 
 
