@@ -1,0 +1,5 @@
+package provider
+
+import "regexp"
+
+func regexpMust(pattern string) *regexp.Regexp { return regexp.MustCompile(pattern) }
