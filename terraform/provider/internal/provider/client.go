@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"strings"
 	"time"
 )
@@ -92,4 +93,31 @@ func isNotFound(err error) bool {
 		return e.notFound()
 	}
 	return false
+}
+
+// each calls `visit` for every item of a paged list at `path` until it returns true.
+func each[T any](ctx context.Context, c *client, path string, visit func(T) bool) error {
+	after := ""
+	for {
+		var page struct {
+			Items []T     `json:"items"`
+			Next  *string `json:"next"`
+		}
+		url := path + "?limit=500"
+		if after != "" {
+			url += "&after=" + neturl.QueryEscape(after)
+		}
+		if err := c.call(ctx, http.MethodGet, url, nil, &page); err != nil {
+			return err
+		}
+		for _, item := range page.Items {
+			if visit(item) {
+				return nil
+			}
+		}
+		if page.Next == nil || *page.Next == "" {
+			return nil
+		}
+		after = *page.Next
+	}
 }
