@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
@@ -96,5 +98,48 @@ func TestAccAccess(t *testing.T) {
 			{ResourceName: "omnisql_principal.ann", ImportState: true, ImportStateId: "tf-globex/ann", ImportStateVerify: true},
 			{ResourceName: "omnisql_principal.k8s", ImportState: true, ImportStateId: "_platform/tf-k8s-eu", ImportStateVerify: true},
 		},
+	})
+}
+
+// A real data plane enrols with a token of region tf-dp; the data source lists it, and only it.
+func TestAccDataPlanes(t *testing.T) {
+	var token struct {
+		Token string `json:"token"`
+	}
+	if err := adminClient().call(context.Background(), http.MethodPost, "/v1/enrollment-tokens", map[string]any{"region": "tf-dp"}, &token); err != nil {
+		t.Fatal(err)
+	}
+	dp := exec.Command(omnisqlBinary(), "data-plane", "--control-plane", controlPlaneGRPC, "--enrollment-token", token.Token,
+		"--state-dir", t.TempDir(), "--flight-addr", "127.0.0.1:0")
+	dp.Env = append(os.Environ(), "HOSTNAME=tf-dp-0")
+	if err := dp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = dp.Process.Kill(); _, _ = dp.Process.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var all []map[string]any
+		_ = adminClient().call(context.Background(), http.MethodGet, "/v1/data-planes", nil, &all)
+		if len(all) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the data plane never enrolled")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: providers,
+		Steps: []resource.TestStep{{
+			Config: `
+data "omnisql_data_planes" "dp" { region = "tf-dp" }
+data "omnisql_data_planes" "none" { region = "nowhere" }`,
+			Check: resource.ComposeAggregateTestCheckFunc(
+				resource.TestCheckResourceAttr("data.omnisql_data_planes.dp", "data_planes.#", "1"),
+				resource.TestCheckResourceAttr("data.omnisql_data_planes.dp", "data_planes.0.hostname", "tf-dp-0"),
+				resource.TestCheckResourceAttr("data.omnisql_data_planes.dp", "data_planes.0.region", "tf-dp"),
+				resource.TestCheckResourceAttr("data.omnisql_data_planes.none", "data_planes.#", "0"),
+			),
+		}},
 	})
 }

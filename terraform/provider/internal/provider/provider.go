@@ -75,5 +75,5 @@ func (p *omnisqlProvider) Resources(_ context.Context) []func() resource.Resourc
 }
 
 func (p *omnisqlProvider) DataSources(_ context.Context) []func() datasource.DataSource {
-	return nil
+	return []func() datasource.DataSource{newDataPlanesDataSource}
 }

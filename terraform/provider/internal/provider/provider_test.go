@@ -47,6 +47,7 @@ func TestMain(m *testing.M) {
 		panic(fmt.Sprintf("cannot start the control plane (%s): %v", omnisqlBinary(), err))
 	}
 	key := waitForKey(keyFile, 60*time.Second)
+	controlPlaneGRPC = fmt.Sprintf("http://127.0.0.1:%d", grpcPort)
 	os.Setenv("OMNISQL_ADMIN_URL", fmt.Sprintf("http://127.0.0.1:%d", httpPort))
 	os.Setenv("OMNISQL_ADMIN_KEY", key)
 	code := m.Run()
@@ -55,6 +56,9 @@ func TestMain(m *testing.M) {
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }
+
+// controlPlaneGRPC is where data planes enrol.
+var controlPlaneGRPC string
 
 // omnisqlBinary is OMNISQL_BIN, or the debug build in CARGO_TARGET_DIR (or the repository's target/).
 func omnisqlBinary() string {
