@@ -126,3 +126,17 @@ def conn(dev):
     c = flight_sql.connect(dev.uri, db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {dev.token}"})
     yield c
     c.close()
+
+
+# The README's question: open GitHub issues from customers (Salesforce contacts) and who owns their account
+# (Salesforce user, found in Slack).
+THREE_APP_JOIN = """
+    SELECT i.repo_full_name, i.number, c.email AS customer, su.real_name AS owner
+    FROM github.issues i
+    JOIN github.users gu ON gu.login = i.user_login
+    JOIN salesforce.contact c ON c.email = gu.email
+    JOIN salesforce.account a ON a.id = c.account_id
+    JOIN salesforce."user" u ON u.id = a.owner_id
+    JOIN slack.users su ON su.email = u.email
+    WHERE i.state = 'open' AND NOT i.is_pull_request
+"""

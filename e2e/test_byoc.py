@@ -17,7 +17,7 @@ import pytest
 from adbc_driver_flightsql import dbapi as flight_sql
 
 import kube
-from conftest import start_sandbox
+from conftest import THREE_APP_JOIN, start_sandbox
 from services import AWS_ENV, Admin, Moto, Postgres, Process, free_port, stop_all
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -148,24 +148,12 @@ class Kubelet:
         stop_all(*self.procs.values())
 
 
-JOIN = """
-    SELECT i.repo_full_name, i.number, c.email AS customer, su.real_name AS owner
-    FROM github.issues i
-    JOIN github.users gu ON gu.login = i.user_login
-    JOIN salesforce.contact c ON c.email = gu.email
-    JOIN salesforce.account a ON a.id = c.account_id
-    JOIN salesforce."user" u ON u.id = a.owner_id
-    JOIN slack.users su ON su.email = u.email
-    WHERE i.state = 'open' AND NOT i.is_pull_request
-"""
-
-
 def join_rows(uri: str, key: str) -> set | None:
     """The join's rows from one data plane, or None while it does not serve the tenant yet."""
     try:
         with flight_sql.connect(uri, db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {key}"}) as conn:
             with conn.cursor() as cur:
-                cur.execute(JOIN)
+                cur.execute(THREE_APP_JOIN)
                 return {tuple(r.values()) for r in cur.fetch_arrow_table().to_pylist()}
     except Exception:
         return None

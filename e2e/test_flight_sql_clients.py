@@ -10,6 +10,8 @@ import adbc_driver_flightsql.dbapi as flight_sql
 import adbc_driver_manager
 import pytest
 
+from conftest import THREE_APP_JOIN
+
 
 def test_get_info_names_the_server(conn):
     info = conn.adbc_get_info()
@@ -92,23 +94,11 @@ def _expected_join(dev) -> set:
     return expected
 
 
-JOIN = """
-    SELECT i.repo_full_name, i.number, c.email AS customer, su.real_name AS owner
-    FROM github.issues i
-    JOIN github.users gu ON gu.login = i.user_login
-    JOIN salesforce.contact c ON c.email = gu.email
-    JOIN salesforce.account a ON a.id = c.account_id
-    JOIN salesforce."user" u ON u.id = a.owner_id
-    JOIN slack.users su ON su.email = u.email
-    WHERE i.state = 'open' AND NOT i.is_pull_request
-"""
-
-
 def test_three_app_join_on_email_returns_the_rows_the_apis_hold(conn, dev):
     expected = _expected_join(dev)
     assert len(expected) > 5
     with conn.cursor() as cur:
-        cur.execute(JOIN)
+        cur.execute(THREE_APP_JOIN)
         table = cur.fetch_arrow_table()
     got = set(zip(*(table.column(n).to_pylist() for n in ["repo_full_name", "number", "customer", "owner"])))
     assert got == expected
