@@ -112,9 +112,6 @@ impl Default for KmsSpec {
 pub struct ListenerSpec {
     #[serde(default = "default_flight_port")]
     pub port: i32,
-    /// A `kubernetes.io/tls` Secret to serve TLS with.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_secret: Option<String>,
 }
 
 fn default_flight_port() -> i32 {
@@ -123,7 +120,7 @@ fn default_flight_port() -> i32 {
 
 impl Default for ListenerSpec {
     fn default() -> Self {
-        ListenerSpec { port: default_flight_port(), tls_secret: None }
+        ListenerSpec { port: default_flight_port() }
     }
 }
 
