@@ -16,6 +16,10 @@ async fn stats(url: &str) -> serde_json::Value {
     reqwest::get(format!("{url}/_sandbox/stats")).await.unwrap().json().await.unwrap()
 }
 
+/// The tests that measure latency or shares under load run one at a time: run beside another saturating
+/// test of this file, they would measure its CPU use rather than the limiter's fairness.
+static UNDER_LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn engine_without_cache(sb: &Sandbox, timeout: Duration, tenants: &[(&str, f64)], rps: Option<f64>) -> Arc<Engine> {
     let connections: Vec<_> =
         sb.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
@@ -117,6 +121,7 @@ async fn saturate(engine: Arc<Engine>, tenant: &'static str, loops: usize, for_h
 
 #[tokio::test]
 async fn a_contended_limit_is_shared_by_weight() {
+    let _alone = UNDER_LOAD.lock().await;
     let sb = sandbox(SandboxConfig::default()).await;
     // One credential, 40 requests a second, shared by both tenants; heavy has three times the weight.
     let engine = engine_without_cache(&sb, Duration::from_secs(30), &[("heavy", 3.0), ("light", 1.0)], Some(40.0));
@@ -131,6 +136,7 @@ async fn a_contended_limit_is_shared_by_weight() {
 
 #[tokio::test]
 async fn a_light_tenant_is_not_starved_by_a_heavy_one() {
+    let _alone = UNDER_LOAD.lock().await;
     let sb = sandbox(SandboxConfig::default()).await;
     let engine = engine_without_cache(&sb, Duration::from_secs(30), &[("heavy", 1.0), ("light", 1.0)], Some(40.0));
     let mut unloaded = Vec::new();
@@ -168,6 +174,7 @@ async fn a_light_tenant_is_not_starved_by_a_heavy_one() {
 
 #[tokio::test]
 async fn a_tenant_limited_to_a_share_of_the_quota_leaves_the_rest_to_others() {
+    let _alone = UNDER_LOAD.lock().await;
     let sb =
         sandbox(SandboxConfig { quotas: Quotas { github_per_hour: 5000, ..Quotas::generous() }, ..Default::default() }).await;
     let connections: Vec<_> =
