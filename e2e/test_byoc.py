@@ -44,7 +44,38 @@ def wait(what: str, check, timeout: float = 60.0, every: float = 0.2):
         time.sleep(every)
 
 
-def data_plane_yaml(replicas: int, cp_grpc: int, cp_http: int, kms: str) -> str:
+def tls_pair(tmp: pathlib.Path) -> tuple[str, pathlib.Path, pathlib.Path]:
+    """A private CA (its PEM) and a certificate for 127.0.0.1 it signed (files), as a hosted control plane
+    might use."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "omnisql e2e CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+    return ca.public_bytes(serialization.Encoding.PEM).decode(), tmp / "tls.crt", tmp / "tls.key"
+
+
+def data_plane_yaml(replicas: int, cp_grpc: int, cp_http: int, kms: str, ca_pem: str) -> str:
+    ca = json.dumps(ca_pem)
     return f"""
 apiVersion: omnisql.io/v1alpha1
 kind: DataPlane
@@ -53,7 +84,7 @@ spec:
   region: local
   replicas: {replicas}
   version: 0.1.0
-  controlPlane: {{url: "http://127.0.0.1:{cp_grpc}", adminUrl: "http://127.0.0.1:{cp_http}", credentialsSecret: omnisql-operator}}
+  controlPlane: {{url: "https://127.0.0.1:{cp_grpc}", adminUrl: "http://127.0.0.1:{cp_http}", credentialsSecret: omnisql-operator, caBundle: {ca}}}
   kms: {{provider: aws-kms, endpoint: "{kms}", region: us-east-1, credentialsSecret: aws-credentials}}
 """
 
@@ -107,6 +138,10 @@ class Kubelet:
                 data = json.loads(r.stdout).get("data") or {} if r.returncode == 0 else {}
                 for key, value in data.items():
                     (local / key).write_bytes(base64.b64decode(value))
+            config_map = volumes.get(m["name"], {}).get("configMap")
+            if config_map:
+                for key, value in (self.cluster.get("configmap", config_map["name"]).get("data") or {}).items():
+                    (local / key).write_text(value)
         ports = {p["containerPort"]: free_port() for p in container.get("ports", [])}
         self.ports[pod_name] = ports
         env = {"HOSTNAME": pod_name}
@@ -199,11 +234,15 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
         pg, moto = Postgres(), Moto()
         key_id = moto.create_key()
         cluster.kubectl("create", "secret", "generic", "omnisql-database", f"--from-literal=url={pg.url}")
+        # The data planes reach it over TLS with a private CA (the DataPlane's caBundle).
+        ca_pem, tls_crt, tls_key = tls_pair(tmp_path / "tls")
+        cluster.kubectl("create", "secret", "tls", "omnisql-grpc-tls", f"--cert={tls_crt}", f"--key={tls_key}")
         cluster.kubectl("create", "secret", "generic", "aws-credentials",
                         *[f"--from-literal={k}={v}" for k, v in AWS_ENV.items() if k.startswith("AWS_") and "KEY" in k])
         cluster.helm("install", "omnisql", str(ROOT / "charts/omnisql-control-plane"), "--namespace", "default",
                      "--set", "replicas=1", "--set", f"kms.endpoint={moto.endpoint}", "--set", "kms.region=us-east-1",
-                     "--set", f"kms.defaultKeyId={key_id}", "--set", "kms.credentialsSecret=aws-credentials")
+                     "--set", f"kms.defaultKeyId={key_id}", "--set", "kms.credentialsSecret=aws-credentials",
+                     "--set", "grpcTls.secretName=omnisql-grpc-tls")
         cp_pod = wait("control-plane pod", lambda: cluster.get("pods", "-l", "app.kubernetes.io/name=omnisql-control-plane")["items"])
         cp_pod = cp_pod[0]["metadata"]["name"]
         cp = kubelet.run(cp_pod, "OmniSQL control plane:")
@@ -220,14 +259,14 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
         mark("control plane and operator started")
 
         # A spec the API server accepts but the operator cannot act on is a condition, not a crash loop.
-        cluster.kubectl("apply", "-f", "-", input=data_plane_yaml(1, grpc, http, moto.endpoint).replace("region: local", "region: Local"))
+        cluster.kubectl("apply", "-f", "-", input=data_plane_yaml(1, grpc, http, moto.endpoint, ca_pem).replace("region: local", "region: Local"))
         dp = wait("Degraded condition", lambda: (d := cluster.get("odp", "analytics")) and
                   condition(d, "Degraded").get("status") == "True" and d)
         assert condition(dp, "Degraded")["reason"] == "InvalidSpec" and "region" in condition(dp, "Degraded")["message"]
         assert cluster.kubectl("get", "statefulset", "analytics", check=False).returncode != 0
         mark("invalid spec reported")
 
-        cluster.kubectl("apply", "-f", "-", input=data_plane_yaml(2, grpc, http, moto.endpoint))
+        cluster.kubectl("apply", "-f", "-", input=data_plane_yaml(2, grpc, http, moto.endpoint, ca_pem))
         sts = wait("StatefulSet", lambda: cluster.kubectl("get", "statefulset", "analytics", "-o", "json", check=False).stdout)
         sts = json.loads(sts)
         owner = sts["metadata"]["ownerReferences"][0]
@@ -338,7 +377,7 @@ def test_charts_lint_and_validate_against_the_api_server(tmp_path):
         charts = {CHART: [], ROOT / "charts/omnisql-control-plane": ["--set", "kms.defaultKeyId=alias/omnisql"]}
         for chart, values in charts.items():
             assert "0 chart(s) failed" in cluster.helm("lint", str(chart), *values).stdout
-            for extra in ([], ["--set", "watchAllNamespaces=true"] if chart == CHART else ["--set", "replicas=1"]):
+            for extra in ([], ["--set", "watchAllNamespaces=true"] if chart == CHART else ["--set", "replicas=1", "--set", "grpcTls.secretName=tls"]):
                 rendered = cluster.helm("template", "omnisql", str(chart), "--namespace", "default", *values, *extra).stdout
                 applied = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
                 assert "(server dry run)" in applied.stdout, applied.stdout

@@ -61,6 +61,12 @@ pub struct ControlPlaneArgs {
     /// On first start, write the platform operator's API key here instead of printing it.
     #[arg(long, env = "OMNISQL_BOOTSTRAP_KEY_FILE")]
     bootstrap_key_file: Option<PathBuf>,
+    /// Serve the data planes' gRPC over TLS: the certificate chain (PEM); needs `--grpc-tls-key`.
+    #[arg(long, env = "OMNISQL_GRPC_TLS_CERT", requires = "grpc_tls_key")]
+    grpc_tls_cert: Option<PathBuf>,
+    /// The private key of `--grpc-tls-cert` (PEM).
+    #[arg(long, env = "OMNISQL_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+    grpc_tls_key: Option<PathBuf>,
 }
 
 impl ControlPlaneArgs {
@@ -74,6 +80,8 @@ impl ControlPlaneArgs {
             kms: KmsArgs { provider: "local".into(), kms_key_file: None, kms_endpoint: None, kms_region: None },
             default_key_id: "local".into(),
             bootstrap_key_file: None,
+            grpc_tls_cert: None,
+            grpc_tls_key: None,
         }
     }
 }
@@ -107,7 +115,14 @@ pub async fn catalog() -> Vec<ConnectorVersion> {
 pub async fn start_control_plane(args: &ControlPlaneArgs) -> Result<ControlPlane, CliError> {
     let database_url =
         args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("control-plane.db").display()));
+    let read =
+        |path: &PathBuf| std::fs::read(path).map_err(|source| CliError::Write { path: path.display().to_string(), source });
+    let grpc_tls = match (&args.grpc_tls_cert, &args.grpc_tls_key) {
+        (Some(cert), Some(key)) => Some(omnisql_control_plane::TlsIdentity { cert_pem: read(cert)?, key_pem: read(key)? }),
+        _ => None,
+    };
     let options = Options {
+        grpc_tls,
         http_addr: args.http_addr.clone(),
         grpc_addr: args.grpc_addr.clone(),
         database_url,
@@ -148,6 +163,9 @@ pub struct DataPlaneArgs {
     /// One-time enrollment token (first start only).
     #[arg(long, env = "OMNISQL_ENROLLMENT_TOKEN", conflicts_with = "enrollment_token_file")]
     enrollment_token: Option<String>,
+    /// PEM certificates to trust for an `https://` control plane besides the public roots (its own CA).
+    #[arg(long, env = "OMNISQL_CONTROL_PLANE_CA_FILE")]
+    control_plane_ca_file: Option<PathBuf>,
     /// A file holding the enrollment token, read on a start without an identity (the operator leaves one
     /// per replica); a missing file is no token.
     #[arg(long, env = "OMNISQL_ENROLLMENT_TOKEN_FILE")]
@@ -201,9 +219,14 @@ pub async fn data_plane(args: DataPlaneArgs) -> Result<(), CliError> {
         .and_then(|path| std::fs::read_to_string(path).ok())
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty());
+    let ca_pem = match &args.control_plane_ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|source| CliError::Write { path: path.display().to_string(), source })?),
+        None => None,
+    };
     let link = args.control_plane.as_ref().map(|url| LinkOptions {
         url: url.clone(),
         enrollment_token: args.enrollment_token.clone().or(token_from_file),
+        ca_pem: ca_pem.clone(),
         state_dir: args.state_dir.clone(),
         kms: args.kms.provider(&args.state_dir),
     });

@@ -161,6 +161,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         enrollment_token,
         state_dir,
         kms: omnisql_secrets::ProviderConfig::Local { key_file: data_dir.join("master.key") },
+        ca_pem: None,
     };
     let state_dir = link.state_dir.clone();
     let dp = crate::control::start_data_plane(None, Some(link), &state_dir, &args.engine).await?;

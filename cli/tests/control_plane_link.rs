@@ -45,6 +45,7 @@ async fn control_plane(dir: &Path, grpc_addr: &str) -> ControlPlane {
         kms: omnisql_secrets::ProviderConfig::Local { key_file: dir.join("master.key") },
         default_key_id: "local".into(),
         connectors: catalog(),
+        grpc_tls: None,
     })
     .await
     .unwrap()
@@ -87,6 +88,7 @@ impl Plane {
             enrollment_token: token,
             state_dir: state.to_path_buf(),
             kms: omnisql_secrets::ProviderConfig::Local { key_file: state.parent().unwrap().join("cp/master.key") },
+            ca_pem: None,
         };
         let link = omnisql_data_plane::control::start(engine.clone(), outbox.clone(), options).await.unwrap();
         let listener = omnisql_data_plane::bind("127.0.0.1:0").await.unwrap();
@@ -270,6 +272,64 @@ async fn a_data_plane_serves_its_saved_configuration_while_the_control_plane_is_
     assert!(!platform["items"].as_array().unwrap().is_empty(), "failed logins are audited too");
     println!("audit events of the tenant: {} (shipped {verify:?} after the check began)", ids.len());
     drop(plane);
+    cp.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_control_plane_is_trusted_through_its_ca_and_refused_without_it() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // A private CA and a certificate for 127.0.0.1 signed by it, as a hosted control plane might use.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+    let dir = temp_dir("tls");
+    let cp = ControlPlane::start(Options {
+        http_addr: "127.0.0.1:0".into(),
+        grpc_addr: "127.0.0.1:0".into(),
+        database_url: format!("sqlite://{}/cp.db", dir.join("cp").display()),
+        kms: omnisql_secrets::ProviderConfig::Local { key_file: dir.join("cp/master.key") },
+        default_key_id: "local".into(),
+        connectors: catalog(),
+        grpc_tls: Some(omnisql_control_plane::TlsIdentity {
+            cert_pem: cert.pem().into_bytes(),
+            key_pem: key.serialize_pem().into_bytes(),
+        }),
+    })
+    .await
+    .unwrap();
+    assert!(cp.grpc_url().starts_with("https://"), "{}", cp.grpc_url());
+    let admin = Admin { http: reqwest::Client::new(), url: cp.admin_url(), key: cp.bootstrap_key.clone().unwrap() };
+    let engine = Arc::new(Engine::new(&Config::default(), EngineOptions::default()).unwrap());
+    let link = |state: &str, ca_pem: Option<Vec<u8>>, token: String| {
+        let (engine, state) = (engine.clone(), dir.join(state));
+        let options = LinkOptions {
+            url: cp.grpc_url(),
+            enrollment_token: Some(token),
+            kms: omnisql_secrets::ProviderConfig::Local { key_file: dir.join("cp/master.key") },
+            ca_pem,
+            state_dir: state.clone(),
+        };
+        async move {
+            let outbox = Outbox::open(&state.join("audit")).unwrap();
+            omnisql_data_plane::control::start(engine, outbox, options).await
+        }
+    };
+
+    // Without the CA (public roots only) the certificate is refused, and the error says so.
+    let token = admin.post("/v1/enrollment-tokens", json!({"region": "eu"})).await["token"].as_str().unwrap().to_string();
+    let refused = link("untrusting", None, token.clone()).await.unwrap_err().to_string();
+    println!("without the CA: {refused}");
+    assert!(refused.contains("certificate") || refused.contains("UnknownIssuer"), "{refused}");
+    // With it, the same token enrols (it was not spent) and the configuration arrives.
+    let linked = link("trusting", Some(ca.pem().into_bytes()), token).await.unwrap();
+    let listed = admin.send(reqwest::Method::GET, "/v1/data-planes", None).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    time_until(|| async { linked.revision() > 0 }).await;
+    drop(linked);
     cp.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -16,4 +16,4 @@ pub mod server;
 pub mod store;
 pub mod testing;
 
-pub use server::{ControlPlane, Options};
+pub use server::{ControlPlane, Options, TlsIdentity};

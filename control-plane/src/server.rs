@@ -27,6 +27,15 @@ pub struct Options {
     pub default_key_id: String,
     /// Connector versions to publish in the catalog at start.
     pub connectors: Vec<ConnectorVersion>,
+    /// Serve the data planes' gRPC over TLS with this certificate chain and key (PEM).
+    pub grpc_tls: Option<TlsIdentity>,
+}
+
+/// A server's certificate chain and private key, PEM.
+#[derive(Debug, Clone)]
+pub struct TlsIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +50,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot serve TLS with the given certificate and key: {0}")]
+    Tls(String),
 }
 
 /// A running control plane.
@@ -48,6 +59,7 @@ pub enum StartError {
 pub struct ControlPlane {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    grpc_tls: bool,
     pub state: AppState,
     /// The platform operator's API key, when this start created it (shown once).
     pub bootstrap_key: Option<String>,
@@ -88,6 +100,13 @@ impl ControlPlane {
                 tracing::error!(error = %e, "admin API stopped");
             }
         });
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &options.grpc_tls {
+            let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+            server = server
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+        }
         let stop = cancel.clone();
         let grpc_task = tokio::spawn(async move {
             let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(grpc), |conn| {
@@ -96,15 +115,14 @@ impl ControlPlane {
                 }
                 conn
             });
-            let serve = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
+            let serve = server.add_service(service).serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "data-plane service stopped");
             }
         });
         tracing::info!(%http_addr, %grpc_addr, store = store.backend(), kms = state.sealer.provider(), "control plane listening");
-        Ok(ControlPlane { http_addr, grpc_addr, state, bootstrap_key, cancel, tasks: vec![http_task, grpc_task] })
+        let grpc_tls = options.grpc_tls.is_some();
+        Ok(ControlPlane { http_addr, grpc_addr, grpc_tls, state, bootstrap_key, cancel, tasks: vec![http_task, grpc_task] })
     }
 
     pub fn admin_url(&self) -> String {
@@ -112,7 +130,7 @@ impl ControlPlane {
     }
 
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc_addr)
+        format!("{}://{}", if self.grpc_tls { "https" } else { "http" }, self.grpc_addr)
     }
 
     /// Stops serving (open watch streams end) and waits for both servers.

@@ -35,6 +35,7 @@ async fn start(database_url: String, dir: &std::path::Path) -> ControlPlane {
         kms: omnisql_secrets::ProviderConfig::Local { key_file: dir.join("master.key") },
         default_key_id: "local".into(),
         connectors: vec![github_connector()],
+        grpc_tls: None,
     })
     .await
     .unwrap()

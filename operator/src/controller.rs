@@ -115,6 +115,9 @@ async fn apply(dp: &DataPlane, ctx: &Context) -> Result<Action, Error> {
     server_side_apply(ctx, &ns, &d.pods_service).await?;
     server_side_apply(ctx, &ns, &d.disruption_budget).await?;
     server_side_apply(ctx, &ns, &d.network_policy).await?;
+    if let Some(ca) = &d.ca_bundle {
+        server_side_apply(ctx, &ns, ca).await?;
+    }
     let control_plane = control_plane(dp, ctx, &ns).await?;
     let registered = control_plane.data_planes(&dp.spec.region).await?;
     sync_enrollment(dp, ctx, &ns, &control_plane, &registered).await?;

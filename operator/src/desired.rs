@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecretEnvSource,
-    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SecretEnvSource, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
@@ -28,6 +28,7 @@ use crate::resource::DataPlane;
 /// Where each pod finds its enrolment token (a file named after the pod) and keeps its state.
 pub const ENROLLMENT_DIR: &str = "/var/run/omnisql/enrollment";
 pub const STATE_DIR: &str = "/var/lib/omnisql";
+pub const CA_DIR: &str = "/var/run/omnisql/control-plane-ca";
 pub const HEALTH_PORT: i32 = 8080;
 /// The user the image runs as (not root).
 pub const RUN_AS: i64 = 65532;
@@ -41,11 +42,17 @@ pub struct Desired {
     pub pods_service: Service,
     pub disruption_budget: PodDisruptionBudget,
     pub network_policy: NetworkPolicy,
+    /// The control plane's CA bundle, mounted into the pods, when the spec has one.
+    pub ca_bundle: Option<ConfigMap>,
 }
 
 /// Names of the objects, derived from the resource's name.
 pub fn enrollment_secret(dp: &DataPlane) -> String {
     format!("{}-enrollment", dp.name_any())
+}
+
+fn ca_config_map(dp: &DataPlane) -> String {
+    format!("{}-control-plane-ca", dp.name_any())
 }
 
 fn pods_service(dp: &DataPlane) -> String {
@@ -110,6 +117,11 @@ pub fn desired(dp: &DataPlane) -> Desired {
             ..Default::default()
         },
         network_policy: network_policy(dp),
+        ca_bundle: dp.spec.control_plane.ca_bundle.as_ref().map(|pem| ConfigMap {
+            metadata: meta(dp, ca_config_map(dp)),
+            data: Some(BTreeMap::from([("ca.pem".to_string(), pem.clone())])),
+            ..Default::default()
+        }),
     }
 }
 
@@ -133,6 +145,9 @@ pub fn args(dp: &DataPlane) -> Vec<String> {
     }
     if let Some(r) = &s.kms.region {
         a.push(format!("--kms-region={r}"));
+    }
+    if s.control_plane.ca_bundle.is_some() {
+        a.push(format!("--control-plane-ca-file={CA_DIR}/ca.pem"));
     }
     if let Some(c) = s.cache_mib {
         a.push(format!("--cache-mib={c}"));
@@ -159,15 +174,28 @@ fn stateful_set(dp: &DataPlane) -> StatefulSet {
         },
         EnvVar { name: "OMNISQL_LOG".into(), value: Some("info".into()), ..Default::default() },
     ];
-    let volumes = vec![Volume {
+    let mut volumes = vec![Volume {
         name: "enrollment".into(),
         secret: Some(SecretVolumeSource { secret_name: Some(enrollment_secret(dp)), optional: Some(true), ..Default::default() }),
         ..Default::default()
     }];
-    let mounts = vec![
+    let mut mounts = vec![
         VolumeMount { name: "state".into(), mount_path: STATE_DIR.into(), ..Default::default() },
         VolumeMount { name: "enrollment".into(), mount_path: ENROLLMENT_DIR.into(), read_only: Some(true), ..Default::default() },
     ];
+    if s.control_plane.ca_bundle.is_some() {
+        volumes.push(Volume {
+            name: "control-plane-ca".into(),
+            config_map: Some(ConfigMapVolumeSource { name: ca_config_map(dp), ..Default::default() }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "control-plane-ca".into(),
+            mount_path: CA_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     let env_from = s.kms.credentials_secret.as_ref().map(|name| {
         vec![EnvFromSource {
             secret_ref: Some(SecretEnvSource { name: name.clone(), optional: Some(false) }),
@@ -416,5 +444,20 @@ mod tests {
         assert_eq!(rules.len(), 3);
         let platform_ports: Vec<_> = rules[2].ports.clone().unwrap_or_default().into_iter().filter_map(|p| p.port).collect();
         assert_eq!(platform_ports, [IntOrString::Int(443), IntOrString::Int(7070), IntOrString::Int(6379)]);
+    }
+
+    #[test]
+    fn a_ca_bundle_is_mounted_and_passed() {
+        let dp = data_plane(serde_json::json!({"controlPlane": {
+            "url": "https://cp:7070", "adminUrl": "https://cp", "credentialsSecret": "s", "caBundle": "-----BEGIN CERTIFICATE-----"
+        }}));
+        let d = desired(&dp);
+        assert_eq!(
+            d.ca_bundle.and_then(|c| c.data).and_then(|d| d.get("ca.pem").cloned()).as_deref(),
+            Some("-----BEGIN CERTIFICATE-----")
+        );
+        assert!(args(&dp).iter().any(|a| a == "--control-plane-ca-file=/var/run/omnisql/control-plane-ca/ca.pem"));
+        let pod = d.stateful_set.spec.unwrap_or_default().template.spec.unwrap_or_default();
+        assert!(pod.volumes.unwrap_or_default().iter().any(|v| v.name == "control-plane-ca"));
     }
 }

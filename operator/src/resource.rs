@@ -77,6 +77,9 @@ pub struct ControlPlaneSpec {
     pub url: String,
     /// The control plane's admin API, where the operator obtains enrolment tokens.
     pub admin_url: String,
+    /// PEM certificates to trust for an `https://` control plane whose certificate is not publicly trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
     /// The Secret (in this namespace) holding the operator's API key for the control plane, under `apiKey`.
     pub credentials_secret: String,
 }

@@ -33,6 +33,8 @@ pub struct LinkOptions {
     pub state_dir: PathBuf,
     /// How this data plane opens sealed credentials.
     pub kms: ProviderConfig,
+    /// Certificates (PEM) to trust for an `https://` control plane besides the public roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,9 +129,32 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LinkError> {
     std::fs::rename(&tmp, path).map_err(state_error(path))
 }
 
-fn channel(url: &str) -> Result<Channel, LinkError> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| LinkError::Unreachable { url: url.into(), message: e.to_string() })?
+/// A status's message and the errors under it (a refused certificate is two levels down).
+fn status_text(status: &tonic::Status) -> String {
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}
+
+fn channel(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel, LinkError> {
+    let mut endpoint =
+        Endpoint::from_shared(url.to_string()).map_err(|e| LinkError::Unreachable { url: url.into(), message: e.to_string() })?;
+    if url.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+        if let Some(pem) = ca_pem {
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        endpoint = endpoint.tls_config(tls).map_err(|e| LinkError::Unreachable { url: url.into(), message: e.to_string() })?;
+    }
+    let endpoint = endpoint
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -148,14 +173,14 @@ pub async fn start(engine: Arc<Engine>, outbox: Arc<Outbox>, options: LinkOption
             .map_err(|e| LinkError::State { path: identity_path.display().to_string(), source: std::io::Error::other(e) })?,
         Err(_) => {
             let token = options.enrollment_token.clone().ok_or(LinkError::NotEnrolled)?;
-            let mut client = DataPlaneServiceClient::new(channel(&options.url)?);
+            let mut client = DataPlaneServiceClient::new(channel(&options.url, options.ca_pem.as_deref())?);
             let hostname = std::env::var("HOSTNAME").unwrap_or_default();
             let response = client
                 .enroll(v1::EnrollRequest { enrollment_token: token, version: env!("CARGO_PKG_VERSION").into(), hostname })
                 .await
                 .map_err(|s| match s.code() {
                     tonic::Code::Unavailable | tonic::Code::Unknown => {
-                        LinkError::Unreachable { url: options.url.clone(), message: s.message().into() }
+                        LinkError::Unreachable { url: options.url.clone(), message: status_text(&s) }
                     }
                     _ => LinkError::Enrollment(s.message().into()),
                 })?
@@ -169,7 +194,8 @@ pub async fn start(engine: Arc<Engine>, outbox: Arc<Outbox>, options: LinkOption
     };
     let bearer = tonic::metadata::MetadataValue::try_from(format!("Bearer {}", identity.credential))
         .map_err(|e| LinkError::State { path: identity_path.display().to_string(), source: std::io::Error::other(e) })?;
-    let client: Client = DataPlaneServiceClient::with_interceptor(channel(&options.url)?, Bearer(bearer));
+    let client: Client =
+        DataPlaneServiceClient::with_interceptor(channel(&options.url, options.ca_pem.as_deref())?, Bearer(bearer));
     let sealer = Sealer::new(options.kms.build().await?);
     let mut applier = Applier { engine, sealer, dir: dir.clone(), tenants: BTreeMap::new(), opened: HashMap::new() };
     let (revision_tx, revision) = tokio::sync::watch::channel(0u64);
