@@ -74,6 +74,127 @@ def tls_pair(tmp: pathlib.Path) -> tuple[str, pathlib.Path, pathlib.Path]:
     return ca.public_bytes(serialization.Encoding.PEM).decode(), tmp / "tls.crt", tmp / "tls.key"
 
 
+class Tofu:
+    """OpenTofu with the omnisql provider built from `terraform/provider` and installed by `dev_overrides`
+    (no registry, no network), in a folder of its own."""
+
+    def __init__(self, work: pathlib.Path, admin: Admin):
+        self.work = work
+        plugins = work / "plugins"
+        plugins.mkdir(parents=True)
+        env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
+        subprocess.run(["go", "build", "-o", str(plugins / "terraform-provider-omnisql"), "."], cwd=ROOT / "terraform/provider",
+                       env=env, check=True, timeout=600)
+        (work / "tofurc").write_text(
+            'provider_installation {\n  dev_overrides { "registry.opentofu.org/omnisql/omnisql" = "%s" }\n  direct {}\n}\n' % plugins)
+        self.env = {**os.environ, "TF_CLI_CONFIG_FILE": str(work / "tofurc"), "OMNISQL_ADMIN_URL": admin.url,
+                    "OMNISQL_ADMIN_KEY": admin.key, "TF_IN_AUTOMATION": "1"}
+
+    def run(self, *args: str) -> str:
+        r = subprocess.run([str(kube.TOOLS / "tofu"), *args], cwd=self.work, env=self.env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, f"tofu {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
+        return r.stdout
+
+    def apply(self, apps: dict):
+        (self.work / "main.tf").write_text(TOFU_CONFIG)
+        self.run("apply", "-auto-approve", "-input=false",
+                 "-var", f"github_url={apps['github']['base_url']}", "-var", f"github_token={apps['github']['credentials']['token']}",
+                 "-var", f"salesforce_url={apps['salesforce']['base_url']}",
+                 "-var", f"salesforce_id={apps['salesforce']['credentials']['client_id']}",
+                 "-var", f"salesforce_secret={apps['salesforce']['credentials']['client_secret']}",
+                 "-var", f"slack_url={apps['slack']['base_url']}", "-var", f"slack_token={apps['slack']['credentials']['token']}")
+        self.vars = ["-var", "github_url=x", "-var", "github_token=x", "-var", "salesforce_url=x", "-var", "salesforce_id=x",
+                     "-var", "salesforce_secret=x", "-var", "slack_url=x", "-var", "slack_token=x"]
+
+    def output(self, name: str) -> str:
+        return self.run("output", "-raw", name)
+
+    def destroy(self):
+        self.run("destroy", "-auto-approve", "-input=false", "-refresh=false", *self.vars)
+
+
+TOFU_CONFIG = """
+terraform {
+  required_providers {
+    omnisql = { source = "omnisql/omnisql" }
+  }
+}
+
+variable "github_url" {}
+variable "github_token" { sensitive = true }
+variable "salesforce_url" {}
+variable "salesforce_id" {}
+variable "salesforce_secret" { sensitive = true }
+variable "slack_url" {}
+variable "slack_token" { sensitive = true }
+
+resource "omnisql_tenant" "acme" {
+  id     = "acme"
+  name   = "Acme"
+  region = "local"
+}
+
+resource "omnisql_connection" "github" {
+  tenant         = omnisql_tenant.acme.id
+  name           = "github"
+  connector      = "github"
+  options        = { base_url = var.github_url, orgs = "acme" }
+  secret_options = { token = var.github_token }
+}
+
+resource "omnisql_connection" "salesforce" {
+  tenant         = omnisql_tenant.acme.id
+  name           = "salesforce"
+  connector      = "salesforce"
+  options        = { login_url = var.salesforce_url, client_id = var.salesforce_id }
+  secret_options = { client_secret = var.salesforce_secret }
+}
+
+resource "omnisql_connection" "slack" {
+  tenant         = omnisql_tenant.acme.id
+  name           = "slack"
+  connector      = "slack"
+  options        = { base_url = var.slack_url }
+  secret_options = { token = var.slack_token }
+}
+
+resource "omnisql_principal" "ann" {
+  tenant = omnisql_tenant.acme.id
+  id     = "ann"
+  role   = "tenant_member"
+}
+
+resource "omnisql_api_key" "ann" {
+  tenant    = omnisql_tenant.acme.id
+  principal = omnisql_principal.ann.id
+}
+
+resource "omnisql_principal" "operator" {
+  tenant  = "_platform"
+  id      = "k8s-operator"
+  kind    = "service_account"
+  role    = "data_plane_operator"
+  regions = [omnisql_tenant.acme.region]
+}
+
+resource "omnisql_api_key" "operator" {
+  tenant    = "_platform"
+  principal = omnisql_principal.operator.id
+}
+
+output "operator_key" {
+  value     = omnisql_api_key.operator.key
+  sensitive = true
+}
+
+output "member_key" {
+  value     = omnisql_api_key.ann.key
+  sensitive = true
+}
+"""
+
+
 def data_plane_yaml(replicas: int, cp_grpc: int, cp_http: int, kms: str, ca_pem: str) -> str:
     ca = json.dumps(ca_pem)
     return f"""
@@ -234,6 +355,8 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
         pg, moto = Postgres(), Moto()
         key_id = moto.create_key()
         cluster.kubectl("create", "secret", "generic", "omnisql-database", f"--from-literal=url={pg.url}")
+        platform_key = "omk_" + os.urandom(20).hex()
+        cluster.kubectl("create", "secret", "generic", "omnisql-bootstrap", f"--from-literal=apiKey={platform_key}")
         # The data planes reach it over TLS with a private CA (the DataPlane's caBundle).
         ca_pem, tls_crt, tls_key = tls_pair(tmp_path / "tls")
         cluster.kubectl("create", "secret", "tls", "omnisql-grpc-tls", f"--cert={tls_crt}", f"--key={tls_key}")
@@ -242,18 +365,21 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
         cluster.helm("install", "omnisql", str(ROOT / "charts/omnisql-control-plane"), "--namespace", "default",
                      "--set", "replicas=1", "--set", f"kms.endpoint={moto.endpoint}", "--set", "kms.region=us-east-1",
                      "--set", f"kms.defaultKeyId={key_id}", "--set", "kms.credentialsSecret=aws-credentials",
-                     "--set", "grpcTls.secretName=omnisql-grpc-tls")
+                     "--set", "grpcTls.secretName=omnisql-grpc-tls", "--set", "bootstrapKeySecret=omnisql-bootstrap")
         cp_pod = wait("control-plane pod", lambda: cluster.get("pods", "-l", "app.kubernetes.io/name=omnisql-control-plane")["items"])
         cp_pod = cp_pod[0]["metadata"]["name"]
         cp = kubelet.run(cp_pod, "OmniSQL control plane:")
         http, grpc = kubelet.ports[cp_pod][8080], kubelet.ports[cp_pod][7070]
-        key_file = kubelet.tmp / cp_pod / "data" / "operator.key"
-        admin = Admin(f"http://127.0.0.1:{http}", key_file.read_text().strip())
-        admin.ok("POST", "/v1/tenants", {"id": "acme", "name": "Acme", "region": "local"})
-        # The operator's own least-privilege credential: tokens and data planes of its region only.
-        admin.ok("POST", "/v1/tenants/_platform/principals",
-                 {"id": "k8s-operator", "kind": "service_account", "role": "data_plane_operator", "regions": ["local"]})
-        operator_key = admin.ok("POST", "/v1/tenants/_platform/api-keys", {"principal": "k8s-operator"})["key"]
+        admin = Admin(f"http://127.0.0.1:{http}", platform_key)
+        assert admin.ok("GET", "/v1/me")["role"] == "platform_operator"
+        mark("control plane started from its chart")
+        # OpenTofu with the omnisql provider creates the tenant, its connections, a member's key and the
+        # operator's own least-privilege credential (tokens and data planes of its region only).
+        sandbox, apps = start_sandbox()
+        tofu = Tofu(tmp_path / "tofu", admin)
+        tofu.apply(apps)
+        operator_key, key = tofu.output("operator_key"), tofu.output("member_key")
+        mark("tofu apply")
         cluster.kubectl("create", "secret", "generic", "omnisql-operator", f"--from-literal=apiKey={operator_key}")
         operator = run_operator(cluster, kubelet)
         mark("control plane and operator started")
@@ -294,15 +420,6 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
         mark("Ready with both replicas enrolled")
 
         # Both replicas serve the tenant's 3-app join through Flight SQL, with the same answer.
-        sandbox, apps = start_sandbox()
-        admin.ok("POST", "/v1/tenants/acme/connections", {"name": "github", "connector": "github", "options": {
-            "base_url": apps["github"]["base_url"], "token": apps["github"]["credentials"]["token"], "orgs": "acme"}})
-        admin.ok("POST", "/v1/tenants/acme/connections", {"name": "salesforce", "connector": "salesforce", "options": {
-            "login_url": apps["salesforce"]["base_url"], **apps["salesforce"]["credentials"]}})
-        admin.ok("POST", "/v1/tenants/acme/connections", {"name": "slack", "connector": "slack", "options": {
-            "base_url": apps["slack"]["base_url"], "token": apps["slack"]["credentials"]["token"]}})
-        admin.ok("POST", "/v1/tenants/acme/principals", {"id": "ann", "kind": "user", "role": "tenant_member"})
-        key = admin.ok("POST", "/v1/tenants/acme/api-keys", {"principal": "ann"})["key"]
         answers = {}
         for pod in ("analytics-0", "analytics-1"):
             port = kubelet.ports[pod][50051]
@@ -353,6 +470,14 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
         wait("DataPlane gone", lambda: cluster.kubectl("get", "odp", "analytics", check=False).returncode != 0, 60)
         assert [d for d in admin.ok("GET", "/v1/data-planes") if d["region"] == "local"] == []
         mark("deleted and deregistered")
+
+        # `tofu destroy` leaves nothing: no tenant, no operator principal, its key dead.
+        tofu.destroy()
+        assert admin.call("GET", "/v1/tenants/acme")[0] == 404
+        platform = admin.ok("GET", "/v1/tenants/_platform/principals")["items"]
+        assert [p["id"] for p in platform if p["id"] == "k8s-operator"] == []
+        assert Admin(admin.url, operator_key).call("GET", "/v1/data-planes")[0] == 401
+        mark("tofu destroy")
     finally:
         print("step timings (s):", json.dumps(timings))
         for what in (("odp", "analytics"), ("statefulset", "analytics")):

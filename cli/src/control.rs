@@ -61,6 +61,10 @@ pub struct ControlPlaneArgs {
     /// On first start, write the platform operator's API key here instead of printing it.
     #[arg(long, env = "OMNISQL_BOOTSTRAP_KEY_FILE")]
     bootstrap_key_file: Option<PathBuf>,
+    /// The platform operator's API key to register on first start (at least 32 letters, digits, `_`,
+    /// `-`), instead of generating one: set it from a secret store, e.g. a Kubernetes Secret.
+    #[arg(long, env = "OMNISQL_BOOTSTRAP_KEY", hide_env_values = true, conflicts_with = "bootstrap_key_file")]
+    bootstrap_key: Option<String>,
     /// Serve the data planes' gRPC over TLS: the certificate chain (PEM); needs `--grpc-tls-key`.
     #[arg(long, env = "OMNISQL_GRPC_TLS_CERT", requires = "grpc_tls_key")]
     grpc_tls_cert: Option<PathBuf>,
@@ -80,6 +84,7 @@ impl ControlPlaneArgs {
             kms: KmsArgs { provider: "local".into(), kms_key_file: None, kms_endpoint: None, kms_region: None },
             default_key_id: "local".into(),
             bootstrap_key_file: None,
+            bootstrap_key: None,
             grpc_tls_cert: None,
             grpc_tls_key: None,
         }
@@ -123,6 +128,7 @@ pub async fn start_control_plane(args: &ControlPlaneArgs) -> Result<ControlPlane
     };
     let options = Options {
         grpc_tls,
+        bootstrap_key: args.bootstrap_key.clone(),
         http_addr: args.http_addr.clone(),
         grpc_addr: args.grpc_addr.clone(),
         database_url,

@@ -46,6 +46,7 @@ async fn control_plane(dir: &Path, grpc_addr: &str) -> ControlPlane {
         default_key_id: "local".into(),
         connectors: catalog(),
         grpc_tls: None,
+        bootstrap_key: None,
     })
     .await
     .unwrap()
@@ -298,6 +299,7 @@ async fn a_tls_control_plane_is_trusted_through_its_ca_and_refused_without_it() 
             cert_pem: cert.pem().into_bytes(),
             key_pem: key.serialize_pem().into_bytes(),
         }),
+        bootstrap_key: None,
     })
     .await
     .unwrap();

@@ -29,6 +29,9 @@ pub struct Options {
     pub connectors: Vec<ConnectorVersion>,
     /// Serve the data planes' gRPC over TLS with this certificate chain and key (PEM).
     pub grpc_tls: Option<TlsIdentity>,
+    /// The platform operator's API key to register on the first start, chosen by whoever deploys (e.g. from
+    /// a Kubernetes Secret); without it the first start generates one and hands it back once.
+    pub bootstrap_key: Option<String>,
 }
 
 /// A server's certificate chain and private key, PEM.
@@ -52,6 +55,8 @@ pub enum StartError {
     },
     #[error("cannot serve TLS with the given certificate and key: {0}")]
     Tls(String),
+    #[error("the bootstrap key must be at least 32 characters of letters, digits, `_` or `-`")]
+    WeakBootstrapKey,
 }
 
 /// A running control plane.
@@ -75,7 +80,12 @@ impl ControlPlane {
         for c in &options.connectors {
             store.upsert_connector(c).await?;
         }
-        let bootstrap_key = bootstrap(store.as_ref()).await?;
+        if let Some(k) = &options.bootstrap_key {
+            if k.len() < 32 || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(StartError::WeakBootstrapKey);
+            }
+        }
+        let bootstrap_key = bootstrap(store.as_ref(), options.bootstrap_key.as_deref()).await?;
 
         let bind = |addr: String| async move {
             tokio::net::TcpListener::bind(&addr).await.map_err(|source| StartError::Bind { addr, source })
@@ -150,7 +160,9 @@ impl ControlPlane {
 }
 
 /// On first start, creates the platform tenant and its operator, and returns the operator's API key.
-async fn bootstrap(store: &dyn Store) -> Result<Option<String>, StoreError> {
+/// On the first start (no platform tenant yet), creates it with its operator and the operator's key:
+/// `provided`, or a new one that is returned (shown once).
+async fn bootstrap(store: &dyn Store, provided: Option<&str>) -> Result<Option<String>, StoreError> {
     let platform = TenantId::platform();
     match store.get_tenant(&platform).await {
         Ok(_) => return Ok(None),
@@ -181,7 +193,7 @@ async fn bootstrap(store: &dyn Store) -> Result<Option<String>, StoreError> {
             regions: Vec::new(),
         })
         .await?;
-    let secret = keys::generate("omk");
+    let secret = provided.map_or_else(|| keys::generate("omk"), str::to_string);
     store
         .create_api_key(&ApiKey {
             tenant_id: platform,
@@ -195,5 +207,5 @@ async fn bootstrap(store: &dyn Store) -> Result<Option<String>, StoreError> {
             last_used_at: None,
         })
         .await?;
-    Ok(Some(secret))
+    Ok(provided.is_none().then_some(secret))
 }

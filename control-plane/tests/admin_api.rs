@@ -36,6 +36,7 @@ async fn start(database_url: String, dir: &std::path::Path) -> ControlPlane {
         default_key_id: "local".into(),
         connectors: vec![github_connector()],
         grpc_tls: None,
+        bootstrap_key: None,
     })
     .await
     .unwrap()
@@ -430,4 +431,28 @@ fn openapi_document_is_committed_and_current() {
     for path in ["/v1/tenants", "/v1/tenants/{tenant}/connections", "/v1/tenants/{tenant}/audit", "/v1/enrollment-tokens"] {
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }
+}
+
+#[tokio::test]
+async fn a_bootstrap_key_chosen_by_the_deployer_becomes_the_operators_and_is_never_shown() {
+    let dir = std::env::temp_dir().join(format!("omnisql-bootstrap-{}", uuid::Uuid::new_v4().simple()));
+    let options = |key: &str| Options {
+        http_addr: "127.0.0.1:0".into(),
+        grpc_addr: "127.0.0.1:0".into(),
+        database_url: format!("sqlite://{}/control.db", dir.display()),
+        kms: omnisql_secrets::ProviderConfig::Local { key_file: dir.join("master.key") },
+        default_key_id: "local".into(),
+        connectors: vec![],
+        grpc_tls: None,
+        bootstrap_key: Some(key.into()),
+    };
+    let weak = ControlPlane::start(options("short")).await.map(|_| ()).unwrap_err();
+    assert!(weak.to_string().contains("at least 32 characters"), "{weak}");
+    let key = "omk_deployer-chosen-0123456789abcdef0123";
+    let cp = ControlPlane::start(options(key)).await.unwrap();
+    assert!(cp.bootstrap_key.is_none(), "a provided key is not handed back");
+    let c = Client { http: reqwest::Client::new(), base: cp.admin_url() };
+    assert_eq!(c.get(key, "/v1/me").await.1["role"], "platform_operator");
+    cp.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
 }
