@@ -169,6 +169,11 @@ async fn policies_are_versioned(s: &dyn Store) {
     assert_eq!(latest.iter().map(|p| (p.name.as_str(), p.version)).collect::<Vec<_>>(), [("columns", 1), ("rows", 2)]);
     assert_eq!(s.policy_versions(&a, "rows").await.unwrap().len(), 2);
     assert!(matches!(s.policy_versions(&a, "nope").await, Err(StoreError::NotFound(_))));
+    let before = s.revision().await.unwrap();
+    s.delete_policy(&a, "rows").await.unwrap();
+    assert!(s.revision().await.unwrap() > before, "data planes hear of the deletion");
+    assert_eq!(s.list_policies(&a).await.unwrap().iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["columns"]);
+    assert!(matches!(s.delete_policy(&a, "rows").await, Err(StoreError::NotFound(_))));
 }
 
 async fn idempotency_keys_replay_per_tenant(s: &dyn Store) {

@@ -21,7 +21,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tenants/{tenant}/connections", get(list_connections).post(create_connection))
         .route("/v1/tenants/{tenant}/connections/{name}", get(get_connection).delete(delete_connection))
         .route("/v1/tenants/{tenant}/policies", get(list_policies))
-        .route("/v1/tenants/{tenant}/policies/{name}", get(policy_versions).put(put_policy))
+        .route("/v1/tenants/{tenant}/policies/{name}", get(policy_versions).put(put_policy).delete(delete_policy))
 }
 
 /// Every connector version in the catalog.
@@ -296,6 +296,20 @@ pub async fn policy_versions(
 ) -> Result<axum::Json<Vec<Policy>>, ApiError> {
     let tenant = caller.reader_of(&tenant)?;
     Ok(axum::Json(state.store.policy_versions(&tenant, &name).await?))
+}
+
+/// Deletes a policy, every version of it: data planes stop applying it within seconds.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/policies/{name}", tag = "policies",
+    params(("tenant" = String, Path), ("name" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = caller.admin_of(&tenant)?;
+    state.store.delete_policy(&tenant, &name).await?;
+    state.config_changed();
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]

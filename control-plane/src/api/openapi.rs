@@ -17,7 +17,7 @@ use crate::model;
         tenants::create_api_key, tenants::list_api_keys, tenants::revoke_api_key,
         catalog::list_connectors, catalog::publish_connector,
         catalog::create_connection, catalog::list_connections, catalog::get_connection, catalog::delete_connection,
-        catalog::put_policy, catalog::list_policies, catalog::policy_versions,
+        catalog::put_policy, catalog::list_policies, catalog::policy_versions, catalog::delete_policy,
         platform::create_enrollment_token, platform::list_data_planes, platform::delete_data_plane,
         audit::search_audit, audit::verify_audit,
     ),

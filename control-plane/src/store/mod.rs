@@ -121,6 +121,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The latest version of each policy.
     async fn list_policies(&self, tenant: &TenantId) -> Result<Vec<Policy>>;
     async fn policy_versions(&self, tenant: &TenantId, name: &str) -> Result<Vec<Policy>>;
+    /// Removes every version of the named policy.
+    async fn delete_policy(&self, tenant: &TenantId, name: &str) -> Result<()>;
 
     // --- idempotent creates ---
     async fn idempotent_response(&self, tenant: &TenantId, key: &str) -> Result<Option<IdempotentResponse>>;

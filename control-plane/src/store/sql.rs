@@ -625,6 +625,21 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn delete_policy(&self, tenant: &TenantId, name: &str) -> Result<()> {
+        let mut tx = self.begin(&tenant.0).await?;
+        let done = sqlx::query("DELETE FROM policies WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant.0.clone())
+            .bind(name.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("policy `{name}`")));
+        }
+        Self::bump(&mut tx, tenant).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn put_policy(&self, tenant: &TenantId, name: &str, rego: &str, now: i64) -> Result<Policy> {
         let mut tx = self.begin(&tenant.0).await?;
         let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM policies WHERE tenant_id = $1 AND name = $2")
