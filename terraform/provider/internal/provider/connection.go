@@ -6,7 +6,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
@@ -152,20 +151,11 @@ func (r *connectionResource) Delete(ctx context.Context, req resource.DeleteRequ
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	err := r.client.call(ctx, http.MethodDelete, "/v1/tenants/"+state.Tenant.ValueString()+"/connections/"+state.Name.ValueString(), nil, nil)
-	if err != nil && !isNotFound(err) {
-		resp.Diagnostics.AddError("Cannot delete the connection", err.Error())
-	}
+	deleteAt(ctx, r.client, "/v1/tenants/"+state.Tenant.ValueString()+"/connections/"+state.Name.ValueString(), "connection", &resp.Diagnostics)
 }
 
 // ImportState takes `tenant/name`; secret options cannot be imported (set them in the configuration,
 // and the next apply replaces the connection with them).
 func (r *connectionResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	tenant, name, ok := strings.Cut(req.ID, "/")
-	if !ok || tenant == "" || name == "" {
-		resp.Diagnostics.AddError("Import id must be tenant/connection", "got "+req.ID)
-		return
-	}
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("tenant"), tenant)...)
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("name"), name)...)
+	importTenantScoped(ctx, req, resp, "name")
 }

@@ -3,9 +3,10 @@ package provider
 import (
 	"context"
 	"net/http"
-	"strings"
 
-	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
+
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
@@ -68,14 +69,18 @@ func (r *policyResource) put(ctx context.Context, plan *policyModel) error {
 func (r *policyResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
 	var plan policyModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	if resp.Diagnostics.HasError() {
+	if !resp.Diagnostics.HasError() {
+		r.store(ctx, &plan, &resp.State, &resp.Diagnostics)
+	}
+}
+
+// store puts the planned text as a new version and records the version in `state`.
+func (r *policyResource) store(ctx context.Context, plan *policyModel, state *tfsdk.State, diags *diag.Diagnostics) {
+	if err := r.put(ctx, plan); err != nil {
+		diags.AddError("Cannot store the policy", err.Error())
 		return
 	}
-	if err := r.put(ctx, &plan); err != nil {
-		resp.Diagnostics.AddError("Cannot store the policy", err.Error())
-		return
-	}
-	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+	diags.Append(state.Set(ctx, plan)...)
 }
 
 func (r *policyResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
@@ -102,14 +107,9 @@ func (r *policyResource) Read(ctx context.Context, req resource.ReadRequest, res
 func (r *policyResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
 	var plan policyModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	if resp.Diagnostics.HasError() {
-		return
+	if !resp.Diagnostics.HasError() {
+		r.store(ctx, &plan, &resp.State, &resp.Diagnostics)
 	}
-	if err := r.put(ctx, &plan); err != nil {
-		resp.Diagnostics.AddError("Cannot store the policy", err.Error())
-		return
-	}
-	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
 
 func (r *policyResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
@@ -118,19 +118,10 @@ func (r *policyResource) Delete(ctx context.Context, req resource.DeleteRequest,
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	err := r.client.call(ctx, http.MethodDelete, "/v1/tenants/"+state.Tenant.ValueString()+"/policies/"+state.Name.ValueString(), nil, nil)
-	if err != nil && !isNotFound(err) {
-		resp.Diagnostics.AddError("Cannot delete the policy", err.Error())
-	}
+	deleteAt(ctx, r.client, "/v1/tenants/"+state.Tenant.ValueString()+"/policies/"+state.Name.ValueString(), "policy", &resp.Diagnostics)
 }
 
 // ImportState takes `tenant/name`.
 func (r *policyResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	tenant, name, ok := strings.Cut(req.ID, "/")
-	if !ok || tenant == "" || name == "" {
-		resp.Diagnostics.AddError("Import id must be tenant/policy", "got "+req.ID)
-		return
-	}
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("tenant"), tenant)...)
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("name"), name)...)
+	importTenantScoped(ctx, req, resp, "name")
 }

@@ -3,9 +3,7 @@ package provider
 import (
 	"context"
 	"net/http"
-	"strings"
 
-	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/listplanmodifier"
@@ -123,19 +121,10 @@ func (r *principalResource) Delete(ctx context.Context, req resource.DeleteReque
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	err := r.client.call(ctx, http.MethodDelete, "/v1/tenants/"+state.Tenant.ValueString()+"/principals/"+state.ID.ValueString(), nil, nil)
-	if err != nil && !isNotFound(err) {
-		resp.Diagnostics.AddError("Cannot delete the principal", err.Error())
-	}
+	deleteAt(ctx, r.client, "/v1/tenants/"+state.Tenant.ValueString()+"/principals/"+state.ID.ValueString(), "principal", &resp.Diagnostics)
 }
 
 // ImportState takes `tenant/id`.
 func (r *principalResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	tenant, id, ok := strings.Cut(req.ID, "/")
-	if !ok || tenant == "" || id == "" {
-		resp.Diagnostics.AddError("Import id must be tenant/principal", "got "+req.ID)
-		return
-	}
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("tenant"), tenant)...)
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), id)...)
+	importTenantScoped(ctx, req, resp, "id")
 }
