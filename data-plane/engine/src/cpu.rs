@@ -493,6 +493,11 @@ mod tests {
     use super::*;
     use futures::task::noop_waker;
 
+    /// A held core that has run for `ran`, as if the poll had taken that long.
+    fn ran(mut held: Held<'_>, ran: Duration) {
+        held.since -= ran;
+    }
+
     fn context() -> Context<'static> {
         Context::from_waker(Box::leak(Box::new(noop_waker())))
     }
@@ -520,8 +525,7 @@ mod tests {
         let Poll::Ready(held) = h1.poll_enter(&mut cx) else { panic!() };
         assert!(h2.poll_enter(&mut cx).is_pending());
         assert!(l1.poll_enter(&mut cx).is_pending());
-        std::thread::sleep(Duration::from_millis(5));
-        drop(held);
+        ran(held, Duration::from_millis(5));
         // heavy queued first, but light has used less: the core goes to light.
         assert!(h2.poll_enter(&mut cx).is_pending());
         let Poll::Ready(held) = l1.poll_enter(&mut cx) else { panic!("light was passed over") };
@@ -562,8 +566,7 @@ mod tests {
         for (tenant, weight) in [("one", 1.0), ("four", 4.0)] {
             let mut gate = scheduler.share(tenant, weight).gate();
             let Poll::Ready(held) = gate.poll_enter(&mut context()) else { panic!() };
-            std::thread::sleep(Duration::from_millis(8));
-            drop(held);
+            ran(held, Duration::from_millis(8));
         }
         assert!(scheduler.used("four") < scheduler.used("one") / 2.0);
     }
@@ -594,8 +597,7 @@ mod tests {
         let mut gate = busy.gate();
         for _ in 0..3 {
             let Poll::Ready(held) = gate.poll_enter(&mut cx) else { panic!() };
-            std::thread::sleep(Duration::from_millis(3));
-            drop(held);
+            ran(held, Duration::from_millis(3));
         }
         // Contention makes the clock advance to busy's use; a newcomer starts there, not at zero.
         let mut a = busy.gate();

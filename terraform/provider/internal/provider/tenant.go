@@ -78,24 +78,30 @@ func (m *tenantModel) fromAPI(t tenantJSON) {
 	m.MaxConcurrentQueries = types.Int64PointerValue(t.MaxConcurrentQueries)
 }
 
+// changeable is what a tenant's creation and update both send: name, weight and limits (a limit
+// left out is sent as null: the data plane's default).
+func (m *tenantModel) changeable() map[string]any {
+	body := map[string]any{
+		"name":                      m.Name.ValueString(),
+		"statement_timeout_seconds": m.StatementTimeoutSeconds.ValueInt64Pointer(),
+		"max_concurrent_queries":    m.MaxConcurrentQueries.ValueInt64Pointer(),
+	}
+	if !m.Weight.IsNull() && !m.Weight.IsUnknown() {
+		body["weight"] = m.Weight.ValueFloat64()
+	}
+	return body
+}
+
 func (r *tenantResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
 	var plan tenantModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	body := map[string]any{"id": plan.ID.ValueString(), "name": plan.Name.ValueString(), "region": plan.Region.ValueString()}
+	body := plan.changeable()
+	body["id"], body["region"] = plan.ID.ValueString(), plan.Region.ValueString()
 	if !plan.KeyID.IsNull() && !plan.KeyID.IsUnknown() {
 		body["key_id"] = plan.KeyID.ValueString()
-	}
-	if !plan.Weight.IsNull() && !plan.Weight.IsUnknown() {
-		body["weight"] = plan.Weight.ValueFloat64()
-	}
-	if !plan.StatementTimeoutSeconds.IsNull() {
-		body["statement_timeout_seconds"] = plan.StatementTimeoutSeconds.ValueInt64()
-	}
-	if !plan.MaxConcurrentQueries.IsNull() {
-		body["max_concurrent_queries"] = plan.MaxConcurrentQueries.ValueInt64()
 	}
 	var created struct {
 		Tenant tenantJSON `json:"tenant"`
@@ -134,16 +140,8 @@ func (r *tenantResource) Update(ctx context.Context, req resource.UpdateRequest,
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	body := map[string]any{
-		"name":                      plan.Name.ValueString(),
-		"statement_timeout_seconds": plan.StatementTimeoutSeconds.ValueInt64Pointer(),
-		"max_concurrent_queries":    plan.MaxConcurrentQueries.ValueInt64Pointer(),
-	}
-	if !plan.Weight.IsNull() && !plan.Weight.IsUnknown() {
-		body["weight"] = plan.Weight.ValueFloat64()
-	}
 	var t tenantJSON
-	if err := r.client.call(ctx, http.MethodPatch, "/v1/tenants/"+plan.ID.ValueString(), body, &t); err != nil {
+	if err := r.client.call(ctx, http.MethodPatch, "/v1/tenants/"+plan.ID.ValueString(), plan.changeable(), &t); err != nil {
 		resp.Diagnostics.AddError("Cannot update the tenant", err.Error())
 		return
 	}
@@ -157,10 +155,7 @@ func (r *tenantResource) Delete(ctx context.Context, req resource.DeleteRequest,
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	err := r.client.call(ctx, http.MethodDelete, "/v1/tenants/"+state.ID.ValueString(), nil, nil)
-	if err != nil && !isNotFound(err) {
-		resp.Diagnostics.AddError("Cannot delete the tenant", err.Error())
-	}
+	deleteAt(ctx, r.client, "/v1/tenants/"+state.ID.ValueString(), "tenant", &resp.Diagnostics)
 }
 
 func (r *tenantResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
