@@ -18,7 +18,7 @@ from adbc_driver_flightsql import dbapi as flight_sql
 
 import kube
 from conftest import THREE_APP_JOIN, start_sandbox
-from services import AWS_ENV, Admin, Moto, Postgres, Process, free_port, stop_all
+from services import AWS_ENV, Admin, Moto, Postgres, Process, free_port, stop_all, tls_pair
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts/omnisql-operator"
@@ -42,36 +42,6 @@ def wait(what: str, check, timeout: float = 60.0, every: float = 0.2):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(every)
-
-
-def tls_pair(tmp: pathlib.Path) -> tuple[str, pathlib.Path, pathlib.Path]:
-    """A private CA (its PEM) and a certificate for 127.0.0.1 it signed (files), as a hosted control plane
-    might use."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "omnisql e2e CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                    serialization.NoEncryption()))
-    return ca.public_bytes(serialization.Encoding.PEM).decode(), tmp / "tls.crt", tmp / "tls.key"
 
 
 class Tofu:
@@ -207,6 +177,7 @@ spec:
   version: 0.1.0
   controlPlane: {{url: "https://127.0.0.1:{cp_grpc}", adminUrl: "http://127.0.0.1:{cp_http}", credentialsSecret: omnisql-operator, caBundle: {ca}}}
   kms: {{provider: aws-kms, endpoint: "{kms}", region: us-east-1, credentialsSecret: aws-credentials}}
+  flightSql: {{tlsSecret: flight-sql-tls}}
 """
 
 
@@ -246,23 +217,7 @@ class Kubelet:
         pod = self.cluster.get("pod", pod_name)
         container = pod["spec"]["containers"][0]
         assert container["command"] == ["omnisql"], container["command"]
-        root = self.tmp / pod_name
-        volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
-        mounts = {}
-        for m in container.get("volumeMounts", []):
-            local = root / m["name"]
-            local.mkdir(parents=True, exist_ok=True)
-            mounts[m["mountPath"]] = local
-            secret = volumes.get(m["name"], {}).get("secret")
-            if secret:
-                r = self.cluster.kubectl("get", "secret", secret["secretName"], "-o", "json", check=False)
-                data = json.loads(r.stdout).get("data") or {} if r.returncode == 0 else {}
-                for key, value in data.items():
-                    (local / key).write_bytes(base64.b64decode(value))
-            config_map = volumes.get(m["name"], {}).get("configMap")
-            if config_map:
-                for key, value in (self.cluster.get("configmap", config_map["name"]).get("data") or {}).items():
-                    (local / key).write_text(value)
+        mounts = self.fill_volumes(pod_name)
         ports = {p["containerPort"]: free_port() for p in container.get("ports", [])}
         self.ports[pod_name] = ports
         env = {"HOSTNAME": pod_name}
@@ -291,6 +246,30 @@ class Kubelet:
         self.procs[pod_name] = proc
         return proc
 
+    def fill_volumes(self, pod_name: str) -> dict:
+        """Maps each volume mount of the Pod to a folder of the test and writes its Secret or ConfigMap
+        keys there; called again, it writes what changed, as a kubelet updates a mounted Secret."""
+        pod = self.cluster.get("pod", pod_name)
+        container = pod["spec"]["containers"][0]
+        root = self.tmp / pod_name
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+        mounts = {}
+        for m in container.get("volumeMounts", []):
+            local = root / m["name"]
+            local.mkdir(parents=True, exist_ok=True)
+            mounts[m["mountPath"]] = local
+            secret = volumes.get(m["name"], {}).get("secret")
+            if secret:
+                r = self.cluster.kubectl("get", "secret", secret["secretName"], "-o", "json", check=False)
+                data = json.loads(r.stdout).get("data") or {} if r.returncode == 0 else {}
+                for key, value in data.items():
+                    (local / key).write_bytes(base64.b64decode(value))
+            config_map = volumes.get(m["name"], {}).get("configMap")
+            if config_map:
+                for key, value in (self.cluster.get("configmap", config_map["name"]).get("data") or {}).items():
+                    (local / key).write_text(value)
+        return mounts
+
     def ready(self, pod_name: str, health: int):
         """Like a kubelet whose readiness probe passed: the Pod is marked Ready."""
         wait(f"{pod_name} /ready", lambda: http_status(f"http://127.0.0.1:{health}/ready") == 200, 30)
@@ -304,10 +283,14 @@ class Kubelet:
         stop_all(*self.procs.values())
 
 
-def join_rows(uri: str, key: str) -> set | None:
-    """The join's rows from one data plane, or None while it does not serve the tenant yet."""
+def join_rows(uri: str, key: str, ca_pem: str | None = None) -> set | None:
+    """The join's rows from one data plane (over TLS trusting `ca_pem`), or None while it does not serve the
+    tenant yet or the connection fails."""
+    options = {"adbc.flight.sql.authorization_header": f"Bearer {key}"}
+    if ca_pem:
+        options["adbc.flight.sql.client_option.tls_root_certs"] = ca_pem
     try:
-        with flight_sql.connect(uri, db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {key}"}) as conn:
+        with flight_sql.connect(uri, db_kwargs=options) as conn:
             with conn.cursor() as cur:
                 cur.execute(THREE_APP_JOIN)
                 return {tuple(r.values()) for r in cur.fetch_arrow_table().to_pylist()}
@@ -360,6 +343,9 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
         # The data planes reach it over TLS with a private CA (the DataPlane's caBundle).
         ca_pem, tls_crt, tls_key = tls_pair(tmp_path / "tls")
         cluster.kubectl("create", "secret", "tls", "omnisql-grpc-tls", f"--cert={tls_crt}", f"--key={tls_key}")
+        # Flight SQL clients reach the data planes over TLS too, with a certificate of another CA.
+        flight_ca, flight_crt, flight_key = tls_pair(tmp_path / "flight-tls")
+        cluster.kubectl("create", "secret", "tls", "flight-sql-tls", f"--cert={flight_crt}", f"--key={flight_key}")
         cluster.kubectl("create", "secret", "generic", "aws-credentials",
                         *[f"--from-literal={k}={v}" for k, v in AWS_ENV.items() if k.startswith("AWS_") and "KEY" in k])
         cluster.helm("install", "omnisql", str(ROOT / "charts/omnisql-control-plane"), "--namespace", "default",
@@ -419,13 +405,29 @@ def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
         assert dp["status"]["observedGeneration"] == dp["metadata"]["generation"]
         mark("Ready with both replicas enrolled")
 
-        # Both replicas serve the tenant's 3-app join through Flight SQL, with the same answer.
+        # Both replicas serve the tenant's 3-app join through Flight SQL over TLS, with the same answer.
         answers = {}
         for pod in ("analytics-0", "analytics-1"):
-            port = kubelet.ports[pod][50051]
-            answers[pod] = wait(f"the join on {pod}", lambda: join_rows(f"grpc://127.0.0.1:{port}", key), 30, every=0.5)
+            uri = f"grpc+tls://127.0.0.1:{kubelet.ports[pod][50051]}"
+            answers[pod] = wait(f"the join on {pod}", lambda: join_rows(uri, key, flight_ca), 30, every=0.5)
         assert len(answers["analytics-0"]) > 5 and answers["analytics-0"] == answers["analytics-1"], answers
-        mark("3-app join served by both replicas")
+        port = kubelet.ports["analytics-0"][50051]
+        assert join_rows(f"grpc://127.0.0.1:{port}", key) is None, "plain text is not served on the TLS port"
+        assert join_rows(f"grpc+tls://127.0.0.1:{port}", key, ca_pem) is None, "a client not trusting its CA refuses it"
+        mark("3-app join served by both replicas over TLS")
+
+        # cert-manager renews the certificate (a new CA here, to tell them apart): the kubelet updates the
+        # mounted Secret and new connections get the new certificate without a restart.
+        renewed_ca, renewed_crt, renewed_key = tls_pair(tmp_path / "flight-tls-renewed")
+        renewed = cluster.kubectl("create", "secret", "tls", "flight-sql-tls", f"--cert={renewed_crt}", f"--key={renewed_key}",
+                                  "--dry-run=client", "-o", "yaml").stdout
+        cluster.kubectl("apply", "-f", "-", input=renewed)
+        pid_before = kubelet.procs["analytics-0"].proc.pid
+        kubelet.fill_volumes("analytics-0")
+        assert wait("the renewed certificate served", lambda: join_rows(f"grpc+tls://127.0.0.1:{port}", key, renewed_ca), 30, every=0.5)
+        assert join_rows(f"grpc+tls://127.0.0.1:{port}", key, flight_ca) is None, "the old certificate is no longer served"
+        assert kubelet.procs["analytics-0"].proc.pid == pid_before, "no restart"
+        mark("renewed Flight SQL certificate served without a restart")
 
         def converge(what: str, check, timeout: float = 90.0):
             def step():

@@ -1,6 +1,7 @@
 """OmniSQL through the ADBC Flight SQL driver and pyarrow, as a user runs it."""
 
 import json
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -249,3 +250,48 @@ def test_recent_queries_and_their_upstream_cost_are_queryable(conn):
     assert rows, "the query is listed"
     outcome, api_requests, sql = rows[-1]
     assert outcome == "ok" and api_requests >= 1 and marker in sql
+
+
+def test_flight_sql_over_tls_with_adbc_pyarrow_and_the_cli(tmp_path):
+    from pyarrow import flight
+
+    from conftest import Dev, omnisql_binary
+    from google_any import statement_descriptor
+    from services import tls_pair
+
+    ca, crt, key = tls_pair(tmp_path / "tls")
+    dev = Dev(tmp_path, "--flight-tls-cert", str(crt), "--flight-tls-key", str(key))
+    query = "SELECT name FROM slack.channels WHERE name = 'general'"
+    auth = {"adbc.flight.sql.authorization_header": f"Bearer {dev.token}"}
+    try:
+        assert dev.uri.startswith("grpc+tls://127.0.0.1:"), dev.uri
+        # ADBC trusting the private CA.
+        with flight_sql.connect(dev.uri, db_kwargs={**auth, "adbc.flight.sql.client_option.tls_root_certs": ca}) as c:
+            with c.cursor() as cur:
+                cur.execute(query)
+                assert cur.fetchall() == [("general",)]
+        # Without the CA the certificate is refused, and plain text is not served on the TLS port.
+        for uri, why in ((dev.uri, "certificate signed by unknown authority"),
+                         (dev.uri.replace("grpc+tls://", "grpc://"), "server preface")):
+            with pytest.raises(adbc_driver_manager.Error) as refused:
+                with flight_sql.connect(uri, db_kwargs=auth) as c, c.cursor() as cur:
+                    cur.execute(query)
+            print(uri, "->", str(refused.value).splitlines()[0])
+            assert why in str(refused.value), refused.value
+        # pyarrow Flight.
+        client = flight.FlightClient(dev.uri, tls_root_certs=ca.encode())
+        options = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {dev.token}".encode())])
+        info = client.get_flight_info(statement_descriptor(query), options)
+        assert client.do_get(info.endpoints[0].ticket, options).read_all().column("name").to_pylist() == ["general"]
+        client.close()
+        # `omnisql sql` with the CA file, and without it.
+        ca_file = tmp_path / "ca.pem"
+        ca_file.write_text(ca)
+        cli = [omnisql_binary(), "sql", "--endpoint", dev.uri, "--token", dev.token]
+        out = subprocess.run([*cli, "--ca-file", str(ca_file), query], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "| general |" in out.stdout, out.stderr
+        out = subprocess.run([*cli, query], capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0 and "is not trusted (UnknownIssuer)" in out.stderr and "--ca-file" in out.stderr, out.stderr
+        print("omnisql sql without the CA:", out.stderr.strip().splitlines()[0])
+    finally:
+        dev.stop()

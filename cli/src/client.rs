@@ -9,9 +9,12 @@ use crate::dev::DEV_TOKEN;
 
 #[derive(Debug, clap::Args)]
 pub struct SqlArgs {
-    /// Flight SQL endpoint.
-    #[arg(long, env = "OMNISQL_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    /// Flight SQL endpoint: `grpc://host:port`, or `grpc+tls://host:port` over TLS.
+    #[arg(long, env = "OMNISQL_ENDPOINT", default_value = "grpc://127.0.0.1:50051")]
     endpoint: String,
+    /// PEM certificates to trust for a `grpc+tls://` endpoint besides the public roots (a private CA).
+    #[arg(long, env = "OMNISQL_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// API key (the `omnisql dev` demo key by default).
     #[arg(long, env = "OMNISQL_TOKEN", default_value = DEV_TOKEN, hide_default_value = true)]
     token: String,
@@ -22,7 +25,11 @@ pub struct SqlArgs {
 pub use omnisql_data_plane::client::{ClientError, query};
 
 async fn connect(args: &SqlArgs) -> Result<FlightSqlServiceClient<Channel>, ClientError> {
-    omnisql_data_plane::client::connect(&args.endpoint, &args.token).await
+    let ca = match &args.ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| ClientError::Query(format!("cannot read {}: {e}", path.display())))?),
+        None => None,
+    };
+    omnisql_data_plane::client::connect_trusting(&args.endpoint, &args.token, ca.as_deref()).await
 }
 
 fn print(batches: &[RecordBatch], elapsed: std::time::Duration) {

@@ -65,7 +65,8 @@ pub struct ControlPlaneArgs {
     /// `-`), instead of generating one: set it from a secret store, e.g. a Kubernetes Secret.
     #[arg(long, env = "OMNISQL_BOOTSTRAP_KEY", hide_env_values = true, conflicts_with = "bootstrap_key_file")]
     bootstrap_key: Option<String>,
-    /// Serve the data planes' gRPC over TLS: the certificate chain (PEM); needs `--grpc-tls-key`.
+    /// Serve the data planes' gRPC over TLS: the certificate chain (PEM; re-read when it changes, so a
+    /// renewed certificate needs no restart); needs `--grpc-tls-key`.
     #[arg(long, env = "OMNISQL_GRPC_TLS_CERT", requires = "grpc_tls_key")]
     grpc_tls_cert: Option<PathBuf>,
     /// The private key of `--grpc-tls-cert` (PEM).
@@ -120,12 +121,7 @@ pub async fn catalog() -> Vec<ConnectorVersion> {
 pub async fn start_control_plane(args: &ControlPlaneArgs) -> Result<ControlPlane, CliError> {
     let database_url =
         args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("control-plane.db").display()));
-    let read =
-        |path: &PathBuf| std::fs::read(path).map_err(|source| CliError::Write { path: path.display().to_string(), source });
-    let grpc_tls = match (&args.grpc_tls_cert, &args.grpc_tls_key) {
-        (Some(cert), Some(key)) => Some(omnisql_control_plane::TlsIdentity { cert_pem: read(cert)?, key_pem: read(key)? }),
-        _ => None,
-    };
+    let grpc_tls = server_tls(&args.grpc_tls_cert, &args.grpc_tls_key)?;
     let options = Options {
         grpc_tls,
         bootstrap_key: args.bootstrap_key.clone(),
@@ -184,6 +180,8 @@ pub struct DataPlaneArgs {
     /// Flight SQL listen address.
     #[arg(long, env = "OMNISQL_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
     flight_addr: String,
+    #[command(flatten)]
+    flight_tls: FlightTlsArgs,
     /// HTTP health endpoints for orchestrators: `GET /live` (the process runs) and `GET /ready` (it
     /// serves Flight SQL with a configuration from its control plane).
     #[arg(long, env = "OMNISQL_HEALTH_ADDR")]
@@ -236,19 +234,49 @@ pub async fn data_plane(args: DataPlaneArgs) -> Result<(), CliError> {
         state_dir: args.state_dir.clone(),
         kms: args.kms.provider(&args.state_dir),
     });
+    let tls = args.flight_tls.load()?;
     let dp = start_data_plane(args.config.as_deref(), link, &args.state_dir, &args.engine).await?;
     let listener = omnisql_data_plane::bind(&args.flight_addr).await?;
     let shutdown = shutdown_signal()?;
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or(args.flight_addr.clone());
+    let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
     match &dp.link {
-        Some(l) => eprintln!("OmniSQL data plane {} (region {}): Flight SQL on grpc://{addr}", l.data_plane_id, l.region),
-        None => eprintln!("OmniSQL data plane: Flight SQL on grpc://{addr}"),
+        Some(l) => eprintln!("OmniSQL data plane {} (region {}): Flight SQL on {scheme}://{addr}", l.data_plane_id, l.region),
+        None => eprintln!("OmniSQL data plane: Flight SQL on {scheme}://{addr}"),
     }
     if let Some(health) = &args.health_addr {
         let revision = dp.link.as_ref().map(|l| l.revision_watch());
         let bound = crate::health::serve(health, revision).await?;
         eprintln!("health endpoints on http://{bound} (/live, /ready)");
     }
-    omnisql_data_plane::serve(dp.engine.clone(), Some(dp.outbox.clone()), listener, shutdown).await?;
+    omnisql_data_plane::serve(dp.engine.clone(), Some(dp.outbox.clone()), listener, tls.as_ref(), shutdown).await?;
     Ok(())
+}
+
+/// Flight SQL over TLS, for `omnisql data-plane` and `omnisql dev`.
+#[derive(Debug, clap::Args)]
+pub struct FlightTlsArgs {
+    /// Serve Flight SQL over TLS (`grpc+tls://`): the certificate chain (PEM, e.g. a `kubernetes.io/tls`
+    /// Secret's `tls.crt`; re-read when it changes, so a renewed certificate needs no restart); needs
+    /// `--flight-tls-key`.
+    #[arg(long, env = "OMNISQL_FLIGHT_TLS_CERT", requires = "flight_tls_key")]
+    flight_tls_cert: Option<PathBuf>,
+    /// The private key of `--flight-tls-cert` (PEM).
+    #[arg(long, env = "OMNISQL_FLIGHT_TLS_KEY", requires = "flight_tls_cert")]
+    flight_tls_key: Option<PathBuf>,
+}
+
+impl FlightTlsArgs {
+    /// The identity to serve, or none for plain Flight SQL; files that do not load are an error now.
+    pub fn load(&self) -> Result<Option<omnisql_tls::ServerTls>, CliError> {
+        server_tls(&self.flight_tls_cert, &self.flight_tls_key)
+    }
+}
+
+/// A TLS identity from a certificate and key file, when both are given (clap requires one with the other).
+fn server_tls(cert: &Option<PathBuf>, key: &Option<PathBuf>) -> Result<Option<omnisql_tls::ServerTls>, CliError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(omnisql_tls::ServerTls::from_files(cert, key)?)),
+        _ => Ok(None),
+    }
 }

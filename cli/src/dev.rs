@@ -20,6 +20,8 @@ pub struct DevArgs {
     /// Flight SQL listen address.
     #[arg(long, env = "OMNISQL_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
     flight_addr: String,
+    #[command(flatten)]
+    flight_tls: crate::control::FlightTlsArgs,
     /// The demo tenant's API key.
     #[arg(long, env = "OMNISQL_DEV_TOKEN", default_value = DEV_TOKEN)]
     token: String,
@@ -126,6 +128,7 @@ impl Drop for TempDir {
 
 pub async fn run(args: DevArgs) -> Result<(), CliError> {
     let shutdown = shutdown_signal()?;
+    let tls = args.flight_tls.load()?;
     let (data_dir, _cleanup) = match &args.data_dir {
         Some(d) => (d.clone(), TempDir(None)),
         None => {
@@ -171,7 +174,8 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         l.applied(revision.max(0) as u64).await;
     }
     let listener = omnisql_data_plane::bind(&args.flight_addr).await?;
-    let flight = format!("grpc://{}", listener.local_addr().map(|a| a.to_string()).unwrap_or(args.flight_addr.clone()));
+    let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
+    let flight = format!("{scheme}://{}", listener.local_addr().map(|a| a.to_string()).unwrap_or(args.flight_addr.clone()));
     let (github, salesforce, slack) = app_endpoints(&sandbox);
     let endpoints = Endpoints {
         flight_sql: flight.clone(),
@@ -188,10 +192,10 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         let json = serde_json::to_string_pretty(&endpoints).unwrap_or_default();
         std::fs::write(path, json).map_err(|source| CliError::Write { path: path.display().to_string(), source })?;
     }
-    let endpoint_flag = if args.flight_addr == "127.0.0.1:50051" {
-        String::new()
-    } else {
-        format!(" --endpoint {}", flight.replace("grpc://", "http://"))
+    let endpoint_flag = match (&tls, args.flight_addr.as_str()) {
+        (None, "127.0.0.1:50051") => String::new(),
+        (None, _) => format!(" --endpoint {flight}"),
+        (Some(_), _) => format!(" --endpoint {flight} --ca-file <your CA>"),
     };
     eprintln!(
         "\nOmniSQL dev is running (demo tenant `demo`, sandbox world seed {} scale {}).\n\
@@ -206,7 +210,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         sandbox.salesforce_url,
         sandbox.slack_url
     );
-    omnisql_data_plane::serve(dp.engine.clone(), Some(dp.outbox.clone()), listener, shutdown).await?;
+    omnisql_data_plane::serve(dp.engine.clone(), Some(dp.outbox.clone()), listener, tls.as_ref(), shutdown).await?;
     drop(dp);
     cp.shutdown().await;
     Ok(())

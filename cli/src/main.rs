@@ -148,6 +148,8 @@ enum CliError {
     #[error(transparent)]
     Serve(#[from] omnisql_data_plane::ServeError),
     #[error(transparent)]
+    Tls(#[from] omnisql_tls::TlsError),
+    #[error(transparent)]
     Sandbox(#[from] omnisql_sandbox::SandboxError),
     #[error(transparent)]
     Client(#[from] client::ClientError),

@@ -95,7 +95,7 @@ impl Plane {
         let listener = omnisql_data_plane::bind("127.0.0.1:0").await.unwrap();
         let uri = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
-            let _ = omnisql_data_plane::serve(engine, Some(outbox), listener, std::future::pending()).await;
+            let _ = omnisql_data_plane::serve(engine, Some(outbox), listener, None, std::future::pending()).await;
         });
         Plane { link, uri, server }
     }
@@ -295,10 +295,9 @@ async fn a_tls_control_plane_is_trusted_through_its_ca_and_refused_without_it() 
         kms: omnisql_secrets::ProviderConfig::Local { key_file: dir.join("cp/master.key") },
         default_key_id: "local".into(),
         connectors: catalog(),
-        grpc_tls: Some(omnisql_control_plane::TlsIdentity {
-            cert_pem: cert.pem().into_bytes(),
-            key_pem: key.serialize_pem().into_bytes(),
-        }),
+        grpc_tls: Some(
+            omnisql_control_plane::ServerTls::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap(),
+        ),
         bootstrap_key: None,
     })
     .await

@@ -16,4 +16,5 @@ pub mod server;
 pub mod store;
 pub mod testing;
 
-pub use server::{ControlPlane, Options, TlsIdentity};
+pub use omnisql_tls::ServerTls;
+pub use server::{ControlPlane, Options};

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use omnisql_secrets::{ProviderConfig, Sealer};
+use omnisql_tls::ServerTls;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
@@ -27,18 +28,11 @@ pub struct Options {
     pub default_key_id: String,
     /// Connector versions to publish in the catalog at start.
     pub connectors: Vec<ConnectorVersion>,
-    /// Serve the data planes' gRPC over TLS with this certificate chain and key (PEM).
-    pub grpc_tls: Option<TlsIdentity>,
+    /// Serve the data planes' gRPC over TLS with this identity (from files, re-read when they change).
+    pub grpc_tls: Option<ServerTls>,
     /// The platform operator's API key to register on the first start, chosen by whoever deploys (e.g. from
     /// a Kubernetes Secret); without it the first start generates one and hands it back once.
     pub bootstrap_key: Option<String>,
-}
-
-/// A server's certificate chain and private key, PEM.
-#[derive(Debug, Clone)]
-pub struct TlsIdentity {
-    pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +47,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot serve TLS with the given certificate and key: {0}")]
-    Tls(String),
+    #[error("cannot serve TLS with the given certificate and key")]
+    Tls(#[from] omnisql_tls::TlsError),
     #[error("the bootstrap key must be at least 32 characters of letters, digits, `_` or `-`")]
     WeakBootstrapKey,
 }
@@ -110,26 +104,24 @@ impl ControlPlane {
                 tracing::error!(error = %e, "admin API stopped");
             }
         });
-        let mut server = tonic::transport::Server::builder();
-        if let Some(tls) = &options.grpc_tls {
-            let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
-            server = server
-                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-                .map_err(|e| StartError::Tls(e.to_string()))?;
-        }
+        let server = tonic::transport::Server::builder().add_service(service);
         let stop = cancel.clone();
-        let grpc_task = tokio::spawn(async move {
-            let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(grpc), |conn| {
-                if let Ok(stream) = &conn {
-                    let _ = stream.set_nodelay(true);
-                }
-                conn
-            });
-            let serve = server.add_service(service).serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
-            if let Err(e) = serve.await {
+        let stopped = async move { stop.cancelled().await };
+        let report = |served: Result<(), tonic::transport::Error>| {
+            if let Err(e) = served {
                 tracing::error!(error = %e, "data-plane service stopped");
             }
-        });
+        };
+        let grpc_task = match &options.grpc_tls {
+            Some(tls) => {
+                let incoming = tls.incoming(grpc, &[b"h2"])?;
+                tokio::spawn(async move { report(server.serve_with_incoming_shutdown(incoming, stopped).await) })
+            }
+            None => {
+                let incoming = omnisql_tls::plain_incoming(grpc);
+                tokio::spawn(async move { report(server.serve_with_incoming_shutdown(incoming, stopped).await) })
+            }
+        };
         tracing::info!(%http_addr, %grpc_addr, store = store.backend(), kms = state.sealer.provider(), "control plane listening");
         let grpc_tls = options.grpc_tls.is_some();
         Ok(ControlPlane { http_addr, grpc_addr, grpc_tls, state, bootstrap_key, cancel, tasks: vec![http_task, grpc_task] })

@@ -29,6 +29,7 @@ use crate::resource::DataPlane;
 pub const ENROLLMENT_DIR: &str = "/var/run/omnisql/enrollment";
 pub const STATE_DIR: &str = "/var/lib/omnisql";
 pub const CA_DIR: &str = "/var/run/omnisql/control-plane-ca";
+pub const FLIGHT_TLS_DIR: &str = "/var/run/omnisql/flight-sql-tls";
 pub const HEALTH_PORT: i32 = 8080;
 /// The user the image runs as (not root).
 pub const RUN_AS: i64 = 65532;
@@ -149,6 +150,10 @@ pub fn args(dp: &DataPlane) -> Vec<String> {
     if s.control_plane.ca_bundle.is_some() {
         a.push(format!("--control-plane-ca-file={CA_DIR}/ca.pem"));
     }
+    if s.flight_sql.tls_secret.is_some() {
+        a.push(format!("--flight-tls-cert={FLIGHT_TLS_DIR}/tls.crt"));
+        a.push(format!("--flight-tls-key={FLIGHT_TLS_DIR}/tls.key"));
+    }
     if let Some(c) = s.cache_mib {
         a.push(format!("--cache-mib={c}"));
     }
@@ -192,6 +197,20 @@ fn stateful_set(dp: &DataPlane) -> StatefulSet {
         mounts.push(VolumeMount {
             name: "control-plane-ca".into(),
             mount_path: CA_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    if let Some(secret) = &s.flight_sql.tls_secret {
+        // Mounted as a directory (not subPath) so the kubelet's updates of a renewed Secret reach the pod.
+        volumes.push(Volume {
+            name: "flight-sql-tls".into(),
+            secret: Some(SecretVolumeSource { secret_name: Some(secret.clone()), optional: Some(false), ..Default::default() }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "flight-sql-tls".into(),
+            mount_path: FLIGHT_TLS_DIR.into(),
             read_only: Some(true),
             ..Default::default()
         });
@@ -459,5 +478,25 @@ mod tests {
         assert!(args(&dp).iter().any(|a| a == "--control-plane-ca-file=/var/run/omnisql/control-plane-ca/ca.pem"));
         let pod = d.stateful_set.spec.unwrap_or_default().template.spec.unwrap_or_default();
         assert!(pod.volumes.unwrap_or_default().iter().any(|v| v.name == "control-plane-ca"));
+    }
+
+    #[test]
+    fn a_tls_secret_serves_flight_sql_over_tls_from_a_mounted_directory() {
+        let dp = data_plane(serde_json::json!({"flightSql": {"port": 50051, "tlsSecret": "flight-sql-cert"}}));
+        let a = args(&dp);
+        for want in [
+            "--flight-tls-cert=/var/run/omnisql/flight-sql-tls/tls.crt",
+            "--flight-tls-key=/var/run/omnisql/flight-sql-tls/tls.key",
+        ] {
+            assert!(a.iter().any(|x| x == want), "{want} missing from {a:?}");
+        }
+        let pod = desired(&dp).stateful_set.spec.unwrap_or_default().template.spec.unwrap_or_default();
+        let volume = pod.volumes.unwrap_or_default().into_iter().find(|v| v.name == "flight-sql-tls").expect("volume");
+        assert_eq!(volume.secret.and_then(|s| s.secret_name).as_deref(), Some("flight-sql-cert"));
+        let mount = pod.containers[0].volume_mounts.clone().unwrap_or_default().into_iter().find(|m| m.name == "flight-sql-tls");
+        let mount = mount.expect("mount");
+        // A subPath mount would never see the renewed Secret.
+        assert_eq!((mount.mount_path.as_str(), mount.sub_path), ("/var/run/omnisql/flight-sql-tls", None));
+        assert!(!args(&data_plane(serde_json::json!({}))).iter().any(|x| x.starts_with("--flight-tls")));
     }
 }

@@ -115,6 +115,11 @@ impl Default for KmsSpec {
 pub struct ListenerSpec {
     #[serde(default = "default_flight_port")]
     pub port: i32,
+    /// A `kubernetes.io/tls` Secret in the DataPlane's namespace (keys `tls.crt`, `tls.key`): Flight SQL
+    /// is then served over TLS (`grpc+tls://`) with it. A renewed certificate (cert-manager writes the
+    /// Secret again) is served to new connections within seconds, without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret: Option<String>,
 }
 
 fn default_flight_port() -> i32 {
@@ -123,7 +128,7 @@ fn default_flight_port() -> i32 {
 
 impl Default for ListenerSpec {
     fn default() -> Self {
-        ListenerSpec { port: default_flight_port() }
+        ListenerSpec { port: default_flight_port(), tls_secret: None }
     }
 }
 
@@ -228,6 +233,11 @@ impl DataPlaneSpec {
         if !(1..=65535).contains(&self.flight_sql.port) {
             problems.push(format!("flightSql.port {} is not a port", self.flight_sql.port));
         }
+        if let Some(name) = &self.flight_sql.tls_secret
+            && !(name.len() <= 253 && name.split('.').all(is_dns_label))
+        {
+            problems.push(format!("flightSql.tlsSecret {name:?} must be the name of a Secret"));
+        }
         if let Some(limit) = &self.memory_limit {
             if parse_size(limit).is_none() {
                 problems.push(format!("memoryLimit {limit:?} must be a size such as 512MiB or 2GiB"));
@@ -315,8 +325,10 @@ mod tests {
         s.kms.provider = "vault".into();
         s.memory_limit = Some("lots".into());
         s.egress.api_cidrs = vec!["10.0.0.0/33".into()];
+        s.flight_sql.tls_secret = Some("Flight SQL cert".into());
         let InvalidSpec(problems) = s.validate().unwrap_err();
-        assert_eq!(problems.len(), 7, "{problems:#?}");
+        assert_eq!(problems.len(), 8, "{problems:#?}");
+        assert!(problems.iter().any(|p| p.contains("flightSql.tlsSecret")), "{problems:#?}");
         assert!(problems[0].contains("region"), "{problems:#?}");
     }
 }

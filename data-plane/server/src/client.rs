@@ -5,11 +5,11 @@ use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("invalid endpoint {0}: expected e.g. http://127.0.0.1:50051")]
+    #[error("invalid endpoint {0}: expected e.g. grpc://127.0.0.1:50051 or grpc+tls://omnisql.example.com:50051")]
     Endpoint(String),
     #[error("cannot connect to {endpoint}; is the data plane running (`omnisql dev`)?")]
     Connect {
@@ -17,6 +17,10 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
+    #[error(
+        "the certificate of {endpoint} is not trusted ({reason}); pass the CA that signed it with --ca-file, or check the host name"
+    )]
+    Untrusted { endpoint: String, reason: String },
     /// The server's status, as `Code: message`.
     #[error("{0}")]
     Query(String),
@@ -31,14 +35,41 @@ impl From<FlightError> for ClientError {
     }
 }
 
-/// Connects to `endpoint` (`http://…` or `grpc://…`) with `token` as the bearer API key.
+/// Connects to `endpoint` (`grpc://…`/`http://…`, or `grpc+tls://…`/`https://…` over TLS) with `token` as
+/// the bearer API key.
 pub async fn connect(endpoint: &str, token: &str) -> Result<FlightSqlServiceClient<Channel>, ClientError> {
-    let url = endpoint.replace("grpc+tcp://", "http://").replace("grpc://", "http://");
-    let channel = Endpoint::from_shared(url)
-        .map_err(|_| ClientError::Endpoint(endpoint.into()))?
-        .connect()
-        .await
-        .map_err(|source| ClientError::Connect { endpoint: endpoint.into(), source })?;
+    connect_trusting(endpoint, token, None).await
+}
+
+/// [`connect`], trusting the certificates in `ca_pem` (PEM) besides the public roots for a TLS endpoint:
+/// a data plane whose certificate comes from a private CA.
+pub async fn connect_trusting(
+    endpoint: &str,
+    token: &str,
+    ca_pem: Option<&[u8]>,
+) -> Result<FlightSqlServiceClient<Channel>, ClientError> {
+    let url = endpoint.replace("grpc+tcp://", "http://").replace("grpc+tls://", "https://").replace("grpc://", "http://");
+    let mut channel = Endpoint::from_shared(url.clone()).map_err(|_| ClientError::Endpoint(endpoint.into()))?;
+    if url.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_webpki_roots();
+        if let Some(pem) = ca_pem {
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        channel = channel.tls_config(tls).map_err(|_| ClientError::Endpoint(endpoint.into()))?;
+    }
+    let channel = channel.connect().await.map_err(|source| {
+        // rustls says why a certificate was refused deep in the source chain.
+        let mut cause: Option<&dyn std::error::Error> = Some(&source);
+        while let Some(e) = cause {
+            let text = e.to_string();
+            if text.contains("invalid peer certificate") {
+                let reason = text.rsplit("invalid peer certificate: ").next().unwrap_or(&text).to_string();
+                return ClientError::Untrusted { endpoint: endpoint.into(), reason };
+            }
+            cause = e.source();
+        }
+        ClientError::Connect { endpoint: endpoint.into(), source }
+    })?;
     let mut client = FlightSqlServiceClient::new(channel);
     client.set_header("authorization", format!("Bearer {token}"));
     Ok(client)

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use omnisql_engine::Engine;
 use tokio::net::TcpListener;
 
+pub use omnisql_tls::ServerTls;
 pub use service::OmniFlightSql;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,8 @@ pub enum ServeError {
     Serve(#[source] tonic::transport::Error),
     #[error("cannot build the Flight SQL service")]
     Init(#[source] arrow_flight::error::FlightError),
+    #[error("cannot serve Flight SQL over TLS")]
+    Tls(#[from] omnisql_tls::TlsError),
 }
 
 /// Binds the Flight SQL listener (port 0 picks a free port).
@@ -39,12 +42,13 @@ pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr: addr.into(), source })
 }
 
-/// Serves Flight SQL on `listener` until `shutdown` resolves; every query attempt's audit event goes to
-/// `audit` when given.
+/// Serves Flight SQL on `listener` (over TLS with `tls`) until `shutdown` resolves; every query attempt's
+/// audit event goes to `audit` when given.
 pub async fn serve(
     engine: Arc<Engine>,
     audit: Option<Arc<omnisql_engine::audit::Outbox>>,
     listener: TcpListener,
+    tls: Option<&ServerTls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     // Connect every connection now (in the background) so the first query does not pay for logins and
@@ -63,17 +67,12 @@ pub async fn serve(
         service = service.with_audit(outbox);
     }
     let local: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(addr = ?local, "Flight SQL listening");
-    // Small request/response pairs: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms per call.
-    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
-        if let Ok(stream) = &conn {
-            let _ = stream.set_nodelay(true);
-        }
-        conn
-    });
-    tonic::transport::Server::builder()
-        .add_service(service::Server::new(service).max_decoding_message_size(64 * 1024 * 1024))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(ServeError::Serve)
+    tracing::info!(addr = ?local, tls = tls.is_some(), "Flight SQL listening");
+    let server = tonic::transport::Server::builder()
+        .add_service(service::Server::new(service).max_decoding_message_size(64 * 1024 * 1024));
+    let served = match tls {
+        Some(tls) => server.serve_with_incoming_shutdown(tls.incoming(listener, &[b"h2"])?, shutdown).await,
+        None => server.serve_with_incoming_shutdown(omnisql_tls::plain_incoming(listener), shutdown).await,
+    };
+    served.map_err(ServeError::Serve)
 }
