@@ -74,6 +74,19 @@ pub fn config_update(changes: RegionChanges, full: bool) -> v1::ConfigUpdate {
                 statement_timeout_seconds: t.tenant.statement_timeout_seconds.unwrap_or(0).max(0) as u64,
                 max_concurrent_queries: t.tenant.max_concurrent_queries.unwrap_or(0).max(0) as u32,
                 key_id: t.tenant.key_id.clone(),
+                principals: {
+                    let mut seen = std::collections::BTreeMap::new();
+                    for (_, p) in &t.api_keys {
+                        seen.entry(p.id.clone()).or_insert_with(|| v1::Principal {
+                            id: p.id.clone(),
+                            kind: p.kind.as_str().into(),
+                            role: p.role.as_str().into(),
+                            groups: Vec::new(),
+                            attributes: Default::default(),
+                        });
+                    }
+                    seen.into_values().collect()
+                },
                 api_keys: t
                     .api_keys
                     .into_iter()

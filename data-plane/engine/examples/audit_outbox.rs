@@ -24,6 +24,7 @@ fn event(id: String) -> AuditEvent {
         outcome: "ok".into(),
         error: None,
         started_at: 0,
+        policy_revision: String::new(),
     }
 }
 

@@ -37,6 +37,9 @@ pub struct AuditEvent {
     pub error: Option<String>,
     /// Unix milliseconds.
     pub started_at: i64,
+    /// The tenant's policies the query was checked against (`name@version,…`; empty: none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub policy_revision: String,
 }
 
 /// Tenant of attempts that could not be tied to one (unknown or revoked keys).
@@ -124,6 +127,7 @@ impl Outbox {
                     outcome: "interrupted".into(),
                     error: Some("the data plane stopped while the query ran".into()),
                     started_at: *started_at,
+                    policy_revision: String::new(),
                 };
                 let mut line = serde_json::to_vec(&Record::End(event)).map_err(|_| OutboxError::Stopped)?;
                 line.push(b'\n');
@@ -382,6 +386,7 @@ mod tests {
             outcome: "ok".into(),
             error: None,
             started_at: 0,
+            policy_revision: String::new(),
         }
     }
 

@@ -13,6 +13,15 @@
 //! connector = "github"
 //! version = "1.0.0"        # optional pin
 //! options = { token = "…", orgs = "acme" }
+//!
+//! [[tenants.principals]]   # optional: groups and attributes for policies
+//! id = "alice"
+//! groups = ["sales"]
+//! attributes = { region = "emea" }
+//!
+//! [[tenants.policies]]     # optional: Rego, package `omnisql` (see docs/policies.md)
+//! name = "rows"
+//! rego = """…"""
 //! ```
 
 use std::collections::BTreeMap;
@@ -46,6 +55,44 @@ pub struct TenantConfig {
     pub api_keys: Vec<ApiKeyConfig>,
     #[serde(default)]
     pub connections: Vec<ConnectionConfig>,
+    /// Who the keys belong to, for policies: groups and attributes. A key's principal missing here is a
+    /// user with no groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub principals: Vec<PrincipalConfig>,
+    /// Rego modules (package `omnisql`) deciding which tables, rows and columns each principal sees. No
+    /// policies: every principal reads every table of the tenant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicyConfig>,
+}
+
+/// A principal as policies see it (`input.context.identity` and `input.context.principal`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalConfig {
+    pub id: String,
+    /// `user` or `service_account`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// One version of a named Rego module.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub name: String,
+    #[serde(default = "first_version")]
+    pub version: u32,
+    pub rego: String,
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 /// An API key: the key itself (configuration files), or only its SHA-256 (from the control plane).

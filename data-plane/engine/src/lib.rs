@@ -20,7 +20,9 @@ pub mod catalog;
 pub mod config;
 pub mod contain;
 pub mod cpu;
+pub mod governed;
 pub mod guard;
+pub mod policy;
 pub mod resources;
 pub mod settings;
 pub mod system;
@@ -213,6 +215,8 @@ pub enum EngineError {
 struct Tenant {
     config: config::TenantConfig,
     schemas: Vec<Arc<ConnectionSchema>>,
+    /// Compiled once per policy revision, with its decisions; kept while the policies are unchanged.
+    policies: Arc<policy::Policies>,
     /// Slots for the tenant's running statements; kept across configurations unless the limit changes.
     slots: Arc<tokio::sync::Semaphore>,
 }
@@ -245,6 +249,8 @@ pub struct Engine {
     resources: resources::Resources,
     /// `repeat`, `generate_series`, … wrapped to refuse outputs past the per-call limit.
     bounded: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
+    /// Parses policy expressions with the functions queries have (the bounded ones included).
+    policy_parser: Arc<datafusion::execution::SessionState>,
     cpu: Option<Arc<cpu::CpuScheduler>>,
 }
 
@@ -285,6 +291,10 @@ impl Engine {
         let governor = options.rate_limits.then(|| Arc::new(Governor::with_shared(options.shared_limits.clone())));
         let resources = resources::Resources::new(options.memory).map_err(EngineError::Runtime)?;
         let bounded = bounded::functions(options.memory.max_function_output());
+        let mut parser = datafusion::execution::SessionStateBuilder::new().with_default_features().build();
+        for f in &bounded {
+            datafusion::execution::FunctionRegistry::register_udf(&mut parser, f.clone()).map_err(EngineError::Runtime)?;
+        }
         let cpu = options.fair_cpu_cores.map(cpu::CpuScheduler::new);
         let engine = Engine {
             logs: Arc::default(),
@@ -295,6 +305,7 @@ impl Engine {
             key_uses: Default::default(),
             resources,
             bounded,
+            policy_parser: Arc::new(parser),
             cpu,
         };
         engine.apply(config)?;
@@ -332,7 +343,11 @@ impl Engine {
                 }
                 schemas.push(Arc::new(self.connection_schema(&factories, t, c)?));
             }
-            set.tenants.insert(tenant, Tenant { config: t.clone(), schemas, slots });
+            let policies = match previous.tenants.get(&tenant) {
+                Some(old) if old.config.policies == t.policies && old.config.principals == t.principals => old.policies.clone(),
+                _ => Arc::new(policy::Policies::compile(&t.policies)),
+            };
+            set.tenants.insert(tenant, Tenant { config: t.clone(), schemas, slots, policies });
         }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
         Ok(())
@@ -412,9 +427,34 @@ impl Engine {
         self.current().tenants.get(tenant).map(|t| t.schemas.clone()).unwrap_or_default()
     }
 
+    /// The caller's tenant's connection schemas as the caller may see them under the tenant's policies.
+    pub fn schemas_for(&self, caller: &Caller) -> Vec<Arc<governed::GovernedSchema>> {
+        let current = self.current();
+        let Some(tenant) = current.tenants.get(&caller.tenant) else { return Vec::new() };
+        let principal = tenant
+            .config
+            .principals
+            .iter()
+            .find(|p| p.id == caller.principal)
+            .cloned()
+            .unwrap_or_else(|| config::PrincipalConfig { id: caller.principal.clone(), ..Default::default() });
+        let access = governed::Access {
+            identity: policy::Identity { tenant: caller.tenant.0.clone(), principal },
+            policies: tenant.policies.clone(),
+            parser: self.policy_parser.clone(),
+        };
+        tenant.schemas.iter().map(|s| Arc::new(governed::GovernedSchema::new(s.clone(), Some(access.clone())))).collect()
+    }
+
+    /// The revision of the tenant's policies (`name@version,…`; empty without policies), for audit events.
+    pub fn policy_revision(&self, tenant: &TenantId) -> String {
+        self.current().tenants.get(tenant).map(|t| t.policies.revision().to_string()).unwrap_or_default()
+    }
+
     /// A DataFusion session that sees only `tenant`'s connections, draws memory from the tenant's
     /// share, and has no object stores (no file or URL can be read or written through it).
-    pub fn session(&self, tenant: &TenantId, query: Arc<QueryContext>) -> Result<SessionContext, DataFusionError> {
+    pub fn session(&self, caller: &Caller, query: Arc<QueryContext>) -> Result<SessionContext, DataFusionError> {
+        let tenant = &caller.tenant;
         let mut config = SessionConfig::new()
             .with_target_partitions(self.options.target_partitions)
             .with_information_schema(true)
@@ -435,12 +475,13 @@ impl Engine {
         }
         let ctx = SessionContext::new_with_state(state);
         let catalog = MemoryCatalogProvider::new();
-        let schemas = self.schemas(tenant);
-        for s in &schemas {
-            let schema: Arc<dyn SchemaProvider> = s.clone();
+        for s in self.schemas_for(caller) {
+            let name = s.name().to_string();
+            let schema: Arc<dyn SchemaProvider> = s;
             // Names were validated unique; a repeated one cannot occur.
-            let _ = catalog.register_schema(s.name(), schema);
+            let _ = catalog.register_schema(&name, schema);
         }
+        let schemas = self.schemas(tenant);
         let _ = catalog.register_schema("public", Arc::new(datafusion::catalog::MemorySchemaProvider::new()));
         let system = system::SystemSchema {
             tenant: tenant.0.clone(),
@@ -509,7 +550,7 @@ impl Engine {
         context.request_budget = settings.request_budget.or(self.options.request_budget);
         context.principal = caller.principal.clone();
         let context = Arc::new(context);
-        let ctx = self.session(&caller.tenant, context.clone())?;
+        let ctx = self.session(caller, context.clone())?;
         let limits = self.options.statement_limits;
         let dataframe = contain::catch(deadline, timeout, async move {
             let plan = self.admitted_plan(&caller.tenant, &ctx, rest, &limits).await?;
@@ -574,7 +615,9 @@ impl Engine {
                 schema: empty,
             }));
         }
-        let ctx = self.session(&caller.tenant, Arc::new(QueryContext::default()))?;
+        let mut context = QueryContext::default();
+        context.principal = caller.principal.clone();
+        let ctx = self.session(caller, Arc::new(context))?;
         let timeout = self.statement_timeout(caller, &settings);
         let limits = self.options.statement_limits;
         contain::catch(Instant::now() + timeout, timeout, self.admitted_plan(&caller.tenant, &ctx, rest, &limits)).await
@@ -618,6 +661,23 @@ impl Engine {
         let batches = datafusion::physical_plan::common::collect(self.execute(q).await?).await?;
         Ok((batches, context.api_requests()))
     }
+}
+
+/// The policy refusal inside a DataFusion error, if any.
+pub fn policy_error(e: &DataFusionError) -> Option<&policy::PolicyError> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(p) = err.downcast_ref::<policy::PolicyError>() {
+            return Some(p);
+        }
+        if let Some(DataFusionError::External(inner)) = err.downcast_ref::<DataFusionError>()
+            && let Some(p) = inner.downcast_ref::<policy::PolicyError>()
+        {
+            return Some(p);
+        }
+        current = err.source();
+    }
+    None
 }
 
 /// The connector error inside a DataFusion error, if any.

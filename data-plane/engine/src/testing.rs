@@ -29,6 +29,8 @@ pub fn single_tenant(
                 quota_share: None,
             })
             .collect(),
+        principals: Vec::new(),
+        policies: Vec::new(),
     }
 }
 

@@ -27,6 +27,7 @@ pub struct Attempt {
     sql: String,
     started: Instant,
     started_at: i64,
+    policy_revision: String,
     pub tables: Vec<String>,
     pub context: Option<Arc<QueryContext>>,
     pub streamed: Arc<Streamed>,
@@ -36,9 +37,9 @@ pub struct Attempt {
 impl Attempt {
     pub fn start(engine: &Arc<Engine>, outbox: &Option<Arc<Outbox>>, caller: Option<&Caller>, sql: &str) -> Attempt {
         let started_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-        let (tenant, principal) = match caller {
-            Some(c) => (c.tenant.0.clone(), c.principal.clone()),
-            None => (NO_TENANT.to_string(), String::new()),
+        let (tenant, principal, policy_revision) = match caller {
+            Some(c) => (c.tenant.0.clone(), c.principal.clone(), engine.policy_revision(&c.tenant)),
+            None => (NO_TENANT.to_string(), String::new(), String::new()),
         };
         let id = uuid::Uuid::now_v7().to_string();
         if let Some(o) = outbox {
@@ -53,6 +54,7 @@ impl Attempt {
             sql: sql.to_string(),
             started: Instant::now(),
             started_at,
+            policy_revision,
             tables: Vec::new(),
             context: None,
             streamed: Arc::default(),
@@ -75,6 +77,7 @@ impl Attempt {
             outcome: outcome.into(),
             error,
             started_at: self.started_at,
+            policy_revision: self.policy_revision.clone(),
         }
     }
 
@@ -128,8 +131,18 @@ impl Attempt {
         Ok(())
     }
 
-    /// Records a failure and hands the failure back, for `return Err(attempt.fail(status).await)`.
-    pub async fn fail(self, outcome: &str, status: Status) -> Status {
+    /// Records a failure and hands the failure back, for `return Err(attempt.fail(status).await)`. A
+    /// policy's refusal is outcome `denied`, with the refused table among the tables.
+    pub async fn fail(mut self, outcome: &str, status: Status) -> Status {
+        let outcome = match crate::status::denied_table(&status) {
+            Some(table) => {
+                if !self.tables.contains(&table) {
+                    self.tables.push(table);
+                }
+                "denied"
+            }
+            None => outcome,
+        };
         match self.finish(outcome, Some(status.message().to_string())).await {
             Ok(()) => status,
             Err(audit) => audit,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use omnisql_engine::audit::Outbox;
-use omnisql_engine::config::{ApiKeyConfig, Config, ConnectionConfig, TenantConfig};
+use omnisql_engine::config::{ApiKeyConfig, Config, ConnectionConfig, PolicyConfig, PrincipalConfig, TenantConfig};
 use omnisql_engine::{Engine, connector_factories};
 use omnisql_proto::v1;
 use omnisql_proto::v1::data_plane_service_client::DataPlaneServiceClient;
@@ -359,6 +359,22 @@ impl Applier {
                     })
                     .collect(),
                 connections,
+                principals: t
+                    .principals
+                    .iter()
+                    .map(|p| PrincipalConfig {
+                        id: p.id.clone(),
+                        kind: (!p.kind.is_empty()).then(|| p.kind.clone()),
+                        role: (!p.role.is_empty()).then(|| p.role.clone()),
+                        groups: p.groups.clone(),
+                        attributes: p.attributes.clone().into_iter().collect(),
+                    })
+                    .collect(),
+                policies: t
+                    .policies
+                    .iter()
+                    .map(|p| PolicyConfig { name: p.name.clone(), version: p.version, rego: p.rego.clone() })
+                    .collect(),
             });
         }
         self.opened = opened;
@@ -472,6 +488,7 @@ async fn ship_loop(mut client: Client, outbox: Arc<Outbox>) {
                     error: e.error.unwrap_or_default(),
                     started_at: e.started_at,
                     data_plane: String::new(),
+                    policy_revision: e.policy_revision,
                 })
                 .collect(),
         };

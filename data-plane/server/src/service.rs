@@ -570,7 +570,7 @@ impl FlightSqlService for OmniFlightSql {
     ) -> Result<Response<FlightStream>, Status> {
         let caller = self.caller(&request).await?;
         let mut builder = query.into_builder();
-        for s in self.engine.schemas(&caller.tenant) {
+        for s in self.engine.schemas_for(&caller) {
             builder.append(CATALOG, s.name());
         }
         Self::batch_stream(builder.schema(), builder.build())
@@ -590,7 +590,7 @@ impl FlightSqlService for OmniFlightSql {
         let caller = self.caller(&request).await?;
         let include_schema = query.include_schema;
         let mut builder = query.into_builder();
-        for s in self.engine.schemas(&caller.tenant) {
+        for s in self.engine.schemas_for(&caller) {
             // A connection that cannot be reached lists no tables rather than failing the whole catalog.
             let names = match s.tables().await {
                 Ok(n) => n,

@@ -5,9 +5,19 @@ use datafusion::error::DataFusionError;
 use omnisql_connector::ConnectorError;
 use tonic::{Code, Status};
 
+/// The metadata key naming the table a policy refused (the audit event names it too).
+const DENIED_TABLE: &str = "x-omnisql-denied-table";
+
 pub fn from_datafusion(e: &DataFusionError) -> Status {
     if let Some(c) = omnisql_engine::connector_error(e) {
         return from_connector(c);
+    }
+    if let Some(p) = omnisql_engine::policy_error(e) {
+        let mut status = Status::permission_denied(p.to_string());
+        if let Ok(table) = p.table().parse() {
+            status.metadata_mut().insert(DENIED_TABLE, table);
+        }
+        return status;
     }
     if let Some(stopped) = omnisql_engine::contain::stopped(e) {
         use omnisql_engine::contain::Stopped;
@@ -62,4 +72,12 @@ pub fn internal(e: &dyn std::error::Error) -> Status {
     let id = uuid::Uuid::new_v4();
     tracing::error!(error_id = %id, error = %e, "internal error");
     Status::internal(format!("internal error {id}; the data plane log has the details"))
+}
+
+/// The table a policy refused, if `status` is such a refusal.
+pub fn denied_table(status: &Status) -> Option<String> {
+    if status.code() != Code::PermissionDenied {
+        return None;
+    }
+    status.metadata().get(DENIED_TABLE).and_then(|v| v.to_str().ok()).map(str::to_string)
 }

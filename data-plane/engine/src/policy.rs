@@ -1,0 +1,402 @@
+//! What a principal may see of a table, decided by the tenant's Rego policies (package `omnisql`).
+//!
+//! The input and output follow Trino's OPA access control, so a Trino policy ports by renaming its
+//! package: `input.context.identity {user, groups}` (plus `tenant` and `principal {id, kind, role,
+//! attributes}`), `input.action.operation` and `input.action.resource`. Three rules are read:
+//! - `allow` for `FilterTables` (may the table be read at all) and `FilterColumns` (one column at a
+//!   time: a column not allowed is hidden);
+//! - `rowFilters` for `GetRowFilters`: `[{"expression": "<SQL boolean over the table's columns>"}]`,
+//!   all of which a row must pass;
+//! - `columnMask` for `GetColumnMask`: `{"expression": "<SQL replacing the column's value>"}`.
+//!
+//! A tenant without policies reads every table. With policies, what `allow` does not allow is denied
+//! (undefined is no), and a policy that cannot be compiled or evaluated denies everything with an error
+//! that says so (fail closed). Decisions are made once per (principal, table) and policy revision: the
+//! cache belongs to one configuration and goes with it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value as Json, json};
+
+use crate::config::{PolicyConfig, PrincipalConfig};
+
+/// The Rego package whose rules are evaluated.
+pub const PACKAGE: &str = "omnisql";
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PolicyError {
+    #[error(
+        "access denied: the tenant's policies (revision {revision}) do not allow `{principal}` to read {table}; a tenant admin can check with `omnisql admin explain-policy`"
+    )]
+    Denied { principal: String, table: String, revision: String },
+    #[error(
+        "access denied to {table}: the tenant's policies (revision {revision}) could not be evaluated ({message}); every table is refused until a tenant admin fixes them"
+    )]
+    Broken { table: String, revision: String, message: String },
+    #[error(
+        "access denied to {table}: the policy's {what} is not usable ({message}); a tenant admin must fix the policy (revision {revision})"
+    )]
+    Unusable { table: String, revision: String, what: String, message: String },
+}
+
+impl PolicyError {
+    /// The table the error is about (`connection.table`).
+    pub fn table(&self) -> &str {
+        match self {
+            PolicyError::Denied { table, .. } | PolicyError::Broken { table, .. } | PolicyError::Unusable { table, .. } => {
+                table
+            }
+        }
+    }
+}
+
+/// Who asks, as policies see it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub tenant: String,
+    pub principal: PrincipalConfig,
+}
+
+impl Identity {
+    fn context(&self) -> Json {
+        let p = &self.principal;
+        json!({
+            "identity": {"user": p.id, "groups": p.groups},
+            "tenant": self.tenant,
+            "principal": {"id": p.id, "kind": p.kind, "role": p.role, "groups": p.groups, "attributes": p.attributes},
+            "softwareStack": {"omnisqlVersion": env!("CARGO_PKG_VERSION")},
+        })
+    }
+}
+
+/// What one principal sees of one table.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TableDecision {
+    /// SQL boolean expressions a row must all pass.
+    pub row_filters: Vec<String>,
+    /// Column → SQL expression whose value replaces the column's.
+    pub masks: BTreeMap<String, String>,
+    /// Columns the principal does not see at all.
+    pub hidden: BTreeSet<String>,
+    /// The policy revision that decided.
+    pub revision: String,
+}
+
+impl TableDecision {
+    /// Nothing to apply: the table is read as it is.
+    pub fn is_open(&self) -> bool {
+        self.row_filters.is_empty() && self.masks.is_empty() && self.hidden.is_empty()
+    }
+}
+
+type DecisionKey = (PrincipalConfig, String, String);
+
+/// A tenant's policies at one revision, compiled, with the decisions made so far.
+#[derive(Debug)]
+pub struct Policies {
+    revision: String,
+    compiled: Compiled,
+    allowed: Mutex<HashMap<DecisionKey, Result<bool, PolicyError>>>,
+    decisions: Mutex<HashMap<DecisionKey, Result<Arc<TableDecision>, PolicyError>>>,
+}
+
+#[derive(Debug)]
+enum Compiled {
+    /// No policies: every table is open.
+    None,
+    Rego(Box<regorus::Engine>),
+    /// A policy did not compile: everything is denied with this message.
+    Broken(String),
+}
+
+impl Policies {
+    /// Compiles the tenant's policies (a module that does not compile makes every decision a denial).
+    pub fn compile(policies: &[PolicyConfig]) -> Policies {
+        let mut sorted: Vec<&PolicyConfig> = policies.iter().collect();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        let revision = sorted.iter().map(|p| format!("{}@{}", p.name, p.version)).collect::<Vec<_>>().join(",");
+        let compiled = if sorted.is_empty() {
+            Compiled::None
+        } else {
+            let mut engine = regorus::Engine::new();
+            let mut broken = None;
+            for p in &sorted {
+                if let Err(e) = engine.add_policy(format!("{}.rego", p.name), p.rego.clone()) {
+                    broken = Some(format!("policy `{}` does not compile: {}", p.name, first_line(&e.to_string())));
+                    break;
+                }
+            }
+            match broken {
+                Some(message) => Compiled::Broken(message),
+                None => Compiled::Rego(Box::new(engine)),
+            }
+        };
+        Policies { revision, compiled, allowed: Mutex::default(), decisions: Mutex::default() }
+    }
+
+    /// `name@version` of each policy, joined by `,`; empty without policies.
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+
+    /// Whether any policy applies (without, tables are read as they are).
+    pub fn active(&self) -> bool {
+        !matches!(self.compiled, Compiled::None)
+    }
+
+    /// May `who` read `schema.table` at all (`FilterTables`)?
+    pub fn table_allowed(&self, who: &Identity, schema: &str, table: &str) -> Result<bool, PolicyError> {
+        if !self.active() {
+            return Ok(true);
+        }
+        let key = (who.principal.clone(), schema.to_string(), table.to_string());
+        if let Some(known) = lock(&self.allowed).get(&key) {
+            return known.clone();
+        }
+        let decided = self.with_engine(schema, table, |engine| {
+            let input = input(who, "FilterTables", json!({"table": table_resource(schema, table)}));
+            Ok(is_true(&query(engine, input, "allow")?))
+        });
+        lock(&self.allowed).insert(key, decided.clone());
+        decided
+    }
+
+    /// Everything `who` sees of `schema.table` with `columns` (name, SQL type): refused, or the row
+    /// filters, masks and hidden columns to apply.
+    pub fn decide(
+        &self,
+        who: &Identity,
+        schema: &str,
+        table: &str,
+        columns: &[(String, String)],
+    ) -> Result<Arc<TableDecision>, PolicyError> {
+        if !self.active() {
+            return Ok(Arc::new(TableDecision::default()));
+        }
+        let key = (who.principal.clone(), schema.to_string(), table.to_string());
+        if let Some(known) = lock(&self.decisions).get(&key) {
+            return known.clone();
+        }
+        let decided = self.evaluate(who, schema, table, columns).map(Arc::new);
+        lock(&self.decisions).insert(key, decided.clone());
+        decided
+    }
+
+    fn evaluate(
+        &self,
+        who: &Identity,
+        schema: &str,
+        table: &str,
+        columns: &[(String, String)],
+    ) -> Result<TableDecision, PolicyError> {
+        let name = format!("{schema}.{table}");
+        let revision = self.revision.clone();
+        if !self.table_allowed(who, schema, table)? {
+            return Err(PolicyError::Denied { principal: who.principal.id.clone(), table: name, revision });
+        }
+        let unusable = |what: &str, message: String| PolicyError::Unusable {
+            table: name.clone(),
+            revision: revision.clone(),
+            what: what.into(),
+            message,
+        };
+        let mut decision = TableDecision { revision: self.revision.clone(), ..Default::default() };
+        self.with_engine(schema, table, |engine| {
+            let filters = query(engine, input(who, "GetRowFilters", json!({"table": table_resource(schema, table)})), "rowFilters")?;
+            decision.row_filters = expressions(&filters).map_err(|m| unusable("rowFilters", m))?;
+            for (column, column_type) in columns {
+                let mut resource = table_resource(schema, table);
+                resource["columns"] = json!([column]);
+                let visible = query(engine, input(who, "FilterColumns", json!({"table": resource})), "allow")?;
+                if !is_true(&visible) {
+                    decision.hidden.insert(column.clone());
+                    continue;
+                }
+                let mut resource = table_resource(schema, table);
+                resource["columnName"] = json!(column);
+                resource["columnType"] = json!(column_type);
+                let mask = query(engine, input(who, "GetColumnMask", json!({"column": resource})), "columnMask")?;
+                let mut masks = expressions(&mask).map_err(|m| unusable(&format!("columnMask for `{column}`"), m))?;
+                match masks.len() {
+                    0 => {}
+                    1 => {
+                        decision.masks.insert(column.clone(), masks.remove(0));
+                    }
+                    n => return Err(unusable(&format!("columnMask for `{column}`"), format!("{n} masks apply; at most one may"))),
+                }
+            }
+            Ok(())
+        })?;
+        if decision.hidden.len() == columns.len() && !columns.is_empty() {
+            return Err(unusable(
+                "FilterColumns decision",
+                "it hides every column; does `allow` cover operation FilterColumns?".into(),
+            ));
+        }
+        Ok(decision)
+    }
+
+    /// Runs `f` with a fresh copy of the compiled policies; maps Rego errors to a fail-closed denial.
+    fn with_engine<T>(
+        &self,
+        schema: &str,
+        table: &str,
+        f: impl FnOnce(&mut regorus::Engine) -> Result<T, PolicyError>,
+    ) -> Result<T, PolicyError> {
+        let table = format!("{schema}.{table}");
+        match &self.compiled {
+            // Callers answer for a tenant without policies before asking.
+            Compiled::None => Err(PolicyError::Broken {
+                table,
+                revision: self.revision.clone(),
+                message: "no policies to evaluate".into(),
+            }),
+            Compiled::Broken(message) => {
+                Err(PolicyError::Broken { table, revision: self.revision.clone(), message: message.clone() })
+            }
+            Compiled::Rego(engine) => {
+                let mut engine = engine.as_ref().clone();
+                f(&mut engine).map_err(|e| match e {
+                    PolicyError::Broken { message, .. } => PolicyError::Broken { table, revision: self.revision.clone(), message },
+                    other => other,
+                })
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+fn table_resource(schema: &str, table: &str) -> Json {
+    json!({"catalogName": crate::CATALOG, "schemaName": schema, "tableName": table})
+}
+
+fn input(who: &Identity, operation: &str, resource: Json) -> Json {
+    json!({"context": who.context(), "action": {"operation": operation, "resource": resource}})
+}
+
+/// Evaluates `data.omnisql.<rule>` for `input`; undefined is `Json::Null`.
+fn query(engine: &mut regorus::Engine, input: Json, rule: &str) -> Result<Json, PolicyError> {
+    let broken = |message: String| PolicyError::Broken { table: String::new(), revision: String::new(), message };
+    let input = regorus::Value::from_json_str(&input.to_string()).map_err(|e| broken(e.to_string()))?;
+    engine.set_input(input);
+    let results = engine
+        .eval_query(format!("data.{PACKAGE}.{rule}"), false)
+        .map_err(|e| broken(format!("rule `{rule}`: {}", first_line(&e.to_string()))))?;
+    let Some(value) = results.result.first().and_then(|r| r.expressions.first()).map(|e| e.value.clone()) else {
+        return Ok(Json::Null);
+    };
+    if value == regorus::Value::Undefined {
+        return Ok(Json::Null);
+    }
+    serde_json::to_value(&value).map_err(|e| broken(e.to_string()))
+}
+
+fn is_true(v: &Json) -> bool {
+    *v == Json::Bool(true)
+}
+
+/// `{"expression": "…"}`, or a list/set of them, as expression texts; undefined is none.
+fn expressions(v: &Json) -> Result<Vec<String>, String> {
+    let one = |item: &Json| match item.get("expression").and_then(Json::as_str) {
+        Some(e) if !e.trim().is_empty() => Ok(e.to_string()),
+        _ => Err(format!("expected {{\"expression\": \"<SQL>\"}}, got {item}")),
+    };
+    match v {
+        Json::Null => Ok(Vec::new()),
+        Json::Array(items) => items.iter().map(one).collect(),
+        Json::Object(_) => one(v).map(|e| vec![e]),
+        other => Err(format!("expected {{\"expression\": \"<SQL>\"}} or a list of them, got {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(id: &str, groups: &[&str]) -> Identity {
+        Identity {
+            tenant: "acme".into(),
+            principal: PrincipalConfig {
+                id: id.into(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn policies(rego: &str) -> Policies {
+        Policies::compile(&[PolicyConfig { name: "p".into(), version: 3, rego: rego.into() }])
+    }
+
+    const COLUMNS: &[(&str, &str)] = &[("id", "Utf8"), ("email", "Utf8"), ("region", "Utf8")];
+
+    fn columns() -> Vec<(String, String)> {
+        COLUMNS.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn without_policies_every_table_is_open() {
+        let p = Policies::compile(&[]);
+        assert!(!p.active());
+        assert!(p.table_allowed(&who("a", &[]), "crm", "contact").unwrap_or(false));
+        assert!(p.decide(&who("a", &[]), "crm", "contact", &columns()).map(|d| d.is_open()).unwrap_or(false));
+    }
+
+    #[test]
+    fn filters_masks_and_hidden_columns_follow_the_rules() {
+        let p = policies(
+            r#"package omnisql
+            import rego.v1
+            default allow := false
+            allow if "sales" in input.context.identity.groups
+            allow if {
+                input.action.operation == "FilterColumns"
+                input.action.resource.table.columns[0] != "region"
+            }
+            rowFilters contains {"expression": "region = 'emea'"} if input.context.identity.user != "boss"
+            columnMask := {"expression": "'***'"} if {
+                input.action.resource.column.columnName == "email"
+                not "hr" in input.context.identity.groups
+            }"#,
+        );
+        assert_eq!(p.revision(), "p@3");
+        let seller = p.decide(&who("sam", &["sales"]), "crm", "contact", &columns()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(seller.row_filters, ["region = 'emea'"]);
+        assert_eq!(seller.masks.get("email").map(String::as_str), Some("'***'"));
+        assert!(seller.hidden.is_empty(), "sales may see every column: {seller:?}");
+        let outsider = p.decide(&who("olga", &[]), "crm", "contact", &columns());
+        assert!(matches!(outsider, Err(PolicyError::Denied { .. })), "{outsider:?}");
+        // Cached: the same answer without evaluating again.
+        assert_eq!(p.decide(&who("sam", &["sales"]), "crm", "contact", &columns()).ok(), Some(seller));
+    }
+
+    #[test]
+    fn a_policy_that_does_not_compile_or_fails_denies_with_the_reason() {
+        let broken = policies("package omnisql\nallow if {");
+        let e = broken.decide(&who("a", &[]), "crm", "contact", &columns()).unwrap_err();
+        assert!(matches!(e, PolicyError::Broken { .. }) && e.to_string().contains("does not compile"), "{e}");
+        let conflicting = policies(
+            "package omnisql\nimport rego.v1\nallow := true\ncolumnMask := {\"expression\": \"1\"}\ncolumnMask := {\"expression\": \"2\"} if true",
+        );
+        let e = conflicting.decide(&who("a", &[]), "crm", "contact", &columns()).unwrap_err();
+        assert!(matches!(e, PolicyError::Broken { .. } | PolicyError::Unusable { .. }), "{e}");
+        let shapeless = policies("package omnisql\nimport rego.v1\nallow := true\nrowFilters := \"region = 'x'\"");
+        let e = shapeless.decide(&who("a", &[]), "crm", "contact", &columns()).unwrap_err();
+        assert!(matches!(e, PolicyError::Unusable { .. }) && e.to_string().contains("rowFilters"), "{e}");
+    }
+
+    #[test]
+    fn hiding_every_column_is_explained() {
+        let p = policies("package omnisql\nimport rego.v1\nallow if input.action.operation == \"FilterTables\"");
+        let e = p.decide(&who("a", &[]), "crm", "contact", &columns()).unwrap_err();
+        assert!(e.to_string().contains("FilterColumns"), "{e}");
+    }
+}
