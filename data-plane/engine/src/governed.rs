@@ -17,13 +17,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, DataFusionError};
 use datafusion::execution::SessionState;
-use datafusion::logical_expr::{Expr, ExprSchemable, Operator, TableProviderFilterPushDown, TableType};
-use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, ExprSchemable, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -242,15 +242,19 @@ impl TableProvider for PolicyTable {
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>, DataFusionError> {
         // A filter may go below the policy only if it cannot fail and reads no masked value; the API
         // decides whether it can use it. Anything else runs above, on what the policy lets through.
-        let safe: Vec<bool> = filters
-            .iter()
-            .map(|f| cannot_fail(f) && f.column_refs().iter().all(|c| !self.masked(&c.name)))
-            .collect();
+        let safe: Vec<bool> =
+            filters.iter().map(|f| cannot_fail(f) && f.column_refs().iter().all(|c| !self.masked(&c.name))).collect();
         let offered: Vec<&Expr> = filters.iter().zip(&safe).filter(|(_, s)| **s).map(|(f, _)| *f).collect();
         let mut inner = self.inner.supports_filters_pushdown(&offered)?.into_iter();
         Ok(safe
             .iter()
-            .map(|s| if *s { inner.next().unwrap_or(TableProviderFilterPushDown::Unsupported) } else { TableProviderFilterPushDown::Unsupported })
+            .map(|s| {
+                if *s {
+                    inner.next().unwrap_or(TableProviderFilterPushDown::Unsupported)
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
             .collect())
     }
 
@@ -293,7 +297,11 @@ impl TableProvider for PolicyTable {
             let refs: Vec<&Expr> = conjuncts.iter().collect();
             let support = self.inner.supports_filters_pushdown(&refs)?;
             inner_filters.extend(
-                conjuncts.iter().zip(support).filter(|(_, s)| *s != TableProviderFilterPushDown::Unsupported).map(|(e, _)| e.clone()),
+                conjuncts
+                    .iter()
+                    .zip(support)
+                    .filter(|(_, s)| *s != TableProviderFilterPushDown::Unsupported)
+                    .map(|(e, _)| e.clone()),
             );
         }
         // With a row filter, a limit counts the rows that pass it, so the API cannot apply it.
@@ -421,4 +429,3 @@ impl ExecutionPlan for PolicyExec {
         Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), output)))
     }
 }
-

@@ -44,9 +44,7 @@ impl PolicyError {
     /// The table the error is about (`connection.table`).
     pub fn table(&self) -> &str {
         match self {
-            PolicyError::Denied { table, .. } | PolicyError::Broken { table, .. } | PolicyError::Unusable { table, .. } => {
-                table
-            }
+            PolicyError::Denied { table, .. } | PolicyError::Broken { table, .. } | PolicyError::Unusable { table, .. } => table,
         }
     }
 }
@@ -203,7 +201,8 @@ impl Policies {
         };
         let mut decision = TableDecision { revision: self.revision.clone(), ..Default::default() };
         self.with_engine(schema, table, |engine| {
-            let filters = query(engine, input(who, "GetRowFilters", json!({"table": table_resource(schema, table)})), "rowFilters")?;
+            let filters =
+                query(engine, input(who, "GetRowFilters", json!({"table": table_resource(schema, table)})), "rowFilters")?;
             decision.row_filters = expressions(&filters).map_err(|m| unusable("rowFilters", m))?;
             for (column, column_type) in columns {
                 let mut resource = table_resource(schema, table);
@@ -223,7 +222,9 @@ impl Policies {
                     1 => {
                         decision.masks.insert(column.clone(), masks.remove(0));
                     }
-                    n => return Err(unusable(&format!("columnMask for `{column}`"), format!("{n} masks apply; at most one may"))),
+                    n => {
+                        return Err(unusable(&format!("columnMask for `{column}`"), format!("{n} masks apply; at most one may")));
+                    }
                 }
             }
             Ok(())
@@ -247,18 +248,18 @@ impl Policies {
         let table = format!("{schema}.{table}");
         match &self.compiled {
             // Callers answer for a tenant without policies before asking.
-            Compiled::None => Err(PolicyError::Broken {
-                table,
-                revision: self.revision.clone(),
-                message: "no policies to evaluate".into(),
-            }),
+            Compiled::None => {
+                Err(PolicyError::Broken { table, revision: self.revision.clone(), message: "no policies to evaluate".into() })
+            }
             Compiled::Broken(message) => {
                 Err(PolicyError::Broken { table, revision: self.revision.clone(), message: message.clone() })
             }
             Compiled::Rego(engine) => {
                 let mut engine = engine.as_ref().clone();
                 f(&mut engine).map_err(|e| match e {
-                    PolicyError::Broken { message, .. } => PolicyError::Broken { table, revision: self.revision.clone(), message },
+                    PolicyError::Broken { message, .. } => {
+                        PolicyError::Broken { table, revision: self.revision.clone(), message }
+                    }
                     other => other,
                 })
             }
