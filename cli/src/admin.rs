@@ -77,6 +77,29 @@ enum AdminCommand {
         /// A data_plane_operator's regions (repeat the flag for several).
         #[arg(long = "region")]
         regions: Vec<String>,
+        /// A group policies can match (repeat for several).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// An attribute policies can match, NAME=VALUE (repeat for several).
+        #[arg(long = "attribute", value_parser = parse_option)]
+        attributes: Vec<(String, String)>,
+    },
+    /// Replace a principal's groups and/or attributes (the tenant's data planes apply them at once).
+    UpdatePrincipal {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        id: String,
+        /// The principal's groups from now on (repeat; `--no-groups` clears them).
+        #[arg(long = "group", conflicts_with = "no_groups")]
+        groups: Vec<String>,
+        #[arg(long)]
+        no_groups: bool,
+        /// Its attributes from now on, NAME=VALUE (repeat; `--no-attributes` clears them).
+        #[arg(long = "attribute", value_parser = parse_option, conflicts_with = "no_attributes")]
+        attributes: Vec<(String, String)>,
+        #[arg(long)]
+        no_attributes: bool,
     },
     /// Create an API key (printed once).
     CreateKey {
@@ -234,9 +257,20 @@ pub async fn run(args: AdminArgs) -> Result<(), AdminError> {
         }
         AdminCommand::ListTenants => c.call(Method::GET, "/v1/tenants?limit=500", None).await?,
         AdminCommand::DeleteTenant { id } => c.call(Method::DELETE, &format!("/v1/tenants/{id}"), None).await?,
-        AdminCommand::CreatePrincipal { tenant, id, role, kind, regions } => {
-            let body = json!({"id": id, "role": role, "kind": kind, "regions": regions});
+        AdminCommand::CreatePrincipal { tenant, id, role, kind, regions, groups, attributes } => {
+            let attributes: std::collections::BTreeMap<_, _> = attributes.into_iter().collect();
+            let body = json!({"id": id, "role": role, "kind": kind, "regions": regions, "groups": groups, "attributes": attributes});
             c.post(&format!("/v1/tenants/{tenant}/principals"), body).await?
+        }
+        AdminCommand::UpdatePrincipal { tenant, id, groups, no_groups, attributes, no_attributes } => {
+            let mut body = serde_json::Map::new();
+            if no_groups || !groups.is_empty() {
+                body.insert("groups".into(), json!(groups));
+            }
+            if no_attributes || !attributes.is_empty() {
+                body.insert("attributes".into(), json!(attributes.into_iter().collect::<std::collections::BTreeMap<_, _>>()));
+            }
+            c.call(Method::PATCH, &format!("/v1/tenants/{tenant}/principals/{id}"), Some(serde_json::Value::Object(body))).await?
         }
         AdminCommand::CreateKey { tenant, principal, expires_in_seconds } => {
             let body = json!({"principal": principal, "expires_in_seconds": expires_in_seconds});

@@ -12,8 +12,9 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 /// The chain hash of `event` at position `seq` after `previous`.
 pub fn chain_hash(previous: &str, seq: i64, event: &NewAuditEvent) -> String {
-    // JSON of a fixed-order array: unambiguous field boundaries, stable across versions.
-    let canonical = serde_json::json!([
+    // JSON of a fixed-order array: unambiguous field boundaries, stable across versions (fields added
+    // later are appended only when present, so earlier events keep their hashes).
+    let mut canonical = serde_json::json!([
         seq,
         event.id,
         event.tenant_id.as_str(),
@@ -29,6 +30,9 @@ pub fn chain_hash(previous: &str, seq: i64, event: &NewAuditEvent) -> String {
         event.started_at,
         event.data_plane,
     ]);
+    if let (Some(revision), Some(fields)) = (&event.policy_revision, canonical.as_array_mut()) {
+        fields.push(serde_json::json!(revision));
+    }
     let mut h = Sha256::new();
     h.update(previous.as_bytes());
     h.update(b"\n");

@@ -81,8 +81,8 @@ pub fn config_update(changes: RegionChanges, full: bool) -> v1::ConfigUpdate {
                             id: p.id.clone(),
                             kind: p.kind.as_str().into(),
                             role: p.role.as_str().into(),
-                            groups: Vec::new(),
-                            attributes: Default::default(),
+                            groups: p.groups.clone(),
+                            attributes: p.attributes.clone().into_iter().collect(),
                         });
                     }
                     seen.into_values().collect()
@@ -266,6 +266,7 @@ impl v1::data_plane_service_server::DataPlaneService for DataPlaneGrpc {
                 error: (!e.error.is_empty()).then_some(e.error),
                 started_at: e.started_at,
                 data_plane: dp.id.clone(),
+                policy_revision: (!e.policy_revision.is_empty()).then_some(e.policy_revision),
             });
         }
         let stored = self.state.store.append_audit(&events, now_ms()).await.map_err(store_status)?;

@@ -118,6 +118,22 @@ pub struct Principal {
     /// The regions a `data_plane_operator` acts in (empty for every other role).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regions: Vec<String>,
+    /// Groups, as policies see them (`input.context.identity.groups`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Attributes, as policies see them (`input.context.principal.attributes`), e.g. `region: emea`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// A change of a principal's groups and attributes; what is absent stays.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// An API key as stored: its hash, never the key.
@@ -260,6 +276,9 @@ pub struct NewAuditEvent {
     pub started_at: i64,
     /// Set by the control plane from the shipping data plane's identity.
     pub data_plane: String,
+    /// The tenant's policies the query was checked against (`name@version,…`; absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_revision: Option<String>,
 }
 
 /// What to look for in the audit trail.

@@ -183,6 +183,8 @@ async fn bootstrap(store: &dyn Store, provided: Option<&str>) -> Result<Option<S
             role: Role::PlatformOperator,
             created_at: now,
             regions: Vec::new(),
+            groups: Vec::new(),
+            attributes: Default::default(),
         })
         .await?;
     let secret = provided.map_or_else(|| keys::generate("omk"), str::to_string);

@@ -28,6 +28,8 @@ fn principal(t: &str, id: &str, role: Role) -> Principal {
         role,
         created_at: now_ms(),
         regions: vec![],
+        groups: vec![],
+        attributes: BTreeMap::new(),
     }
 }
 
@@ -86,6 +88,7 @@ fn event(tenant: &str, id: &str, principal: &str, outcome: &str, started_at: i64
         error: (outcome != "ok").then(|| "boom".into()),
         started_at,
         data_plane: "dp-1".into(),
+        policy_revision: None,
     }
 }
 
@@ -328,6 +331,40 @@ async fn run_suite(store: &SqlStore) {
     data_planes_enroll_once_and_receive_their_regions_changes(store).await;
     audit_events_are_stored_once_chained_searchable_and_verified(store).await;
     tampering_with_the_audit_trail_is_detected(store).await;
+    principals_carry_groups_and_attributes_and_events_their_policy_revision(store).await;
+}
+
+async fn principals_carry_groups_and_attributes_and_events_their_policy_revision(s: &SqlStore) {
+    s.create_tenant(&tenant("g-a", "gr")).await.unwrap();
+    let t = TenantId("g-a".into());
+    let mut p = principal("g-a", "sam", Role::TenantMember);
+    p.groups = vec!["sales".into(), "emea".into()];
+    p.attributes = BTreeMap::from([("region".to_string(), "emea".to_string())]);
+    s.create_principal(&p).await.unwrap();
+    assert_eq!(s.get_principal(&t, "sam").await.unwrap(), p);
+    s.create_api_key(&key("g-a", "k-sam", "sam", "sam-hash", None)).await.unwrap();
+    let (_, authenticated) = s.authenticate("sam-hash", now_ms()).await.unwrap().unwrap();
+    assert_eq!((authenticated.groups.clone(), authenticated.attributes.clone()), (p.groups.clone(), p.attributes.clone()));
+
+    let before = s.region_changes("gr", 0).await.unwrap().revision;
+    let update = PrincipalUpdate { groups: Some(vec!["support".into()]), attributes: None };
+    let updated = s.update_principal(&t, "sam", &update).await.unwrap();
+    assert_eq!((updated.groups.as_slice(), updated.attributes.get("region").map(String::as_str)), (&["support".to_string()][..], Some("emea")));
+    let changes = s.region_changes("gr", before).await.unwrap();
+    assert!(changes.revision > before, "a changed principal is a new configuration");
+    let snapshot = changes.tenants.iter().find(|c| c.tenant.id == t).expect("the tenant changed");
+    assert_eq!(snapshot.api_keys[0].1.groups, ["support"]);
+    assert!(matches!(s.update_principal(&t, "nobody", &update).await, Err(StoreError::NotFound(_))));
+
+    let mut e = event("g-a", "g1", "sam", "denied", 1_000, &["slack.users"]);
+    e.policy_revision = Some("access@2".into());
+    s.append_audit(&[e, event("g-a", "g2", "sam", "ok", 2_000, &[])], now_ms()).await.unwrap();
+    let stored = s.search_audit(&t, &AuditFilter::default(), &PageRequest::first(10)).await.unwrap().items;
+    assert_eq!(stored[0].event.policy_revision.as_deref(), Some("access@2"));
+    assert_eq!(stored[1].event.policy_revision, None);
+    assert!(s.verify_audit(&t).await.unwrap().valid);
+    s.execute_unchecked("g-a", "UPDATE audit_events SET policy_revision = 'access@1' WHERE id = 'g1'").await.unwrap();
+    assert!(!s.verify_audit(&t).await.unwrap().valid, "the policy revision is part of the chain");
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use crate::model;
     info(title = "OmniSQL control plane admin API", version = "1", description = "Tenants, principals, API keys, connector catalog, connections with sealed credentials, policies, data planes and the audit trail. Authenticate with `Authorization: Bearer <api key>`."),
     paths(
         tenants::me, tenants::create_tenant, tenants::list_tenants, tenants::get_tenant, tenants::update_tenant, tenants::delete_tenant,
-        tenants::create_principal, tenants::list_principals, tenants::delete_principal,
+        tenants::create_principal, tenants::list_principals, tenants::update_principal, tenants::delete_principal,
         tenants::create_api_key, tenants::list_api_keys, tenants::revoke_api_key,
         catalog::list_connectors, catalog::publish_connector,
         catalog::create_connection, catalog::list_connections, catalog::get_connection, catalog::delete_connection,
@@ -23,7 +23,7 @@ use crate::model;
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, error::FieldError,
-        model::Tenant, model::Principal, model::ApiKey, model::ConnectorVersion, model::Connection, model::Policy,
+        model::Tenant, model::Principal, model::PrincipalUpdate, model::ApiKey, model::ConnectorVersion, model::Connection, model::Policy,
         model::DataPlane, model::AuditEvent, model::NewAuditEvent, model::ChainVerification, model::Role, model::PrincipalKind,
     )),
     modifiers(&BearerAuth),

@@ -18,7 +18,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tenants", get(list_tenants).post(create_tenant))
         .route("/v1/tenants/{tenant}", get(get_tenant).patch(update_tenant).delete(delete_tenant))
         .route("/v1/tenants/{tenant}/principals", get(list_principals).post(create_principal))
-        .route("/v1/tenants/{tenant}/principals/{principal}", delete(delete_principal))
+        .route("/v1/tenants/{tenant}/principals/{principal}", delete(delete_principal).patch(update_principal))
         .route("/v1/tenants/{tenant}/api-keys", get(list_api_keys).post(create_api_key))
         .route("/v1/tenants/{tenant}/api-keys/{key}", delete(revoke_api_key))
 }
@@ -174,6 +174,8 @@ pub async fn create_tenant(
                     role: Role::TenantAdmin,
                     created_at: now_ms(),
                     regions: Vec::new(),
+                    groups: Vec::new(),
+                    attributes: Default::default(),
                 };
                 state.store.create_principal(&p).await?;
                 Some(new_api_key(&state, &tenant.id, id, None, None).await?)
@@ -269,6 +271,37 @@ pub struct CreatePrincipal {
     /// planes of.
     #[serde(default)]
     pub regions: Vec<String>,
+    /// Groups, as policies see them (`input.context.identity.groups`).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Attributes, as policies see them (`input.context.principal.attributes`).
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// Groups and attributes a policy can match: names are identifiers, values short text.
+fn check_policy_attributes(
+    groups: Option<&[String]>,
+    attributes: Option<&std::collections::BTreeMap<String, String>>,
+    errors: &mut Vec<FieldError>,
+) {
+    for g in groups.unwrap_or_default() {
+        if g.is_empty() || g.len() > 128 || g.chars().any(|c| c.is_control()) {
+            errors.push(FieldError { field: "groups".into(), message: format!("group {g:?} must be 1 to 128 printable characters") });
+        }
+    }
+    if groups.is_some_and(|g| g.len() > 256) {
+        errors.push(FieldError { field: "groups".into(), message: "at most 256 groups".into() });
+    }
+    for (k, v) in attributes.into_iter().flatten() {
+        check_id("attributes", k, 64, errors);
+        if v.len() > 1024 {
+            errors.push(FieldError { field: "attributes".into(), message: format!("the value of `{k}` is longer than 1024 bytes") });
+        }
+    }
+    if attributes.is_some_and(|a| a.len() > 64) {
+        errors.push(FieldError { field: "attributes".into(), message: "at most 64 attributes".into() });
+    }
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/principals", tag = "access", params(("tenant" = String, Path),
@@ -301,6 +334,7 @@ pub async fn create_principal(
     for r in &req.regions {
         check_id("regions", r, 63, &mut errors);
     }
+    check_policy_attributes(Some(&req.groups), Some(&req.attributes), &mut errors);
     valid(errors)?;
     state.store.get_tenant(&tenant).await?;
     idempotent(&state, &tenant, &headers, &req, &[], || async {
@@ -311,8 +345,11 @@ pub async fn create_principal(
             role: req.role,
             created_at: now_ms(),
             regions: req.regions.clone(),
+            groups: req.groups.clone(),
+            attributes: req.attributes.clone(),
         };
         let p = state.store.create_principal(&p).await?;
+        state.config_changed();
         Ok((StatusCode::CREATED, serde_json::to_value(p).unwrap_or_default()))
     })
     .await
@@ -328,6 +365,26 @@ pub async fn list_principals(
 ) -> Result<axum::Json<Page<Principal>>, ApiError> {
     let tenant = caller.reader_of(&tenant)?;
     Ok(axum::Json(state.store.list_principals(&tenant, &q.request()?).await?))
+}
+
+/// Changes a principal's groups and attributes (what the body leaves out stays); data planes apply
+/// them with the tenant's next configuration.
+#[utoipa::path(patch, path = "/v1/tenants/{tenant}/principals/{principal}", tag = "access",
+    params(("tenant" = String, Path), ("principal" = String, Path)), request_body = PrincipalUpdate,
+    responses((status = 200, body = Principal), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_principal(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, principal)): Path<(String, String)>,
+    Body(req): Body<PrincipalUpdate>,
+) -> Result<axum::Json<Principal>, ApiError> {
+    let tenant = caller.admin_of(&tenant)?;
+    let mut errors = Vec::new();
+    check_policy_attributes(req.groups.as_deref(), req.attributes.as_ref(), &mut errors);
+    valid(errors)?;
+    let p = state.store.update_principal(&tenant, &principal, &req).await?;
+    state.config_changed();
+    Ok(axum::Json(p))
 }
 
 /// Deletes a principal and its API keys.

@@ -100,6 +100,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get_principal(&self, tenant: &TenantId, id: &str) -> Result<Principal>;
     async fn list_principals(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<Principal>>;
     async fn delete_principal(&self, tenant: &TenantId, id: &str) -> Result<()>;
+    /// Replaces what `update` sets of a principal's groups and attributes (a new configuration revision).
+    async fn update_principal(&self, tenant: &TenantId, id: &str, update: &PrincipalUpdate) -> Result<Principal>;
     async fn create_api_key(&self, key: &ApiKey) -> Result<ApiKey>;
     async fn list_api_keys(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<ApiKey>>;
     async fn revoke_api_key(&self, tenant: &TenantId, id: &str, at: i64) -> Result<ApiKey>;

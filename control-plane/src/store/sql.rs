@@ -131,15 +131,24 @@ fn tenant_row(r: &AnyRow) -> Result<Tenant> {
 }
 
 fn principal_row(r: &AnyRow) -> Result<Principal> {
+    principal_columns(r, TenantId(r.try_get("tenant_id")?), r.try_get("id")?, "created_at")
+}
+
+/// A principal from its columns in `r` (its own row, or joined to a key's).
+fn principal_columns(r: &AnyRow, tenant_id: TenantId, id: String, created_at: &str) -> Result<Principal> {
     let kind: String = r.try_get("kind")?;
     let role: String = r.try_get("role")?;
+    let groups: Option<String> = r.try_get("group_names")?;
+    let attributes: Option<String> = r.try_get("attributes")?;
     Ok(Principal {
-        tenant_id: TenantId(r.try_get("tenant_id")?),
-        id: r.try_get("id")?,
+        tenant_id,
+        id,
         kind: PrincipalKind::parse(&kind).ok_or_else(|| StoreError::Invalid(format!("unknown principal kind `{kind}`")))?,
         role: Role::parse(&role).ok_or_else(|| StoreError::Invalid(format!("unknown role `{role}`")))?,
-        created_at: r.try_get("created_at")?,
+        created_at: r.try_get(created_at)?,
         regions: regions(r.try_get("regions")?),
+        groups: groups.map(|g| parse_json(&g, "principal groups")).transpose()?.unwrap_or_default(),
+        attributes: attributes.map(|a| parse_json(&a, "principal attributes")).transpose()?.unwrap_or_default(),
     })
 }
 
@@ -230,6 +239,7 @@ fn audit_row(r: &AnyRow) -> Result<AuditEvent> {
             error: r.try_get("error")?,
             started_at: r.try_get("started_at")?,
             data_plane: r.try_get("data_plane")?,
+            policy_revision: r.try_get("policy_revision")?,
         },
         seq: r.try_get("seq")?,
         received_at: r.try_get("received_at")?,
@@ -256,7 +266,12 @@ fn conflict(what: impl Into<String>) -> impl FnOnce(StoreError) -> StoreError {
 const TENANT_COLUMNS: &str = "id, name, region, key_id, weight, statement_timeout_seconds, max_concurrent_queries, created_at";
 const KEY_COLUMNS: &str =
     "k.tenant_id, k.id, k.principal_id, k.prefix, k.sha256, k.created_at, k.expires_at, k.revoked_at, k.last_used_at";
-const AUDIT_COLUMNS: &str = "tenant_id, seq, id, principal, sql, tables, api_requests, rows, bytes, duration_ms, outcome, error, started_at, data_plane, received_at, hash";
+const AUDIT_COLUMNS: &str = "tenant_id, seq, id, principal, sql, tables, api_requests, rows, bytes, duration_ms, outcome, error, started_at, data_plane, received_at, hash, policy_revision";
+/// A principal's own columns.
+const PRINCIPAL_COLUMNS: &str = "tenant_id, id, kind, role, created_at, regions, group_names, attributes";
+/// A key's principal, joined as `p`.
+const JOINED_PRINCIPAL_COLUMNS: &str =
+    "p.kind, p.role, p.created_at AS principal_created_at, p.regions, p.group_names, p.attributes";
 
 #[async_trait::async_trait]
 impl Store for SqlStore {
@@ -360,13 +375,15 @@ impl Store for SqlStore {
 
     async fn create_principal(&self, p: &Principal) -> Result<Principal> {
         let mut tx = self.begin(&p.tenant_id.0).await?;
-        sqlx::query("INSERT INTO principals (tenant_id, id, kind, role, created_at, regions) VALUES ($1, $2, $3, $4, $5, $6)")
+        sqlx::query(AssertSqlSafe(format!("INSERT INTO principals ({PRINCIPAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")))
             .bind(p.tenant_id.0.clone())
             .bind(p.id.clone())
             .bind(p.kind.as_str())
             .bind(p.role.as_str())
             .bind(p.created_at)
             .bind((!p.regions.is_empty()).then(|| p.regions.join(",")))
+            .bind((!p.groups.is_empty()).then(|| json(&p.groups)))
+            .bind((!p.attributes.is_empty()).then(|| json(&p.attributes)))
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from)
@@ -378,7 +395,7 @@ impl Store for SqlStore {
     async fn get_principal(&self, tenant: &TenantId, id: &str) -> Result<Principal> {
         let mut tx = self.begin(&tenant.0).await?;
         let row =
-            sqlx::query("SELECT tenant_id, id, kind, role, created_at, regions FROM principals WHERE tenant_id = $1 AND id = $2")
+            sqlx::query(AssertSqlSafe(format!("SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE tenant_id = $1 AND id = $2")))
                 .bind(tenant.0.clone())
                 .bind(id.to_string())
                 .fetch_one(&mut *tx)
@@ -388,11 +405,41 @@ impl Store for SqlStore {
         principal_row(&row)
     }
 
+    async fn update_principal(&self, tenant: &TenantId, id: &str, update: &PrincipalUpdate) -> Result<Principal> {
+        let mut tx = self.begin(&tenant.0).await?;
+        let row =
+            sqlx::query(AssertSqlSafe(format!("SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE tenant_id = $1 AND id = $2")))
+                .bind(tenant.0.clone())
+                .bind(id.to_string())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::from)
+                .map_err(not_found(format!("principal `{id}`")))?;
+        let mut p = principal_row(&row)?;
+        if let Some(groups) = &update.groups {
+            p.groups = groups.clone();
+        }
+        if let Some(attributes) = &update.attributes {
+            p.attributes = attributes.clone();
+        }
+        sqlx::query("UPDATE principals SET group_names = $1, attributes = $2 WHERE tenant_id = $3 AND id = $4")
+            .bind((!p.groups.is_empty()).then(|| json(&p.groups)))
+            .bind((!p.attributes.is_empty()).then(|| json(&p.attributes)))
+            .bind(tenant.0.clone())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        // Data planes see principals with the tenant's configuration.
+        Self::bump(&mut tx, tenant).await?;
+        tx.commit().await?;
+        Ok(p)
+    }
+
     async fn list_principals(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<Principal>> {
         let mut tx = self.begin(&tenant.0).await?;
-        let rows = sqlx::query(
-            "SELECT tenant_id, id, kind, role, created_at, regions FROM principals WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-        )
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        )))
         .bind(tenant.0.clone())
         .bind(page.after.clone().unwrap_or_default())
         .bind(page.limit() + 1)
@@ -489,7 +536,7 @@ impl Store for SqlStore {
     async fn authenticate(&self, sha256: &str, now: i64) -> Result<Option<(ApiKey, Principal)>> {
         let mut tx = self.begin(ALL_TENANTS).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {KEY_COLUMNS}, p.kind, p.role, p.created_at AS principal_created_at, p.regions
+            "SELECT {KEY_COLUMNS}, {JOINED_PRINCIPAL_COLUMNS}
              FROM api_keys k JOIN principals p ON p.tenant_id = k.tenant_id AND p.id = k.principal_id
              JOIN tenants t ON t.id = k.tenant_id AND t.deleted_at IS NULL
              WHERE k.sha256 = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2)"
@@ -500,16 +547,7 @@ impl Store for SqlStore {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let key = api_key_row(&row)?;
-        let kind: String = row.try_get("kind")?;
-        let role: String = row.try_get("role")?;
-        let principal = Principal {
-            tenant_id: key.tenant_id.clone(),
-            id: key.principal_id.clone(),
-            kind: PrincipalKind::parse(&kind).unwrap_or(PrincipalKind::User),
-            role: Role::parse(&role).ok_or_else(|| StoreError::Invalid(format!("unknown role `{role}`")))?,
-            created_at: row.try_get("principal_created_at")?,
-            regions: regions(row.try_get("regions")?),
-        };
+        let principal = principal_columns(&row, key.tenant_id.clone(), key.principal_id.clone(), "principal_created_at")?;
         // Last use is recorded at minute granularity, so a busy key does not write on every call.
         if key.last_used_at.is_none_or(|t| now - t > 60_000) {
             sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE sha256 = $2")
@@ -868,7 +906,7 @@ impl Store for SqlStore {
             }
             let id = tenant.id.0.clone();
             let keys = sqlx::query(AssertSqlSafe(format!(
-                "SELECT {KEY_COLUMNS}, p.kind, p.role, p.created_at AS principal_created_at
+                "SELECT {KEY_COLUMNS}, {JOINED_PRINCIPAL_COLUMNS}
                  FROM api_keys k JOIN principals p ON p.tenant_id = k.tenant_id AND p.id = k.principal_id
                  WHERE k.tenant_id = $1 AND k.revoked_at IS NULL ORDER BY k.id"
             )))
@@ -878,16 +916,7 @@ impl Store for SqlStore {
             let mut api_keys = Vec::new();
             for r in &keys {
                 let key = api_key_row(r)?;
-                let role: String = r.try_get("role")?;
-                let kind: String = r.try_get("kind")?;
-                let principal = Principal {
-                    tenant_id: key.tenant_id.clone(),
-                    id: key.principal_id.clone(),
-                    kind: PrincipalKind::parse(&kind).unwrap_or(PrincipalKind::User),
-                    role: Role::parse(&role).unwrap_or(Role::TenantMember),
-                    created_at: r.try_get("principal_created_at")?,
-                    regions: Vec::new(),
-                };
+                let principal = principal_columns(r, key.tenant_id.clone(), key.principal_id.clone(), "principal_created_at")?;
                 api_keys.push((key, principal));
             }
             let connections = sqlx::query("SELECT * FROM connections WHERE tenant_id = $1 ORDER BY name")
@@ -942,7 +971,7 @@ impl Store for SqlStore {
                     seq += 1;
                     hash = audit::chain_hash(&hash, seq, e);
                     sqlx::query(AssertSqlSafe(format!(
-                        "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+                        "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
                     )))
                     .bind(tenant.0.clone())
                     .bind(seq)
@@ -960,6 +989,7 @@ impl Store for SqlStore {
                     .bind(e.data_plane.clone())
                     .bind(received_at)
                     .bind(hash.clone())
+                    .bind(e.policy_revision.clone())
                     .execute(&mut *tx)
                     .await
                     .map_err(StoreError::from)
