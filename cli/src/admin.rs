@@ -101,6 +101,16 @@ enum AdminCommand {
         #[arg(long)]
         no_attributes: bool,
     },
+    /// What a principal sees of a table under the tenant's policies, and why.
+    ExplainAccess {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        principal: String,
+        /// connection.table, e.g. salesforce.account
+        #[arg(long)]
+        table: String,
+    },
     /// Create an API key (printed once).
     CreateKey {
         #[arg(long)]
@@ -259,7 +269,8 @@ pub async fn run(args: AdminArgs) -> Result<(), AdminError> {
         AdminCommand::DeleteTenant { id } => c.call(Method::DELETE, &format!("/v1/tenants/{id}"), None).await?,
         AdminCommand::CreatePrincipal { tenant, id, role, kind, regions, groups, attributes } => {
             let attributes: std::collections::BTreeMap<_, _> = attributes.into_iter().collect();
-            let body = json!({"id": id, "role": role, "kind": kind, "regions": regions, "groups": groups, "attributes": attributes});
+            let body =
+                json!({"id": id, "role": role, "kind": kind, "regions": regions, "groups": groups, "attributes": attributes});
             c.post(&format!("/v1/tenants/{tenant}/principals"), body).await?
         }
         AdminCommand::UpdatePrincipal { tenant, id, groups, no_groups, attributes, no_attributes } => {
@@ -271,6 +282,10 @@ pub async fn run(args: AdminArgs) -> Result<(), AdminError> {
                 body.insert("attributes".into(), json!(attributes.into_iter().collect::<std::collections::BTreeMap<_, _>>()));
             }
             c.call(Method::PATCH, &format!("/v1/tenants/{tenant}/principals/{id}"), Some(serde_json::Value::Object(body))).await?
+        }
+        AdminCommand::ExplainAccess { tenant, principal, table } => {
+            let table: String = url::form_urlencoded::byte_serialize(table.as_bytes()).collect();
+            c.call(Method::GET, &format!("/v1/tenants/{tenant}/principals/{principal}/access?table={table}"), None).await?
         }
         AdminCommand::CreateKey { tenant, principal, expires_in_seconds } => {
             let body = json!({"principal": principal, "expires_in_seconds": expires_in_seconds});

@@ -349,7 +349,10 @@ async fn principals_carry_groups_and_attributes_and_events_their_policy_revision
     let before = s.region_changes("gr", 0).await.unwrap().revision;
     let update = PrincipalUpdate { groups: Some(vec!["support".into()]), attributes: None };
     let updated = s.update_principal(&t, "sam", &update).await.unwrap();
-    assert_eq!((updated.groups.as_slice(), updated.attributes.get("region").map(String::as_str)), (&["support".to_string()][..], Some("emea")));
+    assert_eq!(
+        (updated.groups.as_slice(), updated.attributes.get("region").map(String::as_str)),
+        (&["support".to_string()][..], Some("emea"))
+    );
     let changes = s.region_changes("gr", before).await.unwrap();
     assert!(changes.revision > before, "a changed principal is a new configuration");
     let snapshot = changes.tenants.iter().find(|c| c.tenant.id == t).expect("the tenant changed");

@@ -21,6 +21,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tenants/{tenant}/connections", get(list_connections).post(create_connection))
         .route("/v1/tenants/{tenant}/connections/{name}", get(get_connection).delete(delete_connection))
         .route("/v1/tenants/{tenant}/policies", get(list_policies))
+        .route("/v1/tenants/{tenant}/principals/{principal}/access", get(explain_policy))
         .route("/v1/tenants/{tenant}/policies/{name}", get(policy_versions).put(put_policy).delete(delete_policy))
 }
 
@@ -272,6 +273,109 @@ pub fn check_rego(name: &str, rego: &str) -> Result<(), String> {
     }
     let mut engine = regorus::Engine::new();
     engine.add_policy(format!("{name}.rego"), rego.to_string()).map(|_| ()).map_err(|e| format!("is not valid Rego: {e}"))
+}
+
+/// Which table to explain a principal's access to.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AccessQuery {
+    /// `connection.table`, e.g. `salesforce.account`.
+    pub table: String,
+}
+
+/// What a principal sees of a table under the tenant's current policies, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PolicyExplanation {
+    pub principal: String,
+    pub table: String,
+    /// `name@version` of each policy, joined by `,` (empty: the tenant has none, so every table is open).
+    pub policy_revision: String,
+    /// `allowed` (with the filters and masks below), `denied`, or `error` (the policies cannot be
+    /// evaluated, which denies too).
+    pub decision: String,
+    pub reason: String,
+    /// SQL boolean expressions every row must pass.
+    pub row_filters: Vec<String>,
+    /// Column → the SQL expression shown in its place.
+    pub masks: std::collections::BTreeMap<String, String>,
+    pub hidden_columns: Vec<String>,
+    /// Whether the table's columns were known from the connector catalog (masks and hidden columns are
+    /// decided per column; tables a connector discovers at run time, such as Salesforce custom objects,
+    /// are known to data planes only).
+    pub columns_known: bool,
+}
+
+/// Explains what `principal` sees of `table`: the decision, row filters, masks and hidden columns, by
+/// the same evaluation data planes run.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/principals/{principal}/access", tag = "policies",
+    params(("tenant" = String, Path), ("principal" = String, Path), AccessQuery),
+    responses((status = 200, body = PolicyExplanation), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn explain_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, principal)): Path<(String, String)>,
+    Query(req): Query<AccessQuery>,
+) -> Result<axum::Json<PolicyExplanation>, ApiError> {
+    let tenant = caller.admin_of(&tenant)?;
+    let Some((schema, table)) = req.table.split_once('.') else {
+        return Err(ApiError::Invalid(vec![FieldError { field: "table".into(), message: "must be connection.table".into() }]));
+    };
+    let principal = state.store.get_principal(&tenant, &principal).await?;
+    let connection = state.store.get_connection(&tenant, schema).await?;
+    let columns: Option<Vec<(String, String)>> = state
+        .store
+        .get_connector(&connection.connector, &connection.version)
+        .await
+        .ok()
+        .and_then(|c| c.tables.into_iter().find(|t| t.name == table))
+        .map(|t| t.columns.into_iter().map(|c| (c.name, c.data_type)).collect());
+    let policies: Vec<omnisql_policy::PolicyConfig> = state
+        .store
+        .list_policies(&tenant)
+        .await?
+        .into_iter()
+        .map(|p| omnisql_policy::PolicyConfig { name: p.name, version: p.version.max(0) as u32, rego: p.rego })
+        .collect();
+    let compiled = omnisql_policy::Policies::compile(&policies);
+    let who = omnisql_policy::Identity {
+        tenant: tenant.0.clone(),
+        principal: omnisql_policy::PrincipalConfig {
+            id: principal.id.clone(),
+            kind: Some(principal.kind.as_str().into()),
+            role: Some(principal.role.as_str().into()),
+            groups: principal.groups.clone(),
+            attributes: principal.attributes.clone(),
+        },
+    };
+    let mut out = PolicyExplanation {
+        principal: principal.id.clone(),
+        table: req.table.clone(),
+        policy_revision: compiled.revision().to_string(),
+        decision: "allowed".into(),
+        reason: String::new(),
+        row_filters: Vec::new(),
+        masks: Default::default(),
+        hidden_columns: Vec::new(),
+        columns_known: columns.is_some(),
+    };
+    let decided = compiled.decide(&who, schema, table, columns.as_deref().unwrap_or_default());
+    match decided {
+        Ok(d) => {
+            out.row_filters = d.row_filters.clone();
+            out.masks = d.masks.clone();
+            out.hidden_columns = d.hidden.iter().cloned().collect();
+            out.reason = if !compiled.active() {
+                "the tenant has no policies: every table is read as it is".into()
+            } else {
+                "`allow` admits the table (FilterTables); rowFilters, columnMask and FilterColumns decide the rest".into()
+            };
+        }
+        Err(e) => {
+            out.decision = if matches!(e, omnisql_policy::PolicyError::Denied { .. }) { "denied" } else { "error" }.into();
+            out.reason = e.to_string();
+        }
+    }
+    Ok(axum::Json(out))
 }
 
 /// The latest version of each policy.

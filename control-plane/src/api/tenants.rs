@@ -287,7 +287,10 @@ fn check_policy_attributes(
 ) {
     for g in groups.unwrap_or_default() {
         if g.is_empty() || g.len() > 128 || g.chars().any(|c| c.is_control()) {
-            errors.push(FieldError { field: "groups".into(), message: format!("group {g:?} must be 1 to 128 printable characters") });
+            errors.push(FieldError {
+                field: "groups".into(),
+                message: format!("group {g:?} must be 1 to 128 printable characters"),
+            });
         }
     }
     if groups.is_some_and(|g| g.len() > 256) {
@@ -296,7 +299,10 @@ fn check_policy_attributes(
     for (k, v) in attributes.into_iter().flatten() {
         check_id("attributes", k, 64, errors);
         if v.len() > 1024 {
-            errors.push(FieldError { field: "attributes".into(), message: format!("the value of `{k}` is longer than 1024 bytes") });
+            errors.push(FieldError {
+                field: "attributes".into(),
+                message: format!("the value of `{k}` is longer than 1024 bytes"),
+            });
         }
     }
     if attributes.is_some_and(|a| a.len() > 64) {

@@ -375,19 +375,21 @@ impl Store for SqlStore {
 
     async fn create_principal(&self, p: &Principal) -> Result<Principal> {
         let mut tx = self.begin(&p.tenant_id.0).await?;
-        sqlx::query(AssertSqlSafe(format!("INSERT INTO principals ({PRINCIPAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")))
-            .bind(p.tenant_id.0.clone())
-            .bind(p.id.clone())
-            .bind(p.kind.as_str())
-            .bind(p.role.as_str())
-            .bind(p.created_at)
-            .bind((!p.regions.is_empty()).then(|| p.regions.join(",")))
-            .bind((!p.groups.is_empty()).then(|| json(&p.groups)))
-            .bind((!p.attributes.is_empty()).then(|| json(&p.attributes)))
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from)
-            .map_err(conflict(format!("principal `{}`", p.id)))?;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO principals ({PRINCIPAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        )))
+        .bind(p.tenant_id.0.clone())
+        .bind(p.id.clone())
+        .bind(p.kind.as_str())
+        .bind(p.role.as_str())
+        .bind(p.created_at)
+        .bind((!p.regions.is_empty()).then(|| p.regions.join(",")))
+        .bind((!p.groups.is_empty()).then(|| json(&p.groups)))
+        .bind((!p.attributes.is_empty()).then(|| json(&p.attributes)))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)
+        .map_err(conflict(format!("principal `{}`", p.id)))?;
         tx.commit().await?;
         Ok(p.clone())
     }

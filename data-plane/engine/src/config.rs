@@ -29,6 +29,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use omnisql_policy::{PolicyConfig, PrincipalConfig};
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -63,36 +65,6 @@ pub struct TenantConfig {
     /// policies: every principal reads every table of the tenant.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<PolicyConfig>,
-}
-
-/// A principal as policies see it (`input.context.identity` and `input.context.principal`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PrincipalConfig {
-    pub id: String,
-    /// `user` or `service_account`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub groups: Vec<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub attributes: BTreeMap<String, String>,
-}
-
-/// One version of a named Rego module.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyConfig {
-    pub name: String,
-    #[serde(default = "first_version")]
-    pub version: u32,
-    pub rego: String,
-}
-
-fn first_version() -> u32 {
-    1
 }
 
 /// An API key: the key itself (configuration files), or only its SHA-256 (from the control plane).

@@ -19,7 +19,10 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value as Json, json};
 
-use crate::config::{PolicyConfig, PrincipalConfig};
+use serde::{Deserialize, Serialize};
+
+/// The SQL catalog every table is in (`input.action.resource.table.catalogName`).
+pub const CATALOG: &str = "omnisql";
 
 /// The Rego package whose rules are evaluated.
 pub const PACKAGE: &str = "omnisql";
@@ -27,7 +30,7 @@ pub const PACKAGE: &str = "omnisql";
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PolicyError {
     #[error(
-        "access denied: the tenant's policies (revision {revision}) do not allow `{principal}` to read {table}; a tenant admin can check with `omnisql admin explain-policy`"
+        "access denied: the tenant's policies (revision {revision}) do not allow `{principal}` to read {table}; a tenant admin can see why with `omnisql admin explain-access`"
     )]
     Denied { principal: String, table: String, revision: String },
     #[error(
@@ -86,6 +89,36 @@ impl TableDecision {
     pub fn is_open(&self) -> bool {
         self.row_filters.is_empty() && self.masks.is_empty() && self.hidden.is_empty()
     }
+}
+
+/// A principal as policies see it (`input.context.identity` and `input.context.principal`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalConfig {
+    pub id: String,
+    /// `user` or `service_account`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// One version of a named Rego module.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub name: String,
+    #[serde(default = "first_version")]
+    pub version: u32,
+    pub rego: String,
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 type DecisionKey = (PrincipalConfig, String, String);
@@ -276,7 +309,7 @@ fn first_line(s: &str) -> String {
 }
 
 fn table_resource(schema: &str, table: &str) -> Json {
-    json!({"catalogName": crate::CATALOG, "schemaName": schema, "tableName": table})
+    json!({"catalogName": CATALOG, "schemaName": schema, "tableName": table})
 }
 
 fn input(who: &Identity, operation: &str, resource: Json) -> Json {
