@@ -12,7 +12,7 @@
 //! `LIKE`, `IS NULL` of columns with literals); the row filters are offered to the API the same way and
 //! always checked again above it. `EXPLAIN` shows the filter and mask expressions, never a value.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -31,6 +31,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use futures::StreamExt;
 
 use crate::catalog::ConnectionSchema;
+use crate::config::PrincipalConfig;
 use crate::policy::{Identity, Policies, PolicyError, TableDecision};
 
 /// Who reads, under which policies, and how policy expressions are parsed.
@@ -38,6 +39,8 @@ use crate::policy::{Identity, Policies, PolicyError, TableDecision};
 pub struct Access {
     pub identity: Identity,
     pub policies: Arc<Policies>,
+    /// Plans made from the policies' decisions, kept with them.
+    pub plans: Arc<PolicyPlans>,
     /// Parses policy expressions: the same functions as queries (with the bounded ones).
     pub parser: Arc<SessionState>,
 }
@@ -94,9 +97,14 @@ impl SchemaProvider for GovernedSchema {
         if decision.is_open() {
             return Ok(Some(table));
         }
-        let governed = PolicyTable::new(table, &decision, &format!("{}.{name}", self.name()), &access.parser)
+        let qualified = format!("{}.{name}", self.name());
+        let plan = access
+            .plans
+            .get_or_make(&access.identity.principal, &qualified, &schema, || {
+                PolicyPlan::new(schema.clone(), &decision, &qualified, &access.parser)
+            })
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        Ok(Some(Arc::new(governed)))
+        Ok(Some(Arc::new(PolicyTable { inner: table, plan })))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -108,6 +116,15 @@ impl SchemaProvider for GovernedSchema {
 #[derive(Debug)]
 pub struct PolicyTable {
     inner: Arc<dyn TableProvider>,
+    plan: Arc<PolicyPlan>,
+}
+
+/// A policy decision turned into expressions over one table's columns: parsed once per principal and
+/// table while the policies and the table's schema stay the same.
+#[derive(Debug)]
+pub struct PolicyPlan {
+    /// The table's schema the expressions were planned for.
+    inner_arrow: SchemaRef,
     /// The columns the principal sees, with their types (a mask keeps its column's type).
     schema: SchemaRef,
     /// For each visible column, its index in the inner table and its mask (over the inner columns).
@@ -118,20 +135,14 @@ pub struct PolicyTable {
     inner_schema: Arc<DFSchema>,
 }
 
-impl PolicyTable {
-    fn new(
-        inner: Arc<dyn TableProvider>,
-        decision: &TableDecision,
-        table: &str,
-        parser: &SessionState,
-    ) -> Result<PolicyTable, PolicyError> {
+impl PolicyPlan {
+    fn new(inner_arrow: SchemaRef, decision: &TableDecision, table: &str, parser: &SessionState) -> Result<PolicyPlan, PolicyError> {
         let unusable = |what: String, message: String| PolicyError::Unusable {
             table: table.into(),
             revision: decision.revision.clone(),
             what,
             message,
         };
-        let inner_arrow = inner.schema();
         let inner_schema = Arc::new(
             DFSchema::try_from(inner_arrow.as_ref().clone()).map_err(|e| unusable("table schema".into(), e.to_string()))?,
         );
@@ -170,11 +181,34 @@ impl PolicyTable {
             fields.push(Field::new(field.name(), field.data_type().clone(), field.is_nullable() || mask.is_some()));
             columns.push((index, mask));
         }
-        Ok(PolicyTable { inner, schema: Arc::new(Schema::new(fields)), columns, row_filter, inner_schema })
+        Ok(PolicyPlan { inner_arrow, schema: Arc::new(Schema::new(fields)), columns, row_filter, inner_schema })
     }
 
     fn masked(&self, name: &str) -> bool {
         self.columns.iter().any(|(i, mask)| mask.is_some() && self.inner_schema.field(*i).name() == name)
+    }
+}
+
+/// The policy plans made so far, per principal and table; they go with the policies they came from.
+#[derive(Debug, Default)]
+pub struct PolicyPlans(std::sync::Mutex<HashMap<(PrincipalConfig, String), Arc<PolicyPlan>>>);
+
+impl PolicyPlans {
+    fn get_or_make(
+        &self,
+        who: &PrincipalConfig,
+        table: &str,
+        inner: &SchemaRef,
+        make: impl FnOnce() -> Result<PolicyPlan, PolicyError>,
+    ) -> Result<Arc<PolicyPlan>, PolicyError> {
+        let key = (who.clone(), table.to_string());
+        let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(plan) = lock().get(&key).filter(|p| &p.inner_arrow == inner) {
+            return Ok(plan.clone());
+        }
+        let plan = Arc::new(make()?);
+        lock().insert(key, plan.clone());
+        Ok(plan)
     }
 }
 
@@ -232,7 +266,7 @@ fn cannot_fail(expr: &Expr) -> bool {
 #[async_trait]
 impl TableProvider for PolicyTable {
     fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+        self.plan.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
@@ -243,7 +277,7 @@ impl TableProvider for PolicyTable {
         // A filter may go below the policy only if it cannot fail and reads no masked value; the API
         // decides whether it can use it. Anything else runs above, on what the policy lets through.
         let safe: Vec<bool> =
-            filters.iter().map(|f| cannot_fail(f) && f.column_refs().iter().all(|c| !self.masked(&c.name))).collect();
+            filters.iter().map(|f| cannot_fail(f) && f.column_refs().iter().all(|c| !self.plan.masked(&c.name))).collect();
         let offered: Vec<&Expr> = filters.iter().zip(&safe).filter(|(_, s)| **s).map(|(f, _)| *f).collect();
         let mut inner = self.inner.supports_filters_pushdown(&offered)?.into_iter();
         Ok(safe
@@ -267,10 +301,10 @@ impl TableProvider for PolicyTable {
     ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
         let wanted: Vec<usize> = match projection {
             Some(p) => p.clone(),
-            None => (0..self.columns.len()).collect(),
+            None => (0..self.plan.columns.len()).collect(),
         };
         // The inner columns the visible ones, their masks and the row filter read.
-        let inner_fields = self.inner_schema.fields();
+        let inner_fields = self.plan.inner_schema.fields();
         let mut needed = BTreeSet::new();
         let mut read = |e: &Expr| {
             for c in e.column_refs() {
@@ -280,19 +314,19 @@ impl TableProvider for PolicyTable {
             }
         };
         for &w in &wanted {
-            let (index, mask) = &self.columns[w];
+            let (index, mask) = &self.plan.columns[w];
             read(&Expr::Column(datafusion::common::Column::from_name(inner_fields[*index].name().clone())));
             if let Some(m) = mask {
                 read(m);
             }
         }
-        if let Some(f) = &self.row_filter {
+        if let Some(f) = &self.plan.row_filter {
             read(f);
         }
         let inner_projection: Vec<usize> = needed.into_iter().collect();
         // The row filter's conjuncts go to the API too where it can use them; it is checked again above.
         let mut inner_filters = filters.to_vec();
-        if let Some(f) = &self.row_filter {
+        if let Some(f) = &self.plan.row_filter {
             let conjuncts = datafusion::logical_expr::utils::split_conjunction_owned(f.clone());
             let refs: Vec<&Expr> = conjuncts.iter().collect();
             let support = self.inner.supports_filters_pushdown(&refs)?;
@@ -305,24 +339,24 @@ impl TableProvider for PolicyTable {
             );
         }
         // With a row filter, a limit counts the rows that pass it, so the API cannot apply it.
-        let inner_limit = if self.row_filter.is_some() { None } else { limit };
+        let inner_limit = if self.plan.row_filter.is_some() { None } else { limit };
         let scan = self.inner.scan(state, Some(&inner_projection), &inner_filters, inner_limit).await?;
         let scanned = DFSchema::try_from(scan.schema().as_ref().clone())?;
-        let filter = match &self.row_filter {
+        let filter = match &self.plan.row_filter {
             Some(f) => Some(state.create_physical_expr(f.clone(), &scanned)?),
             None => None,
         };
         let mut columns = Vec::with_capacity(wanted.len());
         let mut fields = Vec::with_capacity(wanted.len());
         for &w in &wanted {
-            let (index, mask) = &self.columns[w];
+            let (index, mask) = &self.plan.columns[w];
             let name = inner_fields[*index].name().clone();
             let expr = match mask {
                 Some(m) => m.clone(),
                 None => Expr::Column(datafusion::common::Column::from_name(name.clone())),
             };
             columns.push((state.create_physical_expr(expr, &scanned)?, name));
-            fields.push(self.schema.field(w).clone());
+            fields.push(self.plan.schema.field(w).clone());
         }
         Ok(Arc::new(PolicyExec::new(scan, filter, columns, Arc::new(Schema::new(fields)))))
     }

@@ -215,8 +215,10 @@ pub enum EngineError {
 struct Tenant {
     config: config::TenantConfig,
     schemas: Vec<Arc<ConnectionSchema>>,
-    /// Compiled once per policy revision, with its decisions; kept while the policies are unchanged.
+    /// Compiled once per policy revision, with its decisions and the plans made from them; kept while
+    /// the policies and principals are unchanged.
     policies: Arc<policy::Policies>,
+    policy_plans: Arc<governed::PolicyPlans>,
     /// Slots for the tenant's running statements; kept across configurations unless the limit changes.
     slots: Arc<tokio::sync::Semaphore>,
 }
@@ -343,11 +345,13 @@ impl Engine {
                 }
                 schemas.push(Arc::new(self.connection_schema(&factories, t, c)?));
             }
-            let policies = match previous.tenants.get(&tenant) {
-                Some(old) if old.config.policies == t.policies && old.config.principals == t.principals => old.policies.clone(),
-                _ => Arc::new(policy::Policies::compile(&t.policies)),
+            let (policies, policy_plans) = match previous.tenants.get(&tenant) {
+                Some(old) if old.config.policies == t.policies && old.config.principals == t.principals => {
+                    (old.policies.clone(), old.policy_plans.clone())
+                }
+                _ => (Arc::new(policy::Policies::compile(&t.policies)), Arc::default()),
             };
-            set.tenants.insert(tenant, Tenant { config: t.clone(), schemas, slots, policies });
+            set.tenants.insert(tenant, Tenant { config: t.clone(), schemas, slots, policies, policy_plans });
         }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
         Ok(())
@@ -441,6 +445,7 @@ impl Engine {
         let access = governed::Access {
             identity: policy::Identity { tenant: caller.tenant.0.clone(), principal },
             policies: tenant.policies.clone(),
+            plans: tenant.policy_plans.clone(),
             parser: self.policy_parser.clone(),
         };
         tenant.schemas.iter().map(|s| Arc::new(governed::GovernedSchema::new(s.clone(), Some(access.clone())))).collect()
