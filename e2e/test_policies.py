@@ -228,14 +228,15 @@ def attempts(s: Setup):
         "SELECT annual_revenue FROM salesforce.account", "SELECT a.annual_revenue FROM omnisql.salesforce.account a",
         "SELECT * FROM datafusion.slack.users", "SELECT * FROM information_schema.columns WHERE column_name = 'annual_revenue'",
         "SELECT * FROM information_schema.tables WHERE table_schema = 'slack'", "SHOW TABLES",
-        "SELECT * FROM omnisql.cache_stats",
+        "SELECT * FROM omnisql.cache_stats", "SELECT sql, error FROM omnisql.api_requests",
+        "SELECT * FROM omnisql.api_requests WHERE principal = 'ada'",
     ]:
         yield sql, None
 
 
 def leaked(s: Setup, text: str, asked: str) -> list[str]:
-    """Protected values in an answer or error that the attempt did not itself contain (EXPLAIN and errors
-    echo the query's own literals)."""
+    """Protected values in an answer or error that the attacker had not itself sent (EXPLAIN, errors and
+    the query log echo the attacker's own literals)."""
     secrets = list(s.other_accounts) + list(s.other_accounts.values()) + list(s.emails) + s.slack_values
     low, asked = text.lower(), asked.lower()
     return [v for v in secrets if v and v.lower() in low and v.lower() not in asked]
@@ -243,10 +244,17 @@ def leaked(s: Setup, text: str, asked: str) -> list[str]:
 
 def test_attack_suite_finds_no_leak(setup):
     s = setup
+    # An admin's queries and their errors hold raw values; the seller must not read them back.
+    victim = sorted(s.emails)[-1]
+    s.query("ada", f"SELECT id FROM salesforce.contact WHERE email = '{victim}'")
+    with pytest.raises(adbc_driver_manager.Error):
+        s.query("ada", "SELECT CAST(email AS INT) FROM salesforce.contact")
     count, leaks, refused = 0, [], 0
+    asked = ""  # everything the seller has sent: its own queries come back from omnisql.api_requests
     with s.connect("sam") as conn:
         for sql, params in attempts(s):
             count += 1
+            asked += sql + json.dumps(params)
             try:
                 with conn.cursor() as cur:
                     cur.execute(sql, params)
@@ -254,7 +262,7 @@ def test_attack_suite_finds_no_leak(setup):
             except adbc_driver_manager.Error as e:
                 refused += 1
                 text = str(e)
-            for what in leaked(s, text, sql + json.dumps(params)):
+            for what in leaked(s, text, asked):
                 leaks.append((sql, params, what))
     print(f"attack suite: {count} attempts, {refused} refused with an error, {len(leaks)} leaks")
     assert leaks == [], leaks[:5]

@@ -59,7 +59,10 @@ async fn main() {
     let caller = Caller { tenant: TenantId("acme".into()), principal: "sam".into() };
     let (open, governed) = (engine(&sb, false), engine(&sb, true));
     let runs = 300;
-    println!("{:<92} {:>9} {:>9} {:>9} {:>9}", "query (warm: decisions and API answers cached)", "open p50", "open p99", "pol. p50", "pol. p99");
+    println!(
+        "{:<92} {:>9} {:>9} {:>9} {:>9}",
+        "query (warm: decisions and API answers cached)", "open p50", "open p99", "pol. p50", "pol. p99"
+    );
     let mut added_p50 = Vec::new();
     for sql in QUERIES {
         let mut results = Vec::new();
@@ -80,8 +83,12 @@ async fn main() {
         for r in &mut results {
             r.sort();
         }
-        let (o50, o99, g50, g99) =
-            (percentile(&results[0], 0.5), percentile(&results[0], 0.99), percentile(&results[1], 0.5), percentile(&results[1], 0.99));
+        let (o50, o99, g50, g99) = (
+            percentile(&results[0], 0.5),
+            percentile(&results[0], 0.99),
+            percentile(&results[1], 0.5),
+            percentile(&results[1], 0.99),
+        );
         added_p50.push(g50 - o50);
         println!("{sql:<92} {o50:>7.2}ms {o99:>7.2}ms {g50:>7.2}ms {g99:>7.2}ms");
     }

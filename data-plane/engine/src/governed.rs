@@ -136,7 +136,12 @@ pub struct PolicyPlan {
 }
 
 impl PolicyPlan {
-    fn new(inner_arrow: SchemaRef, decision: &TableDecision, table: &str, parser: &SessionState) -> Result<PolicyPlan, PolicyError> {
+    fn new(
+        inner_arrow: SchemaRef,
+        decision: &TableDecision,
+        table: &str,
+        parser: &SessionState,
+    ) -> Result<PolicyPlan, PolicyError> {
         let unusable = |what: String, message: String| PolicyError::Unusable {
             table: table.into(),
             revision: decision.revision.clone(),

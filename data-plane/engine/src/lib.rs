@@ -451,6 +451,10 @@ impl Engine {
         tenant.schemas.iter().map(|s| Arc::new(governed::GovernedSchema::new(s.clone(), Some(access.clone())))).collect()
     }
 
+    fn policies_active(&self, tenant: &TenantId) -> bool {
+        self.current().tenants.get(tenant).is_some_and(|t| t.policies.active())
+    }
+
     /// The revision of the tenant's policies (`name@version,…`; empty without policies), for audit events.
     pub fn policy_revision(&self, tenant: &TenantId) -> String {
         self.current().tenants.get(tenant).map(|t| t.policies.revision().to_string()).unwrap_or_default()
@@ -494,6 +498,7 @@ impl Engine {
             cache: self.cache.clone(),
             governor: self.governor.clone(),
             logs: self.logs.clone(),
+            only_principal: self.policies_active(tenant).then(|| caller.principal.clone()),
         };
         let _ = catalog.register_schema("omnisql", Arc::new(system));
         ctx.register_catalog(CATALOG, Arc::new(catalog));

@@ -61,6 +61,9 @@ pub struct SystemSchema {
     pub cache: Option<Arc<ResponseCache>>,
     pub governor: Option<Arc<Governor>>,
     pub logs: Arc<QueryLogs>,
+    /// Under row- or column-level policies each principal sees only its own queries: another's SQL text
+    /// and error messages may hold values the policies hide from this one.
+    pub only_principal: Option<String>,
 }
 
 const TABLES: [&str; 3] = ["api_requests", "cache_stats", "rate_limits"];
@@ -73,7 +76,10 @@ impl SystemSchema {
     fn batch(&self, name: &str) -> Result<Option<RecordBatch>, DataFusionError> {
         let batch = match name {
             "api_requests" => {
-                let logs = self.logs.of(&self.tenant);
+                let mut logs = self.logs.of(&self.tenant);
+                if let Some(p) = &self.only_principal {
+                    logs.retain(|l| &l.principal == p);
+                }
                 RecordBatch::try_from_iter(vec![
                     ("started_unix", Arc::new(Float64Array::from_iter_values(logs.iter().map(|l| l.started_unix))) as ArrayRef),
                     ("principal", strings(logs.iter().map(|l| l.principal.clone()).collect())),
