@@ -22,9 +22,11 @@ resource "omnisql_tenant" "globex" {
 }
 
 resource "omnisql_principal" "ann" {
-  tenant = omnisql_tenant.globex.id
-  id     = "ann"
-  role   = "tenant_member"
+  tenant     = omnisql_tenant.globex.id
+  id         = "ann"
+  role       = "tenant_member"
+  groups     = ["sales"]
+  attributes = { region = "emea" }
 }
 
 resource "omnisql_api_key" "ann" {
@@ -71,6 +73,27 @@ func keyWorks(want bool) resource.TestCheckFunc {
 
 var lastKey string
 
+// principalHas checks what the control plane holds for a principal.
+func principalHas(tenant, id string, groups []string, region string) resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		var page struct {
+			Items []principalJSON `json:"items"`
+		}
+		if err := adminClient().call(context.Background(), http.MethodGet, "/v1/tenants/"+tenant+"/principals", nil, &page); err != nil {
+			return err
+		}
+		for _, p := range page.Items {
+			if p.ID == id {
+				if strings.Join(p.Groups, ",") != strings.Join(groups, ",") || p.Attributes["region"] != region {
+					return fmt.Errorf("principal %s has groups %v and attributes %v", id, p.Groups, p.Attributes)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("principal %s not found", id)
+	}
+}
+
 func TestAccAccess(t *testing.T) {
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: providers,
@@ -96,6 +119,14 @@ func TestAccAccess(t *testing.T) {
 				),
 			},
 			{ResourceName: "omnisql_principal.ann", ImportState: true, ImportStateId: "tf-globex/ann", ImportStateVerify: true},
+			// Groups and attributes change in place: the same principal (its key still works) with new ones.
+			{
+				Config: strings.Replace(strings.Replace(accessConfig, `["sales"]`, `["sales", "support"]`, 1), `"emea"`, `"apac"`, 1),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					keyWorks(true),
+					principalHas("tf-globex", "ann", []string{"sales", "support"}, "apac"),
+				),
+			},
 			{ResourceName: "omnisql_principal.k8s", ImportState: true, ImportStateId: "_platform/tf-k8s-eu", ImportStateVerify: true},
 		},
 	})
