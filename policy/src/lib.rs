@@ -189,7 +189,7 @@ impl Policies {
             let input = input(who, "FilterTables", json!({"table": table_resource(schema, table)}));
             Ok(is_true(&query(engine, input, "allow")?))
         });
-        lock(&self.allowed).insert(key, decided.clone());
+        remember(&self.allowed, key, decided.clone());
         decided
     }
 
@@ -210,7 +210,7 @@ impl Policies {
             return known.clone();
         }
         let decided = self.evaluate(who, schema, table, columns).map(Arc::new);
-        lock(&self.decisions).insert(key, decided.clone());
+        remember(&self.decisions, key, decided.clone());
         decided
     }
 
@@ -298,6 +298,18 @@ impl Policies {
             }
         }
     }
+}
+
+/// Decisions kept per revision; past this many (principals × tables) the cache starts over, so a flood of
+/// principals cannot grow it without bound.
+pub const CACHED_DECISIONS: usize = 10_000;
+
+fn remember<V>(cache: &Mutex<HashMap<DecisionKey, V>>, key: DecisionKey, value: V) {
+    let mut cache = lock(cache);
+    if cache.len() >= CACHED_DECISIONS {
+        cache.clear();
+    }
+    cache.insert(key, value);
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

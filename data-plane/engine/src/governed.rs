@@ -212,7 +212,11 @@ impl PolicyPlans {
             return Ok(plan.clone());
         }
         let plan = Arc::new(make()?);
-        lock().insert(key, plan.clone());
+        let mut plans = lock();
+        if plans.len() >= crate::policy::CACHED_DECISIONS {
+            plans.clear();
+        }
+        plans.insert(key, plan.clone());
         Ok(plan)
     }
 }
