@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from conftest import omnisql_binary
@@ -232,3 +233,24 @@ def tls_pair(tmp: pathlib.Path) -> tuple[str, pathlib.Path, pathlib.Path]:
     (tmp / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                     serialization.NoEncryption()))
     return ca.public_bytes(serialization.Encoding.PEM).decode(), tmp / "tls.crt", tmp / "tls.key"
+
+
+def get_json(url: str, headers: dict) -> dict:
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"user-agent": "e2e", **headers}), timeout=30) as r:
+        return json.loads(r.read())
+
+
+def raw_salesforce(dev, soql: str) -> list[dict]:
+    """Every record of a SOQL query, straight from the sandbox's Salesforce API (for oracles)."""
+    sf = dev.app("salesforce")
+    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": sf["credentials"]["client_id"],
+                                   "client_secret": sf["credentials"]["client_secret"]}).encode()
+    with urllib.request.urlopen(urllib.request.Request(sf["base_url"] + "/services/oauth2/token", data=form), timeout=30) as r:
+        token = json.loads(r.read())
+    headers = {"authorization": f"Bearer {token['access_token']}"}
+    body = get_json(f"{token['instance_url']}/services/data/v62.0/query?q={urllib.parse.quote(soql)}", headers)
+    records = body["records"]
+    while body.get("nextRecordsUrl"):
+        body = get_json(token["instance_url"] + body["nextRecordsUrl"], headers)
+        records += body["records"]
+    return records

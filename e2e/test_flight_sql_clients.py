@@ -4,7 +4,6 @@ import json
 import subprocess
 import threading
 import time
-import urllib.parse
 import urllib.request
 
 import adbc_driver_flightsql.dbapi as flight_sql
@@ -12,6 +11,7 @@ import adbc_driver_manager
 import pytest
 
 from conftest import THREE_APP_JOIN
+from services import raw_salesforce
 
 
 def test_get_info_names_the_server(conn):
@@ -61,25 +61,9 @@ def _expected_join(dev) -> set:
         user, _ = _get(f"{gh['base_url']}/users/{login}", h)
         emails[login] = user.get("email")
 
-    sf = dev.app("salesforce")
-    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": sf["credentials"]["client_id"],
-                                   "client_secret": sf["credentials"]["client_secret"]}).encode()
-    with urllib.request.urlopen(urllib.request.Request(sf["base_url"] + "/services/oauth2/token", data=form), timeout=30) as r:
-        token = json.loads(r.read())
-    sfh = {"authorization": f"Bearer {token['access_token']}"}
-    soql = urllib.parse.quote("SELECT Email, Account.OwnerId FROM Contact")
-    contacts = {}
-    q = "SELECT Email, AccountId FROM Contact"
-    body, _ = _get(f"{token['instance_url']}/services/data/v62.0/query?q={urllib.parse.quote(q)}", sfh)
-    for rec in body["records"]:
-        contacts[rec["Email"]] = rec["AccountId"]
-    del soql
-    q = "SELECT Id, OwnerId FROM Account"
-    body, _ = _get(f"{token['instance_url']}/services/data/v62.0/query?q={urllib.parse.quote(q)}", sfh)
-    owner = {rec["Id"]: rec["OwnerId"] for rec in body["records"]}
-    q = "SELECT Id, Email FROM User"
-    body, _ = _get(f"{token['instance_url']}/services/data/v62.0/query?q={urllib.parse.quote(q)}", sfh)
-    user_email = {rec["Id"]: rec["Email"] for rec in body["records"]}
+    contacts = {rec["Email"]: rec["AccountId"] for rec in raw_salesforce(dev, "SELECT Email, AccountId FROM Contact")}
+    owner = {rec["Id"]: rec["OwnerId"] for rec in raw_salesforce(dev, "SELECT Id, OwnerId FROM Account")}
+    user_email = {rec["Id"]: rec["Email"] for rec in raw_salesforce(dev, "SELECT Id, Email FROM User")}
 
     sl = dev.app("slack")
     members, _ = _get(sl["base_url"] + "/api/users.list?limit=1000", {"authorization": f"Bearer {sl['credentials']['token']}"})

@@ -4,6 +4,7 @@ same rules in Python to the sandbox's raw API data; then an attack suite of gene
 restricted principal to see a filtered row or a masked value."""
 
 import json
+import pathlib
 import urllib.parse
 import urllib.request
 
@@ -12,65 +13,11 @@ import adbc_driver_manager
 import pytest
 
 from conftest import Dev
-from services import Admin
+from services import Admin, get_json, raw_salesforce
 
-POLICY = r"""
-package omnisql
-import rego.v1
-
-default allow := false
-
-admin if "admins" in input.context.identity.groups
-sales if "sales" in input.context.identity.groups
-
-allow if admin
-allow if {
-    sales
-    input.action.operation == "FilterTables"
-    input.action.resource.table.schemaName in {"github", "salesforce"}
-}
-allow if {
-    sales
-    input.action.operation == "FilterColumns"
-    not hidden_from_sales
-}
-hidden_from_sales if {
-    input.action.resource.table.tableName == "account"
-    input.action.resource.table.columns[0] == "annual_revenue"
-}
-
-rowFilters contains {"expression": "billing_country = 'USA'"} if {
-    sales
-    input.action.resource.table.tableName == "account"
-}
-
-columnMask := {"expression": "'***' || right(email, 4)"} if {
-    not admin
-    input.action.resource.column.tableName == "contact"
-    input.action.resource.column.columnName == "email"
-}
-"""
-
-
-def _get(url: str, headers: dict) -> dict:
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as r:
-        return json.loads(r.read())
-
-
-def raw_salesforce(dev, soql: str) -> list[dict]:
-    """Every record of a SOQL query, straight from the sandbox's Salesforce API (the oracle's source)."""
-    sf = dev.app("salesforce")
-    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": sf["credentials"]["client_id"],
-                                   "client_secret": sf["credentials"]["client_secret"]}).encode()
-    with urllib.request.urlopen(urllib.request.Request(sf["base_url"] + "/services/oauth2/token", data=form), timeout=30) as r:
-        token = json.loads(r.read())
-    headers = {"authorization": f"Bearer {token['access_token']}"}
-    body = _get(f"{token['instance_url']}/services/data/v62.0/query?q={urllib.parse.quote(soql)}", headers)
-    records = body["records"]
-    while body.get("nextRecordsUrl"):
-        body = _get(token["instance_url"] + body["nextRecordsUrl"], headers)
-        records += body["records"]
-    return records
+# The example of docs/policies.md: sales sees GitHub and Salesforce but not Slack, US accounts only and
+# not their revenue, contacts' emails masked; admins everything; others nothing.
+POLICY = (pathlib.Path(__file__).resolve().parent.parent / "docs/policies/sales-access.rego").read_text()
 
 
 class Setup:
@@ -89,7 +36,7 @@ class Setup:
         self.emails = {c["Email"] for c in contacts if c["Email"]}
         self.contacts = contacts
         sl = dev.app("slack")
-        members = _get(sl["base_url"] + "/api/users.list?limit=1000", {"authorization": f"Bearer {sl['credentials']['token']}"})
+        members = get_json(sl["base_url"] + "/api/users.list?limit=1000", {"authorization": f"Bearer {sl['credentials']['token']}"})
         # The workspace's own bot is called OmniSQL, like the product in every error message: not a secret.
         self.slack_values = [v for m in members["members"] for v in (m["id"], m["profile"]["real_name"]) if v.lower() != "omnisql"]
         assert self.us_accounts and self.other_accounts and self.emails and self.slack_values

@@ -94,6 +94,18 @@ impl SqlStore {
         Ok(revision)
     }
 
+    async fn principal_in(tx: &mut Transaction<'static, Any>, tenant: &TenantId, id: &str) -> Result<Principal> {
+        let row =
+            sqlx::query(AssertSqlSafe(format!("SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE tenant_id = $1 AND id = $2")))
+                .bind(tenant.0.clone())
+                .bind(id.to_string())
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(StoreError::from)
+                .map_err(not_found(format!("principal `{id}`")))?;
+        principal_row(&row)
+    }
+
     fn lock_clause(&self) -> &'static str {
         match self.backend {
             Backend::Sqlite => "",
@@ -396,28 +408,12 @@ impl Store for SqlStore {
 
     async fn get_principal(&self, tenant: &TenantId, id: &str) -> Result<Principal> {
         let mut tx = self.begin(&tenant.0).await?;
-        let row =
-            sqlx::query(AssertSqlSafe(format!("SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE tenant_id = $1 AND id = $2")))
-                .bind(tenant.0.clone())
-                .bind(id.to_string())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(StoreError::from)
-                .map_err(not_found(format!("principal `{id}`")))?;
-        principal_row(&row)
+        Self::principal_in(&mut tx, tenant, id).await
     }
 
     async fn update_principal(&self, tenant: &TenantId, id: &str, update: &PrincipalUpdate) -> Result<Principal> {
         let mut tx = self.begin(&tenant.0).await?;
-        let row =
-            sqlx::query(AssertSqlSafe(format!("SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE tenant_id = $1 AND id = $2")))
-                .bind(tenant.0.clone())
-                .bind(id.to_string())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(StoreError::from)
-                .map_err(not_found(format!("principal `{id}`")))?;
-        let mut p = principal_row(&row)?;
+        let mut p = Self::principal_in(&mut tx, tenant, id).await?;
         if let Some(groups) = &update.groups {
             p.groups = groups.clone();
         }

@@ -15,22 +15,8 @@ use omnisql_engine::policy::{Identity, Policies};
 use omnisql_engine::{Caller, Engine, EngineOptions, TenantId, testing};
 use omnisql_sandbox::{Sandbox, SandboxConfig};
 
-const POLICY: &str = r#"
-package omnisql
-import rego.v1
-default allow := false
-admin if "admins" in input.context.identity.groups
-sales if "sales" in input.context.identity.groups
-allow if admin
-allow if { sales; input.action.operation == "FilterTables"; input.action.resource.table.schemaName in {"github", "salesforce"} }
-allow if { sales; input.action.operation == "FilterColumns"; not input.action.resource.table.columns[0] == "annual_revenue" }
-rowFilters contains {"expression": "billing_country = 'USA'"} if { sales; input.action.resource.table.tableName == "account" }
-columnMask := {"expression": "'***' || right(email, 4)"} if {
-    not admin
-    input.action.resource.column.tableName == "contact"
-    input.action.resource.column.columnName == "email"
-}
-"#;
+/// The example of docs/policies.md: a row filter on accounts, a hidden column, a masked email.
+const POLICY: &str = include_str!("../../../docs/policies/sales-access.rego");
 
 const QUERIES: &[&str] = &[
     "SELECT id, name FROM salesforce.account WHERE industry = 'Retail'",

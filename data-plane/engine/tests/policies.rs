@@ -16,42 +16,7 @@ use omnisql_sandbox::{Sandbox, SandboxConfig};
 
 /// Sales sees GitHub and Salesforce but not Slack; of accounts only US ones and not their revenue; of
 /// contacts only a masked email. Admins see everything. Everyone else nothing.
-pub const POLICY: &str = r#"
-package omnisql
-import rego.v1
-
-default allow := false
-
-admin if "admins" in input.context.identity.groups
-sales if "sales" in input.context.identity.groups
-
-allow if admin
-allow if {
-    sales
-    input.action.operation == "FilterTables"
-    input.action.resource.table.schemaName in {"github", "salesforce"}
-}
-allow if {
-    sales
-    input.action.operation == "FilterColumns"
-    not hidden_from_sales
-}
-hidden_from_sales if {
-    input.action.resource.table.tableName == "account"
-    input.action.resource.table.columns[0] == "annual_revenue"
-}
-
-rowFilters contains {"expression": "billing_country = 'USA'"} if {
-    sales
-    input.action.resource.table.tableName == "account"
-}
-
-columnMask := {"expression": "'***' || right(email, 4)"} if {
-    not admin
-    input.action.resource.column.tableName == "contact"
-    input.action.resource.column.columnName == "email"
-}
-"#;
+pub const POLICY: &str = include_str!("../../../docs/policies/sales-access.rego");
 
 const SELLER: &str = "seller-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789ab";
