@@ -675,32 +675,25 @@ impl Engine {
 
 /// The policy refusal inside a DataFusion error, if any.
 pub fn policy_error(e: &DataFusionError) -> Option<&policy::PolicyError> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = current {
-        if let Some(p) = err.downcast_ref::<policy::PolicyError>() {
-            return Some(p);
-        }
-        if let Some(DataFusionError::External(inner)) = err.downcast_ref::<DataFusionError>()
-            && let Some(p) = inner.downcast_ref::<policy::PolicyError>()
-        {
-            return Some(p);
-        }
-        current = err.source();
-    }
-    None
+    find_error(e)
 }
 
 /// The connector error inside a DataFusion error, if any.
 pub fn connector_error(e: &DataFusionError) -> Option<&omnisql_connector::ConnectorError> {
+    find_error(e)
+}
+
+/// The first `T` in `e`'s chain of sources, looking inside `DataFusionError::External` too.
+fn find_error<T: std::error::Error + 'static>(e: &DataFusionError) -> Option<&T> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = current {
-        if let Some(c) = err.downcast_ref::<omnisql_connector::ConnectorError>() {
-            return Some(c);
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
         }
         if let Some(DataFusionError::External(inner)) = err.downcast_ref::<DataFusionError>()
-            && let Some(c) = inner.downcast_ref::<omnisql_connector::ConnectorError>()
+            && let Some(found) = inner.downcast_ref::<T>()
         {
-            return Some(c);
+            return Some(found);
         }
         current = err.source();
     }
