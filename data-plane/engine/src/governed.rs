@@ -26,6 +26,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, ExprSchemable, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
@@ -381,6 +382,7 @@ pub struct PolicyExec {
     columns: Vec<(Arc<dyn PhysicalExpr>, String)>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl PolicyExec {
@@ -398,7 +400,7 @@ impl PolicyExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        PolicyExec { input, filter, columns, schema, properties: Arc::new(properties) }
+        PolicyExec { input, filter, columns, schema, properties: Arc::new(properties), metrics: ExecutionPlanMetricsSet::new() }
     }
 
     fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, DataFusionError> {
@@ -423,7 +425,12 @@ impl DisplayAs for PolicyExec {
             write!(f, "row_filter={filter}, ")?;
         }
         let columns: Vec<String> = self.columns.iter().map(|(e, name)| format!("{e} as {name}")).collect();
-        write!(f, "columns=[{}]", columns.join(", "))
+        write!(f, "columns=[{}]", columns.join(", "))?;
+        // The scan inside, described but not a child: its metrics (rows before the row filter) would tell
+        // how many rows the policy hides.
+        let scan = datafusion::physical_plan::displayable(self.input.as_ref()).indent(false).to_string();
+        let scan: Vec<&str> = scan.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        write!(f, ", scan=[{}]", scan.join(" <- "))
     }
 }
 
@@ -436,8 +443,14 @@ impl ExecutionPlan for PolicyExec {
         &self.properties
     }
 
+    /// None: the scan belongs to the policy. No optimizer rule reaches into it, and `EXPLAIN ANALYZE`
+    /// shows this operator's output, never the scan's unfiltered counts.
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
+        vec![]
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
     }
 
     fn apply_expressions(
@@ -455,20 +468,20 @@ impl ExecutionPlan for PolicyExec {
     #[allow(deprecated)] // required by the trait; `replace_children` calls it
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(input), true) => {
-                Ok(Arc::new(PolicyExec::new(input, self.filter.clone(), self.columns.clone(), self.schema.clone())))
-            }
-            _ => Err(DataFusionError::Internal("PolicyExec takes one input".into())),
-        }
+        if children.is_empty() { Ok(self) } else { Err(DataFusionError::Internal("PolicyExec has no children".into())) }
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> datafusion::common::Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
         let this = PolicyExec::new(self.input.clone(), self.filter.clone(), self.columns.clone(), self.schema.clone());
-        let output = input.map(move |batch| batch.and_then(|b| this.apply(b)));
+        let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let output = input.map(move |batch| {
+            let out = batch.and_then(|b| this.apply(b))?;
+            output_rows.add(out.num_rows());
+            Ok(out)
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), output)))
     }
 }

@@ -175,6 +175,13 @@ async fn refused_tables_are_neither_listed_nor_readable_and_explain_shows_the_po
     assert!(plan.contains("billing_country") && plan.contains("USA"), "EXPLAIN shows the row filter: {plan}");
     let analyzed = pretty(&rows(&engine, "sam", "EXPLAIN ANALYZE SELECT email FROM salesforce.contact").await);
     assert!(!sb.world.contacts.iter().any(|c| analyzed.contains(&c.email)), "{analyzed}");
+    // With a row filter the API cannot apply, the rows before it are nowhere: only what the policy let
+    // through.
+    let unpushable = engine_with(&sb, &POLICY.replace("billing_country = 'USA'", "lower(billing_country) = 'usa'"));
+    let analyzed = pretty(&rows(&unpushable, "sam", "EXPLAIN ANALYZE SELECT id FROM salesforce.account").await);
+    let all = sb.world.accounts.len();
+    assert!(analyzed.contains(&format!("output_rows={}", us_accounts(&sb))), "{analyzed}");
+    assert!(!analyzed.contains(&format!("output_rows={all}")), "the unfiltered count shows: {analyzed}");
 }
 
 #[tokio::test]
