@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 /// The SQL catalog every table is in (`input.action.resource.table.catalogName`).
 pub const CATALOG: &str = "omnisql";
 
+/// Longest one rule evaluation may run; past it the decision is a denial naming the limit.
+pub const EVALUATION_LIMIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The Rego package whose rules are evaluated.
 pub const PACKAGE: &str = "omnisql";
 
@@ -151,6 +154,11 @@ impl Policies {
             Compiled::None
         } else {
             let mut engine = regorus::Engine::new();
+            // Policies are the tenant's code running in a shared process: each evaluation gets a budget.
+            engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+                limit: EVALUATION_LIMIT,
+                check_interval: std::num::NonZeroU32::MIN.saturating_add(63),
+            });
             let mut broken = None;
             for p in &sorted {
                 if let Err(e) = engine.add_policy(format!("{}.rego", p.name), p.rego.clone()) {
@@ -437,6 +445,18 @@ mod tests {
         let shapeless = policies("package omnisql\nimport rego.v1\nallow := true\nrowFilters := \"region = 'x'\"");
         let e = shapeless.decide(&who("a", &[]), "crm", "contact", &columns()).unwrap_err();
         assert!(matches!(e, PolicyError::Unusable { .. }) && e.to_string().contains("rowFilters"), "{e}");
+    }
+
+    #[test]
+    fn an_endless_policy_is_stopped_and_denies() {
+        let p = policies(
+            "package omnisql\nimport rego.v1\nallow if {\n some i in numbers.range(1, 100000)\n some j in numbers.range(1, 100000)\n i * j < 0\n}",
+        );
+        let started = std::time::Instant::now();
+        let e = p.decide(&who("a", &[]), "crm", "contact", &columns()).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
+        assert!(matches!(e, PolicyError::Broken { .. }), "{e}");
+        println!("{e}");
     }
 
     #[test]
