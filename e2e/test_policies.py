@@ -262,3 +262,17 @@ def test_explain_access_says_what_a_principal_sees_and_why(setup):
                           "explain-access", "--tenant", "demo", "--principal", "nick", "--table", "github.repos"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and '"decision": "denied"' in out.stdout, out.stdout + out.stderr
+
+
+def test_flight_sql_catalog_calls_show_only_what_the_policy_allows(setup):
+    s = setup
+    with s.connect("sam") as conn:
+        objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
+        schemas = {sc["db_schema_name"]: {t["table_name"] for t in sc["db_schema_tables"] or []}
+                   for c in objects for sc in c["catalog_db_schemas"]}
+        assert not schemas.get("slack"), schemas.get("slack")
+        assert {"account", "contact"} <= schemas["salesforce"] and "issues" in schemas["github"]
+        account = conn.adbc_get_table_schema("account", db_schema_filter="salesforce")
+        assert "billing_country" in account.names and "annual_revenue" not in account.names, account.names
+    with s.connect("ada") as conn:
+        assert "annual_revenue" in conn.adbc_get_table_schema("account", db_schema_filter="salesforce").names
