@@ -124,6 +124,10 @@ fn first_version() -> u32 {
     1
 }
 
+/// A table's columns as (name, SQL type).
+type Columns = Vec<(String, String)>;
+type Decided = Result<Arc<TableDecision>, PolicyError>;
+
 type DecisionKey = (PrincipalConfig, String, String);
 
 /// A tenant's policies at one revision, compiled, with the decisions made so far.
@@ -132,7 +136,9 @@ pub struct Policies {
     revision: String,
     compiled: Compiled,
     allowed: Mutex<HashMap<DecisionKey, Result<bool, PolicyError>>>,
-    decisions: Mutex<HashMap<DecisionKey, Result<Arc<TableDecision>, PolicyError>>>,
+    /// With the columns each decision was made for: a table that gains a column (a new Salesforce
+    /// field) is decided again, so the new column is never shown unmasked from a stale decision.
+    decisions: Mutex<HashMap<DecisionKey, (Columns, Decided)>>,
 }
 
 #[derive(Debug)]
@@ -214,11 +220,13 @@ impl Policies {
             return Ok(Arc::new(TableDecision::default()));
         }
         let key = (who.principal.clone(), schema.to_string(), table.to_string());
-        if let Some(known) = lock(&self.decisions).get(&key) {
+        if let Some((decided_for, known)) = lock(&self.decisions).get(&key)
+            && decided_for.as_slice() == columns
+        {
             return known.clone();
         }
         let decided = self.evaluate(who, schema, table, columns).map(Arc::new);
-        remember(&self.decisions, key, decided.clone());
+        remember(&self.decisions, key, (columns.to_vec(), decided.clone()));
         decided
     }
 
@@ -457,6 +465,19 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
         assert!(matches!(e, PolicyError::Broken { .. }), "{e}");
         println!("{e}");
+    }
+
+    #[test]
+    fn a_column_the_table_gains_is_decided_too() {
+        let p = policies(
+            "package omnisql\nimport rego.v1\nallow := true\ncolumnMask := {\"expression\": \"NULL\"} if input.action.resource.column.columnName == \"ssn\"",
+        );
+        let before = p.decide(&who("a", &[]), "crm", "contact", &columns()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(before.masks.is_empty());
+        let mut grown = columns();
+        grown.push(("ssn".into(), "Utf8".into()));
+        let after = p.decide(&who("a", &[]), "crm", "contact", &grown).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(after.masks.get("ssn").map(String::as_str), Some("NULL"), "the new column is masked");
     }
 
     #[test]

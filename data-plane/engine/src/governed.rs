@@ -86,6 +86,17 @@ impl SchemaProvider for GovernedSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        // A refused table costs no API call (a connector may describe a table when it is first named).
+        if let Some(a) = &self.access
+            && !a.policies.table_allowed(&a.identity, self.name(), name).map_err(|e| DataFusionError::External(Box::new(e)))?
+        {
+            let denied = PolicyError::Denied {
+                principal: a.identity.principal.id.clone(),
+                table: format!("{}.{name}", self.name()),
+                revision: a.policies.revision().to_string(),
+            };
+            return Err(DataFusionError::External(Box::new(denied)));
+        }
         let Some(table) = self.connection.table(name).await? else { return Ok(None) };
         let Some(access) = &self.access else { return Ok(Some(table)) };
         let schema = table.schema();
