@@ -1,5 +1,5 @@
 """A real Kubernetes control plane on loopback: etcd, kube-apiserver and kube-controller-manager, built by
-`scripts/k8s-tools`, started with generated keys and a static admin token. There is no kubelet: Pods are
+`scripts/tools`, started with generated keys and a static admin token. There is no kubelet: Pods are
 created by the controllers but never run unless a test runs them itself."""
 
 import json

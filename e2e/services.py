@@ -254,3 +254,74 @@ def raw_salesforce(dev, soql: str) -> list[dict]:
         body = get_json(token["instance_url"] + body["nextRecordsUrl"], headers)
         records += body["records"]
     return records
+
+
+class OidcIssuer:
+    """A real OIDC issuer on a free port: serves its discovery document and JWKS over HTTP, and signs ES256
+    tokens with keys it may publish or withdraw (a rotation); counts key-set requests."""
+
+    def __init__(self):
+        import http.server
+
+        self.keys = {}
+        self.published = []
+        self.jwks_requests = 0
+        issuer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path == "/.well-known/openid-configuration":
+                    body = {"issuer": issuer.url, "jwks_uri": issuer.url + "/jwks"}
+                elif self.path == "/jwks":
+                    issuer.jwks_requests += 1
+                    body = {"keys": [issuer.jwk(kid) for kid in issuer.published]}
+                else:
+                    self.send_error(404)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def new_key(self, kid: str, publish: bool = True):
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        self.keys[kid] = ec.generate_private_key(ec.SECP256R1())
+        if publish:
+            self.published.append(kid)
+
+    def jwk(self, kid: str) -> dict:
+        numbers = self.keys[kid].public_key().public_numbers()
+        return {"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
+                "x": _b64url(numbers.x.to_bytes(32, "big")), "y": _b64url(numbers.y.to_bytes(32, "big"))}
+
+    def token(self, kid: str, audience: str = "omnisql", ttl: int = 300, **claims) -> str:
+        """A token signed with key `kid`, for `audience`, valid for `ttl` seconds (negative: expired)."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        now = int(time.time())
+        payload = {"iss": self.url, "aud": audience, "iat": now, "nbf": now - 5, "exp": now + ttl, **claims}
+        header = {"alg": "ES256", "typ": "JWT", "kid": kid}
+        signing_input = _b64url(json.dumps(header).encode()) + "." + _b64url(json.dumps(payload).encode())
+        r, s = decode_dss_signature(self.keys[kid].sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+        return signing_input + "." + _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def _b64url(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

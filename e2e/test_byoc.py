@@ -1,5 +1,5 @@
 """BYOC on a real Kubernetes API server (etcd, kube-apiserver and kube-controller-manager built by
-`scripts/k8s-tools`): the `DataPlane` CRD installs, the operator turns a `DataPlane` into the objects it
+`scripts/tools`): the `DataPlane` CRD installs, the operator turns a `DataPlane` into the objects it
 asks for, mints an enrolment token per replica from the control plane, reports status, and its finalizer
 removes the data planes from the control plane when the resource is deleted. There is no kubelet: where a
 Pod must run, the test runs the Pod's own command and arguments as a local process."""
@@ -310,7 +310,7 @@ def http_status(url: str) -> int:
 
 def test_operator_runs_data_planes_from_a_dataplane_resource(tmp_path):
     if not kube.tools_present():
-        pytest.fail("the Kubernetes pieces are not built: run scripts/k8s-tools (scripts/test does)")
+        pytest.fail("the Kubernetes pieces are not built: run scripts/tools (scripts/test does)")
     timings: dict[str, float] = {}
     step = time.monotonic()
 
@@ -497,7 +497,7 @@ def test_charts_lint_and_validate_against_the_api_server(tmp_path):
     """Both charts pass `helm lint`, their values schemas refuse bad values, and what they render is
     accepted by a real API server (server-side dry run: every object checked against its schema)."""
     if not kube.tools_present():
-        pytest.fail("the Kubernetes pieces are not built: run scripts/k8s-tools (scripts/test does)")
+        pytest.fail("the Kubernetes pieces are not built: run scripts/tools (scripts/test does)")
     cluster = kube.Cluster(tmp_path / "cluster")
     try:
         cluster.kubectl("apply", "--server-side", "-f", str(CHART / "crds/dataplanes.omnisql.io.yaml"))

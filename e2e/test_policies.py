@@ -4,6 +4,7 @@ same rules in Python to the sandbox's raw API data; then an attack suite of gene
 restricted principal to see a filtered row or a masked value."""
 
 import json
+import os
 import pathlib
 from collections import Counter
 import urllib.parse
@@ -14,11 +15,12 @@ import adbc_driver_manager
 import pytest
 
 from conftest import Dev
-from services import Admin, get_json, raw_salesforce
+from services import Admin, OidcIssuer, get_json, raw_salesforce
 
 # The example of docs/policies.md: sales sees GitHub and Salesforce but not Slack, US accounts only and
 # not their revenue, contacts' emails masked; admins everything; others nothing.
-POLICY = (pathlib.Path(__file__).resolve().parent.parent / "docs/policies/sales-access.rego").read_text()
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+POLICY = (ROOT / "docs/policies/sales-access.rego").read_text()
 
 
 # A second module of the same package: partners read Salesforce, each only the accounts of the country
@@ -78,7 +80,9 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    dev = Dev(tmp_path_factory.mktemp("policies"))
+    # The test's OIDC issuer is local and plain http (production issuers must be https); its OPA servers
+    # listen on 127.0.0.1, which the data plane's operator allows.
+    dev = Dev(tmp_path_factory.mktemp("policies"), "--oidc-allow-http", "--opa-allow-url", "http://127.0.0.1:")
     try:
         s = Setup(dev)
         # The policy reaches the data plane with the tenant's next configuration.
@@ -259,7 +263,7 @@ def test_explain_access_says_what_a_principal_sees_and_why(setup):
     import subprocess
     from conftest import omnisql_binary
     out = subprocess.run([omnisql_binary(), "admin", "--url", s.dev.endpoints["admin_api"], "--key", s.dev.endpoints["operator_key"],
-                          "explain-access", "--tenant", "demo", "--principal", "nick", "--table", "github.repos"],
+                          "explain-policy", "--tenant", "demo", "--principal", "nick", "--table", "github.repos"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and '"decision": "denied"' in out.stdout, out.stdout + out.stderr
 
@@ -276,3 +280,231 @@ def test_flight_sql_catalog_calls_show_only_what_the_policy_allows(setup):
         assert "billing_country" in account.names and "annual_revenue" not in account.names, account.names
     with s.connect("ada") as conn:
         assert "annual_revenue" in conn.adbc_get_table_schema("account", db_schema_filter="salesforce").names
+
+
+def test_oidc_tokens_sign_principals_in_to_flight_sql_and_the_admin_api(setup):
+    """A tenant trusts a real local issuer: its tokens sign in over Flight SQL (ADBC) as the principal its
+    `email` claim names, with the token's groups driving the policy, plus the attributes the tenant gave that
+    principal; expired, foreign-audience and unknown-key tokens are refused; a rotated key is picked up; the
+    admin API accepts tokens of existing principals only."""
+    import time
+
+    s = setup
+    issuer = OidcIssuer()
+    try:
+        issuer.new_key("k1")
+        trust = {"issuer": issuer.url, "audience": "omnisql", "principal_claim": "email"}
+        import subprocess
+        from conftest import omnisql_binary
+        out = subprocess.run([omnisql_binary(), "admin", "--url", s.dev.endpoints["admin_api"], "--key",
+                              s.dev.endpoints["operator_key"], "set-oidc", "--tenant", "demo", "--issuer", issuer.url,
+                              "--audience", "omnisql", "--principal-claim", "email"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and '"groups_claim": "groups"' in out.stdout, out.stdout + out.stderr
+        assert s.admin.ok("GET", "/v1/tenants/demo/oidc")["issuer"] == issuer.url
+        status, body = s.admin.call("PUT", "/v1/tenants/demo/oidc", {**trust, "issuer": "file:///etc/passwd"})
+        assert status == 422 and "https" in json.dumps(body), body
+
+        def query(token: str, sql: str) -> list[tuple]:
+            with flight_sql.connect(s.dev.uri, db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {token}"}) as c, \
+                    c.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetchall()
+
+        seller = issuer.token("k1", email="sam.sso@acme.example", groups=["sales"])
+        # The trust reaches the data plane with the tenant's next configuration.
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                rows = query(seller, "SELECT id FROM salesforce.account")
+                break
+            except adbc_driver_manager.Error as e:
+                assert time.monotonic() < deadline, str(e)
+                time.sleep(0.2)
+        first_fetch = time.monotonic()
+        # Not a principal the tenant created, yet the token's group makes the sales policy apply: US only.
+        assert sorted(rows) == sorted((a,) for a in s.us_accounts)
+        # `ula` exists with attribute country=UK; the token adds group `partners`: UK accounts only.
+        partner = issuer.token("k1", email="ula", groups=["partners"])
+        assert sorted(query(partner, "SELECT id FROM salesforce.account")) == sorted((a,) for a in s.uk_accounts)
+        # No groups: the policy allows nothing.
+        with pytest.raises(adbc_driver_manager.Error, match="access denied"):
+            query(issuer.token("k1", email="nobody@acme.example"), "SELECT id FROM salesforce.account")
+
+        refusals = {
+            "expired": issuer.token("k1", ttl=-120, email="sam.sso@acme.example", groups=["sales"]),
+            "audience": issuer.token("k1", audience="another-app", email="sam.sso@acme.example", groups=["sales"]),
+            "unknown key": (issuer.new_key("stranger", publish=False),
+                            issuer.token("stranger", email="sam.sso@acme.example", groups=["sales"]))[1],
+            "no principal claim": issuer.token("k1", groups=["sales"]),
+        }
+        expected = {"expired": "Expired", "audience": "no tenant", "unknown key": "stranger",
+                    "no principal claim": "`email`"}
+        for what, token in refusals.items():
+            with pytest.raises(adbc_driver_manager.Error) as e:
+                query(token, "SELECT 1")
+            assert "unauthenticated" in str(e.value).lower() and expected[what] in str(e.value), (what, str(e.value))
+
+        # Audit events name the token's principal.
+        deadline = time.monotonic() + 15
+        while not s.admin.ok("GET", "/v1/tenants/demo/audit?principal=sam.sso@acme.example&outcome=ok")["items"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+        # The admin API: `ada` exists (tenant_member) and may read her tenant with a token; the SSO-only
+        # seller is not a principal of the tenant and is refused, saying so.
+        admin_ada = Admin(s.dev.endpoints["admin_api"], issuer.token("k1", email="ada"))
+        assert admin_ada.ok("GET", "/v1/tenants/demo")["id"] == "demo"
+        status, body = Admin(s.dev.endpoints["admin_api"], seller).call("GET", "/v1/tenants/demo")
+        assert status == 401 and "not a principal" in json.dumps(body), body
+        status, body = Admin(s.dev.endpoints["admin_api"], refusals["expired"]).call("GET", "/v1/tenants/demo")
+        assert status == 401, body
+
+        # The issuer rotates to k2 and withdraws k1: once the data plane may fetch again (10 s after its last
+        # fetch), k2 tokens sign in and k1 tokens are refused.
+        issuer.new_key("k2")
+        issuer.published.remove("k1")
+        time.sleep(max(0.0, 10.5 - (time.monotonic() - first_fetch)))
+        rotated = issuer.token("k2", email="sam.sso@acme.example", groups=["sales"])
+        assert sorted(query(rotated, "SELECT id FROM salesforce.account")) == sorted((a,) for a in s.us_accounts)
+        with pytest.raises(adbc_driver_manager.Error, match="k1"):
+            query(issuer.token("k1", email="sam.sso@acme.example", groups=["sales"]), "SELECT 1")
+        print(f"\nOIDC: key-set fetches by data plane and control plane: {issuer.jwks_requests}")
+
+        # Trust withdrawn: tokens are refused at once (with the next configuration).
+        s.admin.ok("DELETE", "/v1/tenants/demo/oidc")
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                query(rotated, "SELECT 1")
+            except adbc_driver_manager.Error as e:
+                assert "no tenant" in str(e), str(e)
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        issuer.stop()
+
+
+class Opa:
+    """A real OPA server (built by scripts/tools) holding the tenant's policies and docs/policies/opa-batch.rego."""
+
+    def __init__(self, tmp: pathlib.Path, *modules: str):
+        import subprocess
+        from services import free_port, wait_for_port
+
+        binary = pathlib.Path(os.environ.get("OMNISQL_TOOLS_DIR", "/var/tmp/omnisql-tools")) / "bin" / "opa"
+        if not binary.exists():
+            pytest.fail("OPA is not built: run scripts/tools (scripts/test does)")
+        files = []
+        for i, text in enumerate([*modules, (ROOT / "docs/policies/opa-batch.rego").read_text()]):
+            f = tmp / f"module{i}.rego"
+            f.write_text(text)
+            files.append(str(f))
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen([str(binary), "run", "--server", "--addr", f"127.0.0.1:{port}", *files],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(port)
+
+    def batch_requests(self) -> int:
+        """Decision requests OPA itself counted (its Prometheus metrics), not the data plane's own count."""
+        text = urllib.request.urlopen(self.url + "/metrics", timeout=10).read().decode()
+        return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+                   if line.startswith("http_request_duration_seconds_count{") and 'handler="v1/data"' in line)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def test_an_external_opa_server_decides_in_one_request_per_query_cached_and_fails_closed(setup, tmp_path):
+    """The tenant's policies served by a real OPA server instead of in-process: the same answers as the
+    oracle, one batched request for all tables and columns of a query, none while cached, the revision in
+    the audit trail; an unreachable, silent or not-allowed server refuses every table it has not decided."""
+    import socket
+    import subprocess
+    import time
+    from conftest import omnisql_binary
+
+    s = setup
+    opa = Opa(tmp_path, POLICY, PARTNERS)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+
+    def admin(*args: str) -> str:
+        out = subprocess.run([omnisql_binary(), "admin", "--url", s.dev.endpoints["admin_api"], "--key",
+                              s.dev.endpoints["operator_key"], *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    def revision_is(expected: str):
+        """Waits until the data plane applies the tenant's new configuration: its audit events say so."""
+        since = int(time.time() * 1000)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                s.query("ada", "SELECT 1 FROM github.repos LIMIT 1")
+            except adbc_driver_manager.Error:
+                pass
+            events = s.admin.ok("GET", f"/v1/tenants/demo/audit?principal=ada&from={since}")["items"]
+            if any(e.get("policy_revision") == expected for e in events):
+                return
+            assert time.monotonic() < deadline, [e.get("policy_revision") for e in events]
+            time.sleep(0.2)
+
+    try:
+        admin("set-opa", "--tenant", "demo", "--url", opa.url)
+        revision = f"opa:{opa.url}/v1/data/omnisql/batch"
+        revision_is(revision)
+        explained = s.admin.ok("GET", "/v1/tenants/demo/principals/sam/access?table=salesforce.account")
+        assert explained["decision"] == "external" and opa.url in explained["reason"], explained
+
+        # The same answers as in-process, from OPA's decisions (the oracle: the raw API data).
+        assert sorted(s.query("sam", "SELECT id FROM salesforce.account")) == sorted((a,) for a in s.us_accounts)
+        assert sorted(s.query("ula", "SELECT id FROM salesforce.account")) == sorted((a,) for a in s.uk_accounts)
+        assert sorted(s.query("sam", "SELECT email FROM salesforce.contact")) == \
+            sorted((mask(c["Email"]),) for c in s.contacts)
+        for pid, sql, error in [("sam", "SELECT real_name FROM slack.users", "access denied"),
+                                ("sam", "SELECT annual_revenue FROM salesforce.account", "annual_revenue"),
+                                ("nick", "SELECT id FROM github.repos", "access denied")]:
+            with pytest.raises(adbc_driver_manager.Error, match=error):
+                s.query(pid, sql)
+
+        # One request for a query over three tables; none when the same principal asks again.
+        join = ("SELECT count(*) FROM salesforce.contact c JOIN salesforce.account a ON a.id = c.account_id "
+                "JOIN github.users u ON lower(u.email) = lower(c.email)")
+        before = opa.batch_requests()
+        s.query("ada", join)
+        first = opa.batch_requests() - before
+        s.query("ada", join)
+        again = opa.batch_requests() - before - first
+        print(f"\nOPA requests: 3-table query cold {first}, warm {again}")
+        assert (first, again) == (1, 0)
+
+        # Fail closed: OPA stops. Decisions it made still hold for their cache time; a table it never
+        # decided is refused, saying why.
+        opa.stop()
+        assert sorted(s.query("sam", "SELECT id FROM salesforce.account")) == sorted((a,) for a in s.us_accounts)
+        with pytest.raises(adbc_driver_manager.Error, match="OPA server .* failed: cannot reach it"):
+            s.query("sam", "SELECT title FROM github.issues")
+
+        # A server that accepts and never answers: refused after the tenant's timeout.
+        admin("set-opa", "--tenant", "demo", "--url", f"http://127.0.0.1:{silent.getsockname()[1]}", "--timeout-ms", "300")
+        revision_is(f"opa:http://127.0.0.1:{silent.getsockname()[1]}/v1/data/omnisql/batch")
+        started = time.monotonic()
+        with pytest.raises(adbc_driver_manager.Error, match="did not answer within 300 ms"):
+            s.query("sam", "SELECT id FROM salesforce.account")
+        assert time.monotonic() - started < 5
+
+        # A server the data plane's operator does not allow is never asked.
+        admin("set-opa", "--tenant", "demo", "--url", "http://169.254.169.254")
+        revision_is("opa:http://169.254.169.254/v1/data/omnisql/batch")
+        with pytest.raises(adbc_driver_manager.Error, match="may not ask OPA server"):
+            s.query("sam", "SELECT id FROM salesforce.account")
+    finally:
+        subprocess.run([omnisql_binary(), "admin", "--url", s.dev.endpoints["admin_api"], "--key",
+                        s.dev.endpoints["operator_key"], "remove-opa", "--tenant", "demo"], capture_output=True, timeout=60)
+        silent.close()
+        if opa.proc.poll() is None:
+            opa.stop()

@@ -102,6 +102,7 @@ enum AdminCommand {
         no_attributes: bool,
     },
     /// What a principal sees of a table under the tenant's policies, and why.
+    #[command(alias = "explain-policy")]
     ExplainAccess {
         #[arg(long)]
         tenant: String,
@@ -110,6 +111,61 @@ enum AdminCommand {
         /// connection.table, e.g. salesforce.account
         #[arg(long)]
         table: String,
+    },
+    /// Trust an OIDC issuer: its tokens sign the tenant's principals in (Flight SQL: any principal the
+    /// claims name, with the token's groups; admin API: existing principals).
+    SetOidc {
+        #[arg(long)]
+        tenant: String,
+        /// The tokens' `iss`, e.g. https://login.example.com/realms/acme
+        #[arg(long)]
+        issuer: String,
+        /// The `aud` the tokens must name.
+        #[arg(long)]
+        audience: String,
+        /// The claim naming the principal.
+        #[arg(long, default_value = "sub")]
+        principal_claim: String,
+        /// The claim listing the principal's groups.
+        #[arg(long, default_value = "groups")]
+        groups_claim: String,
+    },
+    /// The OIDC issuer the tenant trusts.
+    ShowOidc {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Stop trusting the tenant's OIDC issuer.
+    RemoveOidc {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Have the tenant's own OPA server decide its policies (data planes must allow its URL).
+    SetOpa {
+        #[arg(long)]
+        tenant: String,
+        /// e.g. http://opa.policy.svc:8181
+        #[arg(long)]
+        url: String,
+        /// The rule answering the batch.
+        #[arg(long, default_value = "omnisql/batch")]
+        path: String,
+        /// How long one request may take before the query is refused.
+        #[arg(long, default_value_t = 500)]
+        timeout_ms: u64,
+        /// How long decisions are reused (0: ask for every query).
+        #[arg(long, default_value_t = 60)]
+        cache_seconds: u64,
+    },
+    /// The OPA server that decides the tenant's policies.
+    ShowOpa {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Go back to the tenant's stored Rego policies.
+    RemoveOpa {
+        #[arg(long)]
+        tenant: String,
     },
     /// Create an API key (printed once).
     CreateKey {
@@ -287,6 +343,19 @@ pub async fn run(args: AdminArgs) -> Result<(), AdminError> {
             let table: String = url::form_urlencoded::byte_serialize(table.as_bytes()).collect();
             c.call(Method::GET, &format!("/v1/tenants/{tenant}/principals/{principal}/access?table={table}"), None).await?
         }
+        AdminCommand::SetOidc { tenant, issuer, audience, principal_claim, groups_claim } => {
+            let body =
+                json!({"issuer": issuer, "audience": audience, "principal_claim": principal_claim, "groups_claim": groups_claim});
+            c.call(Method::PUT, &format!("/v1/tenants/{tenant}/oidc"), Some(body)).await?
+        }
+        AdminCommand::ShowOidc { tenant } => c.call(Method::GET, &format!("/v1/tenants/{tenant}/oidc"), None).await?,
+        AdminCommand::RemoveOidc { tenant } => c.call(Method::DELETE, &format!("/v1/tenants/{tenant}/oidc"), None).await?,
+        AdminCommand::SetOpa { tenant, url, path, timeout_ms, cache_seconds } => {
+            let body = json!({"url": url, "path": path, "timeout_ms": timeout_ms, "cache_seconds": cache_seconds});
+            c.call(Method::PUT, &format!("/v1/tenants/{tenant}/opa"), Some(body)).await?
+        }
+        AdminCommand::ShowOpa { tenant } => c.call(Method::GET, &format!("/v1/tenants/{tenant}/opa"), None).await?,
+        AdminCommand::RemoveOpa { tenant } => c.call(Method::DELETE, &format!("/v1/tenants/{tenant}/opa"), None).await?,
         AdminCommand::CreateKey { tenant, principal, expires_in_seconds } => {
             let body = json!({"principal": principal, "expires_in_seconds": expires_in_seconds});
             c.post(&format!("/v1/tenants/{tenant}/api-keys"), body).await?

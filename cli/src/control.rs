@@ -72,6 +72,9 @@ pub struct ControlPlaneArgs {
     /// The private key of `--grpc-tls-cert` (PEM).
     #[arg(long, env = "OMNISQL_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
     grpc_tls_key: Option<PathBuf>,
+    /// Accept tenants' OIDC issuers over plain `http` (development and tests only).
+    #[arg(long, env = "OMNISQL_OIDC_ALLOW_HTTP")]
+    pub oidc_allow_http: bool,
 }
 
 impl ControlPlaneArgs {
@@ -88,6 +91,7 @@ impl ControlPlaneArgs {
             bootstrap_key: None,
             grpc_tls_cert: None,
             grpc_tls_key: None,
+            oidc_allow_http: false,
         }
     }
 }
@@ -131,6 +135,7 @@ pub async fn start_control_plane(args: &ControlPlaneArgs) -> Result<ControlPlane
         kms: args.kms.provider(&args.data_dir),
         default_key_id: args.default_key_id.clone(),
         connectors: catalog().await,
+        oidc_allow_http: args.oidc_allow_http,
     };
     Ok(ControlPlane::start(options).await?)
 }

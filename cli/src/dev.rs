@@ -137,7 +137,8 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         }
     };
     let sandbox = Sandbox::start(args.world.config()).await?;
-    let cp_args = crate::control::ControlPlaneArgs::for_dev(&args.http_addr, &args.grpc_addr, &data_dir);
+    let mut cp_args = crate::control::ControlPlaneArgs::for_dev(&args.http_addr, &args.grpc_addr, &data_dir);
+    cp_args.oidc_allow_http = args.engine.oidc_allow_http;
     let cp = crate::control::start_control_plane(&cp_args).await?;
     let admin = AdminClient::new(&cp.admin_url(), cp.bootstrap_key.as_deref().unwrap_or_default());
     let operator_key = match &cp.bootstrap_key {

@@ -94,6 +94,13 @@ pub(crate) struct EngineArgs {
     /// baseline for the noisy-neighbour benchmark). Default: the cores this process may use.
     #[arg(long, env = "OMNISQL_FAIR_CPU_CORES")]
     fair_cpu_cores: Option<usize>,
+    /// Accept tenants' OIDC issuers over plain `http` (development and tests only).
+    #[arg(long, env = "OMNISQL_OIDC_ALLOW_HTTP")]
+    pub(crate) oidc_allow_http: bool,
+    /// An OPA server tenants may have decide their policies, as a URL prefix (repeat, or separate with
+    /// commas); a tenant naming another server is refused every table.
+    #[arg(long = "opa-allow-url", env = "OMNISQL_OPA_ALLOW_URLS", value_delimiter = ',')]
+    opa_allowed_urls: Vec<String>,
 }
 
 fn parse_size(text: &str) -> Result<usize, String> {
@@ -124,6 +131,8 @@ impl EngineArgs {
         options.query_timeout = self.statement_timeout;
         options.max_concurrent_queries = self.max_concurrent_queries.max(1);
         options.request_budget = (self.request_budget > 0).then_some(self.request_budget);
+        options.oidc = omnisql_oidc::Verifier::new().allow_http(self.oidc_allow_http);
+        options.opa_allowed_urls = self.opa_allowed_urls.clone();
         if let Some(cores) = self.fair_cpu_cores {
             options.fair_cpu_cores = (cores > 0).then_some(cores);
         }

@@ -47,6 +47,7 @@ async fn control_plane(dir: &Path, grpc_addr: &str) -> ControlPlane {
         connectors: catalog(),
         grpc_tls: None,
         bootstrap_key: None,
+        oidc_allow_http: true,
     })
     .await
     .unwrap()
@@ -299,6 +300,7 @@ async fn a_tls_control_plane_is_trusted_through_its_ca_and_refused_without_it() 
             omnisql_control_plane::ServerTls::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap(),
         ),
         bootstrap_key: None,
+        oidc_allow_http: true,
     })
     .await
     .unwrap();

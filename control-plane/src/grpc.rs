@@ -74,19 +74,29 @@ pub fn config_update(changes: RegionChanges, full: bool) -> v1::ConfigUpdate {
                 statement_timeout_seconds: t.tenant.statement_timeout_seconds.unwrap_or(0).max(0) as u64,
                 max_concurrent_queries: t.tenant.max_concurrent_queries.unwrap_or(0).max(0) as u32,
                 key_id: t.tenant.key_id.clone(),
-                principals: {
-                    let mut seen = std::collections::BTreeMap::new();
-                    for (_, p) in &t.api_keys {
-                        seen.entry(p.id.clone()).or_insert_with(|| v1::Principal {
-                            id: p.id.clone(),
-                            kind: p.kind.as_str().into(),
-                            role: p.role.as_str().into(),
-                            groups: p.groups.clone(),
-                            attributes: p.attributes.clone().into_iter().collect(),
-                        });
-                    }
-                    seen.into_values().collect()
-                },
+                principals: t
+                    .principals
+                    .iter()
+                    .map(|p| v1::Principal {
+                        id: p.id.clone(),
+                        kind: p.kind.as_str().into(),
+                        role: p.role.as_str().into(),
+                        groups: p.groups.clone(),
+                        attributes: p.attributes.clone().into_iter().collect(),
+                    })
+                    .collect(),
+                oidc: t.tenant.oidc.as_ref().map(|o| v1::OidcTrust {
+                    issuer: o.issuer.clone(),
+                    audience: o.audience.clone(),
+                    principal_claim: o.principal_claim.clone(),
+                    groups_claim: o.groups_claim.clone(),
+                }),
+                opa: t.tenant.opa.as_ref().map(|o| v1::OpaServer {
+                    url: o.url.clone(),
+                    path: o.path.clone(),
+                    timeout_ms: o.timeout_ms,
+                    cache_seconds: o.cache_seconds,
+                }),
                 api_keys: t
                     .api_keys
                     .into_iter()

@@ -5,6 +5,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// An OIDC issuer a tenant trusts: tokens it signs for the audience sign principals in, to the data plane
+/// as any principal the claims name (with the token's groups), to the admin API as existing principals.
+pub use omnisql_oidc::Trust as OidcTrust;
+/// A tenant's own OPA server, which decides instead of its stored policies when set.
+pub use omnisql_policy::OpaConfig as OpaServer;
+
 /// Principals of the platform itself (operators) live under this reserved tenant id.
 pub const PLATFORM_TENANT: &str = "_platform";
 
@@ -105,6 +111,12 @@ pub struct Tenant {
     /// if absent.
     pub max_concurrent_queries: Option<i64>,
     pub created_at: i64,
+    /// The identity provider whose JWTs sign the tenant's principals in, besides API keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcTrust>,
+    /// The tenant's OPA server, which decides instead of its policies when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opa: Option<OpaServer>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -33,6 +33,8 @@ pub struct Options {
     /// The platform operator's API key to register on the first start, chosen by whoever deploys (e.g. from
     /// a Kubernetes Secret); without it the first start generates one and hands it back once.
     pub bootstrap_key: Option<String>,
+    /// Accept OIDC issuers over plain `http` (development and tests only; production issuers are https).
+    pub oidc_allow_http: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +72,8 @@ impl ControlPlane {
     pub async fn start(options: Options) -> Result<ControlPlane, StartError> {
         let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&options.database_url).await?);
         let sealer = Sealer::new(options.kms.build().await?);
-        let state = AppState::new(store.clone(), sealer, options.default_key_id.clone());
+        let state = AppState::new(store.clone(), sealer, options.default_key_id.clone())
+            .with_oidc(omnisql_oidc::Verifier::new().allow_http(options.oidc_allow_http));
         for c in &options.connectors {
             store.upsert_connector(c).await?;
         }
@@ -173,6 +176,8 @@ async fn bootstrap(store: &dyn Store, provided: Option<&str>) -> Result<Option<S
             statement_timeout_seconds: None,
             max_concurrent_queries: None,
             created_at: now,
+            oidc: None,
+            opa: None,
         })
         .await?;
     store

@@ -37,6 +37,7 @@ async fn start(database_url: String, dir: &std::path::Path) -> ControlPlane {
         connectors: vec![github_connector()],
         grpc_tls: None,
         bootstrap_key: None,
+        oidc_allow_http: true,
     })
     .await
     .unwrap()
@@ -73,6 +74,9 @@ impl Client {
     }
     async fn post(&self, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(reqwest::Method::POST, key, path, Some(body), None).await
+    }
+    async fn put(&self, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::PUT, key, path, Some(body), None).await
     }
     async fn delete(&self, key: &str, path: &str) -> (StatusCode, Value) {
         self.call(reqwest::Method::DELETE, key, path, None, None).await
@@ -353,7 +357,72 @@ async fn admin_flow(cp: &ControlPlane) -> Vec<String> {
     assert_eq!((s, v["valid"].as_bool()), (StatusCode::OK, Some(true)));
     assert_eq!(c.get(&alice, "/v1/tenants/acme/audit?outcome=maybe").await.0, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(c.get(&op, "/v1/no-such-thing").await.0, StatusCode::NOT_FOUND);
+    oidc_flow(&c, &alice, &gina).await;
     vec![alice, gina, bob, idempotent_key]
+}
+
+/// A tenant trusts a real local issuer: its tokens sign in the tenant's existing principals, with their
+/// role; tokens of unknown principals, other audiences, expired or signed by unknown keys are refused; two
+/// tenants trusting the same issuer need the `x-omnisql-tenant` header.
+async fn oidc_flow(c: &Client, alice: &str, gina: &str) {
+    use omnisql_oidc::testing::{Key, claims, issuer, now};
+    let issuer = issuer().await;
+    let key = Key::new("k1");
+    issuer.published.lock().unwrap().push(key.jwk());
+    let trust = json!({"issuer": issuer.url, "audience": "omnisql"});
+    let (_, k) = c.post(alice, "/v1/tenants/acme/api-keys", json!({"principal": "bob"})).await;
+    let bob = k["key"].as_str().unwrap();
+
+    assert_eq!(c.get(alice, "/v1/tenants/acme/oidc").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(c.put(bob, "/v1/tenants/acme/oidc", trust.clone()).await.0, StatusCode::FORBIDDEN, "members cannot");
+    assert_eq!(c.put(gina, "/v1/tenants/acme/oidc", trust.clone()).await.0, StatusCode::NOT_FOUND, "another tenant's");
+    let (s, e) =
+        c.put(alice, "/v1/tenants/acme/oidc", json!({"issuer": "ftp://idp", "audience": "", "principal_claim": "a b"})).await;
+    let fields: Vec<_> = e["error"]["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    assert_eq!((s, fields), (StatusCode::UNPROCESSABLE_ENTITY, vec!["issuer", "audience", "principal_claim"]));
+    let (s, t) = c.put(alice, "/v1/tenants/acme/oidc", trust.clone()).await;
+    assert_eq!((s, t["principal_claim"].as_str(), t["groups_claim"].as_str()), (StatusCode::OK, Some("sub"), Some("groups")));
+    assert_eq!(c.get(bob, "/v1/tenants/acme/oidc").await.1["issuer"], json!(issuer.url));
+    assert_eq!(c.get(gina, "/v1/tenants/acme/oidc").await.0, StatusCode::NOT_FOUND);
+
+    let token = |sub: &str, audience: &str, exp: u64| {
+        let mut c = claims(&issuer.url, audience, exp);
+        c["sub"] = json!(sub);
+        key.sign(&c)
+    };
+    // An existing principal signs in with its role: bob reads but may not change the tenant.
+    let bob_token = token("bob", "omnisql", now() + 300);
+    let (s, me) = c.get(&bob_token, "/v1/me").await;
+    assert_eq!((s, me["id"].as_str(), me["role"].as_str()), (StatusCode::OK, Some("bob"), Some("tenant_member")), "{me}");
+    assert_eq!(c.get(&bob_token, "/v1/tenants/acme/connections").await.0, StatusCode::OK);
+    assert_eq!(c.put(&bob_token, "/v1/tenants/acme/oidc", trust.clone()).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(c.get(&bob_token, "/v1/tenants/globex").await.0, StatusCode::NOT_FOUND);
+    // Refused: a principal the tenant does not have, another audience, expired, an unknown key.
+    let (s, e) = c.get(&token("mallory", "omnisql", now() + 300), "/v1/me").await;
+    assert!(s == StatusCode::UNAUTHORIZED && e.to_string().contains("not a principal"), "{e}");
+    let (s, e) = c.get(&token("bob", "another-app", now() + 300), "/v1/me").await;
+    assert!(s == StatusCode::UNAUTHORIZED && e.to_string().contains("no tenant trusts"), "{e}");
+    let (s, e) = c.get(&token("bob", "omnisql", now() - 120), "/v1/me").await;
+    assert!(s == StatusCode::UNAUTHORIZED && e.to_string().contains("Expired"), "{e}");
+    let mut forged = claims(&issuer.url, "omnisql", now() + 300);
+    forged["sub"] = json!("alice");
+    let (s, e) = c.get(&Key::new("k9").sign(&forged), "/v1/me").await;
+    assert!(s == StatusCode::UNAUTHORIZED && e.to_string().contains("k9"), "{e}");
+
+    // globex trusts the same issuer and audience: a token must name its tenant.
+    assert_eq!(c.put(gina, "/v1/tenants/globex/oidc", trust.clone()).await.0, StatusCode::OK);
+    let (s, e) = c.get(&bob_token, "/v1/me").await;
+    assert!(s == StatusCode::UNAUTHORIZED && e.to_string().contains("x-omnisql-tenant"), "{e}");
+    let named = c.http.get(format!("{}/v1/me", c.base)).bearer_auth(&bob_token).header("x-omnisql-tenant", "acme");
+    assert_eq!(named.send().await.unwrap().status(), StatusCode::OK);
+    let wrong = c.http.get(format!("{}/v1/me", c.base)).bearer_auth(&bob_token).header("x-omnisql-tenant", "globex");
+    assert_eq!(wrong.send().await.unwrap().status(), StatusCode::UNAUTHORIZED, "bob is not globex's");
+
+    // Trust withdrawn: the token is refused at once.
+    assert_eq!(c.delete(alice, "/v1/tenants/acme/oidc").await.0, StatusCode::NO_CONTENT);
+    assert_eq!(c.delete(gina, "/v1/tenants/globex/oidc").await.0, StatusCode::NO_CONTENT);
+    assert_eq!(c.get(&bob_token, "/v1/me").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(issuer.jwks_requests.load(std::sync::atomic::Ordering::Relaxed), 1, "keys fetched once, then cached");
 }
 
 /// Captures log output of everything running on this (current-thread) runtime.
@@ -451,6 +520,7 @@ async fn a_bootstrap_key_chosen_by_the_deployer_becomes_the_operators_and_is_nev
         connectors: vec![],
         grpc_tls: None,
         bootstrap_key: Some(key.into()),
+        oidc_allow_http: true,
     };
     let weak = ControlPlane::start(options("short")).await.map(|_| ()).unwrap_err();
     assert!(weak.to_string().contains("at least 32 characters"), "{weak}");

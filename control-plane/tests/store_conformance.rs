@@ -17,6 +17,8 @@ fn tenant(id: &str, region: &str) -> Tenant {
         statement_timeout_seconds: None,
         max_concurrent_queries: None,
         created_at: now_ms(),
+        oidc: None,
+        opa: None,
     }
 }
 

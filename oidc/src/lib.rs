@@ -3,6 +3,10 @@
 //! `nbf`. Keys are cached per issuer and fetched again when a token names a key the cache does not hold
 //! (the issuer rotated), at most once per [`REFETCH_AFTER`] so a flood of forged key ids cannot turn into
 //! a flood of requests to the issuer, and every [`KEYS_TTL`] in any case.
+//!
+//! Issuers are configured by tenant admins, so fetching their documents must not become a way into the
+//! host's network: issuer and key-set URLs must be `https` (plain `http` only when the operator allows it
+//! for development), redirects are not followed, and answers are capped in size and time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,12 +24,104 @@ pub const REFETCH_AFTER: Duration = Duration::from_secs(10);
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECONDS: u64 = 30;
 
-/// An issuer a tenant trusts, and the audience its tokens must name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Largest discovery document or key set read from an issuer.
+pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+/// Longest principal name taken from a token.
+pub const MAX_PRINCIPAL_CHARS: usize = 256;
+
+/// An issuer a tenant trusts, the audience its tokens must name, and which claims say who signed in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = OidcTrust))]
+#[serde(deny_unknown_fields)]
 pub struct Trust {
-    /// The `iss` value, e.g. `https://login.example.com/realms/acme` (discovery is under it).
+    /// The `iss` value, e.g. `https://login.example.com/realms/acme` (discovery is under it). Must be
+    /// `https`.
     pub issuer: String,
+    /// The `aud` the tokens must name.
     pub audience: String,
+    /// The claim naming the principal (default `sub`; often `email` or `preferred_username`).
+    #[serde(default = "default_principal_claim")]
+    pub principal_claim: String,
+    /// The claim listing the principal's groups (default `groups`); absent in a token means no groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+}
+
+fn default_principal_claim() -> String {
+    "sub".into()
+}
+
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+impl Trust {
+    /// Trust `issuer` for `audience`, with the principal in `sub` and groups in `groups`.
+    pub fn new(issuer: &str, audience: &str) -> Trust {
+        Trust {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            principal_claim: default_principal_claim(),
+            groups_claim: default_groups_claim(),
+        }
+    }
+
+    /// Who the (verified) `claims` say signed in.
+    pub fn signed_in(&self, claims: &Value) -> Result<SignedIn, OidcError> {
+        let principal = match claims.get(&self.principal_claim) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => return Err(OidcError::Claim(format!("no text claim `{}` names the principal", self.principal_claim))),
+        };
+        if principal.chars().count() > MAX_PRINCIPAL_CHARS || principal.chars().any(char::is_control) {
+            return Err(OidcError::Claim(format!(
+                "claim `{}` is longer than {MAX_PRINCIPAL_CHARS} characters or holds control characters",
+                self.principal_claim
+            )));
+        }
+        let groups = match claims.get(&self.groups_claim) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|g| g.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| OidcError::Claim(format!("claim `{}` is not a list of texts", self.groups_claim)))?,
+            Some(_) => return Err(OidcError::Claim(format!("claim `{}` is not a list of texts", self.groups_claim))),
+        };
+        Ok(SignedIn { principal, groups })
+    }
+}
+
+/// Who a verified token says signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    pub principal: String,
+    pub groups: Vec<String>,
+}
+
+/// Whether a bearer token is a JWT (three base64url parts) rather than an API key.
+pub fn is_jwt(token: &str) -> bool {
+    let parts: Vec<&str> = token.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+}
+
+/// The issuer and audiences a token claims, NOT verified: only to find which tenant's trust to verify
+/// it with.
+pub fn unverified_issuer(token: &str) -> Result<(String, Vec<String>), OidcError> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).ok_or_else(|| OidcError::Malformed("no payload".into()))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|e| OidcError::Malformed(format!("the payload is not base64url: {e}")))?;
+    let claims: Value = serde_json::from_slice(&bytes).map_err(|e| OidcError::Malformed(format!("the payload: {e}")))?;
+    let issuer = claims.get("iss").and_then(Value::as_str).ok_or_else(|| OidcError::Malformed("no `iss` claim".into()))?;
+    let audiences = match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.clone()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        _ => Vec::new(),
+    };
+    Ok((issuer.to_string(), audiences))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +138,10 @@ pub enum OidcError {
     Keys { issuer: String, message: String },
     #[error("the token is not valid: {0}")]
     Invalid(String),
+    #[error("the token does not say who signed in: {0}")]
+    Claim(String),
+    #[error("issuer URL `{0}` must use https")]
+    Insecure(String),
 }
 
 #[derive(Debug)]
@@ -59,11 +159,58 @@ pub struct Verifier {
     fetches: Arc<std::sync::atomic::AtomicU64>,
     refetch_after: Duration,
     ttl: Duration,
+    allow_http: bool,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier::new()
+    }
 }
 
 impl Verifier {
-    pub fn new(http: reqwest::Client) -> Verifier {
-        Verifier { http, keys: Arc::default(), fetches: Arc::default(), refetch_after: REFETCH_AFTER, ttl: KEYS_TTL }
+    /// A verifier that fetches over https only and follows no redirects.
+    pub fn new() -> Verifier {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Verifier {
+            http,
+            keys: Arc::default(),
+            fetches: Arc::default(),
+            refetch_after: REFETCH_AFTER,
+            ttl: KEYS_TTL,
+            allow_http: false,
+        }
+    }
+
+    /// Also accept `http://` issuers: for development and tests only.
+    pub fn allow_http(mut self, allow: bool) -> Verifier {
+        self.allow_http = allow;
+        self
+    }
+
+    /// Checks that `issuer` may be fetched from, before it is trusted.
+    pub fn check_issuer_url(&self, issuer: &str) -> Result<(), OidcError> {
+        self.check_url(issuer)
+    }
+
+    fn check_url(&self, url: &str) -> Result<(), OidcError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| OidcError::Malformed(format!("`{url}` is not a URL: {e}")))?;
+        match parsed.scheme() {
+            "https" => Ok(()),
+            "http" if self.allow_http => Ok(()),
+            _ => Err(OidcError::Insecure(url.into())),
+        }
+    }
+
+    /// Verifies `token` with `trust` and says who it signs in.
+    pub async fn sign_in(&self, token: &str, trust: &Trust) -> Result<SignedIn, OidcError> {
+        let claims = self.verify(token, trust).await?;
+        trust.signed_in(&claims)
     }
 
     /// An unknown key id fetches the keys again only if the last fetch is older than this (default
@@ -137,24 +284,36 @@ impl Verifier {
     }
 
     async fn fetch(&self, issuer: &str) -> Result<Keys, OidcError> {
+        self.check_url(issuer)?;
         self.fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let failed = |message: String| OidcError::Keys { issuer: issuer.into(), message };
         let discovery = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
         let get = |url: String| async move {
-            let response = self.http.get(&url).timeout(Duration::from_secs(5)).send().await.map_err(|e| format!("{url}: {e}"))?;
+            let mut response = self.http.get(&url).send().await.map_err(|e| format!("{url}: {e}"))?;
             if !response.status().is_success() {
                 return Err(format!("{url} answered {}", response.status()));
             }
-            response.json::<Value>().await.map_err(|e| format!("{url}: {e}"))
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_DOCUMENT_BYTES {
+                    return Err(format!("{url} answered more than {MAX_DOCUMENT_BYTES} bytes"));
+                }
+            }
+            serde_json::from_slice::<Value>(&body).map_err(|e| format!("{url} is not JSON: {e}"))
         };
         let document = get(discovery).await.map_err(failed)?;
         let jwks_uri = document
             .get("jwks_uri")
             .and_then(Value::as_str)
             .ok_or_else(|| failed("the discovery document has no jwks_uri".into()))?;
+        self.check_url(jwks_uri)?;
         let set = get(jwks_uri.to_string()).await.map_err(failed)?;
         let set: JwkSet = serde_json::from_value(set).map_err(|e| failed(format!("the key set is not a JWK set: {e}")))?;
         tracing::info!(%issuer, keys = set.keys.len(), "fetched the issuer's signing keys");
         Ok(Keys { set, fetched: Instant::now() })
     }
 }
+
+#[cfg(feature = "testing")]
+pub mod testing;

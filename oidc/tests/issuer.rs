@@ -3,98 +3,21 @@
 //! valid; refused when expired, not yet valid, for another audience or issuer, signed by a key the issuer
 //! does not publish, or with a symmetric algorithm; a rotated key is picked up.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use omnisql_oidc::testing::{Key, claims, issuer, now};
 use omnisql_oidc::{OidcError, Trust, Verifier};
 use serde_json::{Value, json};
-
-struct Key {
-    kid: String,
-    pair: rcgen::KeyPair,
-}
-
-impl Key {
-    fn new(kid: &str) -> Key {
-        Key { kid: kid.into(), pair: rcgen::KeyPair::generate().unwrap() }
-    }
-
-    fn jwk(&self) -> Value {
-        let raw = self.pair.public_key_raw();
-        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-        json!({"kty": "EC", "crv": "P-256", "x": b64(&raw[1..33]), "y": b64(&raw[33..65]), "kid": self.kid, "alg": "ES256", "use": "sig"})
-    }
-
-    fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(&self.pair.serialize_der())).unwrap()
-    }
-}
-
-/// An issuer on a free port publishing `keys`; counts JWKS requests.
-struct Issuer {
-    url: String,
-    published: Arc<Mutex<Vec<Value>>>,
-    jwks_requests: Arc<AtomicU64>,
-    /// While set, the key set answers 503.
-    down: Arc<std::sync::atomic::AtomicBool>,
-}
-
-async fn issuer() -> Issuer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let published: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let jwks_requests: Arc<AtomicU64> = Arc::default();
-    let down: Arc<std::sync::atomic::AtomicBool> = Arc::default();
-    let (keys, count, base, is_down) = (published.clone(), jwks_requests.clone(), url.clone(), down.clone());
-    let app = axum::Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            axum::routing::get(move || {
-                let base = base.clone();
-                async move { axum::Json(json!({"issuer": base, "jwks_uri": format!("{base}/jwks")})) }
-            }),
-        )
-        .route(
-            "/jwks",
-            axum::routing::get(move || {
-                count.fetch_add(1, Ordering::Relaxed);
-                let keys = keys.lock().unwrap().clone();
-                let down = is_down.load(Ordering::Relaxed);
-                async move {
-                    use axum::response::IntoResponse;
-                    if down {
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()
-                    } else {
-                        axum::Json(json!({"keys": keys})).into_response()
-                    }
-                }
-            }),
-        );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Issuer { url, published, jwks_requests, down }
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-fn claims(issuer: &str, audience: &str, exp: u64) -> Value {
-    json!({"iss": issuer, "aud": audience, "sub": "sam", "groups": ["sales"], "exp": exp, "iat": now(), "nbf": now() - 5})
-}
 
 #[tokio::test]
 async fn tokens_are_checked_against_the_issuers_published_keys_and_claims() {
     let issuer = issuer().await;
     let (k1, k2, stranger) = (Key::new("k1"), Key::new("k2"), Key::new("k3"));
     issuer.published.lock().unwrap().push(k1.jwk());
-    let trust = Trust { issuer: issuer.url.clone(), audience: "omnisql".into() };
-    let verifier =
-        Verifier::new(reqwest::Client::new()).refetch_after(Duration::from_millis(300)).keys_ttl(Duration::from_secs(1));
+    let trust = Trust::new(&issuer.url, "omnisql");
+    let verifier = Verifier::new().allow_http(true).refetch_after(Duration::from_millis(300)).keys_ttl(Duration::from_secs(1));
 
     let good = verifier.verify(&k1.sign(&claims(&issuer.url, "omnisql", now() + 300)), &trust).await.unwrap();
     assert_eq!((good["sub"].as_str(), good["groups"][0].as_str()), (Some("sam"), Some("sales")));
@@ -155,10 +78,51 @@ async fn tokens_are_checked_against_the_issuers_published_keys_and_claims() {
 
 #[tokio::test]
 async fn an_unreachable_issuer_is_an_error_that_names_it() {
-    let verifier = Verifier::new(reqwest::Client::new());
+    let verifier = Verifier::new().allow_http(true);
     let k = Key::new("k1");
-    let trust = Trust { issuer: "http://127.0.0.1:9".into(), audience: "omnisql".into() };
+    let trust = Trust::new("http://127.0.0.1:9", "omnisql");
     let e = verifier.verify(&k.sign(&claims(&trust.issuer, "omnisql", now() + 300)), &trust).await.unwrap_err();
     assert!(matches!(e, OidcError::Keys { .. }) && e.to_string().contains("127.0.0.1:9"), "{e}");
     assert!(matches!(verifier.verify("not-a-jwt", &trust).await, Err(OidcError::Malformed(_))));
+}
+
+#[tokio::test]
+async fn plain_http_issuers_are_refused_unless_allowed() {
+    let issuer = issuer().await;
+    let k = Key::new("k1");
+    issuer.published.lock().unwrap().push(k.jwk());
+    let trust = Trust::new(&issuer.url, "omnisql");
+    let token = k.sign(&claims(&issuer.url, "omnisql", now() + 300));
+    let e = Verifier::new().sign_in(&token, &trust).await.unwrap_err();
+    assert!(matches!(e, OidcError::Insecure(_)), "{e}");
+    assert_eq!(issuer.jwks_requests.load(Ordering::Relaxed), 0, "nothing was fetched");
+    assert!(Verifier::new().check_issuer_url("file:///etc/passwd").is_err());
+    assert!(Verifier::new().check_issuer_url("https://login.example.com/realms/acme").is_ok());
+}
+
+#[tokio::test]
+async fn claims_say_who_signed_in_as_the_trust_maps_them() {
+    let issuer = issuer().await;
+    let k = Key::new("k1");
+    issuer.published.lock().unwrap().push(k.jwk());
+    let verifier = Verifier::new().allow_http(true);
+    let mut c = claims(&issuer.url, "omnisql", now() + 300);
+    c["email"] = json!("sam@acme.example");
+    c["roles"] = json!("analyst");
+    let token = k.sign(&c);
+    assert!(omnisql_oidc::is_jwt(&token) && !omnisql_oidc::is_jwt("osk_abcdefghijklmnop"));
+    assert_eq!(omnisql_oidc::unverified_issuer(&token).unwrap(), (issuer.url.clone(), vec!["omnisql".to_string()]));
+
+    let by_sub = verifier.sign_in(&token, &Trust::new(&issuer.url, "omnisql")).await.unwrap();
+    assert_eq!((by_sub.principal.as_str(), by_sub.groups.clone()), ("sam", vec!["sales".to_string()]));
+    let mapped = Trust { principal_claim: "email".into(), groups_claim: "roles".into(), ..Trust::new(&issuer.url, "omnisql") };
+    let by_email = verifier.sign_in(&token, &mapped).await.unwrap();
+    assert_eq!((by_email.principal.as_str(), by_email.groups), ("sam@acme.example", vec!["analyst".to_string()]));
+    let missing = Trust { principal_claim: "upn".into(), ..Trust::new(&issuer.url, "omnisql") };
+    let e = verifier.sign_in(&token, &missing).await.unwrap_err();
+    assert!(matches!(e, OidcError::Claim(_)) && e.to_string().contains("`upn`"), "{e}");
+    let mut odd = c.clone();
+    odd["groups"] = json!([1, 2]);
+    let e = verifier.sign_in(&k.sign(&odd), &Trust::new(&issuer.url, "omnisql")).await.unwrap_err();
+    assert!(matches!(e, OidcError::Claim(_)), "{e}");
 }

@@ -163,6 +163,9 @@ pub fn args(dp: &DataPlane) -> Vec<String> {
     if let Some(r) = &s.redis_url {
         a.push(format!("--redis-url={r}"));
     }
+    for u in &s.opa_urls {
+        a.push(format!("--opa-allow-url={u}"));
+    }
     a
 }
 
@@ -354,6 +357,7 @@ fn network_policy(dp: &DataPlane) -> NetworkPolicy {
         ]
         .into_iter()
         .flatten()
+        .chain(&dp.spec.opa_urls)
         {
             if let Some(p) = url_port(url) {
                 if !ports.iter().any(|q| q.port == Some(IntOrString::Int(p))) {
@@ -458,11 +462,16 @@ mod tests {
         let dp = data_plane(serde_json::json!({
             "egress": {"apiCidrs": ["203.0.113.0/24"], "platformCidrs": ["10.20.0.0/16"]},
             "redisUrl": "redis://redis.internal:6379",
+            "opaUrls": ["http://opa.policy:8181/"],
         }));
         let rules = desired(&dp).network_policy.spec.unwrap_or_default().egress.unwrap_or_default();
         assert_eq!(rules.len(), 3);
         let platform_ports: Vec<_> = rules[2].ports.clone().unwrap_or_default().into_iter().filter_map(|p| p.port).collect();
-        assert_eq!(platform_ports, [IntOrString::Int(443), IntOrString::Int(7070), IntOrString::Int(6379)]);
+        assert_eq!(
+            platform_ports,
+            [IntOrString::Int(443), IntOrString::Int(7070), IntOrString::Int(6379), IntOrString::Int(8181)]
+        );
+        assert!(args(&dp).iter().any(|a| a == "--opa-allow-url=http://opa.policy:8181/"));
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct DataPlaneSpec {
     /// Redis for rate-limit windows shared by every replica (`redis://…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    /// OPA servers tenants may have decide their policies (URL prefixes, e.g. `http://opa.policy:8181/`);
+    /// a tenant naming another is refused every table. Their ports are opened to `egress.platformCidrs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub opa_urls: Vec<String>,
     #[serde(default)]
     pub flight_sql: ListenerSpec,
     #[serde(default)]

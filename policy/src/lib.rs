@@ -9,13 +9,22 @@
 //!   all of which a row must pass;
 //! - `columnMask` for `GetColumnMask`: `{"expression": "<SQL replacing the column's value>"}`.
 //!
+//! Decisions come from the tenant's Rego modules evaluated in-process (regorus), or, when the tenant
+//! names an OPA server ([`OpaConfig`]), from that server: one batched request per query for all its
+//! tables and columns, cached for a while, refused when the server fails (fail closed).
+//!
 //! A tenant without policies reads every table. With policies, what `allow` does not allow is denied
 //! (undefined is no), and a policy that cannot be compiled or evaluated denies everything with an error
 //! that says so (fail closed). Decisions are made once per (principal, table) and policy revision: the
 //! cache belongs to one configuration and goes with it.
 
+mod opa;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use opa::OpaConfig;
 
 use serde_json::{Value as Json, json};
 
@@ -130,15 +139,31 @@ type Decided = Result<Arc<TableDecision>, PolicyError>;
 
 type DecisionKey = (PrincipalConfig, String, String);
 
+/// A cached decision, and until when it holds (`None`: as long as the policies do).
+#[derive(Debug, Clone)]
+struct Remembered<V> {
+    value: V,
+    until: Option<Instant>,
+}
+
+impl<V> Remembered<V> {
+    fn fresh(&self) -> bool {
+        self.until.is_none_or(|t| Instant::now() < t)
+    }
+}
+
+/// An OPA server that failed is asked again after this long (meanwhile its tables are refused).
+const RETRY_FAILED_OPA: Duration = Duration::from_secs(1);
+
 /// A tenant's policies at one revision, compiled, with the decisions made so far.
 #[derive(Debug)]
 pub struct Policies {
     revision: String,
     compiled: Compiled,
-    allowed: Mutex<HashMap<DecisionKey, Result<bool, PolicyError>>>,
+    allowed: Mutex<HashMap<DecisionKey, Remembered<Result<bool, PolicyError>>>>,
     /// With the columns each decision was made for: a table that gains a column (a new Salesforce
     /// field) is decided again, so the new column is never shown unmasked from a stale decision.
-    decisions: Mutex<HashMap<DecisionKey, (Columns, Decided)>>,
+    decisions: Mutex<HashMap<DecisionKey, Remembered<(Columns, Decided)>>>,
 }
 
 #[derive(Debug)]
@@ -148,6 +173,8 @@ enum Compiled {
     Rego(Box<regorus::Engine>),
     /// A policy did not compile: everything is denied with this message.
     Broken(String),
+    /// The tenant's OPA server decides.
+    Opa(Box<opa::Opa>),
 }
 
 impl Policies {
@@ -180,6 +207,140 @@ impl Policies {
         Policies { revision, compiled, allowed: Mutex::default(), decisions: Mutex::default() }
     }
 
+    /// Decisions from the tenant's OPA server, asked over `http`.
+    pub fn external(config: &OpaConfig, http: reqwest::Client) -> Policies {
+        Policies {
+            revision: config.revision(),
+            compiled: Compiled::Opa(Box::new(opa::Opa::new(config.clone(), http))),
+            allowed: Mutex::default(),
+            decisions: Mutex::default(),
+        }
+    }
+
+    /// Policies that refuse everything, saying `message` (e.g. an OPA server the data plane may not ask).
+    pub fn refused(revision: String, message: String) -> Policies {
+        Policies { revision, compiled: Compiled::Broken(message), allowed: Mutex::default(), decisions: Mutex::default() }
+    }
+
+    /// Whether an OPA server decides (decisions must be fetched with [`Policies::prefetch`]).
+    pub fn is_external(&self) -> bool {
+        matches!(self.compiled, Compiled::Opa(_))
+    }
+
+    /// Requests made to the OPA server so far.
+    pub fn external_requests(&self) -> u64 {
+        match &self.compiled {
+            Compiled::Opa(o) => o.requests(),
+            _ => 0,
+        }
+    }
+
+    /// Fetches from the OPA server, in one request, every decision on `tables` (schema, table, columns)
+    /// that is not cached; a no-op for in-process policies. A failure is remembered briefly as a refusal
+    /// of those tables that says what went wrong.
+    pub async fn prefetch(&self, who: &Identity, tables: &[(String, String, Columns)]) {
+        let Compiled::Opa(opa) = &self.compiled else { return };
+        let missing: Vec<&(String, String, Columns)> = {
+            let cache = lock(&self.decisions);
+            let mut seen = BTreeSet::new();
+            tables
+                .iter()
+                .filter(|(schema, table, columns)| {
+                    let key = (who.principal.clone(), schema.clone(), table.clone());
+                    let cached = cache.get(&key).is_some_and(|r| r.fresh() && r.value.0 == *columns);
+                    !cached && seen.insert((schema, table))
+                })
+                .collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        let resources = missing
+            .iter()
+            .map(|(schema, table, columns)| {
+                let columns: Vec<Json> = columns.iter().map(|(name, t)| json!({"name": name, "type": t})).collect();
+                json!({"table": table_resource(schema, table), "columns": columns})
+            })
+            .collect();
+        let answer = opa.batch(who.context(), resources).await;
+        let now = Instant::now();
+        for (i, (schema, table, columns)) in missing.into_iter().enumerate() {
+            let name = format!("{schema}.{table}");
+            let (decided, until) = match &answer {
+                Ok(decisions) => (
+                    self.read_opa_answer(who, &name, columns, &decisions[i]),
+                    now + Duration::from_secs(opa.config.cache_seconds),
+                ),
+                Err(message) => (
+                    Err(PolicyError::Broken {
+                        table: name,
+                        revision: self.revision.clone(),
+                        message: format!("the tenant's OPA server at {} failed: {message}", opa.config.url),
+                    }),
+                    now + RETRY_FAILED_OPA,
+                ),
+            };
+            let key = (who.principal.clone(), schema.clone(), table.clone());
+            let allowed = match &decided {
+                Ok(_) => Ok(true),
+                Err(PolicyError::Denied { .. }) => Ok(false),
+                Err(e) => Err(e.clone()),
+            };
+            remember(&self.allowed, key.clone(), allowed, Some(until));
+            remember(&self.decisions, key, (columns.clone(), decided.map(Arc::new)), Some(until));
+        }
+    }
+
+    /// One table's decision from the OPA server's answer (`{allow, rowFilters, columns: [{name, allow,
+    /// mask}]}`); a column the answer leaves out is hidden.
+    fn read_opa_answer(
+        &self,
+        who: &Identity,
+        table: &str,
+        columns: &Columns,
+        answer: &Json,
+    ) -> Result<TableDecision, PolicyError> {
+        let revision = self.revision.clone();
+        let unusable = |what: &str, message: String| PolicyError::Unusable {
+            table: table.into(),
+            revision: revision.clone(),
+            what: what.into(),
+            message,
+        };
+        if !is_true(answer.get("allow").unwrap_or(&Json::Null)) {
+            return Err(PolicyError::Denied { principal: who.principal.id.clone(), table: table.into(), revision });
+        }
+        let mut decision = TableDecision { revision: self.revision.clone(), ..Default::default() };
+        decision.row_filters =
+            expressions(answer.get("rowFilters").unwrap_or(&Json::Null)).map_err(|m| unusable("rowFilters", m))?;
+        let answered: HashMap<&str, &Json> = answer
+            .get("columns")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| Some((c.get("name")?.as_str()?, c)))
+            .collect();
+        for (column, _) in columns {
+            let Some(c) = answered.get(column.as_str()).filter(|c| is_true(c.get("allow").unwrap_or(&Json::Null))) else {
+                decision.hidden.insert(column.clone());
+                continue;
+            };
+            let mut masks = expressions(c.get("mask").unwrap_or(&Json::Null))
+                .map_err(|m| unusable(&format!("columnMask for `{column}`"), m))?;
+            match masks.len() {
+                0 => {}
+                1 => {
+                    decision.masks.insert(column.clone(), masks.remove(0));
+                }
+                n => return Err(unusable(&format!("columnMask for `{column}`"), format!("{n} masks apply; at most one may"))),
+            }
+        }
+        if decision.hidden.len() == columns.len() && !columns.is_empty() {
+            return Err(unusable("FilterColumns decision", "it hides every column".into()));
+        }
+        Ok(decision)
+    }
+
     /// `name@version` of each policy, joined by `,`; empty without policies.
     pub fn revision(&self) -> &str {
         &self.revision
@@ -196,14 +357,14 @@ impl Policies {
             return Ok(true);
         }
         let key = (who.principal.clone(), schema.to_string(), table.to_string());
-        if let Some(known) = lock(&self.allowed).get(&key) {
-            return known.clone();
+        if let Some(known) = lock(&self.allowed).get(&key).filter(|r| r.fresh()) {
+            return known.value.clone();
         }
         let decided = self.with_engine(schema, table, |engine| {
             let input = input(who, "FilterTables", json!({"table": table_resource(schema, table)}));
             Ok(is_true(&query(engine, input, "allow")?))
         });
-        remember(&self.allowed, key, decided.clone());
+        remember(&self.allowed, key, decided.clone(), None);
         decided
     }
 
@@ -220,13 +381,13 @@ impl Policies {
             return Ok(Arc::new(TableDecision::default()));
         }
         let key = (who.principal.clone(), schema.to_string(), table.to_string());
-        if let Some((decided_for, known)) = lock(&self.decisions).get(&key)
-            && decided_for.as_slice() == columns
+        if let Some(known) = lock(&self.decisions).get(&key).filter(|r| r.fresh())
+            && known.value.0.as_slice() == columns
         {
-            return known.clone();
+            return known.value.1.clone();
         }
         let decided = self.evaluate(who, schema, table, columns).map(Arc::new);
-        remember(&self.decisions, key, (columns.to_vec(), decided.clone()));
+        remember(&self.decisions, key, (columns.to_vec(), decided.clone()), None);
         decided
     }
 
@@ -303,6 +464,13 @@ impl Policies {
             Compiled::Broken(message) => {
                 Err(PolicyError::Broken { table, revision: self.revision.clone(), message: message.clone() })
             }
+            // Decisions of an OPA server are fetched ahead ([`Policies::prefetch`]); one that was not is
+            // refused rather than guessed.
+            Compiled::Opa(_) => Err(PolicyError::Broken {
+                table,
+                revision: self.revision.clone(),
+                message: "no decision was fetched from the tenant's OPA server for this table".into(),
+            }),
             Compiled::Rego(engine) => {
                 let mut engine = engine.as_ref().clone();
                 f(&mut engine).map_err(|e| match e {
@@ -320,12 +488,12 @@ impl Policies {
 /// principals cannot grow it without bound.
 pub const CACHED_DECISIONS: usize = 10_000;
 
-fn remember<V>(cache: &Mutex<HashMap<DecisionKey, V>>, key: DecisionKey, value: V) {
+fn remember<V>(cache: &Mutex<HashMap<DecisionKey, Remembered<V>>>, key: DecisionKey, value: V, until: Option<Instant>) {
     let mut cache = lock(cache);
     if cache.len() >= CACHED_DECISIONS {
         cache.clear();
     }
-    cache.insert(key, value);
+    cache.insert(key, Remembered { value, until });
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -485,5 +653,41 @@ mod tests {
         let p = policies("package omnisql\nimport rego.v1\nallow if input.action.operation == \"FilterTables\"");
         let e = p.decide(&who("a", &[]), "crm", "contact", &columns()).unwrap_err();
         assert!(e.to_string().contains("FilterColumns"), "{e}");
+    }
+
+    #[test]
+    fn an_opa_answer_becomes_a_decision_and_what_it_leaves_out_is_hidden() {
+        let p = Policies::external(&OpaConfig::new("http://127.0.0.1:9"), reqwest::Client::new());
+        let sam = who("sam", &["sales"]);
+        let answer = json!({
+            "allow": true,
+            "rowFilters": [{"expression": "region = 'EU'"}],
+            "columns": [{"name": "id", "allow": true, "mask": null}, {"name": "email", "allow": true, "mask": {"expression": "NULL"}}],
+        });
+        let d = p.read_opa_answer(&sam, "crm.contact", &columns(), &answer).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.row_filters, ["region = 'EU'"]);
+        assert_eq!(d.masks.get("email").map(String::as_str), Some("NULL"));
+        assert!(d.hidden.contains("region"), "a column the answer leaves out is hidden");
+        assert!(matches!(p.read_opa_answer(&sam, "crm.contact", &columns(), &json!({})), Err(PolicyError::Denied { .. })));
+        let bad = json!({"allow": true, "columns": [{"name": "id", "allow": true, "mask": "NULL"}]});
+        assert!(matches!(p.read_opa_answer(&sam, "crm.contact", &columns(), &bad), Err(PolicyError::Unusable { .. })));
+        // Nothing fetched: refused, not guessed.
+        let e = p.decide(&sam, "crm", "contact", &columns()).unwrap_err();
+        assert!(e.to_string().contains("no decision was fetched"), "{e}");
+        assert_eq!(p.revision(), "opa:http://127.0.0.1:9/v1/data/omnisql/batch");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_opa_server_refuses_the_tables_it_did_not_decide() {
+        let p = Policies::external(&OpaConfig::new("http://127.0.0.1:9"), reqwest::Client::new());
+        let sam = who("sam", &["sales"]);
+        p.prefetch(&sam, &[("crm".into(), "contact".into(), columns())]).await;
+        let e = p.decide(&sam, "crm", "contact", &columns()).unwrap_err();
+        assert!(matches!(e, PolicyError::Broken { .. }) && e.to_string().contains("cannot reach it"), "{e}");
+        assert!(p.table_allowed(&sam, "crm", "contact").is_err());
+        assert_eq!(p.external_requests(), 1);
+        // The failure is remembered briefly, not asked again on every table lookup.
+        p.prefetch(&sam, &[("crm".into(), "contact".into(), columns())]).await;
+        assert_eq!(p.external_requests(), 1);
     }
 }

@@ -290,8 +290,8 @@ pub struct PolicyExplanation {
     pub table: String,
     /// `name@version` of each policy, joined by `,` (empty: the tenant has none, so every table is open).
     pub policy_revision: String,
-    /// `allowed` (with the filters and masks below), `denied`, or `error` (the policies cannot be
-    /// evaluated, which denies too).
+    /// `allowed` (with the filters and masks below), `denied`, `error` (the policies cannot be
+    /// evaluated, which denies too), or `external` (the tenant's OPA server decides).
     pub decision: String,
     pub reason: String,
     /// SQL boolean expressions every row must pass.
@@ -321,6 +321,23 @@ pub async fn explain_policy(
         return Err(ApiError::Invalid(vec![FieldError { field: "table".into(), message: "must be connection.table".into() }]));
     };
     let principal = state.store.get_principal(&tenant, &principal).await?;
+    if let Some(config) = state.store.get_tenant(&tenant).await?.opa {
+        // The server runs beside the tenant's data planes, out of the control plane's reach.
+        return Ok(axum::Json(PolicyExplanation {
+            principal: principal.id,
+            table: req.table,
+            policy_revision: config.revision(),
+            decision: "external".into(),
+            reason: format!(
+                "the tenant's OPA server decides: data planes ask POST {} (input shape in docs/policies.md, \"External OPA\"); ask it the same to see why",
+                config.endpoint()
+            ),
+            row_filters: Vec::new(),
+            masks: Default::default(),
+            hidden_columns: Vec::new(),
+            columns_known: false,
+        }));
+    }
     let connection = state.store.get_connection(&tenant, schema).await?;
     let columns: Option<Vec<(String, String)>> = state
         .store

@@ -38,6 +38,8 @@ pub struct AppState {
     pub default_key_id: String,
     /// Bumped after every configuration change, so data-plane watches wake at once.
     pub changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Verifies OIDC sign-in tokens against the issuers tenants trust.
+    pub oidc: omnisql_oidc::Verifier,
     in_flight: Arc<Mutex<HashSet<(TenantId, String)>>>,
 }
 
@@ -49,7 +51,20 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, sealer: Sealer, default_key_id: String) -> AppState {
-        AppState { store, sealer, default_key_id, changes: Arc::new(tokio::sync::watch::channel(0).0), in_flight: Arc::default() }
+        AppState {
+            store,
+            sealer,
+            default_key_id,
+            changes: Arc::new(tokio::sync::watch::channel(0).0),
+            oidc: omnisql_oidc::Verifier::new(),
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// Verifies sign-in tokens with `verifier` (e.g. one that also accepts `http` issuers in development).
+    pub fn with_oidc(mut self, verifier: omnisql_oidc::Verifier) -> AppState {
+        self.oidc = verifier;
+        self
     }
 
     /// Wakes every configuration watch.

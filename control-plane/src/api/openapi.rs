@@ -10,9 +10,10 @@ use crate::model;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "OmniSQL control plane admin API", version = "1", description = "Tenants, principals, API keys, connector catalog, connections with sealed credentials, policies, data planes and the audit trail. Authenticate with `Authorization: Bearer <api key>`."),
+    info(title = "OmniSQL control plane admin API", version = "1", description = "Tenants, principals, API keys, connector catalog, connections with sealed credentials, policies, data planes and the audit trail. Authenticate with `Authorization: Bearer <api key>`, or with a JWT from the OIDC issuer your tenant trusts (for an existing principal)."),
     paths(
         tenants::me, tenants::create_tenant, tenants::list_tenants, tenants::get_tenant, tenants::update_tenant, tenants::delete_tenant,
+        tenants::get_oidc, tenants::put_oidc, tenants::delete_oidc, tenants::get_opa, tenants::put_opa, tenants::delete_opa,
         tenants::create_principal, tenants::list_principals, tenants::update_principal, tenants::delete_principal,
         tenants::create_api_key, tenants::list_api_keys, tenants::revoke_api_key,
         catalog::list_connectors, catalog::publish_connector,
@@ -23,7 +24,7 @@ use crate::model;
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, error::FieldError,
-        model::Tenant, model::Principal, model::PrincipalUpdate, model::ApiKey, model::ConnectorVersion, model::Connection, model::Policy,
+        model::Tenant, model::OidcTrust, model::OpaServer, model::Principal, model::PrincipalUpdate, model::ApiKey, model::ConnectorVersion, model::Connection, model::Policy,
         catalog::AccessQuery, catalog::PolicyExplanation, model::DataPlane, model::AuditEvent, model::NewAuditEvent, model::ChainVerification, model::Role, model::PrincipalKind,
     )),
     modifiers(&BearerAuth),

@@ -17,6 +17,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/me", get(me))
         .route("/v1/tenants", get(list_tenants).post(create_tenant))
         .route("/v1/tenants/{tenant}", get(get_tenant).patch(update_tenant).delete(delete_tenant))
+        .route("/v1/tenants/{tenant}/oidc", get(get_oidc).put(put_oidc).delete(delete_oidc))
+        .route("/v1/tenants/{tenant}/opa", get(get_opa).put(put_opa).delete(delete_opa))
         .route("/v1/tenants/{tenant}/principals", get(list_principals).post(create_principal))
         .route("/v1/tenants/{tenant}/principals/{principal}", delete(delete_principal).patch(update_principal))
         .route("/v1/tenants/{tenant}/api-keys", get(list_api_keys).post(create_api_key))
@@ -163,6 +165,8 @@ pub async fn create_tenant(
             statement_timeout_seconds: req.statement_timeout_seconds,
             max_concurrent_queries: req.max_concurrent_queries,
             created_at: now_ms(),
+            oidc: None,
+            opa: None,
         };
         let tenant = state.store.create_tenant(&tenant).await?;
         let admin = match &req.admin {
@@ -243,6 +247,126 @@ pub async fn update_tenant(
     let t = state.store.update_tenant(&t).await?;
     state.config_changed();
     Ok(axum::Json(t))
+}
+
+/// The OIDC issuer the tenant trusts.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/oidc", tag = "access", params(("tenant" = String, Path)),
+    responses((status = 200, body = OidcTrust), (status = 404, body = ErrorBody)))]
+pub async fn get_oidc(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> Result<axum::Json<OidcTrust>, ApiError> {
+    let id = caller.reader_of(&tenant)?;
+    let t = state.store.get_tenant(&id).await?;
+    t.oidc.map(axum::Json).ok_or_else(|| ApiError::NotFound(format!("tenant `{tenant}` trusts no OIDC issuer")))
+}
+
+/// Trusts an OIDC issuer (tenant admins): its tokens for `audience` sign principals in, to the data
+/// plane as any principal the claims name, to this API as existing principals only.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/oidc", tag = "access", params(("tenant" = String, Path)), request_body = OidcTrust,
+    responses((status = 200, body = OidcTrust), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn put_oidc(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    Body(req): Body<OidcTrust>,
+) -> Result<axum::Json<OidcTrust>, ApiError> {
+    let id = caller.admin_of(&tenant)?;
+    let mut errors = Vec::new();
+    if let Err(e) = state.oidc.check_issuer_url(&req.issuer) {
+        errors.push(FieldError { field: "issuer".into(), message: e.to_string() });
+    }
+    if req.audience.trim().is_empty() || req.audience.len() > 200 {
+        errors.push(FieldError { field: "audience".into(), message: "must be 1 to 200 characters".into() });
+    }
+    for (field, claim) in [("principal_claim", &req.principal_claim), ("groups_claim", &req.groups_claim)] {
+        if claim.is_empty() || claim.len() > 100 || claim.chars().any(char::is_whitespace) {
+            errors
+                .push(FieldError { field: field.into(), message: "must be a claim name: 1 to 100 characters, no spaces".into() });
+        }
+    }
+    valid(errors)?;
+    let t = state.store.set_oidc(&id, Some(&req)).await?;
+    state.config_changed();
+    t.oidc.map(axum::Json).ok_or_else(|| ApiError::NotFound(format!("tenant `{tenant}`")))
+}
+
+/// Stops trusting the tenant's OIDC issuer (tenant admins): its tokens are refused at once.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/oidc", tag = "access", params(("tenant" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_oidc(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = caller.admin_of(&tenant)?;
+    state.store.set_oidc(&id, None).await?;
+    state.config_changed();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The OPA server that decides the tenant's policies.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/opa", tag = "policies", params(("tenant" = String, Path)),
+    responses((status = 200, body = OpaServer), (status = 404, body = ErrorBody)))]
+pub async fn get_opa(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> Result<axum::Json<OpaServer>, ApiError> {
+    let id = caller.reader_of(&tenant)?;
+    let t = state.store.get_tenant(&id).await?;
+    t.opa.map(axum::Json).ok_or_else(|| ApiError::NotFound(format!("tenant `{tenant}` has no OPA server")))
+}
+
+/// Has the tenant's own OPA server decide its policies (tenant admins), instead of the Rego policies
+/// stored here; data planes ask it only if their operator allows its URL.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/opa", tag = "policies", params(("tenant" = String, Path)), request_body = OpaServer,
+    responses((status = 200, body = OpaServer), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn put_opa(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    Body(req): Body<OpaServer>,
+) -> Result<axum::Json<OpaServer>, ApiError> {
+    let id = caller.admin_of(&tenant)?;
+    let mut errors = Vec::new();
+    let url_ok = req.url.len() <= 500
+        && (req.url.starts_with("http://") || req.url.starts_with("https://"))
+        && !req.url.contains(['?', '#', ' ']);
+    if !url_ok {
+        errors.push(FieldError { field: "url".into(), message: "must be an http(s) URL without query or fragment".into() });
+    }
+    let path_ok = !req.path.is_empty()
+        && req.path.len() <= 200
+        && req.path.split('/').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    if !path_ok {
+        errors.push(FieldError { field: "path".into(), message: "must be a rule path such as omnisql/batch".into() });
+    }
+    if !(1..=30_000).contains(&req.timeout_ms) {
+        errors.push(FieldError { field: "timeout_ms".into(), message: "must be 1 to 30000".into() });
+    }
+    if req.cache_seconds > 86_400 {
+        errors.push(FieldError { field: "cache_seconds".into(), message: "must be at most 86400".into() });
+    }
+    valid(errors)?;
+    let t = state.store.set_opa(&id, Some(&req)).await?;
+    state.config_changed();
+    t.opa.map(axum::Json).ok_or_else(|| ApiError::NotFound(format!("tenant `{tenant}`")))
+}
+
+/// Goes back to the tenant's stored Rego policies, evaluated by the data planes (tenant admins).
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/opa", tag = "policies", params(("tenant" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_opa(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = caller.admin_of(&tenant)?;
+    state.store.set_opa(&id, None).await?;
+    state.config_changed();
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Deletes a tenant and its configuration (platform operators); its audit trail is kept.

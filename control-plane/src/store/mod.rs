@@ -71,6 +71,8 @@ pub struct TenantSnapshot {
     pub connections: Vec<Connection>,
     /// The latest version of each policy.
     pub policies: Vec<Policy>,
+    /// Every principal of the tenant (those signing in with OIDC tokens have no API key).
+    pub principals: Vec<Principal>,
 }
 
 /// What changed in a region since a revision.
@@ -94,6 +96,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn list_tenants(&self, page: &PageRequest) -> Result<Page<Tenant>>;
     /// Removes the tenant and everything it owns except its audit trail.
     async fn delete_tenant(&self, id: &TenantId) -> Result<()>;
+    /// Sets (or with `None` removes) the OIDC issuer the tenant trusts.
+    async fn set_oidc(&self, id: &TenantId, trust: Option<&OidcTrust>) -> Result<Tenant>;
+    /// Sets (or with `None` removes) the OPA server that decides the tenant's policies.
+    async fn set_opa(&self, id: &TenantId, server: Option<&OpaServer>) -> Result<Tenant>;
+    /// The tenants that trust `issuer`, across tenants: to find whose trust verifies a token.
+    async fn tenants_trusting(&self, issuer: &str) -> Result<Vec<Tenant>>;
 
     // --- principals and API keys ---
     async fn create_principal(&self, principal: &Principal) -> Result<Principal>;

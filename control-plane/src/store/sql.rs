@@ -106,6 +106,23 @@ impl SqlStore {
         principal_row(&row)
     }
 
+    /// Sets one of the tenant's JSON settings (`column` is a constant of this file), bumping its revision.
+    async fn set_tenant_json(&self, id: &TenantId, column: &'static str, value: Option<String>) -> Result<Tenant> {
+        let mut tx = self.begin(&id.0).await?;
+        let updated =
+            sqlx::query(AssertSqlSafe(format!("UPDATE tenants SET {column} = $1 WHERE id = $2 AND deleted_at IS NULL")))
+                .bind(value)
+                .bind(id.0.clone())
+                .execute(&mut *tx)
+                .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("tenant `{id}`")));
+        }
+        Self::bump(&mut tx, id).await?;
+        tx.commit().await?;
+        self.get_tenant(id).await
+    }
+
     fn lock_clause(&self) -> &'static str {
         match self.backend {
             Backend::Sqlite => "",
@@ -139,6 +156,8 @@ fn tenant_row(r: &AnyRow) -> Result<Tenant> {
         statement_timeout_seconds: r.try_get("statement_timeout_seconds")?,
         max_concurrent_queries: r.try_get("max_concurrent_queries")?,
         created_at: r.try_get("created_at")?,
+        oidc: r.try_get::<Option<String>, _>("oidc")?.map(|t| parse_json(&t, "OIDC trust")).transpose()?,
+        opa: r.try_get::<Option<String>, _>("opa")?.map(|t| parse_json(&t, "OPA server")).transpose()?,
     })
 }
 
@@ -275,7 +294,8 @@ fn conflict(what: impl Into<String>) -> impl FnOnce(StoreError) -> StoreError {
     }
 }
 
-const TENANT_COLUMNS: &str = "id, name, region, key_id, weight, statement_timeout_seconds, max_concurrent_queries, created_at";
+const TENANT_COLUMNS: &str =
+    "id, name, region, key_id, weight, statement_timeout_seconds, max_concurrent_queries, created_at, oidc, opa";
 const KEY_COLUMNS: &str =
     "k.tenant_id, k.id, k.principal_id, k.prefix, k.sha256, k.created_at, k.expires_at, k.revoked_at, k.last_used_at";
 const AUDIT_COLUMNS: &str = "tenant_id, seq, id, principal, sql, tables, api_requests, rows, bytes, duration_ms, outcome, error, started_at, data_plane, received_at, hash, policy_revision";
@@ -298,7 +318,7 @@ impl Store for SqlStore {
         let mut tx = self.begin(&t.id.0).await?;
         sqlx::query(
             "INSERT INTO tenants (id, name, region, key_id, weight, statement_timeout_seconds, max_concurrent_queries, \
-             created_at, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)",
+             created_at, oidc, opa, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0)",
         )
         .bind(t.id.0.clone())
         .bind(t.name.clone())
@@ -308,6 +328,8 @@ impl Store for SqlStore {
         .bind(t.statement_timeout_seconds)
         .bind(t.max_concurrent_queries)
         .bind(t.created_at)
+        .bind(t.oidc.as_ref().map(json))
+        .bind(t.opa.as_ref().map(json))
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from)
@@ -348,6 +370,28 @@ impl Store for SqlStore {
                 .map_err(StoreError::from)
                 .map_err(not_found(format!("tenant `{id}`")))?;
         tenant_row(&row)
+    }
+
+    async fn set_oidc(&self, id: &TenantId, trust: Option<&OidcTrust>) -> Result<Tenant> {
+        self.set_tenant_json(id, "oidc", trust.map(json)).await
+    }
+
+    async fn set_opa(&self, id: &TenantId, server: Option<&OpaServer>) -> Result<Tenant> {
+        self.set_tenant_json(id, "opa", server.map(json)).await
+    }
+
+    async fn tenants_trusting(&self, issuer: &str) -> Result<Vec<Tenant>> {
+        let mut tx = self.begin(ALL_TENANTS).await?;
+        // A text match narrows the rows; the parsed trust decides.
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE deleted_at IS NULL AND oidc IS NOT NULL AND {} ORDER BY id",
+            self.contains("oidc", 1)
+        )))
+        .bind(issuer.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        let tenants = rows.iter().map(tenant_row).collect::<Result<Vec<_>>>()?;
+        Ok(tenants.into_iter().filter(|t| t.oidc.as_ref().is_some_and(|o| o.issuer == issuer)).collect())
     }
 
     async fn list_tenants(&self, page: &PageRequest) -> Result<Page<Tenant>> {
@@ -402,6 +446,8 @@ impl Store for SqlStore {
         .await
         .map_err(StoreError::from)
         .map_err(conflict(format!("principal `{}`", p.id)))?;
+        // Data planes see every principal (one signing in with a token has no key).
+        Self::bump(&mut tx, &p.tenant_id).await?;
         tx.commit().await?;
         Ok(p.clone())
     }
@@ -929,13 +975,22 @@ impl Store for SqlStore {
                    AND p.version = (SELECT MAX(q.version) FROM policies q WHERE q.tenant_id = p.tenant_id AND q.name = p.name)
                  ORDER BY p.name",
             )
-            .bind(id)
+            .bind(id.clone())
             .fetch_all(&mut *tx)
             .await?
             .iter()
             .map(policy_row)
             .collect::<Result<Vec<_>>>()?;
-            changes.tenants.push(TenantSnapshot { tenant, api_keys, connections, policies });
+            let principals = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE tenant_id = $1 ORDER BY id"
+            )))
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(principal_row)
+            .collect::<Result<Vec<_>>>()?;
+            changes.tenants.push(TenantSnapshot { tenant, api_keys, connections, policies, principals });
         }
         Ok(changes)
     }

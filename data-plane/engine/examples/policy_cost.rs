@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use omnisql_engine::config::{ApiKeyConfig, PolicyConfig, PrincipalConfig};
 use omnisql_engine::policy::{Identity, Policies};
-use omnisql_engine::{Caller, Engine, EngineOptions, TenantId, testing};
+use omnisql_engine::{Caller, Engine, EngineOptions, testing};
 use omnisql_sandbox::{Sandbox, SandboxConfig};
 
 /// The example of docs/policies.md: a row filter on accounts, a hidden column, a masked email.
@@ -42,7 +42,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let sb = Sandbox::start(SandboxConfig::default()).await.unwrap();
-    let caller = Caller { tenant: TenantId("acme".into()), principal: "sam".into() };
+    let caller = Caller::new("acme", "sam");
     let (open, governed) = (engine(&sb, false), engine(&sb, true));
     let runs = 300;
     println!(

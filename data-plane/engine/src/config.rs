@@ -22,6 +22,15 @@
 //! [[tenants.policies]]     # optional: Rego, package `omnisql` (see docs/policies.md)
 //! name = "rows"
 //! rego = """…"""
+//!
+//! [tenants.opa]            # optional: decisions from the tenant's OPA server instead of `policies`
+//! url = "http://opa.policy.svc:8181"   # the data plane's operator must allow it (--opa-allow-url)
+//!
+//! [tenants.oidc]           # optional: sign in with the tenant's identity provider's JWTs
+//! issuer = "https://login.example.com/realms/acme"
+//! audience = "omnisql"
+//! principal_claim = "email"  # default `sub`
+//! groups_claim = "groups"    # default `groups`
 //! ```
 
 use std::collections::BTreeMap;
@@ -29,7 +38,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use omnisql_policy::{PolicyConfig, PrincipalConfig};
+pub use omnisql_oidc::Trust as OidcConfig;
+pub use omnisql_policy::{OpaConfig, PolicyConfig, PrincipalConfig};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +75,13 @@ pub struct TenantConfig {
     /// policies: every principal reads every table of the tenant.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<PolicyConfig>,
+    /// The tenant's OPA server, which then decides instead of `policies` (one batched request per query).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opa: Option<OpaConfig>,
+    /// An OIDC issuer whose JWTs sign principals in, besides API keys: the token's claims name the
+    /// principal and its groups (added to the groups configured above for that principal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcConfig>,
 }
 
 /// An API key: the key itself (configuration files), or only its SHA-256 (from the control plane).

@@ -67,6 +67,15 @@ impl GovernedSchema {
     /// The tables the principal may read, creating the connector if needed.
     pub async fn tables(&self) -> Result<Vec<String>, omnisql_connector::ConnectorError> {
         let names = self.connection.tables().await?;
+        if let Some(a) = self.access.as_ref().filter(|a| a.policies.is_external()) {
+            let mut tables = Vec::new();
+            for name in &names {
+                if let Ok(Some(t)) = self.connection.table(name).await {
+                    tables.push((self.name().to_string(), name.clone(), columns_of(&t.schema())));
+                }
+            }
+            a.policies.prefetch(&a.identity, &tables).await;
+        }
         Ok(names.into_iter().filter(|t| self.visible(t)).collect())
     }
 
@@ -86,6 +95,13 @@ impl SchemaProvider for GovernedSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        // An OPA server's decisions were fetched for the whole statement; this asks for one the statement
+        // did not name (a no-op when it is cached).
+        if let Some(a) = self.access.as_ref().filter(|a| a.policies.is_external())
+            && let Some(t) = self.connection.table(name).await?
+        {
+            a.policies.prefetch(&a.identity, &[(self.name().to_string(), name.to_string(), columns_of(&t.schema()))]).await;
+        }
         // A refused table costs no API call (a connector may describe a table when it is first named).
         if let Some(a) = &self.access
             && !a.policies.table_allowed(&a.identity, self.name(), name).map_err(|e| DataFusionError::External(Box::new(e)))?
@@ -100,8 +116,7 @@ impl SchemaProvider for GovernedSchema {
         let Some(table) = self.connection.table(name).await? else { return Ok(None) };
         let Some(access) = &self.access else { return Ok(Some(table)) };
         let schema = table.schema();
-        let columns: Vec<(String, String)> =
-            schema.fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect();
+        let columns = columns_of(&schema);
         let decision = access
             .policies
             .decide(&access.identity, self.name(), name, &columns)
@@ -122,6 +137,11 @@ impl SchemaProvider for GovernedSchema {
     fn table_exist(&self, name: &str) -> bool {
         self.connection.table_exist(name) && self.visible(name)
     }
+}
+
+/// A table's columns as policies see them: (name, SQL type).
+pub(crate) fn columns_of(schema: &Schema) -> Vec<(String, String)> {
+    schema.fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect()
 }
 
 /// A table with a policy's row filters, masks and hidden columns applied in its scan.

@@ -129,6 +129,26 @@ impl std::fmt::Display for TenantId {
 pub struct Caller {
     pub tenant: TenantId,
     pub principal: String,
+    /// Groups the caller's sign-in token grants, on top of those the tenant configures for the principal.
+    pub groups: Vec<String>,
+}
+
+impl Caller {
+    /// `principal` of `tenant`, with only the groups the tenant configures.
+    pub fn new(tenant: &str, principal: &str) -> Caller {
+        Caller { tenant: TenantId(tenant.into()), principal: principal.into(), groups: Vec::new() }
+    }
+}
+
+/// Why a sign-in token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    #[error("no tenant of this data plane trusts tokens of issuer `{issuer}` for audience {audiences:?}")]
+    Untrusted { issuer: String, audiences: Vec<String> },
+    #[error("more than one tenant trusts issuer `{0}` for this audience: name yours with the header `x-omnisql-tenant`")]
+    Ambiguous(String),
+    #[error(transparent)]
+    Token(#[from] omnisql_oidc::OidcError),
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +178,12 @@ pub struct EngineOptions {
     /// Cores shared fairly between tenants' operators ([`cpu`]); `None` leaves scheduling to the runtime
     /// alone (a baseline for the noisy-neighbour benchmark).
     pub fair_cpu_cores: Option<usize>,
+    /// Verifies OIDC sign-in tokens against the issuers tenants trust (keys cached across tenants).
+    pub oidc: omnisql_oidc::Verifier,
+    /// OPA servers tenants may have decide their policies, as URL prefixes (e.g. `http://opa.policy:8181/`):
+    /// the data plane's operator chooses which servers its pods may reach; a tenant naming another is
+    /// refused every table.
+    pub opa_allowed_urls: Vec<String>,
 }
 
 impl EngineOptions {
@@ -191,6 +217,8 @@ impl Default for EngineOptions {
             rate_limits: true,
             shared_limits: None,
             fair_cpu_cores: Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            oidc: omnisql_oidc::Verifier::new(),
+            opa_allowed_urls: Vec::new(),
         }
     }
 }
@@ -236,6 +264,8 @@ struct TenantSet {
     tenants: HashMap<TenantId, Tenant>,
     /// By the key's SHA-256 (hex): the data plane never needs the keys themselves.
     keys: HashMap<String, KeyEntry>,
+    /// The tenants trusting each OIDC issuer, with their trust.
+    issuers: HashMap<String, Vec<(TenantId, config::OidcConfig)>>,
 }
 
 /// The tenants of one data plane and their sessions.
@@ -254,6 +284,8 @@ pub struct Engine {
     /// Parses policy expressions with the functions queries have (the bounded ones included).
     policy_parser: Arc<datafusion::execution::SessionState>,
     cpu: Option<Arc<cpu::CpuScheduler>>,
+    /// Asks tenants' OPA servers (no redirects: only allowed servers are reached).
+    opa_http: reqwest::Client,
 }
 
 /// A query ready to run: its plan, the context that counts its upstream requests, and its limits.
@@ -309,6 +341,11 @@ impl Engine {
             bounded,
             policy_parser: Arc::new(parser),
             cpu,
+            opa_http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(Duration::from_secs(2))
+                .build()
+                .unwrap_or_default(),
         };
         engine.apply(config)?;
         Ok(engine)
@@ -326,9 +363,12 @@ impl Engine {
             let tenant = TenantId(t.id.clone());
             for k in &t.api_keys {
                 if let Some(hash) = k.hash() {
-                    let caller = Caller { tenant: tenant.clone(), principal: k.principal.clone() };
+                    let caller = Caller { tenant: tenant.clone(), principal: k.principal.clone(), groups: Vec::new() };
                     set.keys.insert(hash, KeyEntry { caller, expires_at: k.expires_at });
                 }
+            }
+            if let Some(trust) = &t.oidc {
+                set.issuers.entry(trust.issuer.clone()).or_default().push((tenant.clone(), trust.clone()));
             }
             let slots = match previous.tenants.get(&tenant) {
                 Some(old) if old.config.max_concurrent_queries == t.max_concurrent_queries => old.slots.clone(),
@@ -346,15 +386,34 @@ impl Engine {
                 schemas.push(Arc::new(self.connection_schema(&factories, t, c)?));
             }
             let (policies, policy_plans) = match previous.tenants.get(&tenant) {
-                Some(old) if old.config.policies == t.policies && old.config.principals == t.principals => {
+                Some(old)
+                    if old.config.policies == t.policies && old.config.principals == t.principals && old.config.opa == t.opa =>
+                {
                     (old.policies.clone(), old.policy_plans.clone())
                 }
-                _ => (Arc::new(policy::Policies::compile(&t.policies)), Arc::default()),
+                _ => (Arc::new(self.policies_of(t)), Arc::default()),
             };
             set.tenants.insert(tenant, Tenant { config: t.clone(), schemas, slots, policies, policy_plans });
         }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
         Ok(())
+    }
+
+    /// The tenant's policies: its OPA server's if it names one this data plane may ask, else its Rego
+    /// modules compiled.
+    fn policies_of(&self, t: &config::TenantConfig) -> policy::Policies {
+        let Some(opa) = &t.opa else { return policy::Policies::compile(&t.policies) };
+        let allowed = self.options.opa_allowed_urls.iter().any(|prefix| opa.url.starts_with(prefix.as_str()));
+        if allowed {
+            policy::Policies::external(opa, self.opa_http.clone())
+        } else {
+            let message = format!(
+                "this data plane may not ask OPA server `{}` (its operator allows: {}); every table is refused until a tenant admin names an allowed server",
+                opa.url,
+                if self.options.opa_allowed_urls.is_empty() { "none".into() } else { self.options.opa_allowed_urls.join(", ") }
+            );
+            policy::Policies::refused(opa.revision(), message)
+        }
     }
 
     fn connection_schema(
@@ -416,6 +475,28 @@ impl Engine {
         }
     }
 
+    /// The caller an OIDC token signs in: verified with the trust of the tenant whose issuer and audience
+    /// it names (`tenant` chooses when several tenants trust the same ones).
+    pub async fn sign_in(&self, token: &str, tenant: Option<&str>) -> Result<Caller, SignInError> {
+        let (issuer, audiences) = omnisql_oidc::unverified_issuer(token)?;
+        let candidates: Vec<(TenantId, config::OidcConfig)> = self
+            .current()
+            .issuers
+            .get(&issuer)
+            .into_iter()
+            .flatten()
+            .filter(|(id, trust)| audiences.contains(&trust.audience) && tenant.is_none_or(|t| t == id.0))
+            .cloned()
+            .collect();
+        let (id, trust) = match candidates.as_slice() {
+            [] => return Err(SignInError::Untrusted { issuer, audiences }),
+            [one] => one.clone(),
+            _ => return Err(SignInError::Ambiguous(issuer)),
+        };
+        let signed_in = self.options.oidc.sign_in(token, &trust).await?;
+        Ok(Caller { tenant: id, principal: signed_in.principal, groups: signed_in.groups })
+    }
+
     /// The keys accepted since the last call, by hash, with when each was last accepted (Unix ms).
     pub fn take_key_uses(&self) -> Vec<(String, i64)> {
         std::mem::take(&mut *self.key_uses.lock().unwrap_or_else(|e| e.into_inner())).into_iter().collect()
@@ -433,22 +514,74 @@ impl Engine {
 
     /// The caller's tenant's connection schemas as the caller may see them under the tenant's policies.
     pub fn schemas_for(&self, caller: &Caller) -> Vec<Arc<governed::GovernedSchema>> {
+        let access = self.access_for(caller);
+        self.schemas(&caller.tenant).into_iter().map(|s| Arc::new(governed::GovernedSchema::new(s, access.clone()))).collect()
+    }
+
+    /// Who the caller is to the tenant's policies, and those policies.
+    fn access_for(&self, caller: &Caller) -> Option<governed::Access> {
         let current = self.current();
-        let Some(tenant) = current.tenants.get(&caller.tenant) else { return Vec::new() };
-        let principal = tenant
+        let tenant = current.tenants.get(&caller.tenant)?;
+        let mut principal = tenant
             .config
             .principals
             .iter()
             .find(|p| p.id == caller.principal)
             .cloned()
             .unwrap_or_else(|| config::PrincipalConfig { id: caller.principal.clone(), ..Default::default() });
-        let access = governed::Access {
+        if !caller.groups.is_empty() {
+            principal.groups.extend(caller.groups.iter().cloned());
+            principal.groups.sort();
+            principal.groups.dedup();
+        }
+        Some(governed::Access {
             identity: policy::Identity { tenant: caller.tenant.0.clone(), principal },
             policies: tenant.policies.clone(),
             plans: tenant.policy_plans.clone(),
             parser: self.policy_parser.clone(),
-        };
-        tenant.schemas.iter().map(|s| Arc::new(governed::GovernedSchema::new(s.clone(), Some(access.clone())))).collect()
+        })
+    }
+
+    /// Requests made to the tenant's OPA server so far (0 when its policies run in-process).
+    pub fn opa_requests(&self, tenant: &TenantId) -> u64 {
+        self.current().tenants.get(tenant).map(|t| t.policies.external_requests()).unwrap_or(0)
+    }
+
+    /// For a tenant whose OPA server decides: fetches, in one request, the decisions on every table
+    /// `statement` reads (every table of the tenant when it reads `information_schema`).
+    async fn fetch_decisions(
+        &self,
+        caller: &Caller,
+        references: &[datafusion::common::TableReference],
+        everything: bool,
+    ) -> Result<(), DataFusionError> {
+        let Some(access) = self.access_for(caller).filter(|a| a.policies.is_external()) else { return Ok(()) };
+        let schemas = self.schemas(&caller.tenant);
+        let mut wanted: Vec<(Arc<ConnectionSchema>, String)> = Vec::new();
+        if everything {
+            for s in &schemas {
+                for t in s.tables().await.unwrap_or_default() {
+                    wanted.push((s.clone(), t));
+                }
+            }
+        } else {
+            for r in references {
+                if r.catalog().is_some_and(|c| c != CATALOG) {
+                    continue;
+                }
+                if let Some(s) = schemas.iter().find(|s| Some(s.name()) == r.schema()) {
+                    wanted.push((s.clone(), r.table().to_string()));
+                }
+            }
+        }
+        let mut tables = Vec::new();
+        for (s, name) in wanted {
+            if let Ok(Some(t)) = SchemaProvider::table(s.as_ref(), &name).await {
+                tables.push((s.name().to_string(), name, governed::columns_of(&t.schema())));
+            }
+        }
+        access.policies.prefetch(&access.identity, &tables).await;
+        Ok(())
     }
 
     fn policies_active(&self, tenant: &TenantId) -> bool {
@@ -563,7 +696,7 @@ impl Engine {
         let ctx = self.session(caller, context.clone())?;
         let limits = self.options.statement_limits;
         let dataframe = contain::catch(deadline, timeout, async move {
-            let plan = self.admitted_plan(&caller.tenant, &ctx, rest, &limits).await?;
+            let plan = self.admitted_plan(caller, &ctx, rest, &limits).await?;
             let dataframe = ctx.execute_logical_plan(plan).await?;
             match params {
                 Some(p) => dataframe.with_param_values(p),
@@ -579,22 +712,23 @@ impl Engine {
     /// ready, since a connection lists its tables only once its connector exists.
     async fn admitted_plan(
         &self,
-        tenant: &TenantId,
+        caller: &Caller,
         ctx: &SessionContext,
         sql: &str,
         limits: &StatementLimits,
     ) -> Result<LogicalPlan, DataFusionError> {
+        let tenant = &caller.tenant;
         let statement = guard::admit(sql, limits)?;
         let state = ctx.state();
-        if state
-            .resolve_table_references(&statement)?
-            .iter()
-            .any(|r| r.schema() == Some(datafusion::catalog::information_schema::INFORMATION_SCHEMA))
-        {
+        let references = state.resolve_table_references(&statement)?;
+        let lists_tables =
+            references.iter().any(|r| r.schema() == Some(datafusion::catalog::information_schema::INFORMATION_SCHEMA));
+        if lists_tables {
             for (connection, error) in self.warm_up(tenant).await {
                 tracing::warn!(%tenant, %connection, %error, "connection unavailable; it lists no tables");
             }
         }
+        self.fetch_decisions(caller, &references, lists_tables).await?;
         let plan = state.statement_to_plan(statement).await?;
         guard::verify_plan(&plan)?;
         Ok(plan)
@@ -630,7 +764,7 @@ impl Engine {
         let ctx = self.session(caller, Arc::new(context))?;
         let timeout = self.statement_timeout(caller, &settings);
         let limits = self.options.statement_limits;
-        contain::catch(Instant::now() + timeout, timeout, self.admitted_plan(&caller.tenant, &ctx, rest, &limits)).await
+        contain::catch(Instant::now() + timeout, timeout, self.admitted_plan(caller, &ctx, rest, &limits)).await
     }
 
     /// Runs a planned query as a stream of batches, once one of its tenant's slots is free. The stream

@@ -31,6 +31,8 @@ pub fn single_tenant(
             .collect(),
         principals: Vec::new(),
         policies: Vec::new(),
+        opa: None,
+        oidc: None,
     }
 }
 

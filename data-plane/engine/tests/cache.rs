@@ -64,7 +64,7 @@ async fn cached_answers_are_never_shared_between_tenants() {
     let sb = sandbox(SandboxConfig::default()).await;
     let engine = cached_engine(&sb);
     run(&engine, "SELECT count(*) FROM salesforce.account").await;
-    let other = Caller { tenant: TenantId("other".into()), principal: "someone".into() };
+    let other = Caller::new("other", "someone");
     let (_, requests) = engine.query(&other, "SELECT count(*) FROM salesforce.account").await.unwrap();
     assert!(requests > 0, "the other tenant's first question goes to the API");
     assert_eq!(engine.cache_stats(&TenantId("other".into())).hits, 0);
@@ -122,7 +122,7 @@ async fn the_system_schema_shows_the_tenants_cache_and_rate_limits_only() {
     assert_eq!(rows, 3, "{out}");
     assert!(out.contains("github:core") && out.contains("5000.0"), "{out}");
     assert!(out.contains("github:secondary /repos/{owner}/{repo}/issues") && out.contains("900.0"), "{out}");
-    let other = Caller { tenant: TenantId("other".into()), principal: "someone".into() };
+    let other = Caller::new("other", "someone");
     let (batches, _) = engine.query(&other, "SELECT hits FROM omnisql.cache_stats").await.unwrap();
     assert!(pretty(&batches).contains("| 0    |"), "another tenant sees its own, empty, statistics");
 }

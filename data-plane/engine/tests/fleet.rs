@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use omnisql_connector::shared_limit::SharedLimiter;
-use omnisql_engine::{Caller, Engine, EngineOptions, TenantId, testing};
+use omnisql_engine::{Caller, Engine, EngineOptions, testing};
 use omnisql_sandbox::{Sandbox, SandboxConfig};
 
 /// A throwaway `redis-server` on a free port; killed on drop.
@@ -61,7 +61,7 @@ async fn hammer(engine: Arc<Engine>, until: Instant) {
     for _ in 0..6 {
         let engine = engine.clone();
         tasks.push(tokio::spawn(async move {
-            let caller = Caller { tenant: TenantId("acme".into()), principal: "p".into() };
+            let caller = Caller::new("acme", "p");
             while Instant::now() < until {
                 let _ = engine.query(&caller, "SELECT count(*) FROM salesforce.account").await;
             }
@@ -95,7 +95,7 @@ async fn two_replicas_sharing_a_credential_stay_within_its_limit_through_redis()
         let (a, b) = (replica(&sb, limiter.clone()), replica(&sb, limiter));
         // Log in and discover objects first, so only queries are counted.
         for e in [&a, &b] {
-            let caller = Caller { tenant: TenantId("acme".into()), principal: "p".into() };
+            let caller = Caller::new("acme", "p");
             e.query(&caller, "SELECT count(*) FROM salesforce.account").await.unwrap();
         }
         tokio::time::sleep(Duration::from_millis(1100)).await; // let the first window pass

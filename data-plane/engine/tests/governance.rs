@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use omnisql_engine::{Caller, Engine, EngineOptions, TenantId, testing};
+use omnisql_engine::{Caller, Engine, EngineOptions, testing};
 use omnisql_sandbox::{Quotas, Sandbox, SandboxConfig};
 
 async fn stats(url: &str) -> serde_json::Value {
@@ -39,7 +39,7 @@ fn engine_without_cache(sb: &Sandbox, timeout: Duration, tenants: &[(&str, f64)]
 }
 
 fn caller_of(id: &str) -> Caller {
-    Caller { tenant: TenantId(id.into()), principal: "p".into() }
+    Caller::new(id, "p")
 }
 
 #[tokio::test]

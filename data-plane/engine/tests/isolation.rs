@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use omnisql_engine::{Caller, Engine, EngineOptions, MemoryLimits, QuerySettings, TenantId, testing};
+use omnisql_engine::{Caller, Engine, EngineOptions, MemoryLimits, QuerySettings, testing};
 use omnisql_sandbox::SandboxConfig;
 
 fn limited_engine(
@@ -32,7 +32,7 @@ fn limited_engine(
 }
 
 fn of(tenant: &str) -> Caller {
-    Caller { tenant: TenantId(tenant.into()), principal: "p".into() }
+    Caller::new(tenant, "p")
 }
 
 async fn error_of(engine: &Engine, caller: &Caller, sql: &str) -> String {

@@ -11,7 +11,7 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::record_batch::RecordBatch;
 use omnisql_engine::config::{ApiKeyConfig, PolicyConfig, PrincipalConfig};
 use omnisql_engine::settings::QuerySettings;
-use omnisql_engine::{Caller, Engine, EngineOptions, TenantId, testing};
+use omnisql_engine::{Caller, Engine, EngineOptions, testing};
 use omnisql_sandbox::{Sandbox, SandboxConfig};
 
 /// Sales sees GitHub and Salesforce but not Slack; of accounts only US ones and not their revenue; of
@@ -40,7 +40,7 @@ fn engine_with(sb: &Sandbox, rego: &str) -> Arc<Engine> {
 }
 
 fn who(principal: &str) -> Caller {
-    Caller { tenant: TenantId("acme".into()), principal: principal.into() }
+    Caller::new("acme", principal)
 }
 
 async fn rows(engine: &Engine, principal: &str, sql: &str) -> Vec<RecordBatch> {

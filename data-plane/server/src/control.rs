@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use omnisql_engine::audit::Outbox;
-use omnisql_engine::config::{ApiKeyConfig, Config, ConnectionConfig, PolicyConfig, PrincipalConfig, TenantConfig};
+use omnisql_engine::config::{
+    ApiKeyConfig, Config, ConnectionConfig, OidcConfig, OpaConfig, PolicyConfig, PrincipalConfig, TenantConfig,
+};
 use omnisql_engine::{Engine, connector_factories};
 use omnisql_proto::v1;
 use omnisql_proto::v1::data_plane_service_client::DataPlaneServiceClient;
@@ -375,6 +377,18 @@ impl Applier {
                     .iter()
                     .map(|p| PolicyConfig { name: p.name.clone(), version: p.version, rego: p.rego.clone() })
                     .collect(),
+                oidc: t.oidc.as_ref().map(|o| OidcConfig {
+                    issuer: o.issuer.clone(),
+                    audience: o.audience.clone(),
+                    principal_claim: o.principal_claim.clone(),
+                    groups_claim: o.groups_claim.clone(),
+                }),
+                opa: t.opa.as_ref().map(|o| OpaConfig {
+                    url: o.url.clone(),
+                    path: o.path.clone(),
+                    timeout_ms: o.timeout_ms,
+                    cache_seconds: o.cache_seconds,
+                }),
             });
         }
         self.opened = opened;

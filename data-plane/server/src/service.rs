@@ -110,9 +110,23 @@ impl OmniFlightSql {
         self
     }
 
-    /// The caller behind a request's bearer token; a refused key is an audited attempt.
+    /// The caller behind a request's bearer token; a refused token is an audited attempt.
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        match Self::resolve(&self.engine, req) {
+        let header = req
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| Status::unauthenticated("no API key: send the header `authorization: Bearer <api key or token>`"))
+            .and_then(|h| h.to_str().map_err(|_| Status::unauthenticated("the authorization header is not valid text")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+                    .ok_or_else(|| Status::unauthenticated("the authorization header must be `Bearer <api key or token>`"))
+            });
+        let result = match header {
+            Ok(token) => self.sign_in(token.trim(), req.metadata()).await,
+            Err(status) => Err(status),
+        };
+        match result {
             Ok(c) => Ok(c),
             Err(status) => {
                 let attempt = Attempt::start(&self.engine, &self.audit, None, "");
@@ -121,24 +135,20 @@ impl OmniFlightSql {
         }
     }
 
-    #[allow(clippy::result_large_err)]
-    fn resolve<T>(engine: &Engine, req: &Request<T>) -> Result<Caller, Status> {
-        let header = req
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("no API key: send the header `authorization: Bearer <api key>`"))?;
-        let value = header.to_str().map_err(|_| Status::unauthenticated("the authorization header is not valid text"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| Status::unauthenticated("the authorization header must be `Bearer <api key>`"))?;
-        match engine.authenticate(token.trim()) {
-            Some(c) => Ok(c),
-            None => {
+    /// Who `token` is: an API key, or a JWT of an issuer a tenant trusts (the `x-omnisql-tenant` header
+    /// picks the tenant when several trust the same issuer and audience).
+    async fn sign_in(&self, token: &str, metadata: &tonic::metadata::MetadataMap) -> Result<Caller, Status> {
+        if !omnisql_oidc::is_jwt(token) {
+            return self.engine.authenticate(token).ok_or_else(|| {
                 tracing::warn!("rejected an unknown or revoked API key");
-                Err(Status::unauthenticated("unknown or revoked API key: ask your OmniSQL admin for a valid key"))
-            }
+                Status::unauthenticated("unknown or revoked API key: ask your OmniSQL admin for a valid key")
+            });
         }
+        let tenant = metadata.get("x-omnisql-tenant").and_then(|v| v.to_str().ok());
+        self.engine.sign_in(token, tenant).await.map_err(|e| {
+            tracing::warn!(error = %e, "rejected a sign-in token");
+            Status::unauthenticated(format!("sign-in token refused: {e}"))
+        })
     }
 
     fn prepared(&self, caller: &Caller, handle: &[u8]) -> Result<Prepared, Status> {
@@ -345,7 +355,8 @@ impl FlightSqlService for OmniFlightSql {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>, Status> {
-        // Bearer clients need no handshake; Basic clients send the API key as the password.
+        // Bearer clients need no handshake; Basic clients send the API key (or a sign-in token) as the
+        // password.
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         let token = if let Some(basic) = header.strip_prefix("Basic ") {
             let decoded = base64::engine::general_purpose::STANDARD
@@ -360,8 +371,7 @@ impl FlightSqlService for OmniFlightSql {
                 "send `authorization: Bearer <api key>`, or Basic credentials with the API key as password",
             ));
         };
-        if self.engine.authenticate(&token).is_none() {
-            let status = Status::unauthenticated("unknown or revoked API key: ask your OmniSQL admin for a valid key");
+        if let Err(status) = self.sign_in(&token, request.metadata()).await {
             return Err(Attempt::start(&self.engine, &self.audit, None, "").fail("unauthenticated", status).await);
         }
         let bearer = format!("Bearer {token}");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use omnisql_engine::{Caller, Engine, EngineOptions, TenantId, testing};
+use omnisql_engine::{Caller, Engine, EngineOptions, testing};
 use omnisql_sandbox::{Sandbox, SandboxConfig};
 
 pub const TOKEN: &str = "test-token-0123456789abcdef";
@@ -24,7 +24,7 @@ pub fn engine(sandbox: &Sandbox, pushdown: bool) -> Arc<Engine> {
 }
 
 pub fn caller() -> Caller {
-    Caller { tenant: TenantId("acme".into()), principal: "tester".into() }
+    Caller::new("acme", "tester")
 }
 
 pub async fn run(engine: &Engine, sql: &str) -> (String, usize, u64) {
