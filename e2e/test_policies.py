@@ -528,6 +528,24 @@ def test_an_external_opa_server_decides_in_one_request_per_query_cached_and_fail
         again = opa.batch_requests() - before - first
         print(f"\nOPA requests: 3-table query cold {first}, warm {again}")
         assert (first, again) == (1, 0)
+        # With the shortest cache (1 s), each query past it asks exactly once (GetFlightInfo and DoGet
+        # both plan it). A second server, so that its revision shows when the data plane has switched.
+        (tmp_path / "second").mkdir()
+        short = Opa(tmp_path / "second", POLICY, PARTNERS)
+        try:
+            admin_cli(s, "set-opa", "--tenant", "demo", "--url", short.url, "--cache-seconds", "1")
+            revision_is(s, f"opa:{short.url}/v1/data/omnisql/batch")
+            time.sleep(1.1)
+            before = short.batch_requests()
+            for _ in range(3):
+                s.query("ada", join)
+                time.sleep(1.1)
+            assert short.batch_requests() - before == 3
+        finally:
+            short.stop()
+        admin_cli(s, "set-opa", "--tenant", "demo", "--url", opa.url)
+        revision_is(s, revision)
+        s.query("sam", "SELECT id FROM salesforce.account")
 
         # Fail closed: OPA stops. Decisions it made still hold for their cache time; a table it never
         # decided is refused, saying why.

@@ -153,7 +153,7 @@ enum AdminCommand {
         /// How long one request may take before the query is refused.
         #[arg(long, default_value_t = 500)]
         timeout_ms: u64,
-        /// How long decisions are reused (0: ask for every query).
+        /// How long decisions are reused, in seconds (at least 1).
         #[arg(long, default_value_t = 60)]
         cache_seconds: u64,
     },

@@ -139,7 +139,9 @@ type Decided = Result<Arc<TableDecision>, PolicyError>;
 
 type DecisionKey = (PrincipalConfig, String, String);
 
-/// A cached decision, and until when it holds (`None`: as long as the policies do).
+/// A cached decision, and until when it holds (`None`: as long as the policies do). An OPA decision past
+/// that time is fetched again by the next statement that reads the table ([`Policies::prefetch`]), which
+/// replaces it before the statement is planned; until then it is the latest there is.
 #[derive(Debug, Clone)]
 struct Remembered<V> {
     value: V,
@@ -239,6 +241,16 @@ impl Policies {
     /// that is not cached; a no-op for in-process policies. A failure is remembered briefly as a refusal
     /// of those tables that says what went wrong.
     pub async fn prefetch(&self, who: &Identity, tables: &[(String, String, Columns)]) {
+        self.fetch(who, tables, true).await
+    }
+
+    /// Like [`Policies::prefetch`], for tables with no decision at all (one past its cache time is kept:
+    /// the statement fetched it already).
+    pub async fn prefetch_undecided(&self, who: &Identity, tables: &[(String, String, Columns)]) {
+        self.fetch(who, tables, false).await
+    }
+
+    async fn fetch(&self, who: &Identity, tables: &[(String, String, Columns)], refresh: bool) {
         let Compiled::Opa(opa) = &self.compiled else { return };
         let missing: Vec<&(String, String, Columns)> = {
             let cache = lock(&self.decisions);
@@ -247,7 +259,7 @@ impl Policies {
                 .iter()
                 .filter(|(schema, table, columns)| {
                     let key = (who.principal.clone(), schema.clone(), table.clone());
-                    let cached = cache.get(&key).is_some_and(|r| r.fresh() && r.value.0 == *columns);
+                    let cached = cache.get(&key).is_some_and(|r| (r.fresh() || !refresh) && r.value.0 == *columns);
                     !cached && seen.insert((schema, table))
                 })
                 .collect()
@@ -269,7 +281,7 @@ impl Policies {
             let (decided, until) = match &answer {
                 Ok(decisions) => (
                     self.read_opa_answer(who, &name, columns, &decisions[i]),
-                    now + Duration::from_secs(opa.config.cache_seconds),
+                    now + Duration::from_secs(opa.config.cache_seconds.max(1)),
                 ),
                 Err(message) => (
                     Err(PolicyError::Broken {
@@ -357,7 +369,8 @@ impl Policies {
             return Ok(true);
         }
         let key = (who.principal.clone(), schema.to_string(), table.to_string());
-        if let Some(known) = lock(&self.allowed).get(&key).filter(|r| r.fresh()) {
+        // An OPA decision past its cache time is still the latest: every statement fetches again first.
+        if let Some(known) = lock(&self.allowed).get(&key) {
             return known.value.clone();
         }
         let decided = self.with_engine(schema, table, |engine| {
@@ -381,7 +394,7 @@ impl Policies {
             return Ok(Arc::new(TableDecision::default()));
         }
         let key = (who.principal.clone(), schema.to_string(), table.to_string());
-        if let Some(known) = lock(&self.decisions).get(&key).filter(|r| r.fresh())
+        if let Some(known) = lock(&self.decisions).get(&key)
             && known.value.0.as_slice() == columns
         {
             return known.value.1.clone();

@@ -25,7 +25,8 @@ pub struct OpaConfig {
     /// How long one request may take before the query is refused (default 500 ms).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// How long decisions are reused (default 60 s; 0 asks for every query).
+    /// How long decisions are reused, in seconds (default 60, at least 1: a Flight SQL query is planned
+    /// twice, for GetFlightInfo and DoGet, and asks once).
     #[serde(default = "default_cache_seconds")]
     pub cache_seconds: u64,
 }

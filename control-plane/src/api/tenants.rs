@@ -346,8 +346,8 @@ pub async fn put_opa(
     if !(1..=30_000).contains(&req.timeout_ms) {
         errors.push(FieldError { field: "timeout_ms".into(), message: "must be 1 to 30000".into() });
     }
-    if req.cache_seconds > 86_400 {
-        errors.push(FieldError { field: "cache_seconds".into(), message: "must be at most 86400".into() });
+    if !(1..=86_400).contains(&req.cache_seconds) {
+        errors.push(FieldError { field: "cache_seconds".into(), message: "must be 1 to 86400".into() });
     }
     valid(errors)?;
     let t = state.store.set_opa(&id, Some(&req)).await?;

@@ -100,7 +100,8 @@ impl SchemaProvider for GovernedSchema {
         if let Some(a) = self.access.as_ref().filter(|a| a.policies.is_external())
             && let Some(t) = self.connection.table(name).await?
         {
-            a.policies.prefetch(&a.identity, &[(self.name().to_string(), name.to_string(), columns_of(&t.schema()))]).await;
+            let table = [(self.name().to_string(), name.to_string(), columns_of(&t.schema()))];
+            a.policies.prefetch_undecided(&a.identity, &table).await;
         }
         // A refused table costs no API call (a connector may describe a table when it is first named).
         if let Some(a) = &self.access
