@@ -628,10 +628,7 @@ impl ApiClient {
                 last: reason,
             });
         }
-        let exp = self.settings.base_backoff.saturating_mul(1 << (attempt - 1).min(16)).min(self.settings.max_backoff);
-        // Up to 25% jitter, so synchronized clients spread out.
-        let jitter = exp.mul_f64((Instant::now().elapsed().subsec_nanos() % 250) as f64 / 1000.0);
-        let wait = after.unwrap_or(exp + jitter);
+        let wait = after.unwrap_or_else(|| backoff_wait(self.settings.base_backoff, self.settings.max_backoff, attempt));
         if q.remaining().is_some_and(|r| r <= wait) {
             return Err(ConnectorError::DeadlineExceeded { app, connection: self.connection.clone() });
         }
@@ -639,6 +636,13 @@ impl ApiClient {
         tokio::time::sleep(wait).await;
         Ok(())
     }
+}
+
+/// The wait before retry `attempt` (1, 2, …): exponential from `base`, capped at `max`, plus up to 25%
+/// random jitter so that clients that failed together do not retry together.
+fn backoff_wait(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(max);
+    exp + exp.mul_f64(fastrand::f64() * 0.25)
 }
 
 fn display_url(url: &str, params: &[(String, String)]) -> String {
@@ -658,5 +662,21 @@ pub fn classify_common(app: &'static str, connection: &str, status: StatusCode, 
         408 | 500 | 502 | 503 | 504 => Verdict::Retry { after: retry_after(headers), reason: format!("{status}: {message}") },
         403 => Verdict::Fail(ConnectorError::Forbidden { app, connection: connection.into(), status: 403, message }),
         s => Verdict::Fail(ConnectorError::Upstream { app, connection: connection.into(), status: s, message }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_its_jitter_is_random() {
+        let (base, max) = (Duration::from_millis(100), Duration::from_secs(2));
+        let waits: Vec<Duration> = (0..200).map(|_| backoff_wait(base, max, 3)).collect();
+        assert!(waits.iter().all(|w| *w >= Duration::from_millis(400) && *w <= Duration::from_millis(500)), "{waits:?}");
+        let distinct: std::collections::BTreeSet<_> = waits.iter().collect();
+        assert!(distinct.len() > 100, "jitter is random, not constant: {} distinct of 200", distinct.len());
+        assert!(backoff_wait(base, max, 30) <= Duration::from_millis(2500), "capped (plus jitter)");
+        assert!(backoff_wait(base, max, 1) < Duration::from_millis(126));
     }
 }
