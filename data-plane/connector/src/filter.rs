@@ -48,13 +48,20 @@ pub fn in_list(e: &Expr) -> Option<(&str, Vec<ScalarValue>, bool)> {
 }
 
 /// `col = v`, `col IN (v, …)` (not negated), or `col = a OR col = b …` (the planner's form of short IN
-/// lists): the values a column is pinned to.
+/// lists): the values a column is pinned to, each once (an API asked twice for one key would return its
+/// row twice).
 pub fn pinned_values(e: &Expr) -> Option<(&str, Vec<ScalarValue>)> {
+    let (column, values) = pinned_with_repeats(e)?;
+    let mut seen = std::collections::HashSet::new();
+    Some((column, values.into_iter().filter(|v| seen.insert(v.clone())).collect()))
+}
+
+fn pinned_with_repeats(e: &Expr) -> Option<(&str, Vec<ScalarValue>)> {
     if let Expr::BinaryExpr(b) = e
         && b.op == Operator::Or
     {
-        let (left, mut values) = pinned_values(&b.left)?;
-        let (right, more) = pinned_values(&b.right)?;
+        let (left, mut values) = pinned_with_repeats(&b.left)?;
+        let (right, more) = pinned_with_repeats(&b.right)?;
         if left != right {
             return None;
         }
@@ -141,5 +148,14 @@ mod tests {
         let either = col("login").eq(lit("a")).or(col("login").eq(lit("b")));
         assert_eq!(pinned_values(&either).unwrap().1.len(), 2);
         assert!(pinned_values(&col("login").eq(lit("a")).or(col("name").eq(lit("b")))).is_none());
+    }
+
+    #[test]
+    fn a_value_pinned_twice_is_asked_for_once() {
+        let e = col("login").in_list(vec![lit("a"), lit("b"), lit("a")], false);
+        let (c, values) = pinned_values(&e).unwrap_or_else(|| panic!("pinned"));
+        assert_eq!((c, values), ("login", vec![ScalarValue::from("a"), ScalarValue::from("b")]));
+        let or = col("login").eq(lit("a")).or(col("login").eq(lit("a")));
+        assert_eq!(pinned_values(&or).map(|(_, v)| v.len()), Some(1));
     }
 }

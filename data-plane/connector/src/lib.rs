@@ -16,6 +16,7 @@ pub mod factory;
 pub mod filter;
 pub mod governor;
 pub mod http;
+pub mod join_keys;
 pub mod json;
 pub mod pagination;
 pub mod shared_limit;

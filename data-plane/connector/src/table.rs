@@ -13,8 +13,13 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::expressions::Column as PhysicalColumn;
+use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
 use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::filter_pushdown::{
+    ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
+};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::sort_pushdown::SortOrderPushdownResult;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
@@ -26,6 +31,10 @@ use crate::factory::ScanOptions;
 use crate::filter::pinned_values;
 use crate::http::QueryContext;
 use crate::json::{self, Column};
+
+/// Longest a probe-side scan waits for its join's build side to publish the keys; past it, the scan reads
+/// without them (the same result, more requests).
+const JOIN_KEYS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Pages fetched ahead of the consumer. DataFusion builds every scan's stream when the plan starts but
 /// polls a join's probe side only after its build side is complete; fetching from the moment the stream
@@ -181,11 +190,47 @@ impl TableProvider for ApiTableProvider {
             None => self.schema.clone(),
         };
         let options = ScanOptions { pushdown: self.pushdown, prefetch: self.prefetch };
-        Ok(Arc::new(ApiScanExec::new(self.table.clone(), request, schema, options, None)))
+        Ok(Arc::new(ApiScanExec::new(self.table.clone(), request, schema, options, None, Vec::new())))
     }
 }
 
-/// The physical scan: one partition streaming the API's pages as record batches.
+impl ApiScanExec {
+    /// The pages of the scan with the join keys it receives: waits (at most [`JOIN_KEYS_WAIT`]) for each
+    /// join's build side, adds the keys the API can take as filters, then fetches. `EXPLAIN ANALYZE`
+    /// shows the keys received (`join_keys`), the requests they became where the API takes keys per
+    /// request or in slices (`join_keyed_requests`) and the wait (`join_wait`).
+    fn fetch_with_join_keys(&self, query: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>> {
+        let (table, mut request, filters) = (self.table.clone(), self.request.clone(), self.join_filters.clone());
+        let keys = MetricBuilder::new(&self.metrics).global_counter("join_keys");
+        let keyed_requests = MetricBuilder::new(&self.metrics).global_counter("join_keyed_requests");
+        let wait = MetricBuilder::new(&self.metrics).subset_time("join_wait", 0);
+        futures::stream::once(async move {
+            let started = std::time::Instant::now();
+            for f in &filters {
+                let Some(dynamic) = f.downcast_ref::<DynamicFilterPhysicalExpr>() else { continue };
+                if tokio::time::timeout(JOIN_KEYS_WAIT, dynamic.wait_complete()).await.is_err() {
+                    tracing::debug!(table = %table.name(), "join keys did not arrive in time; scanning without them");
+                    continue;
+                }
+                let Some(filter) = dynamic.current().ok().as_ref().and_then(crate::join_keys::filter_of) else { continue };
+                if table.pushdown(&filter) != TableProviderFilterPushDown::Unsupported {
+                    keys.add(crate::join_keys::key_count(&filter));
+                    request.filters.push(filter);
+                }
+            }
+            wait.add_duration(started.elapsed());
+            // The requests the keys became, where the API takes keys one per request or in slices.
+            keyed_requests.add(table.least_requests(&request) as usize);
+            table.fetch(request, query)
+        })
+        .flatten()
+        .boxed()
+    }
+}
+
+/// The physical scan: one partition streaming the API's pages as record batches. On the probe side of a
+/// hash join it takes the join's dynamic filter and, once the build side is complete, sends its keys to
+/// the API as a filter the connector understands ([`crate::join_keys`]).
 #[derive(Debug)]
 pub struct ApiScanExec {
     table: Arc<dyn ApiTable>,
@@ -194,6 +239,9 @@ pub struct ApiScanExec {
     options: ScanOptions,
     ordering: Option<LexOrdering>,
     properties: Arc<PlanProperties>,
+    /// Dynamic filters of joins above (their keys once the build side is done).
+    join_filters: Vec<Arc<dyn PhysicalExpr>>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl ApiScanExec {
@@ -203,6 +251,7 @@ impl ApiScanExec {
         schema: SchemaRef,
         options: ScanOptions,
         ordering: Option<LexOrdering>,
+        join_filters: Vec<Arc<dyn PhysicalExpr>>,
     ) -> Self {
         let equivalences = match &ordering {
             Some(o) => EquivalenceProperties::new_with_orderings(schema.clone(), [o.clone()]),
@@ -214,11 +263,11 @@ impl ApiScanExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        ApiScanExec { table, request, schema, options, ordering, properties }
+        ApiScanExec { table, request, schema, options, ordering, properties, join_filters, metrics: Default::default() }
     }
 
     fn with_request(&self, request: ScanRequest, ordering: Option<LexOrdering>) -> Self {
-        Self::new(self.table.clone(), request, self.schema.clone(), self.options, ordering)
+        Self::new(self.table.clone(), request, self.schema.clone(), self.options, ordering, self.join_filters.clone())
     }
 
     pub fn table_name(&self) -> String {
@@ -246,7 +295,11 @@ impl DisplayAs for ApiScanExec {
             let filters: Vec<String> = self.request.filters.iter().map(|e| e.to_string()).collect();
             write!(f, ", pushed=[{}]", filters.join(", "))?;
         }
-        write!(f, ", requests=[{}]", self.requests().join("; "))
+        write!(f, ", requests=[{}]", self.requests().join("; "))?;
+        if !self.join_filters.is_empty() {
+            write!(f, ", join_keys=dynamic")?;
+        }
+        Ok(())
     }
 }
 
@@ -263,11 +316,53 @@ impl ExecutionPlan for ApiScanExec {
         vec![]
     }
 
+    /// The join filters held: a hash join computes its dynamic filter only if its probe side shows it here.
     fn apply_expressions(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
     ) -> DfResult<TreeNodeRecursion> {
+        for e in &self.join_filters {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
         Ok(TreeNodeRecursion::Continue)
+    }
+
+    /// Keeps the dynamic filters of joins above (the join still applies them: nothing is reported as
+    /// pushed down); other filters stay where they are.
+    fn handle_child_pushdown_result(
+        &self,
+        _phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        _config: &datafusion::config::ConfigOptions,
+    ) -> DfResult<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        let filters = child_pushdown_result.parent_filters.iter().map(|_| PushedDown::No).collect();
+        let dynamic: Vec<Arc<dyn PhysicalExpr>> = child_pushdown_result
+            .parent_filters
+            .into_iter()
+            .map(|r| r.filter)
+            .filter(|f| f.downcast_ref::<DynamicFilterPhysicalExpr>().is_some())
+            .collect();
+        let propagation = FilterPushdownPropagation::with_parent_pushdown_result(filters);
+        if !self.options.pushdown || dynamic.is_empty() {
+            return Ok(propagation);
+        }
+        let mut join_filters = self.join_filters.clone();
+        join_filters.extend(dynamic);
+        let node = Self::new(
+            self.table.clone(),
+            self.request.clone(),
+            self.schema.clone(),
+            self.options,
+            self.ordering.clone(),
+            join_filters,
+        );
+        Ok(propagation.with_updated_node(Arc::new(node)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
     }
 
     fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
@@ -333,7 +428,11 @@ impl ExecutionPlan for ApiScanExec {
         };
         let schema = self.schema.clone();
         let mut remaining = self.request.limit;
-        let pages = self.table.fetch(self.request.clone(), query);
+        let pages = if self.join_filters.is_empty() {
+            self.table.fetch(self.request.clone(), query)
+        } else {
+            self.fetch_with_join_keys(query)
+        };
         let pages = if self.options.prefetch { prefetch(pages) } else { pages };
         let batches = pages
             .take_while(move |_| {

@@ -602,6 +602,10 @@ impl Engine {
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG, "public")
             .with_extension(query);
+        // API scans take a hash join's keys (sent to the API) but not a TopK's or an aggregate's dynamic
+        // filter: those change while the scan runs, and an API request cannot follow them.
+        config.options_mut().optimizer.enable_topk_dynamic_filter_pushdown = false;
+        config.options_mut().optimizer.enable_aggregate_dynamic_filter_pushdown = false;
         if let Some(cpu) = &self.cpu {
             let weight = self.current().tenants.get(tenant).and_then(|t| t.config.weight).unwrap_or(1.0);
             config = config.with_extension(Arc::new(cpu.share(&tenant.0, weight)));

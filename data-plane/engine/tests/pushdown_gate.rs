@@ -116,3 +116,46 @@ async fn slack_results_are_identical_with_and_without_pushdown() {
     let (with, without) = gate(&queries).await;
     assert!(with < without, "pushdown saved no Slack requests ({with} vs {without})");
 }
+
+/// A hash join's build-side keys reach the probe side's API (SOQL `IN`, GitHub users by login): the same
+/// rows as without pushdown, and far fewer requests.
+#[tokio::test]
+async fn join_keys_reach_the_probe_side_api_with_identical_results() {
+    let w = omnisql_sandbox::World::generate(42, 1);
+    let customers: Vec<&str> = w
+        .github_users
+        .iter()
+        .filter(|u| u.email.as_ref().is_some_and(|e| w.contacts.iter().any(|c| &c.email == e)))
+        .map(|u| u.login.as_str())
+        .take(3)
+        .collect();
+    assert_eq!(customers.len(), 3, "the world has GitHub users who are Salesforce contacts");
+    let logins = customers.iter().map(|l| format!("'{l}'")).collect::<Vec<_>>().join(", ");
+    let queries = vec![
+        // Probe: Salesforce contacts, keyed by the users' emails.
+        format!(
+            "SELECT gu.login, c.id FROM github.users gu JOIN salesforce.contact c ON c.email = gu.email WHERE gu.login IN ({logins}) ORDER BY 1, 2"
+        ),
+        // Probe: GitHub users, keyed by the logins of one repository's open issues.
+        "SELECT i.number, gu.login, gu.email FROM github.issues i JOIN github.users gu ON gu.login = i.user_login \
+         WHERE i.repo_full_name = 'acme/api' AND i.state = 'open' ORDER BY 1"
+            .to_string(),
+    ];
+    let sb = sandbox(SandboxConfig::default()).await;
+    let pushed = engine(&sb, true);
+    for sql in &queries {
+        let (_, rows, _) = run(&pushed, sql).await;
+        assert!(rows > 0, "the gate compares non-empty results: {sql}");
+        let (plan, _, _) = run(&pushed, &format!("EXPLAIN ANALYZE {sql}")).await;
+        println!("{plan}");
+    }
+    let (with, without) = gate(&queries).await;
+    assert!(with * 3 < without, "join keys should cut requests at least threefold here ({with} vs {without})");
+
+    // An empty build side: the probe side is not waited for.
+    let started = std::time::Instant::now();
+    let sql = "SELECT c.id FROM github.users gu JOIN salesforce.contact c ON c.email = gu.email WHERE gu.login = 'nobody-here'";
+    let (_, rows, _) = run(&pushed, sql).await;
+    assert_eq!(rows, 0);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+}

@@ -464,7 +464,9 @@ impl SObjectTable {
         let room = MAX_SOQL_URL_BYTES.saturating_sub(total - in_list.list.iter().map(cost).sum::<usize>());
         let mut chunks: Vec<Vec<Expr>> = vec![Vec::new()];
         let mut used = 0;
-        for value in &in_list.list {
+        // A value in two slices would return its records twice.
+        let mut seen = std::collections::HashSet::new();
+        for value in in_list.list.iter().filter(|v| seen.insert(v.to_string())) {
             let c = cost(value);
             if c > room {
                 return Err(too_large("one of its IN (…) values alone does not fit: narrow the other filters".into()));
