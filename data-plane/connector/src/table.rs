@@ -195,6 +195,23 @@ impl TableProvider for ApiTableProvider {
 }
 
 impl ApiScanExec {
+    /// Whether the API filters on the single key column of this join (e.g. SOQL `Email IN (…)`, GitHub
+    /// users by login), judged on a sample key of the column's type.
+    fn takes_keys(&self, join: &DynamicFilterPhysicalExpr) -> bool {
+        let [key] = join.children()[..] else { return false };
+        let Some(column) = key.downcast_ref::<PhysicalColumn>() else { return false };
+        let Ok(field) = self.schema.field_with_name(column.name()) else { return false };
+        let sample = match field.data_type() {
+            datafusion::arrow::datatypes::DataType::Utf8 => datafusion::common::ScalarValue::from("key"),
+            other => match datafusion::common::ScalarValue::new_zero(other) {
+                Ok(v) => v,
+                Err(_) => return false,
+            },
+        };
+        let probe = datafusion::logical_expr::col(column.name()).in_list(vec![datafusion::logical_expr::lit(sample)], false);
+        self.table.pushdown(&probe) != TableProviderFilterPushDown::Unsupported
+    }
+
     /// The pages of the scan with the join keys it receives: waits (at most [`JOIN_KEYS_WAIT`]) for each
     /// join's build side, adds the keys the API can take as filters, then fetches. `EXPLAIN ANALYZE`
     /// shows the keys received (`join_keys`), the requests they became where the API takes keys per
@@ -338,11 +355,12 @@ impl ExecutionPlan for ApiScanExec {
         _config: &datafusion::config::ConfigOptions,
     ) -> DfResult<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
         let filters = child_pushdown_result.parent_filters.iter().map(|_| PushedDown::No).collect();
+        // Only a join whose keys this API can take is worth waiting for (waiting delays the scan).
         let dynamic: Vec<Arc<dyn PhysicalExpr>> = child_pushdown_result
             .parent_filters
             .into_iter()
             .map(|r| r.filter)
-            .filter(|f| f.downcast_ref::<DynamicFilterPhysicalExpr>().is_some())
+            .filter(|f| f.downcast_ref::<DynamicFilterPhysicalExpr>().is_some_and(|d| self.takes_keys(d)))
             .collect();
         let propagation = FilterPushdownPropagation::with_parent_pushdown_result(filters);
         if !self.options.pushdown || dynamic.is_empty() {
