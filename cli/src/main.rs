@@ -70,6 +70,9 @@ pub(crate) struct EngineArgs {
     /// The naive federated engine: no pushdown, no prefetch, one request at a time per connection.
     #[arg(long, env = "OMNISQL_NAIVE", conflicts_with = "no_pushdown")]
     naive: bool,
+    /// Do not wait for a join's keys to send them to the probe side's API (a baseline for comparisons).
+    #[arg(long, env = "OMNISQL_NO_JOIN_KEYS")]
+    no_join_keys: bool,
     /// Memory for cached API answers, in MiB (0 turns the cache off).
     #[arg(long, env = "OMNISQL_CACHE_MIB", default_value_t = 64)]
     cache_mib: usize,
@@ -124,6 +127,9 @@ impl EngineArgs {
         };
         if !self.naive {
             options.cache_bytes = (self.cache_mib > 0).then_some(self.cache_mib << 20);
+        }
+        if self.no_join_keys {
+            options.scan.join_keys = false;
         }
         if let Some(bytes) = self.memory_limit {
             options.memory = omnisql_engine::MemoryLimits::for_process(bytes);

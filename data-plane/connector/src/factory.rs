@@ -147,11 +147,13 @@ pub struct ScanOptions {
     pub pushdown: bool,
     /// Fetch pages from the moment the plan starts, so every source of a query works at once.
     pub prefetch: bool,
+    /// On a join's probe side, wait for the build side's keys and send them to the API (with pushdown).
+    pub join_keys: bool,
 }
 
 impl Default for ScanOptions {
     fn default() -> Self {
-        ScanOptions { pushdown: true, prefetch: true }
+        ScanOptions { pushdown: true, prefetch: true, join_keys: true }
     }
 }
 

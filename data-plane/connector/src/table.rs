@@ -113,6 +113,12 @@ pub trait ApiTable: Send + Sync + Debug + 'static {
     fn least_requests(&self, _scan: &ScanRequest) -> u64 {
         0
     }
+    /// Whether waiting for a join's keys on `column` saves more than the wait costs: the scan without them
+    /// makes a request per row (GitHub user details) or is known to span several pages. Default: no —
+    /// the scan starts at once, in parallel with the join's build side.
+    fn keys_worth_waiting_for(&self, _column: &str) -> bool {
+        false
+    }
     /// The rows, a page at a time.
     fn fetch(&self, scan: ScanRequest, query: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>>;
 }
@@ -123,7 +129,7 @@ pub struct ApiTableProvider {
     table: Arc<dyn ApiTable>,
     schema: SchemaRef,
     pushdown: bool,
-    prefetch: bool,
+    options: ScanOptions,
 }
 
 impl ApiTableProvider {
@@ -135,7 +141,7 @@ impl ApiTableProvider {
     /// baseline).
     pub fn new(table: Arc<dyn ApiTable>, options: ScanOptions) -> Self {
         let schema = json::schema_of(table.columns());
-        ApiTableProvider { table, schema, pushdown: options.pushdown, prefetch: options.prefetch }
+        ApiTableProvider { table, schema, pushdown: options.pushdown, options }
     }
 }
 
@@ -189,17 +195,21 @@ impl TableProvider for ApiTableProvider {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
         };
-        let options = ScanOptions { pushdown: self.pushdown, prefetch: self.prefetch };
+        let options = self.options;
         Ok(Arc::new(ApiScanExec::new(self.table.clone(), request, schema, options, None, Vec::new())))
     }
 }
 
 impl ApiScanExec {
     /// Whether the API filters on the single key column of this join (e.g. SOQL `Email IN (…)`, GitHub
-    /// users by login), judged on a sample key of the column's type.
+    /// users by login), judged on a sample key of the column's type, and the table says the keys are
+    /// worth waiting for.
     fn takes_keys(&self, join: &DynamicFilterPhysicalExpr) -> bool {
         let [key] = join.children()[..] else { return false };
         let Some(column) = key.downcast_ref::<PhysicalColumn>() else { return false };
+        if !self.table.keys_worth_waiting_for(column.name()) {
+            return false;
+        }
         let Ok(field) = self.schema.field_with_name(column.name()) else { return false };
         let sample = match field.data_type() {
             datafusion::arrow::datatypes::DataType::Utf8 => datafusion::common::ScalarValue::from("key"),
@@ -363,7 +373,7 @@ impl ExecutionPlan for ApiScanExec {
             .filter(|f| f.downcast_ref::<DynamicFilterPhysicalExpr>().is_some_and(|d| self.takes_keys(d)))
             .collect();
         let propagation = FilterPushdownPropagation::with_parent_pushdown_result(filters);
-        if !self.options.pushdown || dynamic.is_empty() {
+        if !(self.options.pushdown && self.options.join_keys) || dynamic.is_empty() {
             return Ok(propagation);
         }
         let mut join_filters = self.join_filters.clone();

@@ -190,15 +190,18 @@ impl EngineOptions {
     /// The naive federated engine, as a baseline: no pushdown, no prefetch, no cache, one request at a
     /// time per connection.
     pub fn naive() -> Self {
-        let mut options =
-            EngineOptions { scan: ScanOptions { pushdown: false, prefetch: false }, cache_bytes: None, ..Default::default() };
+        let mut options = EngineOptions {
+            scan: ScanOptions { pushdown: false, prefetch: false, join_keys: false },
+            cache_bytes: None,
+            ..Default::default()
+        };
         options.http.max_concurrency = Some(1);
         options
     }
 
     /// Only pushdown off (the correctness gate compares exactly that).
     pub fn without_pushdown() -> Self {
-        EngineOptions { scan: ScanOptions { pushdown: false, prefetch: true }, ..Default::default() }
+        EngineOptions { scan: ScanOptions { pushdown: false, prefetch: true, join_keys: false }, ..Default::default() }
     }
 }
 

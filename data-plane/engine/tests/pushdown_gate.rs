@@ -176,3 +176,29 @@ WHERE i.state = 'open' AND NOT i.is_pull_request";
     let (plan, _, requests) = run(&pushed, sql).await;
     println!("{plan}\n{requests} requests");
 }
+
+/// Salesforce learns an object's size from an unfiltered query; once it spans several pages, a join's keys
+/// are worth waiting for, and one keyed query replaces the chain of pages — same rows.
+#[tokio::test]
+async fn salesforce_waits_for_join_keys_once_an_object_is_known_to_be_large() {
+    let sb = sandbox(SandboxConfig { scale: 60, ..SandboxConfig::default() }).await;
+    assert!(sb.world.contacts.len() > 2000, "{} contacts", sb.world.contacts.len());
+    let customers: Vec<String> = sb
+        .world
+        .github_users
+        .iter()
+        .filter(|u| u.email.as_ref().is_some_and(|e| sb.world.contacts.iter().any(|c| &c.email == e)))
+        .map(|u| format!("'{}'", u.login))
+        .take(3)
+        .collect();
+    let sql = format!(
+        "SELECT gu.login, c.id FROM github.users gu JOIN salesforce.contact c ON c.email = gu.email WHERE gu.login IN ({}) ORDER BY 1, 2",
+        customers.join(", ")
+    );
+    let pushed = engine(&sb, true);
+    let (first, rows, first_requests) = run(&pushed, &sql).await;
+    let (second, _, second_requests) = run(&pushed, &sql).await;
+    assert_eq!((first, rows), (second, 3));
+    println!("{first_requests} requests before the size is known, {second_requests} after");
+    assert!(second_requests < first_requests, "{second_requests} < {first_requests}");
+}

@@ -542,6 +542,10 @@ impl ApiTable for GithubTable {
         &self.columns
     }
 
+    /// Without logins, users are listed and then fetched one by one for their emails: keys save that.
+    fn keys_worth_waiting_for(&self, column: &str) -> bool {
+        self.kind == TableKind::Users && column == "login"
+    }
     fn pushdown(&self, f: &Expr) -> TableProviderFilterPushDown {
         use TableProviderFilterPushDown::*;
         if let Some((c, values)) = filter::pinned_values(f) {

@@ -309,7 +309,13 @@ impl Connector for SalesforceConnector {
             None => {
                 let fields = self.api.describe(object).await?;
                 let (columns, types) = fields.into_iter().unzip();
-                let t = Arc::new(SObjectTable { api: self.api.clone(), object: object.clone(), columns, types });
+                let t = Arc::new(SObjectTable {
+                    api: self.api.clone(),
+                    object: object.clone(),
+                    columns,
+                    types,
+                    records: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+                });
                 described.insert(object.clone(), t.clone());
                 t
             }
@@ -325,7 +331,12 @@ struct SObjectTable {
     columns: Vec<Column>,
     /// SOQL literal style per column: string, number, bool, date, datetime.
     types: Vec<&'static str>,
+    /// Records of the object, as the last unfiltered query's `totalSize` said (`u64::MAX`: not known yet).
+    records: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// Records a SOQL query returns per page (Salesforce's default batch size).
+const RECORDS_PER_PAGE: u64 = 2000;
 
 impl SObjectTable {
     fn field(&self, column: &str) -> Option<(&str, &'static str)> {
@@ -558,6 +569,12 @@ impl ApiTable for SObjectTable {
     fn least_requests(&self, scan: &ScanRequest) -> u64 {
         self.split(scan).map_or(0, |parts| parts.len() as u64)
     }
+    /// Keys are worth waiting for once the object is known to span several pages (learned from an
+    /// earlier unfiltered query): one keyed query then replaces a chain of `nextRecordsUrl` pages.
+    fn keys_worth_waiting_for(&self, _column: &str) -> bool {
+        let records = self.records.load(std::sync::atomic::Ordering::Relaxed);
+        records != u64::MAX && records > RECORDS_PER_PAGE
+    }
     fn fetch(&self, scan: ScanRequest, q: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>> {
         let parts = match self.split(&scan) {
             Ok(parts) => parts,
@@ -592,8 +609,10 @@ impl SObjectTable {
     fn fetch_one(&self, scan: &ScanRequest, q: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>> {
         let soql = self.soql(scan);
         let api = self.api.clone();
+        // An unfiltered query's `totalSize` is the object's size: whether join keys are worth waiting for.
+        let learn = scan.filters.is_empty().then(|| self.records.clone());
         omnisql_connector::pagination::follow(move |next: Option<String>| {
-            let (api, q, soql) = (api.clone(), q.clone(), soql.clone());
+            let (api, q, soql, learn) = (api.clone(), q.clone(), soql.clone(), learn.clone());
             async move {
                 let resp = match next {
                     None => {
@@ -613,6 +632,9 @@ impl SObjectTable {
                         });
                     }
                 };
+                if let (Some(records), Some(total)) = (&learn, body.get("totalSize").and_then(Value::as_u64)) {
+                    records.store(total, std::sync::atomic::Ordering::Relaxed);
+                }
                 let done = body.get("done").and_then(Value::as_bool).unwrap_or(true);
                 let next = if done { None } else { body.get("nextRecordsUrl").and_then(Value::as_str).map(str::to_string) };
                 Ok((records, next))
