@@ -71,7 +71,7 @@ func (p *omnisqlProvider) Configure(ctx context.Context, req provider.ConfigureR
 }
 
 func (p *omnisqlProvider) Resources(_ context.Context) []func() resource.Resource {
-	return []func() resource.Resource{newTenantResource, newPrincipalResource, newAPIKeyResource, newEnrollmentTokenResource, newConnectionResource, newPolicyResource}
+	return []func() resource.Resource{newTenantResource, newPrincipalResource, newAPIKeyResource, newEnrollmentTokenResource, newConnectionResource, newPolicyResource, newTenantOidcResource, newTenantOpaResource}
 }
 
 func (p *omnisqlProvider) DataSources(_ context.Context) []func() datasource.DataSource {
