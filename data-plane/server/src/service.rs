@@ -56,6 +56,22 @@ type SessionKey = (String, String, Option<std::net::SocketAddr>);
 const MAX_SESSIONS: usize = 10_000;
 const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// A query planned for GetFlightInfo waits this long for its DoGet, which then runs that plan instead of
+/// planning again; at most this many wait (memory), others are planned again.
+const PLANNED_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+const MAX_PLANNED: usize = 256;
+
+/// A planned query's key: the session it was planned in, its text and its parameters.
+type PlanKey = (SessionKey, String, Option<Vec<ScalarValue>>);
+
+/// A planned query waiting for its DoGet: when it was planned, by whom, under which policy revision.
+struct Planned {
+    at: Instant,
+    caller: Caller,
+    revision: String,
+    query: omnisql_engine::PreparedQuery,
+}
+
 /// Statements prepared but not yet closed, per server, at most this many (oldest evicted first).
 const MAX_PREPARED: usize = 10_000;
 
@@ -65,6 +81,7 @@ pub struct OmniFlightSql {
     audit: Option<Arc<Outbox>>,
     sessions: Mutex<HashMap<SessionKey, (Instant, QuerySettings)>>,
     prepared: Mutex<HashMap<String, (Instant, Prepared)>>,
+    planned: Mutex<HashMap<PlanKey, Planned>>,
     sql_info: SqlInfoData,
 }
 
@@ -100,6 +117,7 @@ impl OmniFlightSql {
             audit: None,
             sessions: Mutex::new(HashMap::new()),
             prepared: Mutex::new(HashMap::new()),
+            planned: Mutex::new(HashMap::new()),
             sql_info: b.build()?,
         })
     }
@@ -194,6 +212,27 @@ impl OmniFlightSql {
         })
     }
 
+    /// Keeps `query`, planned for GetFlightInfo, for the DoGet that follows (when there is room).
+    fn keep_planned(&self, key: PlanKey, caller: &Caller, query: omnisql_engine::PreparedQuery) {
+        let mut planned = self.planned.lock().unwrap_or_else(|e| e.into_inner());
+        if planned.len() >= MAX_PLANNED {
+            planned.retain(|_, p| p.at.elapsed() < PLANNED_TTL);
+        }
+        if planned.len() < MAX_PLANNED {
+            let revision = self.engine.policy_revision(&caller.tenant);
+            planned.insert(key, Planned { at: Instant::now(), caller: caller.clone(), revision, query });
+        }
+    }
+
+    /// The plan GetFlightInfo made for this DoGet, if it is fresh and was made for the same caller under
+    /// the same policies (a changed key, group or policy plans again).
+    fn take_planned(&self, key: &PlanKey, caller: &Caller) -> Option<omnisql_engine::PreparedQuery> {
+        let p = self.planned.lock().unwrap_or_else(|e| e.into_inner()).remove(key)?;
+        let fresh =
+            p.at.elapsed() < PLANNED_TTL && p.caller == *caller && p.revision == self.engine.policy_revision(&caller.tenant);
+        fresh.then_some(p.query)
+    }
+
     async fn schema_of(
         &self,
         caller: &Caller,
@@ -201,8 +240,13 @@ impl OmniFlightSql {
         sql: &str,
         params: Option<Vec<ScalarValue>>,
     ) -> Result<SchemaRef, Status> {
+        let key = (session.clone(), sql.to_string(), params.clone());
         match self.plan(caller, session, sql, params).await {
-            Ok(Some(q)) => Ok(Arc::new(q.dataframe.schema().as_arrow().clone())),
+            Ok(Some(q)) => {
+                let schema = Arc::new(q.dataframe.schema().as_arrow().clone());
+                self.keep_planned(key, caller, q);
+                Ok(schema)
+            }
             Ok(None) => Ok(Arc::new(Schema::empty())),
             // The client's attempt ends here: it never fetches a result.
             Err(status) => Err(Attempt::start(&self.engine, &self.audit, Some(caller), sql).fail("error", status).await),
@@ -219,7 +263,12 @@ impl OmniFlightSql {
         params: Option<Vec<ScalarValue>>,
     ) -> Result<Response<FlightStream>, Status> {
         let mut attempt = Attempt::start(&self.engine, &self.audit, Some(&caller), &sql);
-        let q = match self.plan(&caller, &session, &sql, params).await {
+        let key = (session.clone(), sql.clone(), params.clone());
+        let planned = match self.take_planned(&key, &caller) {
+            Some(q) => Ok(Some(q)),
+            None => self.plan(&caller, &session, &sql, params).await,
+        };
+        let q = match planned {
             Ok(Some(q)) => q,
             Ok(None) => {
                 attempt.finish("ok", None).await?;
