@@ -12,23 +12,23 @@ import (
 
 func TestAccTenantOidcAndOpa(t *testing.T) {
 	const tenant = `
-resource "omnisql_tenant" "initech" {
-  id     = "tf-initech"
-  name   = "Initech"
+resource "omnisql_tenant" "hooli" {
+  id     = "tf-hooli"
+  name   = "Hooli"
   region = "eu"
 }
 `
 	config := func(audience, opaTimeout string) string {
 		return tenant + fmt.Sprintf(`
 resource "omnisql_tenant_oidc" "sso" {
-  tenant          = omnisql_tenant.initech.id
-  issuer          = "https://login.initech.example/realms/initech"
+  tenant          = omnisql_tenant.hooli.id
+  issuer          = "https://login.hooli.example/realms/hooli"
   audience        = %q
   principal_claim = "email"
 }
 
 resource "omnisql_tenant_opa" "opa" {
-  tenant     = omnisql_tenant.initech.id
+  tenant     = omnisql_tenant.hooli.id
   url        = "http://opa.policy.svc:8181"
   timeout_ms = %s
 }`, audience, opaTimeout)
@@ -36,7 +36,7 @@ resource "omnisql_tenant_opa" "opa" {
 	stored := func(segment, field, want string) resource.TestCheckFunc {
 		return func(*terraform.State) error {
 			var got map[string]any
-			if err := adminClient().call(context.Background(), http.MethodGet, "/v1/tenants/tf-initech/"+segment, nil, &got); err != nil {
+			if err := adminClient().call(context.Background(), http.MethodGet, "/v1/tenants/tf-hooli/"+segment, nil, &got); err != nil {
 				return err
 			}
 			if fmt.Sprint(got[field]) != want {
@@ -47,7 +47,7 @@ resource "omnisql_tenant_opa" "opa" {
 	}
 	gone := func(*terraform.State) error {
 		for _, segment := range []string{"oidc", "opa"} {
-			if err := adminClient().call(context.Background(), http.MethodGet, "/v1/tenants/tf-initech/"+segment, nil, nil); !isNotFound(err) {
+			if err := adminClient().call(context.Background(), http.MethodGet, "/v1/tenants/tf-hooli/"+segment, nil, nil); !isNotFound(err) {
 				return fmt.Errorf("the tenant's %s outlived its resource: %v", segment, err)
 			}
 		}
@@ -62,17 +62,17 @@ resource "omnisql_tenant_opa" "opa" {
 				resource.TestCheckResourceAttr("omnisql_tenant_opa.opa", "cache_seconds", "60"),
 				stored("oidc", "principal_claim", "email"), stored("opa", "url", "http://opa.policy.svc:8181"))},
 			// Changes apply in place.
-			{Config: config("initech-sql", "800"), Check: resource.ComposeAggregateTestCheckFunc(
-				stored("oidc", "audience", "initech-sql"), stored("opa", "timeout_ms", "800"))},
-			{ResourceName: "omnisql_tenant_oidc.sso", ImportState: true, ImportStateId: "tf-initech",
+			{Config: config("hooli-sql", "800"), Check: resource.ComposeAggregateTestCheckFunc(
+				stored("oidc", "audience", "hooli-sql"), stored("opa", "timeout_ms", "800"))},
+			{ResourceName: "omnisql_tenant_oidc.sso", ImportState: true, ImportStateId: "tf-hooli",
 				ImportStateVerify: true, ImportStateVerifyIdentifierAttribute: "tenant"},
-			{ResourceName: "omnisql_tenant_opa.opa", ImportState: true, ImportStateId: "tf-initech",
+			{ResourceName: "omnisql_tenant_opa.opa", ImportState: true, ImportStateId: "tf-hooli",
 				ImportStateVerify: true, ImportStateVerifyIdentifierAttribute: "tenant"},
 			// The control plane refuses a plain-http issuer, saying why.
 			{Config: tenant + `
 resource "omnisql_tenant_oidc" "sso" {
-  tenant   = omnisql_tenant.initech.id
-  issuer   = "ftp://login.initech.example"
+  tenant   = omnisql_tenant.hooli.id
+  issuer   = "ftp://login.hooli.example"
   audience = "omnisql"
 }`, ExpectError: regexpMust(`https`)},
 			// Removed from the configuration: removed from the tenant.
