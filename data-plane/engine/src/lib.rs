@@ -289,6 +289,8 @@ pub struct Engine {
     cpu: Option<Arc<cpu::CpuScheduler>>,
     /// Asks tenants' OPA servers (no redirects: only allowed servers are reached).
     opa_http: reqwest::Client,
+    /// Statements planned since start, for metrics and tests.
+    planned: std::sync::atomic::AtomicU64,
 }
 
 /// A query ready to run: its plan, the context that counts its upstream requests, and its limits.
@@ -349,6 +351,7 @@ impl Engine {
                 .connect_timeout(Duration::from_secs(2))
                 .build()
                 .unwrap_or_default(),
+            planned: Default::default(),
         };
         engine.apply(config)?;
         Ok(engine)
@@ -687,6 +690,7 @@ impl Engine {
         if rest.trim().trim_end_matches(';').trim().is_empty() {
             return Ok(None);
         }
+        self.planned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let slots = self
             .current()
             .tenants
@@ -793,6 +797,11 @@ impl Engine {
         };
         let stream = contain::catch(deadline, timeout, dataframe.execute_stream()).await?;
         Ok(Box::pin(contain::Contained::new(stream, deadline, timeout, slot)))
+    }
+
+    /// Statements planned since start (SET-only statements not counted).
+    pub fn statements_planned(&self) -> u64 {
+        self.planned.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Bytes of query memory held now, across all tenants.
