@@ -5,6 +5,7 @@ import pathlib
 import urllib.parse
 import urllib.request
 
+import graphql
 import jsonschema
 import pytest
 from openapi_schema_validator import OAS30Validator
@@ -61,6 +62,62 @@ def test_github_user_matches_the_public_user_schema(dev, github_spec):
     users, _ = fetch(gh["base_url"] + "/users?per_page=5", h)
     user, _ = fetch(gh["base_url"] + "/users/" + users[0]["login"], h)
     github_validator(github_spec, response_schema(github_spec, "/users/{username}")).validate(user)
+
+
+@pytest.fixture(scope="module")
+def github_graphql_schema():
+    # GitHub's published SDL breaks two rules of the GraphQL spec (two fields of EnterpriseOwnerInfo are
+    # defined twice; some deprecated fields implement interface fields that are not): it is read as
+    # published, and queries are still validated against it.
+    sdl = (SPECS / "github-graphql-schema.graphql").read_text()
+    return graphql.build_schema(sdl, assume_valid=True, assume_valid_sdl=True)
+
+
+def owners_query(count):
+    """The query the GitHub connector sends for `count` logins (data-plane/connectors/github/src/graphql.rs)."""
+    head = ", ".join(f"$l{i}: String!" for i in range(count))
+    body = " ".join(
+        f"u{i}: repositoryOwner(login: $l{i}) {{ __typename login "
+        "... on User { databaseId name email company createdAt isSiteAdmin } "
+        "... on Organization { databaseId name orgEmail: email createdAt } }"
+        for i in range(count)
+    )
+    return f"query({head}) {{ {body} }}"
+
+
+def by_response_key(source, info, **_):
+    return source.get(info.path.key) if isinstance(source, dict) else None
+
+
+def conforms(schema, query, variables, data):
+    """Executes `query` over the sandbox's `data` with graphql-core: its result coercion checks that every
+    value has its field's type and that no non-null field is null."""
+    result = graphql.execute_sync(schema, graphql.parse(query), root_value=data, variable_values=variables,
+                                  field_resolver=by_response_key)
+    assert result.errors is None, result.errors
+    assert result.data == data
+
+
+def test_github_graphql_answers_conform_to_the_published_schema(dev, github_graphql_schema):
+    gh = dev.app("github")
+    h = {"authorization": f"Bearer {gh['credentials']['token']}", "content-type": "application/json"}
+    users, _ = fetch(gh["base_url"] + "/users?per_page=3", h)
+    logins = [u["login"] for u in users] + ["nobody-here"]
+    query, variables = owners_query(len(logins)), {f"l{i}": l for i, l in enumerate(logins)}
+    assert graphql.validate(github_graphql_schema, graphql.parse(query)) == [], "graphql-core accepts the query too"
+    body, headers = fetch(gh["base_url"] + "/graphql", h, json.dumps({"query": query, "variables": variables}).encode())
+    assert headers["x-ratelimit-resource"] == "graphql"
+    assert "errors" not in body, "an unknown owner is null without an error"
+    assert [body["data"][f"u{i}"] and body["data"][f"u{i}"]["login"] for i in range(len(logins))] == logins[:3] + [None]
+    assert body["data"]["u0"]["__typename"] == "User"
+    conforms(github_graphql_schema, query, variables, body["data"])
+
+    query = '{ rateLimit { cost limit remaining used resetAt nodeCount } u: user(login: "nobody-here") { login } }'
+    body, _ = fetch(gh["base_url"] + "/graphql", h, json.dumps({"query": query}).encode())
+    assert body["data"]["u"] is None
+    [error] = body["errors"]
+    assert error["type"] == "NOT_FOUND" and error["path"] == ["u"] and error["locations"][0]["line"] == 1
+    conforms(github_graphql_schema, query, {}, body["data"])
 
 
 def test_github_errors_match_basic_error(dev, github_spec):

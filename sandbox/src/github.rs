@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
@@ -41,6 +41,7 @@ pub struct GithubState {
     /// Issue indices per repository in creation order (the default sort, so sorting is a no-op).
     by_repo: Vec<Vec<usize>>,
     points_per_minute: u64,
+    graphql_points_per_minute: u64,
     max_concurrent: usize,
     /// (caller, endpoint) → (minute window start, points used): the secondary limit.
     points: Mutex<HashMap<(String, String), Window>>,
@@ -68,11 +69,18 @@ impl GithubState {
             open_issues,
             by_repo,
             points_per_minute: config.quotas.github_points_per_minute,
+            graphql_points_per_minute: config.quotas.github_graphql_points_per_minute,
             max_concurrent: config.quotas.github_max_concurrent,
             points: Mutex::new(HashMap::new()),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             harness: Harness::new(App::Github, config.github, config.seed),
         })
+    }
+}
+
+impl GithubState {
+    pub(crate) fn world(&self) -> &World {
+        &self.world
     }
 }
 
@@ -88,6 +96,7 @@ pub fn router(state: Arc<GithubState>) -> Router {
         .route("/users", get(users))
         .route("/users/{username}", get(user))
         .route("/search/issues", get(search_issues))
+        .route("/graphql", post(crate::github_graphql::graphql))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "Not Found") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state.clone());
@@ -98,14 +107,24 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"message": message, "documentation_url": DOCS}))).into_response()
 }
 
 /// Who is calling, as the guard decided.
 #[derive(Debug, Clone)]
-struct Caller {
-    authenticated: bool,
+pub(crate) struct Caller {
+    pub authenticated: bool,
+    /// The caller's budget for this request's resource before the request.
+    pub quota: Quota,
+}
+
+/// A rate-limit window: its size, what was used before this request, and when it resets (epoch s).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Quota {
+    pub limit: u64,
+    pub used: u64,
+    pub reset: u64,
 }
 
 /// Auth, version, quota and conditional requests, around every endpoint.
@@ -139,8 +158,21 @@ async fn guard(State(s): State<Arc<GithubState>>, mut req: Request, next: Next) 
         None => ("anonymous".to_string(), 60),
     };
     let path = req.uri().path().to_string();
+    let graphql = path == "/graphql";
+    if graphql && token.is_none() {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({
+                "message": "This endpoint requires you to be authenticated.",
+                "documentation_url": "https://docs.github.com/graphql/guides/forming-calls-with-graphql#authenticating-with-graphql",
+            })),
+        )
+            .into_response();
+    }
     let (resource, limit, window) = if path.starts_with("/search/") {
         ("search", if token.is_some() { s.search_per_minute } else { 10 }, 60)
+    } else if graphql {
+        ("graphql", limit, 3600)
     } else {
         ("core", limit, 3600)
     };
@@ -169,6 +201,12 @@ async fn guard(State(s): State<Arc<GithubState>>, mut req: Request, next: Next) 
         }
         h.insert("x-ratelimit-resource", HeaderValue::from_static(resource));
     };
+    if !free && used >= limit && graphql {
+        let body = json!({"errors": [{"type": "RATE_LIMITED", "message": "API rate limit already exceeded for user ID 1."}]});
+        let mut resp = (StatusCode::FORBIDDEN, Json(body)).into_response();
+        rate_headers(&mut resp, used);
+        return resp;
+    }
     if !free && used >= limit {
         let mut resp = error(
             StatusCode::FORBIDDEN,
@@ -183,7 +221,8 @@ async fn guard(State(s): State<Arc<GithubState>>, mut req: Request, next: Next) 
     if !free {
         let endpoint =
             req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or(path.clone());
-        if let Some(wait) = secondary_limit(&s, &key, endpoint, t) {
+        let cap = if graphql { s.graphql_points_per_minute } else { s.points_per_minute };
+        if let Some(wait) = secondary_limit(&s, &key, endpoint, cap, t) {
             let mut resp = error(
                 StatusCode::FORBIDDEN,
                 "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
@@ -195,7 +234,7 @@ async fn guard(State(s): State<Arc<GithubState>>, mut req: Request, next: Next) 
             return resp;
         }
     }
-    req.extensions_mut().insert(Caller { authenticated: token.is_some() });
+    req.extensions_mut().insert(Caller { authenticated: token.is_some(), quota: Quota { limit, used, reset } });
     let in_flight = InFlight::enter(&s.in_flight);
     let resp = next.run(req).await;
     drop(in_flight);
@@ -203,7 +242,8 @@ async fn guard(State(s): State<Arc<GithubState>>, mut req: Request, next: Next) 
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "Server Error");
     };
-    let mut resp = if parts.status == StatusCode::OK {
+    // GraphQL answers are POSTs: no validators, no conditional requests.
+    let mut resp = if parts.status == StatusCode::OK && !graphql {
         let etag = format!("W/\"{:016x}\"", fnv1a(&bytes));
         let matches = headers
             .get("if-none-match")
@@ -223,12 +263,14 @@ async fn guard(State(s): State<Arc<GithubState>>, mut req: Request, next: Next) 
     } else {
         Response::from_parts(parts, axum::body::Body::from(bytes))
     };
+    // A REST request costs one; a GraphQL query what the handler charged (nothing if it did not run).
+    let cost = if graphql { resp.extensions().get::<crate::github_graphql::Cost>().map_or(0, |c| c.0) } else { 1 };
     let used = if free {
         used
     } else {
         let mut usage = s.usage.lock().unwrap_or_else(|e| e.into_inner());
         let entry = usage.entry((key, resource)).or_insert((t, 0));
-        entry.1 += 1;
+        entry.1 += cost;
         entry.1
     };
     rate_headers(&mut resp, used);
@@ -253,7 +295,7 @@ impl Drop for InFlight<'_> {
 
 /// Seconds to wait when a secondary limit is hit: too many requests in flight, or too many points on
 /// one endpoint this minute.
-fn secondary_limit(s: &GithubState, key: &str, endpoint: String, t: u64) -> Option<u64> {
+fn secondary_limit(s: &GithubState, key: &str, endpoint: String, cap: u64, t: u64) -> Option<u64> {
     if s.in_flight.load(std::sync::atomic::Ordering::SeqCst) >= s.max_concurrent {
         return Some(1);
     }
@@ -262,7 +304,7 @@ fn secondary_limit(s: &GithubState, key: &str, endpoint: String, t: u64) -> Opti
     if t >= window.0 + 60 {
         *window = (t, 0);
     }
-    if window.1 >= s.points_per_minute {
+    if window.1 >= cap {
         return Some((window.0 + 60).saturating_sub(t).max(1));
     }
     window.1 += 1;
@@ -273,7 +315,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
-fn ts(t: DateTime<Utc>) -> String {
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
@@ -514,6 +556,7 @@ async fn rate_limit(State(s): State<Arc<GithubState>>) -> Response {
     let resources = json!({
         "core": {"limit": s.per_hour, "remaining": s.per_hour, "reset": t + 3600, "used": 0, "resource": "core"},
         "search": {"limit": s.search_per_minute, "remaining": s.search_per_minute, "reset": t + 60, "used": 0, "resource": "search"},
+        "graphql": {"limit": s.per_hour, "remaining": s.per_hour, "reset": t + 3600, "used": 0, "resource": "graphql"},
     });
     Json(json!({"resources": resources, "rate": resources["core"]})).into_response()
 }

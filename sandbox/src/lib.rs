@@ -10,6 +10,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod github;
+mod github_graphql;
 pub mod harness;
 pub mod salesforce;
 pub mod slack;
@@ -58,6 +59,8 @@ pub struct Quotas {
     /// GitHub's secondary limits: points per minute per endpoint (a GET is one point) and requests in
     /// flight at once.
     pub github_points_per_minute: u64,
+    /// GitHub's secondary limit on the GraphQL endpoint: points per minute (a query is one point).
+    pub github_graphql_points_per_minute: u64,
     pub github_max_concurrent: usize,
     /// Salesforce requests per rolling 24 hours per org.
     pub salesforce_per_day: u64,
@@ -72,6 +75,7 @@ impl Default for Quotas {
             github_per_hour: 5_000,
             github_search_per_minute: 30,
             github_points_per_minute: 900,
+            github_graphql_points_per_minute: 2_000,
             github_max_concurrent: 100,
             salesforce_per_day: 100_000,
             slack_tier_multiplier: 1.0,
@@ -87,6 +91,7 @@ impl Quotas {
             github_per_hour: 10_000_000,
             github_search_per_minute: 100_000,
             github_points_per_minute: 100_000_000,
+            github_graphql_points_per_minute: 100_000_000,
             github_max_concurrent: 100_000,
             salesforce_per_day: 100_000_000,
             slack_tier_multiplier: 10_000.0,

@@ -262,3 +262,73 @@ async fn github_secondary_limit_caps_points_per_endpoint_per_minute_with_retry_a
     assert!(r.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("secondary rate limit"));
     assert_eq!(get("/repos/acme/api").await.unwrap().status(), StatusCode::OK, "other endpoints have their own points");
 }
+
+/// GitHub GraphQL: many users in one query for one point, GraphQL's own errors and its own quota.
+#[tokio::test]
+async fn github_graphql_looks_up_many_users_for_one_point_with_graphql_errors_and_quota() {
+    let (sb, c) = start(SandboxConfig { quotas: Quotas { github_per_hour: 3, ..Quotas::default() }, ..Default::default() }).await;
+    let url = format!("{}/graphql", sb.github_url);
+    let post = |body: Value| c.post(&url).header("authorization", gh_auth(&sb)).json(&body).send();
+    let logins: Vec<&str> = sb.world.github_users.iter().take(40).map(|u| u.login.as_str()).collect();
+    let fields = "login databaseId name email company createdAt";
+    let mut query = String::from("query(");
+    query += &(0..logins.len()).map(|i| format!("$l{i}: String!")).collect::<Vec<_>>().join(", ");
+    query += ") { rateLimit { cost remaining limit used resetAt } ";
+    for i in 0..logins.len() {
+        query += &format!("u{i}: user(login: $l{i}) {{ {fields} }} ");
+    }
+    query += "missing: user(login: \"nobody-here\") { login } owner: repositoryOwner(login: \"nobody-here\") { login } }";
+    let variables: serde_json::Map<String, Value> =
+        logins.iter().enumerate().map(|(i, l)| (format!("l{i}"), Value::from(*l))).collect();
+    let r = post(serde_json::json!({"query": query, "variables": variables})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-ratelimit-resource"], "graphql");
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "2", "40 users cost one point");
+    let body: Value = r.json().await.unwrap();
+    for (i, login) in logins.iter().enumerate() {
+        let u = &body["data"][format!("u{i}")];
+        let world = sb.world.github_user_by_login(login).unwrap();
+        assert_eq!(u["login"], *login);
+        assert_eq!(u["databaseId"], world.id);
+        assert_eq!(u["email"], world.email.clone().unwrap_or_default(), "a private address is \"\"");
+    }
+    assert_eq!(body["data"]["rateLimit"]["cost"], 1);
+    assert_eq!(body["data"]["rateLimit"]["remaining"], 2);
+    assert!(body["data"]["missing"].is_null() && body["data"]["owner"].is_null());
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "an unknown owner is null without an error: {errors:?}");
+    assert_eq!(errors[0]["type"], "NOT_FOUND", "{errors:?}");
+    assert_eq!(errors[0]["path"], serde_json::json!(["missing"]));
+    assert!(errors[0]["message"].as_str().unwrap().contains("nobody-here"));
+
+    // A field GitHub's schema does not have is a validation error with its location; no data.
+    let r = post(serde_json::json!({"query": "{ user(login: \"x\") { login nope } }"})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert!(body.get("data").is_none());
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("nope"));
+    assert_eq!(body["errors"][0]["locations"][0]["line"], 1);
+    // A missing variable, a missing query, broken JSON.
+    let r = post(serde_json::json!({"query": "query($l: String!) { user(login: $l) { login } }"})).await.unwrap();
+    assert!(r.json::<Value>().await.unwrap()["errors"][0]["message"].as_str().unwrap().contains("l"));
+    let r = post(serde_json::json!({"variables": {}})).await.unwrap();
+    assert!(r.json::<Value>().await.unwrap()["errors"][0]["message"].as_str().unwrap().contains("query attribute"));
+    let r = c.post(&url).header("authorization", gh_auth(&sb)).body("{").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // Queries that did not run cost nothing; the GraphQL budget (3 here) is then spent: RATE_LIMITED with
+    // remaining 0; REST's own budget is untouched.
+    for left in [1, 0] {
+        let r = post(serde_json::json!({"query": "{ rateLimit { remaining } }"})).await.unwrap();
+        assert_eq!(r.json::<Value>().await.unwrap()["data"]["rateLimit"]["remaining"], left);
+    }
+    let r = post(serde_json::json!({"query": "{ rateLimit { remaining } }"})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
+    assert_eq!(r.json::<Value>().await.unwrap()["errors"][0]["type"], "RATE_LIMITED");
+    let rest = c.get(format!("{}/repos/acme/api", sb.github_url)).header("authorization", gh_auth(&sb)).send().await.unwrap();
+    assert_eq!(rest.headers()["x-ratelimit-remaining"], "2");
+    // GraphQL needs a token.
+    let r = c.post(&url).json(&serde_json::json!({"query": "{ rateLimit { cost } }"})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}

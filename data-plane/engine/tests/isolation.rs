@@ -249,10 +249,10 @@ async fn a_tenant_runs_at_most_its_slots_and_others_are_not_held_up() {
 async fn a_fan_out_past_the_request_budget_fails_before_its_first_request() {
     let sb = sandbox(SandboxConfig::default()).await;
     let engine = limited_engine(&sb, MemoryLimits::for_process(256 << 20), &[("acme", None, None)]);
-    let logins = (0..3000).map(|i| format!("'nobody-{i}'")).collect::<Vec<_>>().join(", ");
+    let repos = (0..3000).map(|i| format!("'acme/nothing-{i}'")).collect::<Vec<_>>().join(", ");
     let channels = (0..2000).map(|i| format!("'C{i:08}'")).collect::<Vec<_>>().join(", ");
     for (sql, table, needed) in [
-        (format!("SELECT * FROM github.users WHERE login IN ({logins})"), "github.users", 3000),
+        (format!("SELECT * FROM github.issues WHERE repo_full_name IN ({repos})"), "github.issues", 3000),
         (format!("SELECT * FROM slack.messages WHERE channel_id IN ({channels})"), "slack.messages", 2000),
     ] {
         let t = Instant::now();
@@ -266,10 +266,15 @@ async fn a_fan_out_past_the_request_budget_fails_before_its_first_request() {
     // A session may raise its budget; then the first requests go out.
     let mut settings = QuerySettings::default();
     let sql = format!(
-        "SET omnisql.request_budget = 5000; SET omnisql.statement_timeout = '1s'; SELECT * FROM github.users WHERE login IN ({logins})"
+        "SET omnisql.request_budget = 5000; SET omnisql.statement_timeout = '1s'; SELECT * FROM github.issues WHERE repo_full_name IN ({repos})"
     );
     let q = engine.plan(&of("acme"), &sql, None, &mut settings).await.unwrap().unwrap();
     let context = q.context.clone();
     let _ = datafusion::physical_plan::common::collect(engine.execute(q).await.unwrap()).await;
     assert!(context.api_requests() > 0);
+    // 3,000 users by login are 30 GraphQL queries of 100: well within the default budget.
+    let logins = (0..3000).map(|i| format!("'nobody-{i}'")).collect::<Vec<_>>().join(", ");
+    let (batches, requests) =
+        engine.query(&of("acme"), &format!("SELECT * FROM github.users WHERE login IN ({logins})")).await.unwrap();
+    assert_eq!((batches.iter().map(|b| b.num_rows()).sum::<usize>(), requests), (0, 30));
 }

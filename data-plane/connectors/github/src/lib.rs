@@ -18,11 +18,15 @@
 //! | pulls | `base_ref = x` | `base=x` | exact |
 //! | commits | `author_email = x`, `author_login = x` | `author=x` | inexact |
 //! | commits | `committed_at >= / <= t` | `since` / `until` | exact |
-//! | users | `login = / IN` | `GET /users/{login}` each | inexact |
+//! | users | `login = / IN` | GraphQL, 100 logins per query | inexact |
 //! | search_issues | `query = '…'` (required) | `GET /search/issues?q=…` | exact |
 //!
 //! `LIMIT` becomes a smaller `per_page` and an early stop when every filter is exact.
+//!
+//! Users' names, emails and companies come from the GraphQL API, 100 users per query (one point of its
+//! own hourly budget), where REST would need a request per user.
 
+mod graphql;
 mod search;
 
 use std::sync::Arc;
@@ -80,7 +84,8 @@ impl ConnectorFactory for GithubFactory {
         headers.insert("x-github-api-version", HeaderValue::from_static("2022-11-28"));
         let token = params.require(NAME, "token")?.to_string();
         let client = ApiClient::new(&ctx, Arc::new(GithubDialect), Arc::new(BearerToken(token)), headers)?;
-        Ok(Arc::new(GithubConnector { api: Arc::new(Api { client, base, orgs: params.list("orgs") }), scan: ctx.scan }))
+        let api = Api { client, graphql: graphql::endpoint(&base), base, orgs: params.list("orgs") };
+        Ok(Arc::new(GithubConnector { api: Arc::new(api), scan: ctx.scan }))
     }
 }
 
@@ -92,9 +97,17 @@ impl Dialect for GithubDialect {
     fn app(&self) -> &'static str {
         "GitHub"
     }
-    /// The hourly core quota (5,000 for a user token) and the search quota (30 a minute).
+    /// The hourly core quota (5,000 for a user token), the search quota (30 a minute) and GraphQL's
+    /// hourly points (5,000; each query the connector sends costs one).
     fn bucket(&self, url: &str) -> Option<BucketSpec> {
-        Some(if url.contains("/search/") {
+        Some(if url.ends_with("/graphql") {
+            BucketSpec {
+                name: "github:graphql".into(),
+                capacity: 5000.0,
+                window: std::time::Duration::from_secs(3600),
+                trusted: false,
+            }
+        } else if url.contains("/search/") {
             BucketSpec {
                 name: "github:search".into(),
                 capacity: 30.0,
@@ -110,11 +123,12 @@ impl Dialect for GithubDialect {
             }
         })
     }
-    /// The secondary limit: at most 900 points (GETs) a minute per endpoint.
+    /// The secondary limit: at most 900 points (GETs) a minute per REST endpoint, 2,000 (queries) for
+    /// GraphQL.
     fn secondary_buckets(&self, url: &str) -> Vec<BucketSpec> {
         vec![BucketSpec {
             name: format!("github:secondary {}", endpoint_of(url)),
-            capacity: 900.0,
+            capacity: if url.ends_with("/graphql") { 2000.0 } else { 900.0 },
             window: std::time::Duration::from_secs(60),
             trusted: true,
         }]
@@ -136,9 +150,10 @@ impl Dialect for GithubDialect {
         if status.is_success() {
             return Verdict::Ok;
         }
+        // REST errors carry `message`; GraphQL's `errors[].message`.
         let message = serde_json::from_slice::<Value>(body)
             .ok()
-            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+            .and_then(|v| v.get("message").or_else(|| v.pointer("/errors/0/message")).and_then(Value::as_str).map(str::to_string))
             .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
         if matches!(status.as_u16(), 403 | 429) {
             let remaining = headers.get("x-ratelimit-remaining").and_then(|v| v.to_str().ok());
@@ -170,6 +185,8 @@ impl Dialect for GithubDialect {
 pub(crate) struct Api {
     client: ApiClient,
     base: String,
+    /// The GraphQL endpoint beside `base`.
+    graphql: String,
     orgs: Vec<String>,
 }
 
@@ -601,11 +618,14 @@ impl ApiTable for GithubTable {
         let per_page = [("per_page".to_string(), scan.limit.map_or(PER_PAGE, |l| l.clamp(1, PER_PAGE)).to_string())];
         match (self.kind, &plan.repos) {
             (TableKind::Users, _) => match pinned_texts(&scan.filters, "login") {
-                Some(logins) => logins.iter().map(|l| format!("GET /users/{l}")).collect(),
+                Some(logins) => logins
+                    .chunks(graphql::LOGINS_PER_QUERY)
+                    .map(|c| format!("POST /graphql (repositoryOwner for {})", c.join(", ")))
+                    .collect(),
                 None => {
                     let mut v = vec![format!("GET /users{} (paged by since)", query(&per_page))];
                     if self.needs_user_details(scan) {
-                        v.push("GET /users/{login} per user (for name, email, company)".into());
+                        v.push("POST /graphql per page of users (for name, email, company)".into());
                     }
                     v
                 }
@@ -628,7 +648,9 @@ impl ApiTable for GithubTable {
 
     fn least_requests(&self, scan: &ScanRequest) -> u64 {
         match self.kind {
-            TableKind::Users => pinned_texts(&scan.filters, "login").map_or(0, |l| l.len() as u64),
+            TableKind::Users => {
+                pinned_texts(&scan.filters, "login").map_or(0, |l| l.len().div_ceil(graphql::LOGINS_PER_QUERY) as u64)
+            }
             _ => self.plan(scan).repos.map_or(0, |r| r.len() as u64),
         }
     }
@@ -743,21 +765,23 @@ fn users(
     limit: Option<usize>,
 ) -> BoxStream<'static, Result<Vec<Value>>> {
     let concurrency = api.client.max_concurrency();
-    let detail = {
+    // One GraphQL query per 100 logins; sorted, so that the same set is the same cached request.
+    let details_of = {
         let (api, q) = (api.clone(), q.clone());
-        move |login: String| {
+        move |mut logins: Vec<String>| {
             let (api, q) = (api.clone(), q.clone());
-            async move {
-                match api.client.get(&q, &format!("{}/users/{login}", api.base), &[]).await {
-                    Ok(resp) => Ok(Some(resp.body)),
-                    Err(ConnectorError::Upstream { status: 404, .. }) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            }
+            logins.sort();
+            let chunks: Vec<Vec<String>> = logins.chunks(graphql::LOGINS_PER_QUERY).map(<[String]>::to_vec).collect();
+            stream::iter(chunks)
+                .map(move |chunk| {
+                    let (api, q) = (api.clone(), q.clone());
+                    async move { graphql::owners(&api, &q, &chunk).await }
+                })
+                .buffered(concurrency)
         }
     };
     if let Some(logins) = logins {
-        return stream::iter(logins).map(detail).buffered(concurrency).map_ok(|u| u.into_iter().collect()).boxed();
+        return details_of(logins).boxed();
     }
     let per_page = limit.map_or(PER_PAGE, |l| l.clamp(1, PER_PAGE));
     let pages = omnisql_connector::pagination::follow(move |next: Option<String>| {
@@ -776,11 +800,7 @@ fn users(
         .map_ok(move |rows| {
             let logins: Vec<String> =
                 rows.iter().filter_map(|r| r.get("login").and_then(Value::as_str).map(str::to_string)).collect();
-            stream::iter(logins)
-                .map(detail.clone())
-                .buffered(concurrency)
-                .try_filter_map(|u| async move { Ok(u) })
-                .try_collect::<Vec<Value>>()
+            details_of(logins).try_concat()
         })
         .try_buffered(1)
         .boxed()
