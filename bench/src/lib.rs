@@ -78,8 +78,10 @@ pub struct BenchOptions {
     pub naive_iterations: usize,
     /// Client connections running a workload at once.
     pub concurrency: usize,
-    /// The sustained multi-tenant mix: target rate, tenants, seconds (0 skips it).
-    pub mix_rate: u32,
+    /// The sustained multi-tenant mix: target rates (each run in turn, lowest first, until one is not
+    /// held: the last held is the knee), tenants, seconds (0 skips it). The noisy-neighbour run uses
+    /// the first rate.
+    pub mix_rates: Vec<u32>,
     pub mix_tenants: usize,
     pub mix_seconds: f64,
     /// Skip the naive baseline.
@@ -100,7 +102,7 @@ impl BenchOptions {
             iterations: 3,
             naive_iterations: 2,
             concurrency: 2,
-            mix_rate: 50,
+            mix_rates: vec![50],
             mix_tenants: 4,
             mix_seconds: 1.0,
             skip_naive: false,
@@ -391,7 +393,7 @@ async fn neighbour(
     tenants: usize,
 ) -> Result<NeighbourResult, BenchError> {
     let queries = workloads::mix(world);
-    let rate = options.mix_rate;
+    let rate = options.mix_rates.first().copied().unwrap_or(0);
     // A first, unmeasured pass warms these tenants' sessions and caches, so both measured passes start alike.
     mix(plane, &queries, rate, 1..tenants, options.mix_seconds / 2.0).await?;
     let (unloaded, _) = mix(plane, &queries, rate, 1..tenants, options.mix_seconds).await?;
@@ -497,12 +499,22 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
             report.samples_ms.insert(format!("{}/{engine}", w.name), m.samples);
             report.workloads.push(m.result);
         }
-        if !naive && options.mix_seconds > 0.0 && options.mix_rate > 0 {
-            let (mut result, samples) =
-                mix(&plane, &workloads::mix(&sandbox.world), options.mix_rate, 0..tenants, options.mix_seconds).await?;
-            result.engine = engine;
-            report.samples_ms.insert(format!("sustained_mix/{engine}"), samples);
-            report.mix.push(result);
+        let mut rates: Vec<u32> = options.mix_rates.iter().copied().filter(|r| *r > 0).collect();
+        rates.sort_unstable();
+        if !naive && options.mix_seconds > 0.0 && !rates.is_empty() {
+            for (i, rate) in rates.iter().enumerate() {
+                let (mut result, samples) =
+                    mix(&plane, &workloads::mix(&sandbox.world), *rate, 0..tenants, options.mix_seconds).await?;
+                result.engine = engine;
+                let held = result.rate_held;
+                let key = if i == 0 { format!("sustained_mix/{engine}") } else { format!("sustained_mix_{rate}/{engine}") };
+                report.samples_ms.insert(key, samples);
+                report.mix.push(result);
+                // Past the knee every higher rate only queues more.
+                if !held {
+                    break;
+                }
+            }
             if tenants > 1 {
                 report.neighbour = Some(neighbour(&plane, &sandbox.world, options, tenants).await?);
             }

@@ -113,6 +113,25 @@ pub fn table(r: &Report) -> String {
             );
         }
     }
+    if r.mix.len() > 1 {
+        match r.mix.iter().filter(|m| m.rate_held).max_by_key(|m| m.target_qps) {
+            Some(k) => {
+                let _ = writeln!(
+                    s,
+                    "\nknee: {} QPS is the highest rate held (p99 {:.1} ms); {}",
+                    k.target_qps,
+                    k.p99_ms,
+                    match r.mix.iter().find(|m| !m.rate_held) {
+                        Some(m) => format!("{} QPS was not ({:.0} achieved, {} errors)", m.target_qps, m.achieved_qps, m.errors),
+                        None => "every rate tried was held".into(),
+                    }
+                );
+            }
+            None => {
+                let _ = writeln!(s, "\nknee: below {} QPS (no rate tried was held)", r.mix[0].target_qps);
+            }
+        }
+    }
     if let Some(n) = &r.neighbour {
         let _ = writeln!(
             s,

@@ -31,9 +31,10 @@ pub struct BenchArgs {
     /// Client connections per workload.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
-    /// Sustained mix: target queries per second (0 skips it).
-    #[arg(long, default_value_t = 1000)]
-    rate: u32,
+    /// Sustained mix: target queries per second (0 skips it); several (`1000,2000,4000`) are run in
+    /// turn until one is not held, and the report names the knee (the highest held).
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
+    rate: Vec<u32>,
     /// Sustained mix: tenants.
     #[arg(long, default_value_t = 20)]
     tenants: usize,
@@ -68,7 +69,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
             iterations: args.iterations,
             naive_iterations: args.naive_iterations,
             concurrency: args.concurrency,
-            mix_rate: args.rate,
+            mix_rates: args.rate.clone(),
             mix_tenants: args.tenants,
             mix_seconds: args.seconds,
             skip_naive: args.skip_naive,

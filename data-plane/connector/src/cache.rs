@@ -9,6 +9,8 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
+use crate::flights::Flights;
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     pub tenant: String,
@@ -26,8 +28,13 @@ pub struct CacheStats {
     pub misses: u64,
     /// Stale entries confirmed current by the API (304), at no quota cost.
     pub revalidations: u64,
-    /// Upstream calls avoided (hits) or made free (revalidations).
+    /// Upstream calls avoided (hits, answers shared in flight) or made free (revalidations).
     pub saved_calls: u64,
+    /// Answers taken from an identical request already in flight (possibly another tenant's with the
+    /// same credential) instead of asking again.
+    pub coalesced: u64,
+    /// Popular entries fetched again in the background before they grew too old, so no query waited.
+    pub refreshed_ahead: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +46,8 @@ pub struct Cached {
     pub fetched_at: Instant,
     pub fetched_wall: SystemTime,
     pub etag: Option<String>,
+    /// Times the entry was read since it was stored: refresh-ahead keeps only popular entries warm.
+    pub hits: u64,
 }
 
 #[derive(Debug)]
@@ -62,11 +71,22 @@ struct Inner {
 pub struct ResponseCache {
     max_bytes: usize,
     inner: Mutex<Inner>,
+    flights: Arc<Flights>,
 }
 
 impl ResponseCache {
     pub fn new(max_bytes: usize) -> Arc<Self> {
-        Arc::new(ResponseCache { max_bytes, inner: Mutex::new(Inner::default()) })
+        Arc::new(ResponseCache { max_bytes, inner: Mutex::new(Inner::default()), flights: Flights::new() })
+    }
+
+    /// Requests in flight, shared by every client of this cache.
+    pub fn flights(&self) -> &Arc<Flights> {
+        &self.flights
+    }
+
+    /// The entry's etag, without counting a use.
+    pub fn etag(&self, key: &CacheKey) -> Option<String> {
+        self.lock().entries.get(key).and_then(|e| e.cached.etag.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -79,6 +99,7 @@ impl ResponseCache {
         let tick = inner.tick;
         let entry = inner.entries.get_mut(key)?;
         let old = std::mem::replace(&mut entry.tick, tick);
+        entry.cached.hits += 1;
         let cached = entry.cached.clone();
         inner.order.remove(&old);
         inner.order.insert(tick, key.clone());
@@ -100,7 +121,7 @@ impl ResponseCache {
             inner.order.remove(&old.tick);
             inner.bytes -= old.size;
         }
-        let cached = Cached { status, headers, body, fetched_at: Instant::now(), fetched_wall: SystemTime::now(), etag };
+        let cached = Cached { status, headers, body, fetched_at: Instant::now(), fetched_wall: SystemTime::now(), etag, hits: 0 };
         inner.entries.insert(key.clone(), Entry { cached, size, tick });
         inner.order.insert(tick, key);
         inner.bytes += size;

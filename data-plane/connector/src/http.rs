@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use crate::cache::{CacheKey, ResponseCache};
 use crate::error::{ConnectorError, Result};
 use crate::factory::ConnectorContext;
+use crate::flights::{self, FlightKey, Landed, Role};
 use crate::governor::{BucketKey, BucketSpec, Denied, Governor, Observed, Requester};
 
 /// How a connection talks HTTP.
@@ -80,6 +81,8 @@ pub struct Freshness {
 
 /// At most this many requests are remembered per query (all are counted).
 const LOG_LIMIT: usize = 1000;
+/// How long a background cache refresh may take before it gives up.
+const REFRESH_DEADLINE: Duration = Duration::from_secs(30);
 
 impl QueryContext {
     pub fn with_deadline(deadline: Option<Instant>) -> Self {
@@ -329,8 +332,25 @@ impl ApiClient {
     /// `GET url?params`: from the cache when an answer is as fresh as the query accepts, revalidated
     /// when the API supports it, else from the API (governed).
     pub async fn get(&self, q: &QueryContext, url: &str, params: &[(String, String)]) -> Result<ApiResponse> {
+        self.read(q, url, params, None).await
+    }
+
+    /// `POST url` with a JSON body that only reads (a GraphQL query): cached and governed like a GET,
+    /// the body part of the cache key.
+    pub async fn post_read(&self, q: &QueryContext, url: &str, body: &Value) -> Result<ApiResponse> {
+        let body = bytes::Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+        self.read(q, url, &[], Some(body)).await
+    }
+
+    async fn read(
+        &self,
+        q: &QueryContext,
+        url: &str,
+        params: &[(String, String)],
+        body: Option<bytes::Bytes>,
+    ) -> Result<ApiResponse> {
         let Some(scope) = &self.cache else {
-            return match self.send(q, url, params, None).await? {
+            return match self.send(q, url, params, body.as_ref(), None).await? {
                 Fetched::Fresh(r, _) => Ok(r),
                 Fetched::NotModified => Err(self.unexpected_304()),
             };
@@ -341,23 +361,53 @@ impl ApiClient {
             tenant: scope.tenant.clone(),
             connection: self.connection.clone(),
             credential: scope.credential,
-            request: format!("GET {}", display_url(url, &sorted)),
+            request: match &body {
+                None => format!("GET {}", display_url(url, &sorted)),
+                Some(b) => format!("POST {} {}", display_url(url, &sorted), String::from_utf8_lossy(b)),
+            },
         };
         let allowed = q.max_staleness.unwrap_or(scope.ttl);
         let cached = scope.cache.get(&key);
         if let Some(c) = &cached {
-            if c.fetched_at.elapsed() <= allowed && !allowed.is_zero() {
+            let age = c.fetched_at.elapsed();
+            if age <= allowed && !allowed.is_zero() {
                 scope.cache.count(&scope.tenant, |s| {
                     s.hits += 1;
                     s.saved_calls += 1;
                 });
                 q.cache_hits.fetch_add(1, Ordering::Relaxed);
                 q.observe_age(&self.connection, c.fetched_wall);
-                return self.revive(c, url);
+                // Past half its time to live, an entry read more than once is fetched again in the
+                // background: the queries after this one find it fresh and do not wait.
+                if c.hits >= 2 && age >= scope.ttl / 2 {
+                    self.refresh_ahead(scope, key, url, params, body);
+                }
+                return self.revive(c.status, &c.headers, &c.body, url);
             }
         }
+        // An identical request in flight answers this one too, unless the query wants data fresher
+        // than the moment that request left.
+        let flight = FlightKey { credential: scope.credential, request: key.request.clone() };
+        let lead = match allowed.is_zero() {
+            true => None,
+            false => match scope.cache.flights().join(flight) {
+                Role::Leader(lead) => Some(lead),
+                Role::Follower(slot) => match flights::follow(slot).await {
+                    Some(landed) => {
+                        scope.cache.count(&scope.tenant, |s| {
+                            s.coalesced += 1;
+                            s.saved_calls += 1;
+                        });
+                        q.observe_age(&self.connection, landed.fetched_wall);
+                        return self.revive(landed.status, &landed.headers, &landed.body, url);
+                    }
+                    // The leader gave up (an error, a cancelled query): ask on our own.
+                    None => None,
+                },
+            },
+        };
         let etag = cached.as_ref().and_then(|c| c.etag.clone());
-        match self.send(q, url, params, etag.as_deref()).await? {
+        match self.send(q, url, params, body.as_ref(), etag.as_deref()).await? {
             Fetched::NotModified => {
                 let Some(c) = cached else { return Err(self.unexpected_304()) };
                 scope.cache.refresh(&key);
@@ -366,11 +416,23 @@ impl ApiClient {
                     s.saved_calls += 1;
                 });
                 q.observe_age(&self.connection, SystemTime::now());
-                self.revive(&c, url)
+                if let Some(lead) = lead {
+                    lead.land(Landed {
+                        status: c.status,
+                        headers: c.headers.clone(),
+                        body: c.body.clone(),
+                        fetched_wall: SystemTime::now(),
+                    });
+                }
+                self.revive(c.status, &c.headers, &c.body, url)
             }
             Fetched::Fresh(response, raw) => {
                 scope.cache.count(&scope.tenant, |s| s.misses += 1);
                 q.observe_age(&self.connection, SystemTime::now());
+                if let Some(lead) = lead {
+                    let (status, headers) = (response.status, response.headers.clone());
+                    lead.land(Landed { status, headers, body: raw.clone(), fetched_wall: SystemTime::now() });
+                }
                 if self.dialect.cacheable(url, &response) {
                     scope.cache.put(key, response.status, response.headers.clone(), raw);
                 }
@@ -379,15 +441,64 @@ impl ApiClient {
         }
     }
 
-    /// A cached answer as a response again. The cache keeps the raw body, so its memory bound is exact.
-    fn revive(&self, c: &crate::cache::Cached, url: &str) -> Result<ApiResponse> {
-        let body = serde_json::from_slice(&c.body).map_err(|source| ConnectorError::Malformed {
+    /// Fetches `key` again in the background (at most one such request at a time), charged to the
+    /// tenant's quota like any request; identical requests arriving meanwhile wait for it.
+    fn refresh_ahead(
+        &self,
+        scope: &CacheScope,
+        key: CacheKey,
+        url: &str,
+        params: &[(String, String)],
+        body: Option<bytes::Bytes>,
+    ) {
+        let flight = FlightKey { credential: scope.credential, request: key.request.clone() };
+        if scope.cache.flights().in_flight(&flight) {
+            return;
+        }
+        let Role::Leader(lead) = scope.cache.flights().join(flight) else { return };
+        let (client, scope, url, params) = (self.clone(), scope.clone(), url.to_string(), params.to_vec());
+        tokio::spawn(async move {
+            let q = QueryContext {
+                principal: "(cache refresh)".into(),
+                ..QueryContext::with_deadline(Some(Instant::now() + REFRESH_DEADLINE))
+            };
+            let etag = scope.cache.etag(&key);
+            match client.send(&q, &url, &params, body.as_ref(), etag.as_deref()).await {
+                Ok(Fetched::NotModified) => {
+                    scope.cache.refresh(&key);
+                    scope.cache.count(&scope.tenant, |s| s.refreshed_ahead += 1);
+                    // Waiters read the entry the 304 confirmed.
+                    drop(lead);
+                }
+                Ok(Fetched::Fresh(response, raw)) => {
+                    scope.cache.count(&scope.tenant, |s| s.refreshed_ahead += 1);
+                    lead.land(Landed {
+                        status: response.status,
+                        headers: response.headers.clone(),
+                        body: raw.clone(),
+                        fetched_wall: SystemTime::now(),
+                    });
+                    if client.dialect.cacheable(&url, &response) {
+                        scope.cache.put(key, response.status, response.headers, raw);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(connection = %client.connection, error = %e, "cache refresh failed; the entry ages as before")
+                }
+            }
+        });
+    }
+
+    /// A kept answer (cached, or shared in flight) as a response again: the raw body is what is kept,
+    /// so the cache's memory bound is exact.
+    fn revive(&self, status: StatusCode, headers: &HeaderMap, raw: &bytes::Bytes, url: &str) -> Result<ApiResponse> {
+        let body = serde_json::from_slice(raw).map_err(|source| ConnectorError::Malformed {
             app: self.dialect.app(),
             connection: self.connection.clone(),
             url: url.to_string(),
             source,
         })?;
-        Ok(ApiResponse { status: c.status, headers: c.headers.clone(), body })
+        Ok(ApiResponse { status, headers: headers.clone(), body })
     }
 
     fn unexpected_304(&self) -> ConnectorError {
@@ -465,6 +576,7 @@ impl ApiClient {
         q: &QueryContext,
         url: &str,
         params: &[(String, String)],
+        body: Option<&bytes::Bytes>,
         if_none_match: Option<&str>,
     ) -> Result<Fetched> {
         let app = self.dialect.app();
@@ -512,10 +624,13 @@ impl ApiClient {
                     .acquire()
                     .await
                     .map_err(|_| ConnectorError::DeadlineExceeded { app, connection: self.connection.clone() })?;
-                q.record(format!("GET {shown}"));
+                q.record(format!("{} {shown}", if body.is_some() { "POST" } else { "GET" }));
                 let send = async {
-                    let mut req =
-                        self.http.get(url).query(params).headers(self.headers.clone()).header("authorization", authorization);
+                    let mut req = match body {
+                        None => self.http.get(url),
+                        Some(b) => self.http.post(url).header("content-type", "application/json").body(b.clone()),
+                    };
+                    req = req.query(params).headers(self.headers.clone()).header("authorization", authorization);
                     if let Some(etag) = if_none_match {
                         req = req.header("if-none-match", etag);
                     }

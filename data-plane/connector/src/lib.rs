@@ -14,6 +14,7 @@ pub mod cache;
 pub mod error;
 pub mod factory;
 pub mod filter;
+pub mod flights;
 pub mod governor;
 pub mod http;
 pub mod join_keys;

@@ -104,6 +104,8 @@ impl SystemSchema {
                     ("misses", one(s.misses)),
                     ("revalidations", one(s.revalidations)),
                     ("saved_calls", one(s.saved_calls)),
+                    ("coalesced", one(s.coalesced)),
+                    ("refreshed_ahead", one(s.refreshed_ahead)),
                 ])?
             }
             "rate_limits" => {

@@ -126,3 +126,51 @@ async fn the_system_schema_shows_the_tenants_cache_and_rate_limits_only() {
     let (batches, _) = engine.query(&other, "SELECT hits FROM omnisql.cache_stats").await.unwrap();
     assert!(pretty(&batches).contains("| 0    |"), "another tenant sees its own, empty, statistics");
 }
+
+/// Identical questions at once, from two tenants that share a credential: each upstream request is
+/// made once, the other queries take its answer as it lands.
+#[tokio::test]
+async fn identical_requests_in_flight_are_asked_once_across_queries_and_tenants() {
+    let mut config = SandboxConfig::default();
+    config.github.latency = omnisql_sandbox::Latency { fixed_ms: 300, jitter_pct: 0.0 };
+    let sb = sandbox(config).await;
+    let sql = "SELECT count(*) AS n FROM github.issues WHERE repo_full_name = 'acme/api'";
+    let (expected, _, single) = run(&engine(&sb, true), sql).await;
+    let cached = cached_engine(&sb);
+    let before = upstream_total(&sb).await;
+    let (acme, other) = (caller(), Caller::new("other", "someone"));
+    let answers = futures::future::join_all((0..6).map(|i| cached.query(if i % 2 == 0 { &acme } else { &other }, sql))).await;
+    for answer in answers {
+        assert_eq!(pretty(&answer.unwrap().0), expected);
+    }
+    assert_eq!(upstream_total(&sb).await - before, single, "six queries cost what one does");
+    let coalesced =
+        cached.cache_stats(&TenantId("acme".into())).coalesced + cached.cache_stats(&TenantId("other".into())).coalesced;
+    assert!(coalesced >= 1, "answers were shared in flight");
+}
+
+/// An entry read again past half its time to live is fetched in the background, so a query after the
+/// original expiry still finds it fresh and makes no request.
+#[tokio::test]
+async fn popular_entries_are_refreshed_ahead_of_expiry_so_queries_do_not_wait() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let connections: Vec<_> =
+        sb.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
+    let mut tenant = testing::single_tenant("acme", "tester", TOKEN, connections);
+    for c in &mut tenant.connections {
+        c.cache_ttl_seconds = Some(2);
+    }
+    let engine = Engine::new(&testing::config(vec![tenant]), EngineOptions::default()).unwrap();
+    let sql = "SELECT count(*) AS n FROM github.repos";
+    let started = std::time::Instant::now();
+    let (expected, _, requests) = run(&engine, sql).await;
+    assert!(requests > 0);
+    assert_eq!(run(&engine, sql).await.2, 0);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(run(&engine, sql).await.2, 0, "still within the time to live; this read starts a refresh");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(engine.cache_stats(&TenantId("acme".into())).refreshed_ahead >= 1);
+    tokio::time::sleep(std::time::Duration::from_millis(2300).saturating_sub(started.elapsed())).await;
+    let (again, _, requests) = run(&engine, sql).await;
+    assert_eq!((again, requests), (expected, 0), "past the first answer's expiry, the refreshed entry answers");
+}
