@@ -8,6 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::Statistics;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -118,6 +120,13 @@ pub trait ApiTable: Send + Sync + Debug + 'static {
     /// the scan starts at once, in parallel with the join's build side.
     fn keys_worth_waiting_for(&self, _column: &str) -> bool {
         false
+    }
+    /// Rows the scan will return, as far as the connector knows before asking: `Exact` where the API
+    /// said, `Inexact` for an estimate or a bound; `Absent` (the default) when unknown. DataFusion builds a
+    /// join's hash table from the side with fewer rows when both sides know theirs, so the small side's
+    /// keys are what reaches the large side's API.
+    fn estimated_rows(&self, _scan: &ScanRequest) -> Precision<usize> {
+        Precision::Absent
     }
     /// The rows, a page at a time.
     fn fetch(&self, scan: ScanRequest, query: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>>;
@@ -333,6 +342,16 @@ impl DisplayAs for ApiScanExec {
 impl ExecutionPlan for ApiScanExec {
     fn name(&self) -> &str {
         "ApiScanExec"
+    }
+
+    /// The connector's row estimate, so join order follows the sizes of the apps' answers.
+    fn partition_statistics(&self, _partition: Option<usize>) -> DfResult<Arc<Statistics>> {
+        let mut stats = Statistics::new_unknown(&self.schema());
+        stats.num_rows = self.table.estimated_rows(&self.request);
+        if let Some(limit) = self.request.limit {
+            stats.num_rows = stats.num_rows.min(&Precision::Exact(limit)).to_inexact();
+        }
+        Ok(Arc::new(stats))
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {

@@ -199,3 +199,42 @@ async fn salesforce_waits_for_join_keys_once_an_object_is_known_to_be_large() {
     println!("{first_requests} requests before the size is known, {second_requests} after");
     assert!(second_requests < first_requests, "{second_requests} < {first_requests}");
 }
+
+/// Join order follows the connectors' row estimates: written with the large side first, the join still
+/// builds from the few users (their logins are pinned) once Salesforce has said how many contacts there
+/// are, and the users' emails reach SOQL — the same rows and requests as the query written the other way.
+#[tokio::test]
+async fn the_side_with_fewer_rows_builds_whatever_the_order_written() {
+    let sb = sandbox(SandboxConfig { scale: 60, ..SandboxConfig::default() }).await;
+    let customers: Vec<String> = sb
+        .world
+        .github_users
+        .iter()
+        .filter(|u| u.email.as_ref().is_some_and(|e| sb.world.contacts.iter().any(|c| &c.email == e)))
+        .map(|u| format!("'{}'", u.login))
+        .take(3)
+        .collect();
+    let logins = customers.join(", ");
+    let small_first = format!(
+        "SELECT gu.login, c.id FROM github.users gu JOIN salesforce.contact c ON c.email = gu.email WHERE gu.login IN ({logins}) ORDER BY 1, 2"
+    );
+    let large_first = format!(
+        "SELECT gu.login, c.id FROM salesforce.contact c JOIN github.users gu ON c.email = gu.email WHERE gu.login IN ({logins}) ORDER BY 1, 2"
+    );
+    let pushed = engine(&sb, true);
+    // The first run learns the size of the contact object (an unfiltered scan reads every page).
+    let (unknown, rows, unknown_requests) = run(&pushed, &large_first).await;
+    assert_eq!(rows, 3);
+    let (known, _, known_requests) = run(&pushed, &large_first).await;
+    let (reference, _, reference_requests) = run(&pushed, &small_first).await;
+    assert_eq!((&known, &unknown), (&reference, &reference));
+    let (plan, _, _) = run(&pushed, &format!("EXPLAIN {large_first}")).await;
+    println!(
+        "{unknown_requests} requests before the size is known, {known_requests} after, {reference_requests} written small side first\n{plan}"
+    );
+    // Built from the users; the contact scan is the probe side, keyed by their emails.
+    let users = plan.find("table=github.users").unwrap();
+    let contacts = plan.find("table=salesforce.contact").unwrap();
+    assert!(users < contacts && plan[contacts..].lines().next().unwrap().contains("join_keys=dynamic"), "{plan}");
+    assert!(known_requests < unknown_requests && known_requests == reference_requests);
+}

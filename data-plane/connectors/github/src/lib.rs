@@ -34,6 +34,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
+use datafusion::common::stats::Precision;
 use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use omnisql_connector::filter::{self, pinned_texts};
@@ -643,6 +644,14 @@ impl ApiTable for GithubTable {
                 v.push(format!("GET {}{} per repository (all pages)", self.path("{repo}"), query(&per_page)));
                 v
             }
+        }
+    }
+
+    /// Users by login: at most one row per login.
+    fn estimated_rows(&self, scan: &ScanRequest) -> Precision<usize> {
+        match (self.kind, pinned_texts(&scan.filters, "login")) {
+            (TableKind::Users, Some(logins)) => Precision::Inexact(logins.len()),
+            _ => Precision::Absent,
         }
     }
 

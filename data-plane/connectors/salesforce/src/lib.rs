@@ -575,6 +575,13 @@ impl ApiTable for SObjectTable {
         let records = self.records.load(std::sync::atomic::Ordering::Relaxed);
         records != u64::MAX && records > RECORDS_PER_PAGE
     }
+    /// The object's size once an unfiltered query has told it (a bound for a filtered scan).
+    fn estimated_rows(&self, _scan: &ScanRequest) -> datafusion::common::stats::Precision<usize> {
+        match self.records.load(std::sync::atomic::Ordering::Relaxed) {
+            u64::MAX => datafusion::common::stats::Precision::Absent,
+            n => datafusion::common::stats::Precision::Inexact(n as usize),
+        }
+    }
     fn fetch(&self, scan: ScanRequest, q: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>> {
         let parts = match self.split(&scan) {
             Ok(parts) => parts,
