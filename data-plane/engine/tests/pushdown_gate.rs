@@ -118,20 +118,25 @@ async fn slack_results_are_identical_with_and_without_pushdown() {
     assert!(with < without, "pushdown saved no Slack requests ({with} vs {without})");
 }
 
+/// Three GitHub users who are also Salesforce contacts (same email), as a quoted SQL list.
+fn customer_logins(w: &omnisql_sandbox::World) -> String {
+    let customers: Vec<String> = w
+        .github_users
+        .iter()
+        .filter(|u| u.email.as_ref().is_some_and(|e| w.contacts.iter().any(|c| &c.email == e)))
+        .map(|u| format!("'{}'", u.login))
+        .take(3)
+        .collect();
+    assert_eq!(customers.len(), 3, "the world has GitHub users who are Salesforce contacts");
+    customers.join(", ")
+}
+
 /// A hash join's build-side keys reach the probe side's API (SOQL `IN`, GitHub users by login): the same
 /// rows as without pushdown, and far fewer requests.
 #[tokio::test]
 async fn join_keys_reach_the_probe_side_api_with_identical_results() {
     let w = omnisql_sandbox::World::generate(42, 1);
-    let customers: Vec<&str> = w
-        .github_users
-        .iter()
-        .filter(|u| u.email.as_ref().is_some_and(|e| w.contacts.iter().any(|c| &c.email == e)))
-        .map(|u| u.login.as_str())
-        .take(3)
-        .collect();
-    assert_eq!(customers.len(), 3, "the world has GitHub users who are Salesforce contacts");
-    let logins = customers.iter().map(|l| format!("'{l}'")).collect::<Vec<_>>().join(", ");
+    let logins = customer_logins(&w);
     let queries = vec![
         // Probe: Salesforce contacts, keyed by the users' emails.
         format!(
@@ -180,17 +185,9 @@ async fn the_readme_join_keeps_its_rows_with_fewer_requests() {
 async fn salesforce_waits_for_join_keys_once_an_object_is_known_to_be_large() {
     let sb = sandbox(SandboxConfig { scale: 60, ..SandboxConfig::default() }).await;
     assert!(sb.world.contacts.len() > 2000, "{} contacts", sb.world.contacts.len());
-    let customers: Vec<String> = sb
-        .world
-        .github_users
-        .iter()
-        .filter(|u| u.email.as_ref().is_some_and(|e| sb.world.contacts.iter().any(|c| &c.email == e)))
-        .map(|u| format!("'{}'", u.login))
-        .take(3)
-        .collect();
     let sql = format!(
         "SELECT gu.login, c.id FROM github.users gu JOIN salesforce.contact c ON c.email = gu.email WHERE gu.login IN ({}) ORDER BY 1, 2",
-        customers.join(", ")
+        customer_logins(&sb.world)
     );
     let pushed = engine(&sb, true);
     let (first, rows, first_requests) = run(&pushed, &sql).await;
@@ -206,15 +203,7 @@ async fn salesforce_waits_for_join_keys_once_an_object_is_known_to_be_large() {
 #[tokio::test]
 async fn the_side_with_fewer_rows_builds_whatever_the_order_written() {
     let sb = sandbox(SandboxConfig { scale: 60, ..SandboxConfig::default() }).await;
-    let customers: Vec<String> = sb
-        .world
-        .github_users
-        .iter()
-        .filter(|u| u.email.as_ref().is_some_and(|e| sb.world.contacts.iter().any(|c| &c.email == e)))
-        .map(|u| format!("'{}'", u.login))
-        .take(3)
-        .collect();
-    let logins = customers.join(", ");
+    let logins = customer_logins(&sb.world);
     let small_first = format!(
         "SELECT gu.login, c.id FROM github.users gu JOIN salesforce.contact c ON c.email = gu.email WHERE gu.login IN ({logins}) ORDER BY 1, 2"
     );
