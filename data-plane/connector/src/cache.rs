@@ -84,9 +84,9 @@ impl ResponseCache {
         &self.flights
     }
 
-    /// The entry's etag, without counting a use.
-    pub fn etag(&self, key: &CacheKey) -> Option<String> {
-        self.lock().entries.get(key).and_then(|e| e.cached.etag.clone())
+    /// The entry, without counting a use (a background refresh is not a reader).
+    pub fn peek(&self, key: &CacheKey) -> Option<Cached> {
+        self.lock().entries.get(key).map(|e| e.cached.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -462,13 +462,15 @@ impl ApiClient {
                 principal: "(cache refresh)".into(),
                 ..QueryContext::with_deadline(Some(Instant::now() + REFRESH_DEADLINE))
             };
-            let etag = scope.cache.etag(&key);
+            let etag = scope.cache.peek(&key).and_then(|c| c.etag);
             match client.send(&q, &url, &params, body.as_ref(), etag.as_deref()).await {
                 Ok(Fetched::NotModified) => {
                     scope.cache.refresh(&key);
                     scope.cache.count(&scope.tenant, |s| s.refreshed_ahead += 1);
-                    // Waiters read the entry the 304 confirmed.
-                    drop(lead);
+                    // Waiters get the entry the 304 confirmed (if it was evicted meanwhile, they ask).
+                    if let Some(c) = scope.cache.peek(&key) {
+                        lead.land(Landed { status: c.status, headers: c.headers, body: c.body, fetched_wall: c.fetched_wall });
+                    }
                 }
                 Ok(Fetched::Fresh(response, raw)) => {
                     scope.cache.count(&scope.tenant, |s| s.refreshed_ahead += 1);
