@@ -168,8 +168,11 @@ async fn popular_entries_are_refreshed_ahead_of_expiry_so_queries_do_not_wait() 
     assert_eq!(run(&engine, sql).await.2, 0);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(run(&engine, sql).await.2, 0, "still within the time to live; this read starts a refresh");
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(engine.cache_stats(&TenantId("acme".into())).refreshed_ahead >= 1);
+    // The refresh runs in the background: wait for it (it must land before the first answer expires).
+    while engine.cache_stats(&TenantId("acme".into())).refreshed_ahead == 0 {
+        assert!(started.elapsed() < std::time::Duration::from_millis(1900), "no refresh before the first answer expired");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     tokio::time::sleep(std::time::Duration::from_millis(2300).saturating_sub(started.elapsed())).await;
     let (again, _, requests) = run(&engine, sql).await;
     assert_eq!((again, requests), (expected, 0), "past the first answer's expiry, the refreshed entry answers");
