@@ -162,6 +162,8 @@ async fn popular_entries_are_refreshed_ahead_of_expiry_so_queries_do_not_wait() 
     }
     let engine = Engine::new(&testing::config(vec![tenant]), EngineOptions::default()).unwrap();
     let sql = "SELECT count(*) AS n FROM github.repos";
+    // Real time, not a paused clock: the cache ages entries by `std::time::Instant`, and a TTL is whole
+    // seconds, so the test waits past half of it and past the first answer's expiry.
     let started = std::time::Instant::now();
     let (expected, _, requests) = run(&engine, sql).await;
     assert!(requests > 0);
