@@ -184,6 +184,8 @@ def test_pyarrow_flight_client_reads_results(dev):
 
 
 def test_results_say_how_fresh_each_source_is_and_repeats_come_from_cache(dev):
+    """Freshness per source in the last message's metadata; a repeat is a kept result, a variation reads
+    the API cache."""
     from pyarrow import flight
 
     from google_any import statement_descriptor
@@ -210,7 +212,14 @@ def test_results_say_how_fresh_each_source_is_and_repeats_come_from_cache(dev):
     assert first["api_requests"] > 0 and first["cache_hits"] == 0
     assert all(f["oldest_age_seconds"] < 5 for f in first["freshness"].values())
     again = run("SET omnisql.max_staleness = '10 minutes'; " + sql)
-    assert again["api_requests"] == 0 and again["cache_hits"] > 0
+    # The same question again: answered by the kept result, which says how old its data is.
+    assert again["api_requests"] == 0 and again["kept_result"] is True
+    assert set(again["freshness"]) == set(first["freshness"])
+    for source, f in first["freshness"].items():
+        assert abs(again["freshness"][source]["as_of_unix"] - f["as_of_unix"]) < 0.01
+    # Another question over the same data reads the cached API answers.
+    other = run("SET omnisql.max_staleness = '10 minutes'; " + sql + " WHERE o.amount > 0")
+    assert other["api_requests"] == 0 and other["cache_hits"] > 0 and other["kept_result"] is False
 
 
 def test_set_max_staleness_lasts_for_the_connection(conn, dev):

@@ -86,6 +86,10 @@ pub struct BenchOptions {
     pub mix_seconds: f64,
     /// Skip the naive baseline.
     pub skip_naive: bool,
+    /// Only these workloads (by name); all when empty.
+    pub workloads: Vec<String>,
+    /// Data planes keep results of repeated statements (off: the baseline for them).
+    pub kept_results: bool,
     /// A Python with dlt and DuckDB, for the outside baseline (skipped when absent).
     pub dlt_python: Option<PathBuf>,
     pub out_dir: PathBuf,
@@ -106,6 +110,8 @@ impl BenchOptions {
             mix_tenants: 4,
             mix_seconds: 1.0,
             skip_naive: false,
+            workloads: Vec::new(),
+            kept_results: true,
             dlt_python: None,
             out_dir,
             omnisql_bin,
@@ -185,6 +191,8 @@ pub struct Report {
     pub latency_model: LatencyModel,
     pub scale: u32,
     pub cores: usize,
+    /// Whether the data planes kept results of repeated statements.
+    pub kept_results: bool,
     pub workloads: Vec<WorkloadResult>,
     pub mix: Vec<MixResult>,
     pub neighbour: Option<NeighbourResult>,
@@ -469,6 +477,7 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
         latency_model: options.latency,
         scale: options.scale,
         cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        kept_results: options.kept_results,
         workloads: Vec::new(),
         mix: Vec::new(),
         neighbour: None,
@@ -479,11 +488,12 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
     let engines: &[(&'static str, bool)] =
         if options.skip_naive { &[("omnisql", false)] } else { &[("omnisql", false), ("naive", true)] };
     for &(engine, naive) in engines {
-        let plane = DataPlane::start(&options.omnisql_bin, &config_path, naive).await?;
+        let plane = DataPlane::start(&options.omnisql_bin, &config_path, naive, options.kept_results).await?;
         // Cold: the first query of a fresh data plane (logins, object discovery); then warm.
         let runs = if naive { options.naive_iterations } else { options.iterations };
         // Cold is the first question of a fresh data plane; warm repeats it, and may use the cache.
-        let join = workloads.iter().find(|w| w.name == "join_3_sources").cloned();
+        let selected = |name: &str| options.workloads.is_empty() || options.workloads.iter().any(|w| w == name);
+        let join = workloads.iter().find(|w| w.name == "join_3_sources" && selected(w.name)).cloned();
         if let Some(w) = &join {
             for (name, n) in [("cold_join_3_sources", 1), ("warm_join_3_sources", runs)] {
                 let m = measure(&http, &sandbox, &plane, engine, name, &w.sql, n, 1, limit(w), w.selective).await?;
@@ -492,7 +502,7 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
             }
         }
         // Every other workload asks for fresh data: the federated path itself, not the cache.
-        for w in &workloads {
+        for w in workloads.iter().filter(|w| selected(w.name)) {
             let sql = format!("SET omnisql.max_staleness = '0'; {}", w.sql);
             let m =
                 measure(&http, &sandbox, &plane, engine, w.name, &sql, runs, options.concurrency, limit(w), w.selective).await?;

@@ -20,8 +20,9 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
-    /// Starts `bin data-plane --config config` on a free port; `naive` selects the baseline engine.
-    pub async fn start(bin: &Path, config: &Path, naive: bool) -> Result<DataPlane, BenchError> {
+    /// Starts `bin data-plane --config config` on a free port; `naive` selects the baseline engine,
+    /// `kept_results: false` turns kept results off.
+    pub async fn start(bin: &Path, config: &Path, naive: bool, kept_results: bool) -> Result<DataPlane, BenchError> {
         let mut cmd = Command::new(bin);
         cmd.args(["data-plane", "--flight-addr", "127.0.0.1:0", "--config"]).arg(config);
         // Each data plane keeps its own audit outbox.
@@ -30,6 +31,9 @@ impl DataPlane {
         cmd.arg("--memory-limit").arg(MEMORY_LIMIT.to_string());
         if naive {
             cmd.arg("--naive");
+        }
+        if !kept_results {
+            cmd.arg("--result-cache-mib=0");
         }
         cmd.env("OMNISQL_LOG", "warn,omnisql_data_plane::warmup=info")
             .stdin(Stdio::null())

@@ -204,11 +204,12 @@ pub fn write(r: &Report, dir: &Path) -> Result<(), BenchError> {
     let md = format!(
         "# OmniSQL benchmark\n\n![latency distributions](bench.png)\n\nLatency model: {:?}; sandbox scale {}; {} cores. The `naive` engine is OmniSQL with \
          pushdown, prefetch, the cache and parallel requests turned off. Workloads ask for fresh data (`max_staleness = 0`; GitHub pages \
-         are revalidated, which costs round trips but no quota); `warm_join_3_sources` and the sustained mix may use the cache. The physical \
+         are revalidated, which costs round trips but no quota); `warm_join_3_sources` and the sustained mix may use the cache{}. The physical \
          limit is the fewest sequential upstream round trips times the modelled latency.\n\n{}",
         r.latency_model,
         r.scale,
         r.cores,
+        if r.kept_results { " and kept results" } else { " but not kept results (`--no-kept-results`)" },
         table(r)
     );
     put("bench.md", md)?;

@@ -50,6 +50,13 @@ pub struct BenchArgs {
     /// A Python with dlt and DuckDB (`pip install "dlt[duckdb]"`) for the outside baseline.
     #[arg(long, env = "OMNISQL_BENCH_DLT_PYTHON")]
     dlt_python: Option<PathBuf>,
+    /// Run only these workloads (`point_lookup,join_3_sources`; `warm_join_3_sources` and
+    /// `cold_join_3_sources` come with `join_3_sources`); all when not given.
+    #[arg(long, value_delimiter = ',')]
+    workload: Vec<String>,
+    /// Start the data planes without kept results (`--result-cache-mib 0`): the baseline for them.
+    #[arg(long)]
+    no_kept_results: bool,
     /// Where bench.json and bench.md go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -73,6 +80,8 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
             mix_tenants: args.tenants,
             mix_seconds: args.seconds,
             skip_naive: args.skip_naive,
+            workloads: args.workload.clone(),
+            kept_results: !args.no_kept_results,
             dlt_python: args.dlt_python.clone(),
             out_dir: args.out.clone(),
             omnisql_bin: bin,

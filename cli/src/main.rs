@@ -76,6 +76,10 @@ pub(crate) struct EngineArgs {
     /// Memory for cached API answers, in MiB (0 turns the cache off).
     #[arg(long, env = "OMNISQL_CACHE_MIB", default_value_t = 64)]
     cache_mib: usize,
+    /// Memory for recent query results answered again to the same caller while their data is fresh
+    /// enough, in MiB (0 turns them off; so does `--cache-mib 0`).
+    #[arg(long, env = "OMNISQL_RESULT_CACHE_MIB", default_value_t = 16)]
+    result_cache_mib: usize,
     /// Keep rate-limit windows in Redis, so replicas sharing credentials stay within limits together.
     #[arg(long, env = "OMNISQL_REDIS_URL")]
     redis_url: Option<String>,
@@ -127,6 +131,7 @@ impl EngineArgs {
         };
         if !self.naive {
             options.cache_bytes = (self.cache_mib > 0).then_some(self.cache_mib << 20);
+            options.result_cache_bytes = (self.result_cache_mib > 0).then_some(self.result_cache_mib << 20);
         }
         if self.no_join_keys {
             options.scan.join_keys = false;

@@ -104,6 +104,10 @@ impl QueryContext {
     pub fn freshness(&self) -> BTreeMap<String, Freshness> {
         self.freshness.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+    /// Notes that the query used data of `connection` fetched at `fetched` (a kept result's sources).
+    pub fn observe_fetched(&self, connection: &str, fetched: SystemTime) {
+        self.observe_age(connection, fetched)
+    }
     fn observe_age(&self, connection: &str, fetched: SystemTime) {
         let age = SystemTime::now().duration_since(fetched).unwrap_or_default().as_secs_f64();
         let as_of = fetched.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();

@@ -24,6 +24,7 @@ pub mod governed;
 pub use omnisql_policy as policy;
 pub mod guard;
 pub mod resources;
+pub mod results;
 pub mod settings;
 pub mod system;
 pub mod testing;
@@ -125,7 +126,7 @@ impl std::fmt::Display for TenantId {
 }
 
 /// Who runs a query.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Caller {
     pub tenant: TenantId,
     pub principal: String,
@@ -171,6 +172,8 @@ pub struct EngineOptions {
     /// Memory for cached API answers, shared by all tenants (each sees only its own); `None` turns the
     /// cache off.
     pub cache_bytes: Option<usize>,
+    /// Memory for recent query results answered again ([`results`]); `None` turns them off.
+    pub result_cache_bytes: Option<usize>,
     /// Enforce rate limits (the APIs' and the connections' own) with fair scheduling between tenants.
     pub rate_limits: bool,
     /// Fleet-wide windows in Redis, for replicas that share credentials.
@@ -193,6 +196,7 @@ impl EngineOptions {
         let mut options = EngineOptions {
             scan: ScanOptions { pushdown: false, prefetch: false, join_keys: false },
             cache_bytes: None,
+            result_cache_bytes: None,
             ..Default::default()
         };
         options.http.max_concurrency = Some(1);
@@ -217,6 +221,7 @@ impl Default for EngineOptions {
             memory: MemoryLimits::from_environment(),
             target_partitions: 4,
             cache_bytes: Some(64 << 20),
+            result_cache_bytes: Some(16 << 20),
             rate_limits: true,
             shared_limits: None,
             fair_cpu_cores: Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
@@ -252,7 +257,12 @@ struct Tenant {
     policy_plans: Arc<governed::PolicyPlans>,
     /// Slots for the tenant's running statements; kept across configurations unless the limit changes.
     slots: Arc<tokio::sync::Semaphore>,
+    /// Changes whenever the tenant's configuration does: kept results of older ones are never served.
+    generation: u64,
 }
+
+/// Tenant configuration versions, unique in the process.
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// A key the data plane accepts: who it is, and until when.
 #[derive(Debug, Clone)]
@@ -278,6 +288,7 @@ pub struct Engine {
     current: std::sync::RwLock<Arc<TenantSet>>,
     options: EngineOptions,
     cache: Option<Arc<ResponseCache>>,
+    results: Option<Arc<results::ResultCache>>,
     governor: Option<Arc<Governor>>,
     /// When each key (by hash) was last accepted, since the control plane was last told.
     key_uses: Mutex<HashMap<String, i64>>,
@@ -293,24 +304,70 @@ pub struct Engine {
     planned: std::sync::atomic::AtomicU64,
 }
 
-/// A query ready to run: its plan, the context that counts its upstream requests, and its limits.
+/// A query ready to run: its plan (or a kept result), the context that counts its upstream requests,
+/// and its limits.
 #[derive(Debug)]
 pub struct PreparedQuery {
-    pub dataframe: DataFrame,
+    run: Run,
     pub context: Arc<QueryContext>,
     /// When the statement must be done, and the timeout that set it (for the error message).
     pub deadline: Instant,
     pub timeout: Duration,
     slots: Arc<tokio::sync::Semaphore>,
     tenant: TenantId,
+    /// Where the complete result is kept, for a query whose result may be answered again.
+    keep: Option<results::ResultKey>,
+}
+
+#[derive(Debug)]
+enum Run {
+    Plan(DataFrame),
+    /// A kept result; `refresh`: it is popular and aging, to be fetched again in the background.
+    Kept {
+        result: Arc<results::CachedResult>,
+        refresh: Option<Refresh>,
+    },
+}
+
+/// A kept result to fetch again: who asked, what, with which parameters.
+#[derive(Debug)]
+pub struct Refresh {
+    key: results::ResultKey,
+    params: Option<ParamValues>,
 }
 
 impl PreparedQuery {
+    /// The result's schema.
+    pub fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        match &self.run {
+            Run::Plan(df) => Arc::new(df.schema().as_arrow().clone()),
+            Run::Kept { result, .. } => result.schema.clone(),
+        }
+    }
+
+    /// Whether a kept result answers this query (no plan runs, nothing is asked upstream).
+    pub fn from_kept_result(&self) -> bool {
+        matches!(self.run, Run::Kept { .. })
+    }
+
+    /// The kept result answering this query is popular and past half its allowed age: hand this to
+    /// [`Engine::refresh_result`] in the background.
+    pub fn take_refresh(&mut self) -> Option<Refresh> {
+        match &mut self.run {
+            Run::Kept { refresh, .. } => refresh.take(),
+            Run::Plan(_) => None,
+        }
+    }
+
     /// The tables the query reads, as `connection.table`.
     pub fn tables(&self) -> Vec<String> {
         use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+        let df = match &self.run {
+            Run::Plan(df) => df,
+            Run::Kept { result, .. } => return result.tables.clone(),
+        };
         let mut tables = std::collections::BTreeSet::new();
-        let _ = self.dataframe.logical_plan().apply(|node| {
+        let _ = df.logical_plan().apply(|node| {
             if let LogicalPlan::TableScan(scan) = node {
                 let name = &scan.table_name;
                 tables.insert(match name.schema() {
@@ -338,6 +395,7 @@ impl Engine {
         let engine = Engine {
             logs: Arc::default(),
             current: Default::default(),
+            results: options.result_cache_bytes.map(results::ResultCache::new),
             options,
             cache,
             governor,
@@ -399,7 +457,11 @@ impl Engine {
                 }
                 _ => (Arc::new(self.policies_of(t)), Arc::default()),
             };
-            set.tenants.insert(tenant, Tenant { config: t.clone(), schemas, slots, policies, policy_plans });
+            let generation = match previous.tenants.get(&tenant) {
+                Some(old) if old.config == *t => old.generation,
+                _ => GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            };
+            set.tenants.insert(tenant, Tenant { config: t.clone(), schemas, slots, policies, policy_plans, generation });
         }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
         Ok(())
@@ -643,6 +705,7 @@ impl Engine {
             tenant: tenant.0.clone(),
             connections: schemas.iter().map(|s| (s.name().to_string(), s.credential())).collect(),
             cache: self.cache.clone(),
+            results: self.results.clone(),
             governor: self.governor.clone(),
             logs: self.logs.clone(),
             only_principal: self.policies_active(tenant).then(|| caller.principal.clone()),
@@ -694,7 +757,6 @@ impl Engine {
         if rest.trim().trim_end_matches(';').trim().is_empty() {
             return Ok(None);
         }
-        self.planned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let slots = self
             .current()
             .tenants
@@ -703,6 +765,21 @@ impl Engine {
             .unwrap_or_else(|| Arc::new(tokio::sync::Semaphore::new(1)));
         let timeout = self.statement_timeout(caller, settings);
         let deadline = Instant::now() + timeout;
+        let key = self.result_key(caller, rest, params.as_ref());
+        if let Some(key) = &key
+            && let Some((result, refresh)) = self.kept(key, settings)
+        {
+            let mut context = QueryContext::with_deadline(Some(deadline));
+            context.principal = caller.principal.clone();
+            for (connection, fetched) in &result.sources {
+                context.observe_fetched(connection, *fetched);
+            }
+            let refresh = refresh.then(|| Refresh { key: key.clone(), params });
+            let run = Run::Kept { result, refresh };
+            let tenant = caller.tenant.clone();
+            return Ok(Some(PreparedQuery { run, context: Arc::new(context), deadline, timeout, slots, tenant, keep: None }));
+        }
+        self.planned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut context = QueryContext::with_deadline(Some(deadline));
         context.max_staleness = settings.max_staleness;
         context.request_budget = settings.request_budget.or(self.options.request_budget);
@@ -719,7 +796,87 @@ impl Engine {
             }
         })
         .await?;
-        Ok(Some(PreparedQuery { dataframe, context, deadline, timeout, slots, tenant: caller.tenant.clone() }))
+        let keep = key.filter(|_| results::cacheable(dataframe.logical_plan(), &self.connection_names(&caller.tenant)));
+        let run = Run::Plan(dataframe);
+        Ok(Some(PreparedQuery { run, context, deadline, timeout, slots, tenant: caller.tenant.clone(), keep }))
+    }
+
+    fn connection_names(&self, tenant: &TenantId) -> Vec<String> {
+        self.schemas(tenant).iter().map(|s| s.name().to_string()).collect()
+    }
+
+    /// Under what a kept result of `caller`'s `sql` would be found; `None` where results are not kept
+    /// (no cache, or the tenant's OPA server decides its policies).
+    fn result_key(&self, caller: &Caller, sql: &str, params: Option<&ParamValues>) -> Option<results::ResultKey> {
+        self.results.as_ref()?;
+        self.cache.as_ref()?;
+        let current = self.current();
+        let tenant = current.tenants.get(&caller.tenant)?;
+        if tenant.policies.is_external() {
+            return None;
+        }
+        Some(results::ResultKey {
+            caller: caller.clone(),
+            generation: tenant.generation,
+            sql: sql.trim().trim_end_matches(';').trim().to_string(),
+            params: params.map(|p| format!("{p:?}")).unwrap_or_default(),
+        })
+    }
+
+    /// The kept result under `key` if every source it read is as fresh as `settings` accept (each
+    /// connection's TTL unless the session sets `omnisql.max_staleness`), and whether to refresh it.
+    fn kept(&self, key: &results::ResultKey, settings: &QuerySettings) -> Option<(Arc<results::CachedResult>, bool)> {
+        if settings.max_staleness == Some(Duration::ZERO) {
+            return None;
+        }
+        let results = self.results.as_ref()?;
+        let result = results.get(key)?;
+        let current = self.current();
+        let tenant = current.tenants.get(&key.caller.tenant)?;
+        let ttl = |connection: &str| {
+            tenant
+                .config
+                .connections
+                .iter()
+                .find(|c| c.name == connection)
+                .map_or(Duration::ZERO, |c| Duration::from_secs(c.cache_ttl_seconds.unwrap_or(DEFAULT_CACHE_TTL_SECS)))
+        };
+        // A connection whose answers are not cached (TTL 0) never has a kept result either.
+        let refresh = result.check(|connection| {
+            if ttl(connection).is_zero() { Duration::ZERO } else { settings.max_staleness.unwrap_or(ttl(connection)) }
+        })?;
+        results.served(&key.caller.tenant.0);
+        Some((result, refresh))
+    }
+
+    /// The columns of `caller`'s `sql` when a result of it run without parameters is kept (however old):
+    /// under the same configuration they cannot have changed, so a prepared statement needs no plan.
+    /// `None` when nothing is kept or a leading `SET` is invalid (planning reports it).
+    pub fn kept_schema(&self, caller: &Caller, sql: &str) -> Option<datafusion::arrow::datatypes::SchemaRef> {
+        let (sets, rest) = settings::split_sets(sql);
+        let mut settings = QuerySettings::default();
+        for (name, value) in sets {
+            settings.set(&name, &value).ok()?;
+        }
+        let key = self.result_key(caller, rest, None)?;
+        self.results.as_ref()?.get(&key).map(|r| r.schema.clone())
+    }
+
+    /// Runs a kept result's query again on fresh data and keeps the new result; a failure leaves the old
+    /// one to expire (and lets a later reader try again).
+    pub async fn refresh_result(&self, refresh: Refresh) {
+        let Refresh { key, params } = refresh;
+        let mut settings = QuerySettings { max_staleness: Some(Duration::ZERO), ..Default::default() };
+        let run = async {
+            let Some(q) = self.plan(&key.caller, &key.sql, params, &mut settings).await? else { return Ok(()) };
+            datafusion::physical_plan::common::collect(self.execute(q).await?).await.map(|_| ())
+        };
+        if let Err(e) = run.await {
+            tracing::warn!(tenant = %key.caller.tenant, error = %e, "refreshing a kept query result failed");
+            if let Some(r) = self.results.as_ref().and_then(|r| r.get(&key)) {
+                r.refresh_failed();
+            }
+        }
     }
 
     /// `sql` as a logical plan, if [`guard`] admits it: one read-only query within the size limits.
@@ -759,6 +916,11 @@ impl Engine {
         self.cache.as_ref().map(|c| c.stats(&tenant.0)).unwrap_or_default()
     }
 
+    /// Queries of `tenant` answered with a kept result.
+    pub fn results_served(&self, tenant: &TenantId) -> u64 {
+        self.results.as_ref().map_or(0, |r| r.hits(&tenant.0))
+    }
+
     /// Plans without binding, for prepared statements: the logical plan with its placeholders.
     /// Leading `SET omnisql.…` statements are checked here and applied when the statement runs.
     pub async fn logical_plan(&self, caller: &Caller, sql: &str) -> Result<LogicalPlan, DataFusionError> {
@@ -774,6 +936,7 @@ impl Engine {
                 schema: empty,
             }));
         }
+        self.planned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut context = QueryContext::default();
         context.principal = caller.principal.clone();
         let ctx = self.session(caller, Arc::new(context))?;
@@ -785,7 +948,21 @@ impl Engine {
     /// Runs a planned query as a stream of batches, once one of its tenant's slots is free. The stream
     /// holds the slot until it ends or is dropped, and ends with an error at the statement's deadline.
     pub async fn execute(&self, query: PreparedQuery) -> Result<SendableRecordBatchStream, DataFusionError> {
-        let PreparedQuery { dataframe, context, deadline, timeout, slots, tenant } = query;
+        let tables = if query.keep.is_some() { query.tables() } else { Vec::new() };
+        let PreparedQuery { run, context, deadline, timeout, slots, tenant, keep } = query;
+        let dataframe = match run {
+            Run::Plan(df) => df,
+            Run::Kept { result, .. } => {
+                let batches = result.batches.clone().into_iter().map(Ok);
+                let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                    result.schema.clone(),
+                    futures::stream::iter(batches),
+                );
+                return Ok(Box::pin(stream));
+            }
+        };
+        let schema = Arc::new(dataframe.schema().as_arrow().clone());
+        let started = std::time::SystemTime::now();
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
@@ -800,10 +977,17 @@ impl Engine {
             }
         };
         let stream = contain::catch(deadline, timeout, dataframe.execute_stream()).await?;
-        Ok(Box::pin(contain::Contained::new(stream, deadline, timeout, slot)))
+        let stream: SendableRecordBatchStream = Box::pin(contain::Contained::new(stream, deadline, timeout, slot));
+        Ok(match (keep, &self.results) {
+            (Some(key), Some(results)) => {
+                let pending = results::Pending { key, schema, tables, context, started };
+                Box::pin(results::Keeper::new(stream, results.clone(), pending))
+            }
+            _ => stream,
+        })
     }
 
-    /// Statements planned since start (SET-only statements not counted).
+    /// Statements planned since start, preparing one included (SET-only statements not counted).
     pub fn statements_planned(&self) -> u64 {
         self.planned.load(std::sync::atomic::Ordering::Relaxed)
     }

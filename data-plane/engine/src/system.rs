@@ -59,6 +59,7 @@ pub struct SystemSchema {
     /// The tenant's connections and their credential fingerprints.
     pub connections: Vec<(String, u64)>,
     pub cache: Option<Arc<ResponseCache>>,
+    pub results: Option<Arc<crate::results::ResultCache>>,
     pub governor: Option<Arc<Governor>>,
     pub logs: Arc<QueryLogs>,
     /// Under row- or column-level policies each principal sees only its own queries: another's SQL text
@@ -106,6 +107,7 @@ impl SystemSchema {
                     ("saved_calls", one(s.saved_calls)),
                     ("coalesced", one(s.coalesced)),
                     ("refreshed_ahead", one(s.refreshed_ahead)),
+                    ("results_served", one(self.results.as_ref().map_or(0, |r| r.hits(&self.tenant)))),
                 ])?
             }
             "rate_limits" => {

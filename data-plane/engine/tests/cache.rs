@@ -16,7 +16,8 @@ fn cached_engine(sb: &Sandbox) -> Engine {
         testing::single_tenant("acme", "tester", TOKEN, connections.clone()),
         testing::single_tenant("other", "someone", "other-token-0123456789", connections),
     ]);
-    Engine::new(&config, EngineOptions::default()).unwrap()
+    // Kept results off: these tests are about the API answers a query reads.
+    Engine::new(&config, EngineOptions { result_cache_bytes: None, ..EngineOptions::default() }).unwrap()
 }
 
 async fn upstream_total(sb: &Sandbox) -> u64 {
@@ -160,7 +161,9 @@ async fn popular_entries_are_refreshed_ahead_of_expiry_so_queries_do_not_wait() 
     for c in &mut tenant.connections {
         c.cache_ttl_seconds = Some(2);
     }
-    let engine = Engine::new(&testing::config(vec![tenant]), EngineOptions::default()).unwrap();
+    // Kept results off: this is about the API answers themselves (results.rs tests their own refresh).
+    let options = EngineOptions { result_cache_bytes: None, ..EngineOptions::default() };
+    let engine = Engine::new(&testing::config(vec![tenant]), options).unwrap();
     let sql = "SELECT count(*) AS n FROM github.repos";
     // Real time, not a paused clock: the cache ages entries by `std::time::Instant`, and a TTL is whole
     // seconds, so the test waits past half of it and past the first answer's expiry.

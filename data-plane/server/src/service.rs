@@ -243,7 +243,7 @@ impl OmniFlightSql {
         let key = (session.clone(), sql.to_string(), params.clone());
         match self.plan(caller, session, sql, params).await {
             Ok(Some(q)) => {
-                let schema = Arc::new(q.dataframe.schema().as_arrow().clone());
+                let schema = q.schema();
                 self.keep_planned(key, caller, q);
                 Ok(schema)
             }
@@ -268,7 +268,7 @@ impl OmniFlightSql {
             Some(q) => Ok(Some(q)),
             None => self.plan(&caller, &session, &sql, params).await,
         };
-        let q = match planned {
+        let mut q = match planned {
             Ok(Some(q)) => q,
             Ok(None) => {
                 attempt.finish("ok", None).await?;
@@ -281,9 +281,14 @@ impl OmniFlightSql {
         };
         attempt.tables = q.tables();
         attempt.context = Some(q.context.clone());
+        if let Some(refresh) = q.take_refresh() {
+            let engine = self.engine.clone();
+            tokio::spawn(async move { engine.refresh_result(refresh).await });
+        }
         // What GetFlightInfo promised: the planned schema, not the one optimisation may narrow.
-        let schema: SchemaRef = Arc::new(q.dataframe.schema().as_arrow().clone());
+        let schema: SchemaRef = q.schema();
         let context = q.context.clone();
+        let kept = q.from_kept_result();
         let mut stream = match self.engine.execute(q).await {
             Ok(s) => s,
             Err(e) => return Err(attempt.fail("error", status::from_datafusion(&e)).await),
@@ -306,6 +311,7 @@ impl OmniFlightSql {
                 "freshness": context.freshness(),
                 "api_requests": context.api_requests(),
                 "cache_hits": context.cache_hits(),
+                "kept_result": kept,
             })
             .to_string()
         };
@@ -364,6 +370,21 @@ fn finish_with(data: FlightStream, attempt: Attempt, metadata: impl FnOnce() -> 
             }
         }
     }))
+}
+
+/// The `$1`, `$2`, … placeholders of `plan`, in order, typed where the statement says.
+fn parameter_schema(plan: &datafusion::logical_expr::LogicalPlan) -> Result<Schema, Status> {
+    let mut parameters: Vec<(String, Field)> = plan
+        .get_parameter_fields()
+        .map_err(|e| status::from_datafusion(&e))?
+        .into_iter()
+        .map(|(name, field)| {
+            let data_type = field.map(|f| f.data_type().clone()).unwrap_or(datafusion::arrow::datatypes::DataType::Null);
+            (name.clone(), Field::new(name, data_type, true))
+        })
+        .collect();
+    parameters.sort_by_key(|(name, _)| name.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX));
+    Ok(Schema::new(parameters.into_iter().map(|(_, f)| f).collect::<Vec<_>>()))
 }
 
 /// `batch` with exactly the `schema` the client was promised. Optimisation may prove a column non-null
@@ -486,25 +507,20 @@ impl FlightSqlService for OmniFlightSql {
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let caller = self.caller(&request).await?;
-        let plan = match self.engine.logical_plan(&caller, &query.query).await {
-            Ok(p) => p,
-            Err(e) => {
-                let attempt = Attempt::start(&self.engine, &self.audit, Some(&caller), &query.query);
-                return Err(attempt.fail("error", status::from_datafusion(&e)).await);
+        // A statement whose result is kept ran without parameters: its columns are known, nothing to plan.
+        let (dataset_schema, parameter_schema) = match self.engine.kept_schema(&caller, &query.query) {
+            Some(schema) => (schema.as_ref().clone(), Schema::empty()),
+            None => {
+                let plan = match self.engine.logical_plan(&caller, &query.query).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let attempt = Attempt::start(&self.engine, &self.audit, Some(&caller), &query.query);
+                        return Err(attempt.fail("error", status::from_datafusion(&e)).await);
+                    }
+                };
+                (plan.schema().as_arrow().clone(), parameter_schema(&plan)?)
             }
         };
-        let dataset_schema: Schema = plan.schema().as_arrow().clone();
-        let mut parameters: Vec<(String, Field)> = plan
-            .get_parameter_fields()
-            .map_err(|e| status::from_datafusion(&e))?
-            .into_iter()
-            .map(|(name, field)| {
-                let data_type = field.map(|f| f.data_type().clone()).unwrap_or(datafusion::arrow::datatypes::DataType::Null);
-                (name.clone(), Field::new(name, data_type, true))
-            })
-            .collect();
-        parameters.sort_by_key(|(name, _)| name.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX));
-        let parameter_schema = Schema::new(parameters.into_iter().map(|(_, f)| f).collect::<Vec<_>>());
         let handle = uuid::Uuid::new_v4().to_string();
         {
             let mut map = self.prepared.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,0 +1,343 @@
+//! Results of recent queries, answered again without planning or running them.
+//!
+//! A dashboard asks the same question many times a minute. Once a query's result is complete it is kept
+//! (if small), keyed by everything that could change it: the tenant and the version of its configuration
+//! (connections, policies, principals), the caller with their groups, the statement and its parameters.
+//! A later identical query takes it when every source it read is still as fresh as that query accepts —
+//! the same rule the response cache applies to each API answer (`omnisql.max_staleness`, else each
+//! connection's TTL) — so a result never reports older data than a fresh run could have. Fresh queries
+//! (`max_staleness = 0`) always run, and store what they got.
+//!
+//! Only results that are a function of API data alone are kept: no volatile or time-dependent function
+//! (`now()`, `random()`), no system or `information_schema` table, no `EXPLAIN`, and never for a tenant
+//! whose OPA server decides its policies (its decisions may change without a new configuration).
+//! A popular entry past half its allowance is refreshed in the background, so readers never wait.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::error::DataFusionError;
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+use futures::{Stream, StreamExt};
+use omnisql_connector::QueryContext;
+
+use crate::Caller;
+
+/// What a result depends on, besides the data.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ResultKey {
+    pub caller: Caller,
+    /// Changes whenever the tenant's configuration does.
+    pub generation: u64,
+    pub sql: String,
+    /// The bound parameters, as text.
+    pub params: String,
+}
+
+/// A complete result and how old its data is.
+#[derive(Debug)]
+pub struct CachedResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// `connection.table` for every table the query read.
+    pub tables: Vec<String>,
+    /// Per connection read, when its oldest data was fetched from the API.
+    pub sources: BTreeMap<String, SystemTime>,
+    size: usize,
+    hits: AtomicU64,
+    refreshing: AtomicBool,
+}
+
+impl CachedResult {
+    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>, tables: Vec<String>, sources: BTreeMap<String, SystemTime>) -> Self {
+        let size = batches.iter().map(|b| b.get_array_memory_size()).sum::<usize>() + 256;
+        CachedResult { schema, batches, tables, sources, size, hits: AtomicU64::new(0), refreshing: AtomicBool::new(false) }
+    }
+
+    /// Whether every source is within what the reader accepts (`allowed` per connection), and whether the
+    /// entry should be refreshed now: read before, past half its allowance, no refresh under way.
+    pub fn check(&self, allowed: impl Fn(&str) -> Duration) -> Option<bool> {
+        let now = SystemTime::now();
+        let mut past_half = false;
+        for (connection, fetched) in &self.sources {
+            let limit = allowed(connection);
+            let age = now.duration_since(*fetched).unwrap_or_default();
+            if limit.is_zero() || age > limit {
+                return None;
+            }
+            past_half |= age >= limit / 2;
+        }
+        let hits = self.hits.fetch_add(1, Ordering::Relaxed) + 1;
+        Some(past_half && hits >= 2 && !self.refreshing.swap(true, Ordering::AcqRel))
+    }
+
+    /// A refresh that failed: the next reader may start another.
+    pub fn refresh_failed(&self) {
+        self.refreshing.store(false, Ordering::Release);
+    }
+}
+
+/// At most this share of the cache's bytes in one entry.
+const ENTRY_SHARE: usize = 64;
+
+/// Whether the result of `plan` depends only on the tables of `connections` it reads (at least one).
+pub fn cacheable(plan: &LogicalPlan, connections: &[String]) -> bool {
+    let mut ok = true;
+    let mut scans = 0;
+    let _ = plan.apply_with_subqueries(|node| {
+        match node {
+            LogicalPlan::TableScan(scan) => {
+                scans += 1;
+                ok &= scan.table_name.schema().is_some_and(|s| connections.iter().any(|c| c == s));
+            }
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) | LogicalPlan::Statement(_) | LogicalPlan::DescribeTable(_) => {
+                ok = false
+            }
+            _ => {}
+        }
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && f.func.signature().volatility != Volatility::Immutable
+                {
+                    ok = false;
+                }
+                Ok(if ok { TreeNodeRecursion::Continue } else { TreeNodeRecursion::Stop })
+            })
+        })?;
+        Ok(if ok { TreeNodeRecursion::Continue } else { TreeNodeRecursion::Stop })
+    });
+    ok && scans > 0
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<ResultKey, (Arc<CachedResult>, u64)>,
+    /// Last use → key, oldest first.
+    order: BTreeMap<u64, ResultKey>,
+    bytes: usize,
+    tick: u64,
+    hits: HashMap<String, u64>,
+}
+
+/// Recent results, bounded by bytes, least recently used out first.
+#[derive(Debug)]
+pub struct ResultCache {
+    max_bytes: usize,
+    inner: Mutex<Inner>,
+}
+
+impl ResultCache {
+    pub fn new(max_bytes: usize) -> Arc<Self> {
+        Arc::new(ResultCache { max_bytes, inner: Mutex::default() })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The entry for `key`, counted as used.
+    pub fn get(&self, key: &ResultKey) -> Option<Arc<CachedResult>> {
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        let (result, last) = inner.entries.get_mut(key)?;
+        let (result, old) = (result.clone(), std::mem::replace(last, tick));
+        inner.order.remove(&old);
+        inner.order.insert(tick, key.clone());
+        Some(result)
+    }
+
+    /// Counts a query the cache answered, for `omnisql.cache_stats`.
+    pub fn served(&self, tenant: &str) {
+        *self.lock().hits.entry(tenant.to_string()).or_default() += 1;
+    }
+
+    /// Queries of `tenant` answered from here.
+    pub fn hits(&self, tenant: &str) -> u64 {
+        self.lock().hits.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// Keeps `result` under `key` (replacing an older one) if it is small enough.
+    pub fn put(&self, key: ResultKey, result: CachedResult) {
+        if result.size > self.max_bytes / ENTRY_SHARE {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        let size = result.size;
+        if let Some((old, last)) = inner.entries.insert(key.clone(), (Arc::new(result), tick)) {
+            inner.bytes -= old.size;
+            inner.order.remove(&last);
+        }
+        inner.order.insert(tick, key);
+        inner.bytes += size;
+        while inner.bytes > self.max_bytes {
+            let Some((_, oldest)) = inner.order.pop_first() else { break };
+            if let Some((old, _)) = inner.entries.remove(&oldest) {
+                inner.bytes -= old.size;
+            }
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn max_entry(&self) -> usize {
+        self.max_bytes / ENTRY_SHARE
+    }
+}
+
+/// What a running query's result will be kept as, once complete.
+#[derive(Debug)]
+pub struct Pending {
+    pub key: ResultKey,
+    /// The schema the query was planned with (what clients are promised).
+    pub schema: SchemaRef,
+    pub tables: Vec<String>,
+    pub context: Arc<QueryContext>,
+    /// When the query started: the fetch time of a source it read without asking the API.
+    pub started: SystemTime,
+}
+
+/// Passes a query's batches through and keeps a copy; a result that ends without error and stays small
+/// enough is kept when its last batch has passed.
+pub struct Keeper {
+    inner: SendableRecordBatchStream,
+    cache: Arc<ResultCache>,
+    pending: Option<(Pending, Vec<RecordBatch>, usize)>,
+}
+
+impl Keeper {
+    pub fn new(inner: SendableRecordBatchStream, cache: Arc<ResultCache>, pending: Pending) -> Self {
+        Keeper { inner, cache, pending: Some((pending, Vec::new(), 0)) }
+    }
+
+    fn keep(&mut self) {
+        let Some((p, batches, _)) = self.pending.take() else { return };
+        let mut sources: BTreeMap<String, SystemTime> = p
+            .context
+            .freshness()
+            .into_iter()
+            .map(|(connection, f)| (connection, UNIX_EPOCH + Duration::from_secs_f64(f.as_of_unix.max(0.0))))
+            .collect();
+        for table in &p.tables {
+            if let Some((connection, _)) = table.split_once('.') {
+                sources.entry(connection.to_string()).or_insert(p.started);
+            }
+        }
+        self.cache.put(p.key, CachedResult::new(p.schema, batches, p.tables, sources));
+    }
+}
+
+impl Stream for Keeper {
+    type Item = Result<RecordBatch, DataFusionError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let next = self.inner.poll_next_unpin(cx);
+        match &next {
+            Poll::Ready(Some(Ok(batch))) => {
+                let max = self.cache.max_entry();
+                if let Some((_, batches, bytes)) = &mut self.pending {
+                    *bytes += batch.get_array_memory_size();
+                    batches.push(batch.clone());
+                    if *bytes > max {
+                        self.pending = None;
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.pending = None,
+            Poll::Ready(None) => self.keep(),
+            Poll::Pending => {}
+        }
+        next
+    }
+}
+
+impl RecordBatchStream for Keeper {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    fn result(rows: usize, fetched: SystemTime) -> CachedResult {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1i64; rows]))]).unwrap();
+        CachedResult::new(schema, vec![batch], vec!["github.issues".into()], BTreeMap::from([("github".into(), fetched)]))
+    }
+
+    fn key(sql: &str) -> ResultKey {
+        ResultKey { caller: Caller::new("t1", "alice"), generation: 1, sql: sql.into(), params: String::new() }
+    }
+
+    #[test]
+    fn a_result_is_served_only_while_its_oldest_source_is_within_the_allowance() {
+        let r = result(1, SystemTime::now() - Duration::from_secs(10));
+        assert_eq!(r.check(|_| Duration::from_secs(60)), Some(false), "young, first read: no refresh");
+        assert_eq!(r.check(|_| Duration::from_secs(5)), None, "older than the reader accepts");
+        assert_eq!(r.check(|_| Duration::ZERO), None, "a fresh query never takes a kept result");
+        assert_eq!(r.check(|_| Duration::from_secs(15)), Some(true), "past half, read before: refresh once");
+        assert_eq!(r.check(|_| Duration::from_secs(15)), Some(false), "a refresh is already under way");
+        r.refresh_failed();
+        assert_eq!(r.check(|_| Duration::from_secs(15)), Some(true));
+    }
+
+    #[test]
+    fn entries_are_bounded_by_bytes_and_the_least_recently_used_goes_first() {
+        let one = result(1000, SystemTime::now()).size;
+        // An entry larger than its share of the cache is never kept.
+        let tight = ResultCache::new(one * ENTRY_SHARE - 1);
+        tight.put(key("big"), result(1000, SystemTime::now()));
+        assert!(tight.get(&key("big")).is_none());
+
+        // Room for exactly ENTRY_SHARE entries of this size.
+        let cache = ResultCache::new(one * ENTRY_SHARE);
+        for i in 0..ENTRY_SHARE {
+            cache.put(key(&format!("q{i}")), result(1000, SystemTime::now()));
+        }
+        assert_eq!(cache.bytes(), one * ENTRY_SHARE);
+        // The same key again replaces its entry; it is not counted twice.
+        cache.put(key("q5"), result(1000, SystemTime::now()));
+        assert_eq!(cache.bytes(), one * ENTRY_SHARE);
+        assert!(cache.get(&key("q0")).is_some(), "q0 read again: now the most recently used");
+        cache.put(key("new"), result(1000, SystemTime::now()));
+        assert!(cache.get(&key("q0")).is_some());
+        assert!(cache.get(&key("q1")).is_none(), "the least recently used left");
+        assert!(cache.get(&key("new")).is_some());
+        assert_eq!(cache.bytes(), one * ENTRY_SHARE);
+    }
+
+    #[test]
+    fn another_caller_or_configuration_is_another_key() {
+        let cache = ResultCache::new(64 << 20);
+        cache.put(key("q"), result(1, SystemTime::now()));
+        let mut bob = key("q");
+        bob.caller = Caller::new("t1", "bob");
+        let mut other_tenant = key("q");
+        other_tenant.caller = Caller::new("t2", "alice");
+        let mut newer = key("q");
+        newer.generation = 2;
+        let mut grouped = key("q");
+        grouped.caller.groups = vec!["sales".into()];
+        for k in [bob, other_tenant, newer, grouped] {
+            assert!(cache.get(&k).is_none(), "{k:?}");
+        }
+        assert!(cache.get(&key("q")).is_some());
+    }
+}

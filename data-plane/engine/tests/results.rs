@@ -1,0 +1,160 @@
+//! Kept results: a repeated question is answered without planning or asking the APIs, only to the same
+//! caller under the same configuration, only while its data is as fresh as the question accepts, and
+//! never for results that depend on anything but API data.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use omnisql_engine::config::Config;
+use omnisql_engine::{Caller, Engine, EngineOptions, QuerySettings, TenantId, testing};
+use omnisql_sandbox::{Sandbox, SandboxConfig};
+
+fn tenant_config(sb: &Sandbox, ttl: Option<u64>) -> Config {
+    let connections: Vec<_> =
+        sb.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
+    let mut acme = testing::single_tenant("acme", "tester", TOKEN, connections.clone());
+    acme.api_keys.push(omnisql_engine::config::ApiKeyConfig::with_token("analyst", "analyst-token-0123456789"));
+    for c in &mut acme.connections {
+        c.cache_ttl_seconds = ttl;
+    }
+    testing::config(vec![acme, testing::single_tenant("other", "someone", "other-token-0123456789", connections)])
+}
+
+fn keeping_engine(sb: &Sandbox, ttl: Option<u64>) -> Engine {
+    Engine::new(&tenant_config(sb, ttl), EngineOptions::default()).unwrap()
+}
+
+fn served(engine: &Engine, tenant: &str) -> u64 {
+    engine.results_served(&TenantId(tenant.into()))
+}
+
+const QUESTION: &str = "SELECT i.number, c.email FROM github.issues i JOIN github.users gu ON gu.login = i.user_login
+    JOIN salesforce.contact c ON c.email = gu.email WHERE i.state = 'open' ORDER BY i.number";
+
+#[tokio::test]
+async fn a_repeated_question_is_answered_without_planning_or_asking_the_apis() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let engine = keeping_engine(&sb, None);
+    let (first, rows, requests) = run(&engine, QUESTION).await;
+    assert!(rows > 0 && requests > 0, "{first}");
+    let planned = engine.statements_planned();
+    // Trailing semicolons and surrounding blanks do not make another question.
+    let (second, _, second_requests) = run(&engine, &format!("  {QUESTION} ;")).await;
+    assert_eq!(second, first);
+    assert_eq!(second_requests, 0);
+    assert_eq!(engine.statements_planned(), planned, "the kept result answered: nothing was planned");
+    assert_eq!(served(&engine, "acme"), 1);
+    let api = engine.cache_stats(&TenantId("acme".into()));
+    assert_eq!(api.hits, 0, "not even the response cache was asked: {api:?}");
+    let (stats, _, _) = run(&engine, "SELECT results_served FROM omnisql.cache_stats").await;
+    assert!(stats.contains("| 1 "), "{stats}");
+}
+
+#[tokio::test]
+async fn only_the_same_caller_under_the_same_configuration_gets_a_kept_result() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let engine = keeping_engine(&sb, None);
+    run(&engine, QUESTION).await;
+    // Another principal of the tenant (policies may show them other rows), another tenant, and the
+    // same caller with other groups from a sign-in token: each plans its own.
+    let analyst = Caller::new("acme", "analyst");
+    let mut grouped = caller();
+    grouped.groups = vec!["sales".into()];
+    for who in [analyst, Caller::new("other", "someone"), grouped] {
+        let planned = engine.statements_planned();
+        engine.query(&who, QUESTION).await.unwrap();
+        assert_eq!(engine.statements_planned(), planned + 1, "{who:?} got another caller's result");
+    }
+    assert_eq!(served(&engine, "acme") + served(&engine, "other"), 0);
+
+    // A new configuration of the tenant (here: a connection's TTL) retires what was kept under the old.
+    engine.apply(&tenant_config(&sb, Some(120))).unwrap();
+    let planned = engine.statements_planned();
+    run(&engine, QUESTION).await;
+    assert_eq!(engine.statements_planned(), planned + 1);
+    run(&engine, QUESTION).await;
+    assert_eq!(engine.statements_planned(), planned + 1, "kept again under the new configuration");
+    // The same configuration applied again (the control plane resends it) keeps what was kept.
+    engine.apply(&tenant_config(&sb, Some(120))).unwrap();
+    run(&engine, QUESTION).await;
+    assert_eq!(engine.statements_planned(), planned + 1);
+}
+
+#[tokio::test]
+async fn a_kept_result_is_served_only_while_its_data_is_as_fresh_as_the_question_accepts() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let engine = keeping_engine(&sb, None);
+    let sql = "SELECT count(*) AS n FROM salesforce.account";
+    run(&engine, sql).await;
+    // Fresh data asked for: the query runs and goes upstream, and its result replaces the kept one.
+    let (_, _, requests) = run(&engine, &format!("SET omnisql.max_staleness = '0'; {sql}")).await;
+    assert!(requests > 0);
+    assert_eq!(served(&engine, "acme"), 0);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Older than one second is too old for this question...
+    let planned = engine.statements_planned();
+    run(&engine, &format!("SET omnisql.max_staleness = '1s'; {sql}")).await;
+    assert_eq!(engine.statements_planned(), planned + 1);
+    // ...and fine for one that accepts a minute.
+    run(&engine, &format!("SET omnisql.max_staleness = '60s'; {sql}")).await;
+    assert_eq!(engine.statements_planned(), planned + 1);
+    assert_eq!(served(&engine, "acme"), 1);
+
+    // A connection that caches nothing (TTL 0) has no kept results either.
+    let uncached = keeping_engine(&sb, Some(0));
+    run(&uncached, sql).await;
+    let planned = uncached.statements_planned();
+    run(&uncached, sql).await;
+    assert_eq!(uncached.statements_planned(), planned + 1);
+}
+
+#[tokio::test]
+async fn results_that_depend_on_more_than_api_data_are_never_kept() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let engine = keeping_engine(&sb, None);
+    for sql in [
+        "SELECT count(*), now() FROM github.issues",
+        "SELECT number, random() FROM github.issues LIMIT 3",
+        "SELECT count(*) FROM github.issues WHERE created_at < current_date",
+        "SELECT hits FROM omnisql.cache_stats",
+        "SELECT count(*) FROM information_schema.tables",
+        "EXPLAIN SELECT count(*) FROM github.issues",
+        "SELECT 1",
+    ] {
+        run(&engine, sql).await;
+        let planned = engine.statements_planned();
+        run(&engine, sql).await;
+        assert_eq!(engine.statements_planned(), planned + 1, "{sql} was answered from a kept result");
+    }
+    assert_eq!(served(&engine, "acme"), 0);
+}
+
+async fn plan(engine: &Engine, sql: &str) -> omnisql_engine::PreparedQuery {
+    let mut settings = QuerySettings::default();
+    engine.plan(&caller(), sql, None, &mut settings).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_popular_aging_result_is_refreshed_in_the_background_once() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    // Two-second TTL: past one second a kept result is past half its allowance.
+    let engine = keeping_engine(&sb, Some(2));
+    let sql = "SELECT count(*) AS n FROM salesforce.account";
+    run(&engine, sql).await;
+    run(&engine, sql).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut q = plan(&engine, sql).await;
+    assert!(q.from_kept_result());
+    let refresh = q.take_refresh().expect("read twice and past half its TTL: due for a refresh");
+    assert!(plan(&engine, sql).await.take_refresh().is_none(), "one refresh at a time");
+    let before = engine.statements_planned();
+    engine.refresh_result(refresh).await;
+    assert_eq!(engine.statements_planned(), before + 1, "the refresh ran the query");
+    // The refreshed result is young again: served, and not due for another refresh.
+    let mut q = plan(&engine, sql).await;
+    assert!(q.from_kept_result());
+    assert!(q.take_refresh().is_none());
+}
