@@ -172,6 +172,9 @@ pub struct MixResult {
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
+    /// p99 of the queries scheduled after the first second: without each tenant's first run of each
+    /// statement, which must go upstream whatever the cache does.
+    pub p99_after_first_second_ms: f64,
 }
 
 /// The outside baseline: copy the apps into DuckDB with dlt, then ask the join there.
@@ -362,11 +365,15 @@ async fn mix(
             (ok, scheduled.elapsed().as_secs_f64() * 1000.0, tokio::time::Instant::now())
         }));
     }
-    let (mut latencies, mut errors, mut last) = (Vec::with_capacity(total), 0, start);
-    for t in tasks {
+    let warm_from = rate as usize;
+    let (mut latencies, mut warm, mut errors, mut last) = (Vec::with_capacity(total), Vec::new(), 0, start);
+    for (i, t) in tasks.into_iter().enumerate() {
         if let Ok((ok, ms, done)) = t.await {
             if ok {
                 latencies.push(ms);
+                if i >= warm_from {
+                    warm.push(ms);
+                }
             } else {
                 errors += 1;
             }
@@ -374,6 +381,7 @@ async fn mix(
         }
     }
     latencies.sort_by(f64::total_cmp);
+    warm.sort_by(f64::total_cmp);
     let elapsed = last.duration_since(start).as_secs_f64().max(1e-9);
     let achieved = latencies.len() as f64 / elapsed;
     let result = MixResult {
@@ -388,6 +396,7 @@ async fn mix(
         p50_ms: percentile(&latencies, 50.0),
         p95_ms: percentile(&latencies, 95.0),
         p99_ms: percentile(&latencies, 99.0),
+        p99_after_first_second_ms: percentile(&warm, 99.0),
     };
     Ok((result, latencies))
 }

@@ -316,7 +316,7 @@ pub struct PreparedQuery {
     slots: Arc<tokio::sync::Semaphore>,
     tenant: TenantId,
     /// Where the complete result is kept, for a query whose result may be answered again.
-    keep: Option<results::ResultKey>,
+    keep: Option<results::Keep>,
 }
 
 #[derive(Debug)]
@@ -766,18 +766,33 @@ impl Engine {
         let timeout = self.statement_timeout(caller, settings);
         let deadline = Instant::now() + timeout;
         let key = self.result_key(caller, rest, params.as_ref());
-        if let Some(key) = &key
-            && let Some((result, refresh)) = self.kept(key, settings)
-        {
-            let mut context = QueryContext::with_deadline(Some(deadline));
-            context.principal = caller.principal.clone();
-            for (connection, fetched) in &result.sources {
-                context.observe_fetched(connection, *fetched);
+        if let (Some(key), Some(results)) = (&key, &self.results) {
+            let kept = |params: Option<ParamValues>| {
+                let (result, refresh) = self.kept(key, settings)?;
+                let mut context = QueryContext::with_deadline(Some(deadline));
+                context.principal = caller.principal.clone();
+                for (connection, fetched) in &result.sources {
+                    context.observe_fetched(connection, *fetched);
+                }
+                let refresh = refresh.then(|| Refresh { key: key.clone(), params });
+                let run = Run::Kept { result, refresh };
+                let (tenant, slots) = (caller.tenant.clone(), slots.clone());
+                Some(PreparedQuery { run, context: Arc::new(context), deadline, timeout, slots, tenant, keep: None })
+            };
+            if let Some(q) = kept(params.clone()) {
+                return Ok(Some(q));
             }
-            let refresh = refresh.then(|| Refresh { key: key.clone(), params });
-            let run = Run::Kept { result, refresh };
-            let tenant = caller.tenant.clone();
-            return Ok(Some(PreparedQuery { run, context: Arc::new(context), deadline, timeout, slots, tenant, keep: None }));
+            // The same statement is running: its result will do, unless this one wants fresh data (the
+            // running one may have read before this one began).
+            if let Some(mut running) = results.running(key)
+                && settings.max_staleness != Some(Duration::ZERO)
+            {
+                let until = deadline.min(Instant::now() + results::FOLLOW_WAIT);
+                let _ = tokio::time::timeout_at(until.into(), running.changed()).await;
+                if let Some(q) = kept(params.clone()) {
+                    return Ok(Some(q));
+                }
+            }
         }
         self.planned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut context = QueryContext::with_deadline(Some(deadline));
@@ -796,7 +811,9 @@ impl Engine {
             }
         })
         .await?;
-        let keep = key.filter(|_| results::cacheable(dataframe.logical_plan(), &self.connection_names(&caller.tenant)));
+        let keep = key
+            .filter(|_| results::cacheable(dataframe.logical_plan(), &self.connection_names(&caller.tenant)))
+            .map(|key| results::Keep { key, leader: None });
         let run = Run::Plan(dataframe);
         Ok(Some(PreparedQuery { run, context, deadline, timeout, slots, tenant: caller.tenant.clone(), keep }))
     }
@@ -979,8 +996,10 @@ impl Engine {
         let stream = contain::catch(deadline, timeout, dataframe.execute_stream()).await?;
         let stream: SendableRecordBatchStream = Box::pin(contain::Contained::new(stream, deadline, timeout, slot));
         Ok(match (keep, &self.results) {
-            (Some(key), Some(results)) => {
-                let pending = results::Pending { key, schema, tables, context, started };
+            (Some(mut keep), Some(results)) => {
+                // Identical statements planned from now on wait for this run (unless one already runs).
+                keep.leader = results.lead(&keep.key);
+                let pending = results::Pending { keep, schema, tables, context, started };
                 Box::pin(results::Keeper::new(stream, results.clone(), pending))
             }
             _ => stream,

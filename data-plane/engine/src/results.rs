@@ -11,7 +11,11 @@
 //! Only results that are a function of API data alone are kept: no volatile or time-dependent function
 //! (`now()`, `random()`), no system or `information_schema` table, no `EXPLAIN`, and never for a tenant
 //! whose OPA server decides its policies (its decisions may change without a new configuration).
-//! A popular entry past half its allowance is refreshed in the background, so readers never wait.
+//! A popular entry past half its allowance is refreshed in the background, so readers never wait. While a
+//! statement runs, identical ones that would take its result wait for it (at most [`FOLLOW_WAIT`]) instead
+//! of planning and running it too: a burst of one dashboard's refreshes costs one run, not many. A run
+//! counts from its execution, not its planning: a client that plans (`GetFlightInfo`) and never fetches
+//! makes nobody wait.
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
@@ -88,6 +92,9 @@ impl CachedResult {
 /// At most this share of the cache's bytes in one entry.
 const ENTRY_SHARE: usize = 64;
 
+/// How long a statement waits for an identical one already running before it runs itself.
+pub const FOLLOW_WAIT: Duration = Duration::from_secs(2);
+
 /// Whether the result of `plan` depends only on the tables of `connections` it reads (at least one).
 pub fn cacheable(plan: &LogicalPlan, connections: &[String]) -> bool {
     let mut ok = true;
@@ -126,6 +133,9 @@ struct Inner {
     bytes: usize,
     tick: u64,
     hits: HashMap<String, u64>,
+    /// Statements running whose result will be kept: closed when they end.
+    running: HashMap<ResultKey, (u64, tokio::sync::watch::Receiver<()>)>,
+    next_run: u64,
 }
 
 /// Recent results, bounded by bytes, least recently used out first.
@@ -193,15 +203,59 @@ impl ResultCache {
         self.lock().bytes
     }
 
+    /// A run of `key`'s statement under way: its receiver closes when the run ends.
+    pub fn running(&self, key: &ResultKey) -> Option<tokio::sync::watch::Receiver<()>> {
+        self.lock().running.get(key).map(|(_, r)| r.clone())
+    }
+
+    /// Registers a run of `key`'s statement for others to wait for; `None` if one already runs.
+    pub fn lead(self: &Arc<Self>, key: &ResultKey) -> Option<Leader> {
+        let mut inner = self.lock();
+        if inner.running.contains_key(key) {
+            return None;
+        }
+        inner.next_run += 1;
+        let id = inner.next_run;
+        let (done, running) = tokio::sync::watch::channel(());
+        inner.running.insert(key.clone(), (id, running));
+        Some(Leader { cache: self.clone(), key: key.clone(), id, _done: done })
+    }
+
     fn max_entry(&self) -> usize {
         self.max_bytes / ENTRY_SHARE
     }
 }
 
+/// The run of a statement others may be waiting for; they wake when it is dropped (after its result was
+/// kept, or when it failed or was cancelled and they must run themselves).
+#[derive(Debug)]
+pub struct Leader {
+    cache: Arc<ResultCache>,
+    key: ResultKey,
+    id: u64,
+    _done: tokio::sync::watch::Sender<()>,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        let mut inner = self.cache.lock();
+        if inner.running.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+            inner.running.remove(&self.key);
+        }
+    }
+}
+
+/// Where a planned statement's result goes: the key it is kept under, and its run if others wait for it.
+#[derive(Debug)]
+pub struct Keep {
+    pub key: ResultKey,
+    pub leader: Option<Leader>,
+}
+
 /// What a running query's result will be kept as, once complete.
 #[derive(Debug)]
 pub struct Pending {
-    pub key: ResultKey,
+    pub keep: Keep,
     /// The schema the query was planned with (what clients are promised).
     pub schema: SchemaRef,
     pub tables: Vec<String>,
@@ -225,6 +279,7 @@ impl Keeper {
 
     fn keep(&mut self) {
         let Some((p, batches, _)) = self.pending.take() else { return };
+        let Keep { key, leader } = p.keep;
         let mut sources: BTreeMap<String, SystemTime> = p
             .context
             .freshness()
@@ -236,7 +291,9 @@ impl Keeper {
                 sources.entry(connection.to_string()).or_insert(p.started);
             }
         }
-        self.cache.put(p.key, CachedResult::new(p.schema, batches, p.tables, sources));
+        self.cache.put(key, CachedResult::new(p.schema, batches, p.tables, sources));
+        // Only now may those waiting look for it.
+        drop(leader);
     }
 }
 
@@ -321,6 +378,20 @@ mod tests {
         assert!(cache.get(&key("q1")).is_none(), "the least recently used left");
         assert!(cache.get(&key("new")).is_some());
         assert_eq!(cache.bytes(), one * ENTRY_SHARE);
+    }
+
+    #[tokio::test]
+    async fn waiters_wake_when_the_run_ends_however_it_ends() {
+        let cache = ResultCache::new(64 << 20);
+        let leader = cache.lead(&key("q")).expect("nothing runs yet");
+        assert!(cache.lead(&key("q")).is_none(), "one run at a time");
+        let mut waiting = cache.running(&key("q")).expect("a run to wait for");
+        assert!(cache.running(&key("other")).is_none());
+        // A run that ends without a result (failed, cancelled, too large) wakes its waiters too.
+        drop(leader);
+        assert!(waiting.changed().await.is_err(), "closed: the run ended");
+        assert!(cache.running(&key("q")).is_none());
+        assert!(cache.lead(&key("q")).is_some());
     }
 
     #[test]

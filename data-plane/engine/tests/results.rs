@@ -158,3 +158,43 @@ async fn a_popular_aging_result_is_refreshed_in_the_background_once() {
     assert!(q.from_kept_result());
     assert!(q.take_refresh().is_none());
 }
+
+/// Identical statements while one runs wait for its result instead of planning and running too; a
+/// statement asking for fresh data does not wait (the running one may have read before it began).
+#[tokio::test]
+async fn identical_statements_wait_for_the_one_running_instead_of_running_too() {
+    let mut config = SandboxConfig::default();
+    config.github.latency = omnisql_sandbox::Latency { fixed_ms: 300, jitter_pct: 0.0 };
+    let sb = sandbox(config).await;
+    let engine = std::sync::Arc::new(keeping_engine(&sb, None));
+    let sql = "SELECT count(*) AS n FROM github.issues WHERE repo_full_name = 'acme/api'";
+    let first = tokio::spawn({
+        let engine = engine.clone();
+        async move { run(&engine, sql).await }
+    });
+    // Once the first one runs (it waits 300 ms on GitHub), five more arrive.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let planned = engine.statements_planned();
+    let followers = futures::future::join_all((0..5).map(|_| run(&engine, sql))).await;
+    let (expected, _, requests) = first.await.unwrap();
+    assert!(requests > 0);
+    for (answer, _, requests) in followers {
+        assert_eq!((answer, requests), (expected.clone(), 0));
+    }
+    assert_eq!(engine.statements_planned(), planned, "the followers planned nothing");
+    assert_eq!(served(&engine, "acme"), 5);
+
+    // Fresh data asked for while an identical statement runs: it runs itself.
+    let fresh = format!("SET omnisql.max_staleness = '0'; {sql}");
+    let running = tokio::spawn({
+        let engine = engine.clone();
+        let fresh = fresh.clone();
+        async move { run(&engine, &fresh).await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let planned = engine.statements_planned();
+    let (_, _, requests) = run(&engine, &fresh).await;
+    assert!(requests > 0);
+    assert_eq!(engine.statements_planned(), planned + 1);
+    running.await.unwrap();
+}
