@@ -157,6 +157,9 @@ pub fn args(dp: &DataPlane) -> Vec<String> {
     if let Some(c) = s.cache_mib {
         a.push(format!("--cache-mib={c}"));
     }
+    if let Some(c) = s.result_cache_mib {
+        a.push(format!("--result-cache-mib={c}"));
+    }
     if let Some(m) = &s.memory_limit {
         a.push(format!("--memory-limit={m}"));
     }
@@ -413,7 +416,12 @@ mod tests {
 
     #[test]
     fn the_pods_run_the_data_plane_with_their_own_token_and_volume() {
-        let dp = data_plane(serde_json::json!({"memoryLimit": "2GiB", "kms": {"provider": "aws-kms", "region": "eu-west-1"}}));
+        let dp = data_plane(serde_json::json!({
+            "memoryLimit": "2GiB",
+            "cacheMib": 32,
+            "resultCacheMib": 8,
+            "kms": {"provider": "aws-kms", "region": "eu-west-1"}
+        }));
         let d = desired(&dp);
         let sts = d.stateful_set.spec.unwrap_or_default();
         assert_eq!(sts.replicas, Some(2));
@@ -427,6 +435,8 @@ mod tests {
             "--enrollment-token-file=/var/run/omnisql/enrollment/$(POD_NAME)",
             "--state-dir=/var/lib/omnisql/state",
             "--memory-limit=2GiB",
+            "--cache-mib=32",
+            "--result-cache-mib=8",
             "--kms-region=eu-west-1",
         ] {
             assert!(args.iter().any(|a| a == want), "{want} missing from {args:?}");

@@ -39,6 +39,9 @@ pub struct DataPlaneSpec {
     /// Memory for cached API answers, in MiB (0 turns the cache off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_mib: Option<u32>,
+    /// Memory for kept query results, in MiB (0 turns them off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_cache_mib: Option<u32>,
     /// Memory for running queries, all tenants together (e.g. `2GiB`); default 60% of the container's limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit: Option<String>,

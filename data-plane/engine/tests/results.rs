@@ -159,21 +159,23 @@ async fn a_popular_aging_result_is_refreshed_in_the_background_once() {
     assert!(q.take_refresh().is_none());
 }
 
-/// Identical statements while one runs wait for its result instead of planning and running too; a
+/// Identical statements arriving while one runs wait for its result instead of planning and running too; a
 /// statement asking for fresh data does not wait (the running one may have read before it began).
 #[tokio::test]
 async fn identical_statements_wait_for_the_one_running_instead_of_running_too() {
     let mut config = SandboxConfig::default();
-    config.github.latency = omnisql_sandbox::Latency { fixed_ms: 300, jitter_pct: 0.0 };
+    config.github.latency = omnisql_sandbox::Latency { fixed_ms: 600, jitter_pct: 0.0 };
     let sb = sandbox(config).await;
     let engine = std::sync::Arc::new(keeping_engine(&sb, None));
+    // The connector is made by a first, different statement, so the one below plans in milliseconds.
+    run(&engine, "SELECT count(*) FROM github.repos").await;
     let sql = "SELECT count(*) AS n FROM github.issues WHERE repo_full_name = 'acme/api'";
     let first = tokio::spawn({
         let engine = engine.clone();
         async move { run(&engine, sql).await }
     });
-    // Once the first one runs (it waits 300 ms on GitHub), five more arrive.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Once the first one runs (it waits 600 ms on GitHub), five more arrive.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let planned = engine.statements_planned();
     let followers = futures::future::join_all((0..5).map(|_| run(&engine, sql))).await;
     let (expected, _, requests) = first.await.unwrap();
@@ -191,7 +193,7 @@ async fn identical_statements_wait_for_the_one_running_instead_of_running_too() 
         let fresh = fresh.clone();
         async move { run(&engine, &fresh).await }
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let planned = engine.statements_planned();
     let (_, _, requests) = run(&engine, &fresh).await;
     assert!(requests > 0);
