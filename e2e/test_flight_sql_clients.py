@@ -5,6 +5,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+import uuid
 
 import adbc_driver_flightsql.dbapi as flight_sql
 import adbc_driver_manager
@@ -288,3 +289,23 @@ def test_flight_sql_over_tls_with_adbc_pyarrow_and_the_cli(tmp_path):
         print("omnisql sql without the CA:", out.stderr.strip().splitlines()[0])
     finally:
         dev.stop()
+
+
+def test_adbc_repeats_are_answered_from_kept_results(conn):
+    """ADBC prepares every statement; a repeat is answered from the first run's kept result, rows and all."""
+    marker = uuid.uuid4().hex[:8]
+    sql = f"SELECT name AS name_{marker}, annual_revenue FROM salesforce.account ORDER BY name LIMIT 5"
+
+    def served(cur):
+        cur.execute("SELECT results_served FROM omnisql.cache_stats")
+        return cur.fetchall()[0][0]
+
+    with conn.cursor() as cur:
+        before = served(cur)
+        cur.execute(sql)
+        first = cur.fetchall()
+        assert served(cur) == before, "the first run plans and runs"
+        cur.execute(sql)
+        again = cur.fetchall()
+        assert served(cur) == before + 1, "the repeat is a kept result"
+    assert len(first) == 5 and again == first
