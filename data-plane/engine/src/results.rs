@@ -92,6 +92,11 @@ impl CachedResult {
 /// At most this share of the cache's bytes in one entry.
 const ENTRY_SHARE: usize = 64;
 
+/// A tenant holds at most an equal share of the cache among the tenants holding results, and never less
+/// than this fraction: a tenant asking many different questions evicts its own results, not everyone's,
+/// while a data plane serving one tenant gives it the whole cache.
+const TENANT_SHARE: usize = 4;
+
 /// How long a statement waits for an identical one already running before it runs itself.
 pub const FOLLOW_WAIT: Duration = Duration::from_secs(2);
 
@@ -131,6 +136,8 @@ struct Inner {
     /// Last use → key, oldest first.
     order: BTreeMap<u64, ResultKey>,
     bytes: usize,
+    /// Bytes held per tenant.
+    tenant_bytes: HashMap<String, usize>,
     tick: u64,
     hits: HashMap<String, u64>,
     /// Statements running whose result will be kept: closed when they end.
@@ -138,7 +145,19 @@ struct Inner {
     next_run: u64,
 }
 
-/// Recent results, bounded by bytes, least recently used out first.
+impl Inner {
+    fn remove(&mut self, key: &ResultKey) {
+        if let Some((old, last)) = self.entries.remove(key) {
+            self.order.remove(&last);
+            self.bytes -= old.size;
+            if let Some(b) = self.tenant_bytes.get_mut(&key.caller.tenant.0) {
+                *b -= old.size;
+            }
+        }
+    }
+}
+
+/// Recent results, bounded by bytes (in all and per tenant), least recently used out first.
 #[derive(Debug)]
 pub struct ResultCache {
     max_bytes: usize,
@@ -184,19 +203,27 @@ impl ResultCache {
         let mut inner = self.lock();
         inner.tick += 1;
         let tick = inner.tick;
-        let size = result.size;
-        if let Some((old, last)) = inner.entries.insert(key.clone(), (Arc::new(result), tick)) {
-            inner.bytes -= old.size;
-            inner.order.remove(&last);
+        let tenant = key.caller.tenant.0.clone();
+        inner.remove(&key);
+        inner.order.insert(tick, key.clone());
+        inner.bytes += result.size;
+        *inner.tenant_bytes.entry(tenant.clone()).or_default() += result.size;
+        inner.entries.insert(key, (Arc::new(result), tick));
+        // Over its share: the tenant's own least recently used results go first.
+        let holding = inner.tenant_bytes.values().filter(|b| **b > 0).count().clamp(1, TENANT_SHARE);
+        while inner.tenant_bytes.get(&tenant).copied().unwrap_or(0) > self.max_bytes / holding {
+            let Some(oldest) = inner.order.values().find(|k| k.caller.tenant.0 == tenant).cloned() else { break };
+            inner.remove(&oldest);
         }
-        inner.order.insert(tick, key);
-        inner.bytes += size;
         while inner.bytes > self.max_bytes {
-            let Some((_, oldest)) = inner.order.pop_first() else { break };
-            if let Some((old, _)) = inner.entries.remove(&oldest) {
-                inner.bytes -= old.size;
-            }
+            let Some(oldest) = inner.order.values().next().cloned() else { break };
+            inner.remove(&oldest);
         }
+    }
+
+    /// Bytes `tenant`'s kept results hold.
+    pub fn tenant_bytes(&self, tenant: &str) -> usize {
+        self.lock().tenant_bytes.get(tenant).copied().unwrap_or(0)
     }
 
     pub fn bytes(&self) -> usize {
@@ -355,6 +382,10 @@ mod tests {
         assert_eq!(r.check(|_| Duration::from_secs(15)), Some(true));
     }
 
+    fn key_of(tenant: &str, sql: &str) -> ResultKey {
+        ResultKey { caller: Caller::new(tenant, "alice"), generation: 1, sql: sql.into(), params: String::new() }
+    }
+
     #[test]
     fn entries_are_bounded_by_bytes_and_the_least_recently_used_goes_first() {
         let one = result(1000, SystemTime::now()).size;
@@ -363,21 +394,49 @@ mod tests {
         tight.put(key("big"), result(1000, SystemTime::now()));
         assert!(tight.get(&key("big")).is_none());
 
-        // Room for exactly ENTRY_SHARE entries of this size.
+        // Room for exactly ENTRY_SHARE entries of this size, spread over four tenants (each within its share).
         let cache = ResultCache::new(one * ENTRY_SHARE);
+        let k = |i: usize| key_of(&format!("t{}", i % 4), &format!("q{i}"));
         for i in 0..ENTRY_SHARE {
-            cache.put(key(&format!("q{i}")), result(1000, SystemTime::now()));
+            cache.put(k(i), result(1000, SystemTime::now()));
         }
         assert_eq!(cache.bytes(), one * ENTRY_SHARE);
         // The same key again replaces its entry; it is not counted twice.
-        cache.put(key("q5"), result(1000, SystemTime::now()));
+        cache.put(k(5), result(1000, SystemTime::now()));
         assert_eq!(cache.bytes(), one * ENTRY_SHARE);
-        assert!(cache.get(&key("q0")).is_some(), "q0 read again: now the most recently used");
-        cache.put(key("new"), result(1000, SystemTime::now()));
-        assert!(cache.get(&key("q0")).is_some());
-        assert!(cache.get(&key("q1")).is_none(), "the least recently used left");
-        assert!(cache.get(&key("new")).is_some());
+        assert!(cache.get(&k(0)).is_some(), "q0 read again: now the most recently used");
+        cache.put(key_of("t4", "new"), result(1000, SystemTime::now()));
+        assert!(cache.get(&k(0)).is_some());
+        assert!(cache.get(&k(1)).is_none(), "the least recently used left");
+        assert!(cache.get(&key_of("t4", "new")).is_some());
         assert_eq!(cache.bytes(), one * ENTRY_SHARE);
+    }
+
+    #[test]
+    fn a_tenant_over_its_share_evicts_its_own_results_not_others() {
+        let one = result(1000, SystemTime::now()).size;
+        // Alone, a tenant may fill the whole cache.
+        let alone = ResultCache::new(one * ENTRY_SHARE);
+        for i in 0..ENTRY_SHARE {
+            alone.put(key_of("only", &format!("q{i}")), result(1000, SystemTime::now()));
+        }
+        assert_eq!(alone.tenant_bytes("only"), one * ENTRY_SHARE);
+
+        // Beside four others, a busy tenant keeps a quarter: its own oldest results go, theirs stay.
+        let cache = ResultCache::new(one * ENTRY_SHARE);
+        for quiet in ["a", "b", "c"] {
+            cache.put(key_of(quiet, "q"), result(1000, SystemTime::now()));
+        }
+        let share = ENTRY_SHARE / TENANT_SHARE;
+        for i in 0..ENTRY_SHARE * 2 {
+            cache.put(key_of("busy", &format!("q{i}")), result(1000, SystemTime::now()));
+        }
+        assert_eq!(cache.tenant_bytes("busy"), one * share, "held to its share");
+        for quiet in ["a", "b", "c"] {
+            assert!(cache.get(&key_of(quiet, "q")).is_some(), "{quiet}'s result stays");
+        }
+        assert!(cache.get(&key_of("busy", "q0")).is_none());
+        assert!(cache.get(&key_of("busy", &format!("q{}", ENTRY_SHARE * 2 - 1))).is_some());
     }
 
     #[tokio::test]
