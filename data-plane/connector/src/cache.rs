@@ -63,8 +63,26 @@ struct Inner {
     /// Last use → key, oldest first.
     order: BTreeMap<u64, CacheKey>,
     bytes: usize,
+    /// Bytes held per tenant.
+    tenant_bytes: HashMap<String, usize>,
     tick: u64,
     stats: HashMap<String, CacheStats>,
+}
+
+/// A tenant holds at most an equal share of the cache among the tenants holding answers, never less than
+/// this fraction: one tenant's many different questions evict its own answers, not its neighbours'.
+const TENANT_SHARE: usize = 4;
+
+impl Inner {
+    fn remove(&mut self, key: &CacheKey) {
+        if let Some(old) = self.entries.remove(key) {
+            self.order.remove(&old.tick);
+            self.bytes -= old.size;
+            if let Some(b) = self.tenant_bytes.get_mut(&key.tenant) {
+                *b -= old.size;
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -117,19 +135,22 @@ impl ResponseCache {
         let mut inner = self.lock();
         inner.tick += 1;
         let tick = inner.tick;
-        if let Some(old) = inner.entries.remove(&key) {
-            inner.order.remove(&old.tick);
-            inner.bytes -= old.size;
-        }
+        inner.remove(&key);
         let cached = Cached { status, headers, body, fetched_at: Instant::now(), fetched_wall: SystemTime::now(), etag, hits: 0 };
+        let tenant = key.tenant.clone();
         inner.entries.insert(key.clone(), Entry { cached, size, tick });
         inner.order.insert(tick, key);
         inner.bytes += size;
+        *inner.tenant_bytes.entry(tenant.clone()).or_default() += size;
+        // Over its share: the tenant's own least recently used answers go first.
+        let holding = inner.tenant_bytes.values().filter(|b| **b > 0).count().clamp(1, TENANT_SHARE);
+        while inner.tenant_bytes.get(&tenant).copied().unwrap_or(0) > self.max_bytes / holding {
+            let Some(oldest) = inner.order.values().find(|k| k.tenant == tenant).cloned() else { break };
+            inner.remove(&oldest);
+        }
         while inner.bytes > self.max_bytes {
-            let Some((_, oldest)) = inner.order.pop_first() else { break };
-            if let Some(e) = inner.entries.remove(&oldest) {
-                inner.bytes -= e.size;
-            }
+            let Some(oldest) = inner.order.values().next().cloned() else { break };
+            inner.remove(&oldest);
         }
     }
 
@@ -182,5 +203,23 @@ mod tests {
         assert!(cache.get(&key("a", "GET /y")).is_none(), "y was least recently used");
         assert!(cache.get(&key("a", "GET /x")).is_some());
         assert!(cache.bytes() <= 1600);
+    }
+
+    #[test]
+    fn a_tenant_over_its_share_evicts_its_own_answers_not_its_neighbours() {
+        let cache = ResponseCache::new(4000);
+        for quiet in ["a", "b", "c"] {
+            put(&cache, key(quiet, "GET /q"), 400);
+        }
+        for i in 0..20 {
+            put(&cache, key("busy", &format!("GET /q{i:02}")), 400);
+        }
+        // Four tenants hold answers: the busy one keeps a quarter (1,000 bytes: two answers).
+        for quiet in ["a", "b", "c"] {
+            assert!(cache.get(&key(quiet, "GET /q")).is_some(), "{quiet}'s answer stays");
+        }
+        assert!(cache.get(&key("busy", "GET /q19")).is_some());
+        assert!(cache.get(&key("busy", "GET /q17")).is_none());
+        assert_eq!(cache.bytes(), 5 * 400);
     }
 }

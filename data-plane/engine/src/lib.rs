@@ -169,8 +169,8 @@ pub struct EngineOptions {
     pub memory: MemoryLimits,
     /// DataFusion partitions per query; pinned so plans do not depend on the machine.
     pub target_partitions: usize,
-    /// Memory for cached API answers, shared by all tenants (each sees only its own); `None` turns the
-    /// cache off.
+    /// Memory for cached API answers, shared by all tenants (each sees only its own, and holds at most an
+    /// equal share among those using it); `None` turns the cache off.
     pub cache_bytes: Option<usize>,
     /// Memory for recent query results answered again ([`results`]); `None` turns them off.
     pub result_cache_bytes: Option<usize>,
