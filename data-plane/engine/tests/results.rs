@@ -170,12 +170,13 @@ async fn identical_statements_wait_for_the_one_running_instead_of_running_too() 
     // The connector is made by a first, different statement, so the one below plans in milliseconds.
     run(&engine, "SELECT count(*) FROM github.repos").await;
     let sql = "SELECT count(*) AS n FROM github.issues WHERE repo_full_name = 'acme/api'";
+    let asked = github_requests(&sb).await;
     let first = tokio::spawn({
         let engine = engine.clone();
         async move { run(&engine, sql).await }
     });
-    // Once the first one runs (it waits 600 ms on GitHub), five more arrive.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once the first one runs (GitHub has its request and takes 600 ms to answer), five more arrive.
+    until_github_asked(&sb, asked).await;
     let planned = engine.statements_planned();
     let followers = futures::future::join_all((0..5).map(|_| run(&engine, sql))).await;
     let (expected, _, requests) = first.await.unwrap();
@@ -188,15 +189,29 @@ async fn identical_statements_wait_for_the_one_running_instead_of_running_too() 
 
     // Fresh data asked for while an identical statement runs: it runs itself.
     let fresh = format!("SET omnisql.max_staleness = '0'; {sql}");
+    let asked = github_requests(&sb).await;
     let running = tokio::spawn({
         let engine = engine.clone();
         let fresh = fresh.clone();
         async move { run(&engine, &fresh).await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_github_asked(&sb, asked).await;
     let planned = engine.statements_planned();
     let (_, _, requests) = run(&engine, &fresh).await;
     assert!(requests > 0);
     assert_eq!(engine.statements_planned(), planned + 1);
     running.await.unwrap();
+}
+
+async fn github_requests(sb: &Sandbox) -> u64 {
+    let stats: serde_json::Value =
+        reqwest::get(format!("{}/_sandbox/stats", sb.github_url)).await.unwrap().json().await.unwrap();
+    stats["total"].as_u64().unwrap()
+}
+
+/// Returns once GitHub has received a request past the `before` count (it counts on arrival).
+async fn until_github_asked(sb: &Sandbox, before: u64) {
+    while github_requests(sb).await == before {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
