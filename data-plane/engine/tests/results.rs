@@ -204,8 +204,7 @@ async fn identical_statements_wait_for_the_one_running_instead_of_running_too() 
 }
 
 async fn github_requests(sb: &Sandbox) -> u64 {
-    let stats: serde_json::Value =
-        reqwest::get(format!("{}/_sandbox/stats", sb.github_url)).await.unwrap().json().await.unwrap();
+    let stats: serde_json::Value = reqwest::get(format!("{}/_sandbox/stats", sb.github_url)).await.unwrap().json().await.unwrap();
     stats["total"].as_u64().unwrap()
 }
 
