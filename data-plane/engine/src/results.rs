@@ -5,8 +5,8 @@
 //! (connections, policies, principals), the caller with their groups, the statement and its parameters.
 //! A later identical query takes it when every source it read is still as fresh as that query accepts —
 //! the same rule the response cache applies to each API answer (`omnisql.max_staleness`, else each
-//! connection's TTL) — so a result never reports older data than a fresh run could have. Fresh queries
-//! (`max_staleness = 0`) always run, and store what they got.
+//! connection's TTL) — so a kept result is never older than the query accepts, exactly as if it had run
+//! over cached API answers. Fresh queries (`max_staleness = 0`) always run, and store what they got.
 //!
 //! Only results that are a function of API data alone are kept: no volatile or time-dependent function
 //! (`now()`, `random()`), no system or `information_schema` table, no `EXPLAIN`, and never for a tenant
