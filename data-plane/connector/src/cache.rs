@@ -3,13 +3,14 @@
 //! A query states how old an answer it accepts; older entries are revalidated (GitHub's `ETag`, where a
 //! 304 costs no quota) or fetched again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
 use crate::flights::Flights;
+use crate::lru::{Lru, TenantKey};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
@@ -51,37 +52,14 @@ pub struct Cached {
 }
 
 #[derive(Debug)]
-struct Entry {
-    cached: Cached,
-    size: usize,
-    tick: u64,
-}
-
-#[derive(Debug, Default)]
 struct Inner {
-    entries: HashMap<CacheKey, Entry>,
-    /// Last use → key, oldest first.
-    order: BTreeMap<u64, CacheKey>,
-    bytes: usize,
-    /// Bytes held per tenant.
-    tenant_bytes: HashMap<String, usize>,
-    tick: u64,
+    entries: Lru<CacheKey, Cached>,
     stats: HashMap<String, CacheStats>,
 }
 
-/// A tenant holds at most an equal share of the cache among the tenants holding answers, never less than
-/// this fraction: one tenant's many different questions evict its own answers, not its neighbours'.
-const TENANT_SHARE: usize = 4;
-
-impl Inner {
-    fn remove(&mut self, key: &CacheKey) {
-        if let Some(old) = self.entries.remove(key) {
-            self.order.remove(&old.tick);
-            self.bytes -= old.size;
-            if let Some(b) = self.tenant_bytes.get_mut(&key.tenant) {
-                *b -= old.size;
-            }
-        }
+impl TenantKey for CacheKey {
+    fn tenant(&self) -> &str {
+        &self.tenant
     }
 }
 
@@ -94,7 +72,8 @@ pub struct ResponseCache {
 
 impl ResponseCache {
     pub fn new(max_bytes: usize) -> Arc<Self> {
-        Arc::new(ResponseCache { max_bytes, inner: Mutex::new(Inner::default()), flights: Flights::new() })
+        let inner = Inner { entries: Lru::new(max_bytes), stats: HashMap::new() };
+        Arc::new(ResponseCache { max_bytes, inner: Mutex::new(inner), flights: Flights::new() })
     }
 
     /// Requests in flight, shared by every client of this cache.
@@ -104,7 +83,7 @@ impl ResponseCache {
 
     /// The entry, without counting a use (a background refresh is not a reader).
     pub fn peek(&self, key: &CacheKey) -> Option<Cached> {
-        self.lock().entries.get(key).map(|e| e.cached.clone())
+        self.lock().entries.peek_mut(key).map(|c| c.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -113,15 +92,9 @@ impl ResponseCache {
 
     pub fn get(&self, key: &CacheKey) -> Option<Cached> {
         let mut inner = self.lock();
-        inner.tick += 1;
-        let tick = inner.tick;
-        let entry = inner.entries.get_mut(key)?;
-        let old = std::mem::replace(&mut entry.tick, tick);
-        entry.cached.hits += 1;
-        let cached = entry.cached.clone();
-        inner.order.remove(&old);
-        inner.order.insert(tick, key.clone());
-        Some(cached)
+        let cached = inner.entries.get_mut(key)?;
+        cached.hits += 1;
+        Some(cached.clone())
     }
 
     pub fn put(&self, key: CacheKey, status: reqwest::StatusCode, headers: reqwest::header::HeaderMap, body: bytes::Bytes) {
@@ -132,33 +105,15 @@ impl ResponseCache {
         let etag = headers.get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
         // A copy of exactly the body: the buffer it came in may be larger, and would be kept whole.
         let body = bytes::Bytes::copy_from_slice(&body);
-        let mut inner = self.lock();
-        inner.tick += 1;
-        let tick = inner.tick;
-        inner.remove(&key);
         let cached = Cached { status, headers, body, fetched_at: Instant::now(), fetched_wall: SystemTime::now(), etag, hits: 0 };
-        let tenant = key.tenant.clone();
-        inner.entries.insert(key.clone(), Entry { cached, size, tick });
-        inner.order.insert(tick, key);
-        inner.bytes += size;
-        *inner.tenant_bytes.entry(tenant.clone()).or_default() += size;
-        // Over its share: the tenant's own least recently used answers go first.
-        let holding = inner.tenant_bytes.values().filter(|b| **b > 0).count().clamp(1, TENANT_SHARE);
-        while inner.tenant_bytes.get(&tenant).copied().unwrap_or(0) > self.max_bytes / holding {
-            let Some(oldest) = inner.order.values().find(|k| k.tenant == tenant).cloned() else { break };
-            inner.remove(&oldest);
-        }
-        while inner.bytes > self.max_bytes {
-            let Some(oldest) = inner.order.values().next().cloned() else { break };
-            inner.remove(&oldest);
-        }
+        self.lock().entries.insert(key, cached, size);
     }
 
     /// Marks an entry current again after the API answered 304.
     pub fn refresh(&self, key: &CacheKey) {
-        if let Some(e) = self.lock().entries.get_mut(key) {
-            e.cached.fetched_at = Instant::now();
-            e.cached.fetched_wall = SystemTime::now();
+        if let Some(c) = self.lock().entries.peek_mut(key) {
+            c.fetched_at = Instant::now();
+            c.fetched_wall = SystemTime::now();
         }
     }
 
@@ -171,7 +126,7 @@ impl ResponseCache {
     }
 
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.lock().entries.bytes()
     }
 }
 

@@ -19,6 +19,7 @@ pub mod governor;
 pub mod http;
 pub mod join_keys;
 pub mod json;
+pub mod lru;
 pub mod pagination;
 pub mod shared_limit;
 pub mod table;

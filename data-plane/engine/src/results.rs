@@ -32,6 +32,7 @@ use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use futures::{Stream, StreamExt};
 use omnisql_connector::QueryContext;
+use omnisql_connector::lru::{Lru, TenantKey};
 
 use crate::Caller;
 
@@ -92,11 +93,6 @@ impl CachedResult {
 /// At most this share of the cache's bytes in one entry.
 const ENTRY_SHARE: usize = 64;
 
-/// A tenant holds at most an equal share of the cache among the tenants holding results, and never less
-/// than this fraction: a tenant asking many different questions evicts its own results, not everyone's,
-/// while a data plane serving one tenant gives it the whole cache.
-const TENANT_SHARE: usize = 4;
-
 /// How long a statement waits for an identical one already running before it runs itself.
 pub const FOLLOW_WAIT: Duration = Duration::from_secs(2);
 
@@ -130,30 +126,18 @@ pub fn cacheable(plan: &LogicalPlan, connections: &[String]) -> bool {
     ok && scans > 0
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
-    entries: HashMap<ResultKey, (Arc<CachedResult>, u64)>,
-    /// Last use → key, oldest first.
-    order: BTreeMap<u64, ResultKey>,
-    bytes: usize,
-    /// Bytes held per tenant.
-    tenant_bytes: HashMap<String, usize>,
-    tick: u64,
+    entries: Lru<ResultKey, Arc<CachedResult>>,
     hits: HashMap<String, u64>,
     /// Statements running whose result will be kept: closed when they end.
     running: HashMap<ResultKey, (u64, tokio::sync::watch::Receiver<()>)>,
     next_run: u64,
 }
 
-impl Inner {
-    fn remove(&mut self, key: &ResultKey) {
-        if let Some((old, last)) = self.entries.remove(key) {
-            self.order.remove(&last);
-            self.bytes -= old.size;
-            if let Some(b) = self.tenant_bytes.get_mut(&key.caller.tenant.0) {
-                *b -= old.size;
-            }
-        }
+impl TenantKey for ResultKey {
+    fn tenant(&self) -> &str {
+        &self.caller.tenant.0
     }
 }
 
@@ -166,7 +150,8 @@ pub struct ResultCache {
 
 impl ResultCache {
     pub fn new(max_bytes: usize) -> Arc<Self> {
-        Arc::new(ResultCache { max_bytes, inner: Mutex::default() })
+        let inner = Inner { entries: Lru::new(max_bytes), hits: HashMap::new(), running: HashMap::new(), next_run: 0 };
+        Arc::new(ResultCache { max_bytes, inner: Mutex::new(inner) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -175,14 +160,7 @@ impl ResultCache {
 
     /// The entry for `key`, counted as used.
     pub fn get(&self, key: &ResultKey) -> Option<Arc<CachedResult>> {
-        let mut inner = self.lock();
-        inner.tick += 1;
-        let tick = inner.tick;
-        let (result, last) = inner.entries.get_mut(key)?;
-        let (result, old) = (result.clone(), std::mem::replace(last, tick));
-        inner.order.remove(&old);
-        inner.order.insert(tick, key.clone());
-        Some(result)
+        self.lock().entries.get_mut(key).map(|r| r.clone())
     }
 
     /// Counts a query the cache answered, for `omnisql.cache_stats`.
@@ -200,34 +178,17 @@ impl ResultCache {
         if result.size > self.max_bytes / ENTRY_SHARE {
             return;
         }
-        let mut inner = self.lock();
-        inner.tick += 1;
-        let tick = inner.tick;
-        let tenant = key.caller.tenant.0.clone();
-        inner.remove(&key);
-        inner.order.insert(tick, key.clone());
-        inner.bytes += result.size;
-        *inner.tenant_bytes.entry(tenant.clone()).or_default() += result.size;
-        inner.entries.insert(key, (Arc::new(result), tick));
-        // Over its share: the tenant's own least recently used results go first.
-        let holding = inner.tenant_bytes.values().filter(|b| **b > 0).count().clamp(1, TENANT_SHARE);
-        while inner.tenant_bytes.get(&tenant).copied().unwrap_or(0) > self.max_bytes / holding {
-            let Some(oldest) = inner.order.values().find(|k| k.caller.tenant.0 == tenant).cloned() else { break };
-            inner.remove(&oldest);
-        }
-        while inner.bytes > self.max_bytes {
-            let Some(oldest) = inner.order.values().next().cloned() else { break };
-            inner.remove(&oldest);
-        }
+        let size = result.size;
+        self.lock().entries.insert(key, Arc::new(result), size);
     }
 
     /// Bytes `tenant`'s kept results hold.
     pub fn tenant_bytes(&self, tenant: &str) -> usize {
-        self.lock().tenant_bytes.get(tenant).copied().unwrap_or(0)
+        self.lock().entries.tenant_bytes(tenant)
     }
 
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.lock().entries.bytes()
     }
 
     /// A run of `key`'s statement under way: its receiver closes when the run ends.
@@ -427,7 +388,7 @@ mod tests {
         for quiet in ["a", "b", "c"] {
             cache.put(key_of(quiet, "q"), result(1000, SystemTime::now()));
         }
-        let share = ENTRY_SHARE / TENANT_SHARE;
+        let share = ENTRY_SHARE / 4;
         for i in 0..ENTRY_SHARE * 2 {
             cache.put(key_of("busy", &format!("q{i}")), result(1000, SystemTime::now()));
         }
