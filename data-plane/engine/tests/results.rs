@@ -93,10 +93,10 @@ async fn a_kept_result_is_served_only_while_its_data_is_as_fresh_as_the_question
     let (_, _, requests) = run(&engine, &format!("SET omnisql.max_staleness = '0'; {sql}")).await;
     assert!(requests > 0);
     assert_eq!(served(&engine, "acme"), 0);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    // Older than one second is too old for this question...
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Older than 100 ms is too old for this question...
     let planned = engine.statements_planned();
-    run(&engine, &format!("SET omnisql.max_staleness = '1s'; {sql}")).await;
+    run(&engine, &format!("SET omnisql.max_staleness = '100 ms'; {sql}")).await;
     assert_eq!(engine.statements_planned(), planned + 1);
     // ...and fine for one that accepts a minute.
     run(&engine, &format!("SET omnisql.max_staleness = '60s'; {sql}")).await;
@@ -133,22 +133,25 @@ async fn results_that_depend_on_more_than_api_data_are_never_kept() {
 }
 
 async fn plan(engine: &Engine, sql: &str) -> omnisql_engine::PreparedQuery {
-    let mut settings = QuerySettings::default();
+    let mut settings = QuerySettings { max_staleness: Some(ALLOWANCE), ..QuerySettings::default() };
     engine.plan(&caller(), sql, None, &mut settings).await.unwrap().unwrap()
 }
+
+/// The staleness `plan` accepts: a kept result is due for a refresh once older than half of it.
+const ALLOWANCE: Duration = Duration::from_millis(400);
 
 #[tokio::test]
 async fn a_popular_aging_result_is_refreshed_in_the_background_once() {
     let sb = sandbox(SandboxConfig::default()).await;
-    // Two-second TTL: past one second a kept result is past half its allowance.
-    let engine = keeping_engine(&sb, Some(2));
+    let engine = keeping_engine(&sb, None);
     let sql = "SELECT count(*) AS n FROM salesforce.account";
     run(&engine, sql).await;
     run(&engine, sql).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Past half the allowance, well within all of it.
+    tokio::time::sleep(ALLOWANCE * 5 / 8).await;
     let mut q = plan(&engine, sql).await;
     assert!(q.from_kept_result());
-    let refresh = q.take_refresh().expect("read twice and past half its TTL: due for a refresh");
+    let refresh = q.take_refresh().expect("read twice and past half its allowance: due for a refresh");
     assert!(plan(&engine, sql).await.take_refresh().is_none(), "one refresh at a time");
     let before = engine.statements_planned();
     engine.refresh_result(refresh).await;
@@ -210,7 +213,11 @@ async fn github_requests(sb: &Sandbox) -> u64 {
 
 /// Returns once GitHub has received a request past the `before` count (it counts on arrival).
 async fn until_github_asked(sb: &Sandbox, before: u64) {
-    while github_requests(sb).await == before {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while github_requests(sb).await == before {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("GitHub was asked within 10 s");
 }
