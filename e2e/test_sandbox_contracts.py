@@ -42,6 +42,7 @@ def response_schema(spec, path, code="200"):
     "spec_path,url_path",
     [
         ("/orgs/{org}/repos", "/orgs/acme/repos?per_page=100"),
+        ("/orgs/{org}/issues", "/orgs/acme/issues?filter=all&state=all&per_page=100"),
         ("/repos/{owner}/{repo}/issues", "/repos/acme/api/issues?state=all&per_page=100"),
         ("/repos/{owner}/{repo}/pulls", "/repos/acme/api/pulls?state=all&per_page=20"),
         ("/repos/{owner}/{repo}/commits", "/repos/acme/api/commits?per_page=20"),

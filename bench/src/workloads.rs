@@ -65,7 +65,7 @@ pub fn all(world: &World) -> Vec<Workload> {
             name: "join_3_sources",
             description: "GitHub × Salesforce × Slack on email",
             sql: JOIN_3.into(),
-            // GitHub: repositories, then issue pages; users list, then user details (in parallel).
+            // GitHub: the open issues, then their authors' details (REST lists no emails).
             min_round_trips: vec![(App::Github, 2), (App::Salesforce, 1), (App::Slack, 1)],
             selective: false,
         },

@@ -18,6 +18,7 @@ GITHUB = "github-rest-openapi-2022-07.json"
 GITHUB_PATHS = [
     "/rate_limit",
     "/orgs/{org}/repos",
+    "/orgs/{org}/issues",
     "/orgs/{org}/members",
     "/users/{username}/repos",
     "/repos/{owner}/{repo}",

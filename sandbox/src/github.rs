@@ -88,6 +88,7 @@ pub fn router(state: Arc<GithubState>) -> Router {
     let app = Router::new()
         .route("/rate_limit", get(rate_limit))
         .route("/orgs/{org}/repos", get(org_repos))
+        .route("/orgs/{org}/issues", get(org_issues))
         .route("/users/{username}/repos", get(user_repos))
         .route("/repos/{owner}/{repo}", get(repo))
         .route("/repos/{owner}/{repo}/issues", get(issues))
@@ -670,30 +671,80 @@ async fn issues(
     let Some(repo) = find_repo(&s, &owner, &name, &c) else {
         return error(StatusCode::NOT_FOUND, "Not Found");
     };
-    let w = &s.world;
     let repo_idx = (repo.id - 5000) as usize;
+    let candidates = s.by_repo[repo_idx].iter().map(|&i| &s.world.issues[i]);
+    match filtered_issues(&s, &q, candidates, true) {
+        Ok(out) => page(&s, &format!("/repos/{owner}/{name}/issues"), &q, out, |i| issue_json(&s, i)),
+        Err(resp) => resp,
+    }
+}
+
+/// `GET /orgs/{org}/issues`: issues and pull requests of every repository of the organisation the caller
+/// can see, each with its `repository`. `filter=all` and `filter=repos` list them all; the default
+/// (`assigned`) and `created`, `mentioned`, `subscribed` are relative to the token's user, who in this
+/// world authors, is assigned and follows nothing, so they list none. The repository endpoint's
+/// `assignee`, `creator` and `mentioned` are not parameters here and are ignored, as GitHub does.
+async fn org_issues(
+    State(s): State<Arc<GithubState>>,
+    axum::Extension(c): axum::Extension<Caller>,
+    Path(org): Path<String>,
+    Query(q): Q,
+) -> Response {
+    if !c.authenticated {
+        return error(StatusCode::UNAUTHORIZED, "Requires authentication");
+    }
+    if !org.eq_ignore_ascii_case(ORG) {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let everything = match q.get("filter").map(String::as_str).unwrap_or("assigned") {
+        "all" | "repos" => true,
+        "assigned" | "created" | "mentioned" | "subscribed" => false,
+        other => return validation_failed("filter", other),
+    };
+    let w = &s.world;
+    // An authenticated caller sees every repository of the organisation (see `find_repo`).
+    let repos = if everything { 0..w.repos.len() } else { 0..0 };
+    let candidates = repos.flat_map(|r| s.by_repo[r].iter().map(|&i| &w.issues[i]));
+    match filtered_issues(&s, &q, candidates, false) {
+        Ok(out) => page(&s, &format!("/orgs/{org}/issues"), &q, out, |i| {
+            let mut v = issue_json(&s, i);
+            v["repository"] = repo_json(&s, &w.repos[i.repo]);
+            v
+        }),
+        Err(resp) => resp,
+    }
+}
+
+/// The `candidates` a list request keeps, in the order it asks for: `state`, `labels` and `since`, and
+/// on a repository's list (`per_repo`) also `assignee`, `creator` and `mentioned`.
+fn filtered_issues<'w>(
+    s: &'w GithubState,
+    q: &HashMap<String, String>,
+    candidates: impl Iterator<Item = &'w Issue>,
+    per_repo: bool,
+) -> Result<Vec<&'w Issue>, Response> {
+    let w = &s.world;
     let labels: Vec<&str> =
         q.get("labels").map(|l| l.split(',').map(str::trim).filter(|l| !l.is_empty()).collect()).unwrap_or_default();
     let since = match q.get("since") {
         Some(v) => match parse_time(v) {
             Some(t) => Some(t),
-            None => return validation_failed("since", v),
+            None => return Err(validation_failed("since", v)),
         },
         None => None,
     };
+    let param = |k: &str| if per_repo { q.get(k).map(String::as_str) } else { None };
     let login_of = |u: usize| w.github_users[u].login.as_str();
     let mut out = Vec::new();
-    for i in s.by_repo[repo_idx].iter().map(|&i| &w.issues[i]) {
-        match state_matches(i, &q) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(resp) => return resp,
+    for i in candidates {
+        if !state_matches(i, q)? {
+            continue;
         }
         if !labels.iter().all(|l| i.labels.iter().any(|x| x.eq_ignore_ascii_case(l))) {
             continue;
         }
         let assigned_to = |a: &str| i.assignee.is_some_and(|x| login_of(x).eq_ignore_ascii_case(a));
-        let assignee_ok = match q.get("assignee").map(String::as_str) {
+        let assignee_ok = match param("assignee") {
             None => true,
             Some("*") => i.assignee.is_some(),
             Some("none") => i.assignee.is_none(),
@@ -702,25 +753,19 @@ async fn issues(
         if !assignee_ok {
             continue;
         }
-        if let Some(creator) = q.get("creator") {
-            if !login_of(i.author).eq_ignore_ascii_case(creator) {
-                continue;
-            }
+        if param("creator").is_some_and(|creator| !login_of(i.author).eq_ignore_ascii_case(creator)) {
+            continue;
         }
-        if let Some(m) = q.get("mentioned") {
-            if !i.assignee.is_some_and(|x| login_of(x).eq_ignore_ascii_case(m)) {
-                continue;
-            }
+        if param("mentioned").is_some_and(|m| !assigned_to(m)) {
+            continue;
         }
-        if let Some(since) = since {
-            if i.updated < since {
-                continue;
-            }
+        if since.is_some_and(|since| i.updated < since) {
+            continue;
         }
         out.push(i);
     }
-    sort_issues(&mut out, &q);
-    page(&s, &format!("/repos/{owner}/{name}/issues"), &q, out, |i| issue_json(&s, i))
+    sort_issues(&mut out, q);
+    Ok(out)
 }
 
 async fn pulls(

@@ -67,6 +67,44 @@ async fn github_link_header_pages_cover_every_issue_exactly_once() {
 }
 
 #[tokio::test]
+async fn github_organisation_issues_list_every_repository_with_filter_all_and_none_by_default() {
+    let (sb, c) = start(SandboxConfig::default()).await;
+    let get = |query: &str| {
+        let url = format!("{}/orgs/acme/issues?{query}", sb.github_url);
+        c.get(url).header("authorization", gh_auth(&sb)).send()
+    };
+    let mut seen = Vec::new();
+    for page in 1.. {
+        let r = get(&format!("filter=all&state=open&per_page=100&page={page}")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let has_next = r.headers().get("link").is_some_and(|l| l.to_str().unwrap().contains("rel=\"next\""));
+        let items: Vec<Value> = r.json().await.unwrap();
+        for i in &items {
+            assert_eq!(i["state"], "open");
+            let repo = i["repository"]["full_name"].as_str().unwrap().to_string();
+            assert!(i["url"].as_str().unwrap().contains(&format!("/repos/{repo}/issues/")), "{i}");
+            seen.push((repo, i["number"].as_i64().unwrap()));
+        }
+        if !has_next {
+            break;
+        }
+    }
+    let w = &sb.world;
+    let mut expected: Vec<(String, i64)> =
+        w.issues.iter().filter(|i| i.open).map(|i| (w.repos[i.repo].full_name(), i.number)).collect();
+    expected.sort();
+    seen.sort();
+    assert!(!expected.is_empty());
+    assert_eq!(seen, expected, "every open issue and pull request of every repository, each once");
+    // The default filter is the token user's assigned issues: none in this world.
+    let r = get("state=all").await.unwrap();
+    assert_eq!(r.json::<Vec<Value>>().await.unwrap().len(), 0);
+    assert_eq!(get("filter=everything").await.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let anonymous = c.get(format!("{}/orgs/acme/issues?filter=all", sb.github_url)).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn github_quota_headers_count_down_and_exhaustion_answers_403_with_remaining_zero() {
     let (sb, c) = start(SandboxConfig { quotas: Quotas { github_per_hour: 3, ..Quotas::default() }, ..Default::default() }).await;
     let url = format!("{}/repos/acme/api", sb.github_url);

@@ -87,11 +87,12 @@ async fn a_request_budget_fails_the_query_and_names_the_budget() {
     let sb = sandbox(SandboxConfig::default()).await;
     let engine = cached_engine(&sb);
     let e = engine
-        .query(&caller(), "SET omnisql.request_budget = 3; SELECT count(*) FROM github.issues")
+        .query(&caller(), "SET omnisql.request_budget = 1; SELECT count(*) FROM github.issues")
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("budget of 3 upstream requests"), "{e}");
+    // The organisation's issues are two pages of 100.
+    assert!(e.contains("budget of 1 upstream requests"), "{e}");
     let (out, _, _) = run(&engine, "SET omnisql.request_budget = 100; SELECT count(*) AS n FROM github.issues").await;
     assert!(out.contains(&format!("| {} |", sb.world.issues.len())), "{out}");
 }
@@ -116,13 +117,14 @@ async fn the_system_schema_shows_the_tenants_cache_and_rate_limits_only() {
     run(&engine, "SELECT count(*) FROM github.issues").await;
     run(&engine, "SELECT count(*) FROM github.issues").await;
     let (out, _, _) = run(&engine, "SELECT hits, misses FROM omnisql.cache_stats").await;
-    assert!(out.contains("| 5    | 5      |"), "{out}");
+    // Two pages of the organisation's issue list, then the same two from the cache.
+    assert!(out.contains("| 2    | 2      |"), "{out}");
     let (out, rows, _) =
         run(&engine, "SELECT connection, bucket, capacity, available FROM omnisql.rate_limits ORDER BY bucket").await;
-    // The hourly core quota, and the per-minute secondary limit of each endpoint used.
-    assert_eq!(rows, 3, "{out}");
+    // The hourly core quota, and the per-minute secondary limit of the one endpoint used.
+    assert_eq!(rows, 2, "{out}");
     assert!(out.contains("github:core") && out.contains("5000.0"), "{out}");
-    assert!(out.contains("github:secondary /repos/{owner}/{repo}/issues") && out.contains("900.0"), "{out}");
+    assert!(out.contains("github:secondary /orgs/{name}/issues") && out.contains("900.0"), "{out}");
     let other = Caller::new("other", "someone");
     let (batches, _) = engine.query(&other, "SELECT hits FROM omnisql.cache_stats").await.unwrap();
     assert!(pretty(&batches).contains("| 0    |"), "another tenant sees its own, empty, statistics");

@@ -9,13 +9,29 @@ use common::*;
 use omnisql_sandbox::SandboxConfig;
 
 #[tokio::test]
-async fn issue_count_matches_the_world_and_fans_out_over_repositories() {
+async fn issue_count_matches_the_world_over_the_organisation_list_or_each_repository() {
     let sb = sandbox(SandboxConfig::default()).await;
     let engine = engine(&sb, true);
     let (out, _, requests) = run(&engine, "SELECT count(*) AS n FROM github.issues").await;
     assert!(out.contains(&format!("| {} |", sb.world.issues.len())), "{out}");
-    // One repository list plus at least one page per repository.
-    assert!(requests > sb.world.repos.len() as u64, "{requests} requests");
+    // The organisation's issue list, 100 a page: no repository list, no request per repository.
+    assert_eq!(requests, sb.world.issues.len().div_ceil(100) as u64, "{requests} requests");
+    // `creator` is a parameter of a repository's list only: the organisation's list is filtered here.
+    let w = &sb.world;
+    let author = &w.github_users[w.issues[0].author].login;
+    let (out, _, requests) =
+        run(&engine, &format!("SELECT count(*) AS n FROM github.issues WHERE upper(user_login) = upper('{author}')")).await;
+    let expected = w.issues.iter().filter(|i| w.github_users[i.author].login == *author).count();
+    assert!(expected > 0 && out.contains(&format!("| {expected} |")), "{out}");
+    // Pinned repositories are read one by one, with `creator`.
+    let repos: Vec<String> = w.repos.iter().map(|r| format!("'{}'", r.full_name())).collect();
+    let sql = format!(
+        "SELECT count(*) AS n FROM github.issues WHERE user_login = '{author}' AND repo_full_name IN ({})",
+        repos.join(", ")
+    );
+    let (out, _, requests) = run(&engine, &sql).await;
+    assert!(out.contains(&format!("| {expected} |")), "{out}");
+    assert_eq!(requests, w.repos.len() as u64, "{requests} requests");
 }
 
 #[tokio::test]

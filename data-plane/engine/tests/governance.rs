@@ -46,7 +46,7 @@ fn caller_of(id: &str) -> Caller {
 async fn ten_times_the_github_quota_sends_nothing_github_would_refuse() {
     let sb = sandbox(SandboxConfig { quotas: Quotas { github_per_hour: 30, ..Quotas::generous() }, ..Default::default() }).await;
     let engine = engine_without_cache(&sb, Duration::from_secs(10), &[("acme", 1.0)], None);
-    // Each query needs 5 requests (the repository list and one page per repository): 60 ask for 300.
+    // Each query needs 2 requests (two pages of the organisation's issue list): 60 ask for 120.
     let mut tasks = Vec::new();
     for _ in 0..60 {
         let engine = engine.clone();
@@ -66,9 +66,10 @@ async fn ten_times_the_github_quota_sends_nothing_github_would_refuse() {
     let sent = stats(&sb.github_url).await["total"].as_u64().unwrap();
     assert!(sent <= 30, "{sent} requests sent against a quota of 30: GitHub would have refused {}", sent.saturating_sub(30));
     println!(
-        "60 queries needing 300 requests against a quota of 30: {ok} answered, {refused} refused with a quota error, {sent} requests sent"
+        "60 queries needing 120 requests against a quota of 30: {ok} answered, {refused} refused with a quota error, {sent} requests sent"
     );
-    assert!(ok >= 1 && refused >= 50, "{ok} answered, {refused} refused");
+    // At most 15 queries' worth of requests fit in the quota; every other query is refused.
+    assert!((1..=15).contains(&ok) && ok + refused == 60, "{ok} answered, {refused} refused");
 }
 
 #[tokio::test]
@@ -181,16 +182,16 @@ async fn a_tenant_limited_to_a_share_of_the_quota_leaves_the_rest_to_others() {
         sb.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
     let mut limited = testing::single_tenant("limited", "p", "limited-token-0123456789", connections.clone());
     for c in &mut limited.connections {
-        c.quota_share = Some(0.002); // 0.2% of 5,000 an hour: 10 requests
+        c.quota_share = Some(0.001); // 0.1% of 5,000 an hour: 5 requests
     }
     let other = testing::single_tenant("other", "p", "other-token-0123456789", connections);
     let options = EngineOptions { cache_bytes: None, query_timeout: Duration::from_secs(5), ..Default::default() };
     let engine = Engine::new(&testing::config(vec![limited, other]), options).unwrap();
-    // Each count needs 5 requests: two fit in the share, the third does not.
+    // Each count needs 2 requests (the organisation's issues, two pages): two fit in the share, the third does not.
     for _ in 0..2 {
         engine.query(&caller_of("limited"), "SELECT count(*) FROM github.issues").await.unwrap();
     }
     let e = engine.query(&caller_of("limited"), "SELECT count(*) FROM github.issues").await.unwrap_err().to_string();
-    assert!(e.contains("github:core (0.2% share of tenant limited) rate limit has no request left"), "{e}");
+    assert!(e.contains("github:core (0.1% share of tenant limited) rate limit has no request left"), "{e}");
     engine.query(&caller_of("other"), "SELECT count(*) FROM github.issues").await.unwrap();
 }

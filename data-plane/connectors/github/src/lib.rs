@@ -1,8 +1,10 @@
 //! GitHub REST as the `github` schema: `repos`, `issues`, `pulls`, `commits`, `users`, and
 //! `search_issues` (GitHub's issue search; its `query` column is required).
 //!
-//! Without a repository filter, `issues`, `pulls` and `commits` list the configured organisations'
-//! repositories and fan out over them concurrently (within the connection's concurrency bound). Lists
+//! Without a repository filter, `issues` reads each organisation's issue list (`GET /orgs/{org}/issues?
+//! filter=all`, every repository in one list), unless a filter only a repository's list takes (`creator`,
+//! `assignee`) is pushed; then, like `pulls` and `commits`, it lists the configured organisations'
+//! repositories and fans out over them concurrently (within the connection's concurrency bound). Lists
 //! use `per_page=100`; after the first page the `link` header's `last` page lets the remaining pages be
 //! fetched in parallel. Pushdown, per table:
 //!
@@ -433,6 +435,9 @@ fn is_state_literal(v: &ScalarValue) -> bool {
 struct Plan {
     repos: Option<Vec<String>>,
     params: Vec<(String, String)>,
+    /// Issues of every repository, listed organisation-wide (`GET /orgs/{org}/issues?filter=all`): one
+    /// round trip fewer than listing the repositories first, and no request per empty repository.
+    org_wide: bool,
 }
 
 impl GithubTable {
@@ -441,7 +446,7 @@ impl GithubTable {
     }
 
     fn plan(&self, scan: &ScanRequest) -> Plan {
-        let mut plan = Plan { repos: pinned_texts(&scan.filters, self.repo_column()), params: Vec::new() };
+        let mut plan = Plan { repos: pinned_texts(&scan.filters, self.repo_column()), ..Plan::default() };
         let mut put = |k: &str, v: String| {
             if !plan.params.iter().any(|(key, _)| key == k) {
                 plan.params.push((k.to_string(), v));
@@ -491,7 +496,17 @@ impl GithubTable {
         if matches!(self.kind, TableKind::Issues | TableKind::Pulls) && !plan.params.iter().any(|(k, _)| k == "state") {
             plan.params.push(("state".into(), "all".into()));
         }
+        plan.org_wide = self.kind == TableKind::Issues && plan.repos.is_none();
+        if plan.org_wide {
+            plan.params.insert(0, ("filter".into(), "all".into()));
+        }
         plan
+    }
+
+    /// What the organisation's issue list is asked: its own parameters, without `creator` and
+    /// `assignee` (a repository's list takes them; [`IssueFilter`] applies them to the rows instead).
+    fn org_params(plan: &Plan) -> Vec<(String, String)> {
+        plan.params.iter().filter(|(k, _)| !matches!(k.as_str(), "creator" | "assignee")).cloned().collect()
     }
 
     fn path(&self, repo: &str) -> String {
@@ -539,6 +554,57 @@ fn with_repo(repo: &str, mut rows: Vec<Value>) -> Vec<Value> {
         }
     }
     rows
+}
+
+/// `creator` and `assignee` as a repository's issue list applies them (logins ignore case; `assignee`
+/// `none` and `*` ask for no assignee and any), for the organisation's list, which does not take them.
+#[derive(Debug, Clone, Default)]
+struct IssueFilter {
+    creator: Option<String>,
+    assignee: Option<String>,
+}
+
+impl IssueFilter {
+    fn of(params: &[(String, String)]) -> Self {
+        let get = |key: &str| params.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        IssueFilter { creator: get("creator"), assignee: get("assignee") }
+    }
+
+    fn is_everything(&self) -> bool {
+        self.creator.is_none() && self.assignee.is_none()
+    }
+
+    fn apply(&self, mut rows: Vec<Value>) -> Vec<Value> {
+        let login = |u: &Value| u.get("login").and_then(Value::as_str).map(str::to_string);
+        rows.retain(|r| {
+            let creator = r.get("user").and_then(login);
+            // `assignee=x` matches any of the assignees, not only the first (`assignee`).
+            let assignees: Vec<String> = match r.get("assignees").and_then(Value::as_array) {
+                Some(list) => list.iter().filter_map(login).collect(),
+                None => r.get("assignee").and_then(login).into_iter().collect(),
+            };
+            let creator_ok = self.creator.as_ref().is_none_or(|c| creator.is_some_and(|l| l.eq_ignore_ascii_case(c)));
+            let assignee_ok = match self.assignee.as_deref() {
+                None => true,
+                Some("none") => assignees.is_empty(),
+                Some("*") => !assignees.is_empty(),
+                Some(a) => assignees.iter().any(|l| l.eq_ignore_ascii_case(a)),
+            };
+            creator_ok && assignee_ok
+        });
+        rows
+    }
+}
+
+/// Rows of an organisation's issue list: `_repo` from each issue's own `url`, and the embedded
+/// `repository` dropped (a whole repository object per row is most of the answer's size).
+fn of_repository(mut rows: Vec<Value>) -> Vec<Value> {
+    for r in &mut rows {
+        if let Some(o) = r.as_object_mut() {
+            o.remove("repository");
+        }
+    }
+    with_repo("", rows)
 }
 
 #[async_trait]
@@ -638,6 +704,12 @@ impl ApiTable for GithubTable {
                 self.api.orgs.iter().map(|o| format!("GET /orgs/{o}/repos?type=all&per_page=100 (all pages)")).collect()
             }
             (_, Some(repos)) => repos.iter().map(|r| format!("GET {}{} (all pages)", self.path(r), query(&per_page))).collect(),
+            (_, None) if plan.org_wide => {
+                let params = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(Self::org_params(&plan).iter().chain(&per_page))
+                    .finish();
+                self.api.orgs.iter().map(|o| format!("GET /orgs/{o}/issues?{params} (all pages)")).collect()
+            }
             (_, None) => {
                 let mut v: Vec<String> =
                     self.api.orgs.iter().map(|o| format!("GET /orgs/{o}/repos?type=all&per_page=100")).collect();
@@ -660,7 +732,10 @@ impl ApiTable for GithubTable {
             TableKind::Users => {
                 pinned_texts(&scan.filters, "login").map_or(0, |l| l.len().div_ceil(graphql::LOGINS_PER_QUERY) as u64)
             }
-            _ => self.plan(scan).repos.map_or(0, |r| r.len() as u64),
+            _ => {
+                let plan = self.plan(scan);
+                plan.repos.map_or(if plan.org_wide { self.api.orgs.len() as u64 } else { 0 }, |r| r.len() as u64)
+            }
         }
     }
 
@@ -703,6 +778,21 @@ impl ApiTable for GithubTable {
                         .boxed()
                 }
             },
+            TableKind::Issues if plan.org_wide => {
+                let concurrency = api.client.max_concurrency();
+                let keep = IssueFilter::of(&plan.params);
+                // Rows the list returns that a filter drops cannot count towards `LIMIT`.
+                let limit = if keep.is_everything() { limit } else { None };
+                let params = Self::org_params(&plan);
+                stream::iter(api.orgs.clone())
+                    .map(move |org| {
+                        let keep = keep.clone();
+                        api.list(q.clone(), format!("/orgs/{org}/issues"), params.clone(), limit)
+                            .map_ok(move |rows| keep.apply(of_repository(rows)))
+                    })
+                    .flatten_unordered(concurrency)
+                    .boxed()
+            }
             _ => {
                 let path_of = move |repo: &str| match kind {
                     TableKind::Pulls => format!("/repos/{repo}/pulls"),
