@@ -55,6 +55,10 @@ pub struct WorldArgs {
     /// Latency added to every sandbox request, in milliseconds (±20% jitter).
     #[arg(long, env = "OMNISQL_SANDBOX_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
+    /// The benchmark's latency model instead (`omnisql bench --latency default`: GitHub 100 ms,
+    /// Salesforce 150 ms, Slack 80 ms, ±20%), to look into its runs with `EXPLAIN ANALYZE`.
+    #[arg(long, env = "OMNISQL_SANDBOX_BENCH_LATENCY", conflicts_with = "latency_ms")]
+    bench_latency: bool,
     /// Enforce the real services' quotas (GitHub 5,000/h, Slack tiers…) instead of generous ones.
     #[arg(long, env = "OMNISQL_SANDBOX_REAL_QUOTAS")]
     real_quotas: bool,
@@ -62,13 +66,16 @@ pub struct WorldArgs {
 
 impl WorldArgs {
     fn config(&self) -> SandboxConfig {
-        SandboxConfig {
+        let config = SandboxConfig {
             seed: self.seed,
             scale: self.scale,
             quotas: if self.real_quotas { Quotas::default() } else { Quotas::generous() },
             ..Default::default()
+        };
+        if self.bench_latency {
+            return config.with_default_latency();
         }
-        .with_latency(Latency { fixed_ms: self.latency_ms, jitter_pct: if self.latency_ms > 0 { 20.0 } else { 0.0 } })
+        config.with_latency(Latency { fixed_ms: self.latency_ms, jitter_pct: if self.latency_ms > 0 { 20.0 } else { 0.0 } })
     }
 }
 

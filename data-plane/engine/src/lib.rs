@@ -20,6 +20,7 @@ pub mod catalog;
 pub mod config;
 pub mod contain;
 pub mod cpu;
+pub mod eager;
 pub mod governed;
 pub use omnisql_policy as policy;
 pub mod guard;
@@ -686,6 +687,7 @@ impl Engine {
             .with_config(config)
             .with_runtime_env(self.resources.runtime_for(&tenant.0)?)
             .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(eager::EagerProbe))
             .with_physical_optimizer_rule(Arc::new(cpu::FairShare))
             .build();
         for f in &self.bounded {

@@ -184,6 +184,44 @@ async fn the_readme_join_keeps_its_rows_with_fewer_requests() {
     assert!(with < without, "{with} vs {without}");
 }
 
+/// Milliseconds of the first `join_wait=…` metric in an `EXPLAIN ANALYZE` text.
+fn join_wait_ms(plan: &str) -> f64 {
+    let at = plan.find("join_wait=").unwrap_or_else(|| panic!("no join_wait in {plan}")) + "join_wait=".len();
+    let text: String = plan[at..].chars().take_while(|c| !matches!(c, ',' | ']' | ' ')).collect();
+    let (number, unit): (String, String) = text.chars().partition(|c| c.is_ascii_digit() || *c == '.');
+    let factor = match unit.as_str() {
+        "ns" => 1e-6,
+        "µs" => 1e-3,
+        "ms" => 1.0,
+        "s" => 1e3,
+        other => panic!("unit {other} in {text}"),
+    };
+    number.parse::<f64>().unwrap() * factor
+}
+
+/// Salesforce answers slowly and its objects are the build sides (small, known sizes): GitHub users are
+/// still keyed by the issue authors as soon as the issues are in, not after Salesforce has answered —
+/// the inner join under the Salesforce joins is read at once (`EagerExec`), and the apps are called side
+/// by side.
+#[tokio::test]
+async fn join_keys_do_not_wait_for_another_apps_build_side() {
+    let slow = omnisql_sandbox::Latency { fixed_ms: 1500, jitter_pct: 0.0 };
+    let mut config = SandboxConfig::default();
+    config.salesforce.latency = slow;
+    let sb = sandbox(config).await;
+    let pushed = engine(&sb, true);
+    let sql = "SELECT i.number, c.email FROM github.issues i JOIN github.users gu ON gu.login = i.user_login
+        JOIN salesforce.contact c ON c.email = gu.email JOIN salesforce.account a ON a.id = c.account_id
+        WHERE i.state = 'open'";
+    // The first run teaches Salesforce its objects' sizes, which makes them the build sides.
+    let (_, rows, _) = run(&pushed, sql).await;
+    assert!(rows > 0);
+    let (plan, _, _) = run(&pushed, &format!("EXPLAIN ANALYZE {sql}")).await;
+    let wait = join_wait_ms(&plan);
+    assert!(wait < 1000.0, "GitHub users waited {wait} ms for keys: Salesforce's 1,500 ms came first\n{plan}");
+    assert!(plan.contains("mode=CollectLeft") && plan.contains("EagerExec"), "{plan}");
+}
+
 /// Salesforce learns an object's size from an unfiltered query; once it spans several pages, a join's keys
 /// are worth waiting for, and one keyed query replaces the chain of pages — same rows.
 #[tokio::test]
