@@ -20,9 +20,10 @@ async fn issue_count_matches_the_world_over_the_organisation_list_or_each_reposi
     let w = &sb.world;
     let author = &w.github_users[w.issues[0].author].login;
     let (out, _, requests) =
-        run(&engine, &format!("SELECT count(*) AS n FROM github.issues WHERE upper(user_login) = upper('{author}')")).await;
+        run(&engine, &format!("SELECT count(*) AS n FROM github.issues WHERE user_login = '{author}'")).await;
     let expected = w.issues.iter().filter(|i| w.github_users[i.author].login == *author).count();
     assert!(expected > 0 && out.contains(&format!("| {expected} |")), "{out}");
+    assert_eq!(requests, w.issues.len().div_ceil(100) as u64, "{requests} requests");
     // Pinned repositories are read one by one, with `creator`.
     let repos: Vec<String> = w.repos.iter().map(|r| format!("'{}'", r.full_name())).collect();
     let sql = format!(

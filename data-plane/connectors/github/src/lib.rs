@@ -411,6 +411,29 @@ fn columns(kind: TableKind) -> Vec<Column> {
 
 #[cfg(test)]
 mod tests {
+    /// The organisation's list does not take `creator` or `assignee`; the scan applies them as a
+    /// repository's list would.
+    #[test]
+    fn repository_only_parameters_are_applied_to_the_organisations_rows() {
+        use serde_json::json;
+        let row = |number: i64, author: &str, assignees: &[&str]| {
+            let people: Vec<serde_json::Value> = assignees.iter().map(|a| json!({ "login": a })).collect();
+            json!({ "number": number, "user": { "login": author }, "assignee": people.first(), "assignees": people })
+        };
+        let rows = vec![row(1, "Ada", &[]), row(2, "bob", &["carol", "Dave"]), row(3, "ada", &["dave"])];
+        let numbers = |params: &[(&str, &str)]| -> Vec<i64> {
+            let params: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            super::IssueFilter::of(&params).apply(rows.clone()).iter().map(|r| r["number"].as_i64().unwrap()).collect()
+        };
+        assert_eq!(numbers(&[]), [1, 2, 3]);
+        assert_eq!(numbers(&[("creator", "ADA")]), [1, 3]);
+        assert_eq!(numbers(&[("assignee", "none")]), [1]);
+        assert_eq!(numbers(&[("assignee", "*")]), [2, 3]);
+        // Any of the assignees, not only the first.
+        assert_eq!(numbers(&[("assignee", "dave")]), [2, 3]);
+        assert_eq!(numbers(&[("creator", "ada"), ("assignee", "*")]), [3]);
+    }
+
     #[test]
     fn endpoints_hide_names_in_the_path() {
         assert_eq!(super::endpoint_of("http://h:1/repos/acme/api/issues?page=2"), "/repos/{owner}/{repo}/issues");
