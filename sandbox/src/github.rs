@@ -705,10 +705,12 @@ async fn org_issues(
     // An authenticated caller sees every repository of the organisation (see `find_repo`).
     let repos = if everything { 0..w.repos.len() } else { 0..0 };
     let candidates = repos.flat_map(|r| s.by_repo[r].iter().map(|&i| &w.issues[i]));
+    // Each repository rendered once, not once per issue.
+    let rendered: Vec<Value> = w.repos.iter().map(|r| repo_json(&s, r)).collect();
     match filtered_issues(&s, &q, candidates, false) {
         Ok(out) => page(&s, &format!("/orgs/{org}/issues"), &q, out, |i| {
             let mut v = issue_json(&s, i);
-            v["repository"] = repo_json(&s, &w.repos[i.repo]);
+            v["repository"] = rendered[i.repo].clone();
             v
         }),
         Err(resp) => resp,
