@@ -742,6 +742,21 @@ impl Engine {
         failed
     }
 
+    /// [`Engine::warm_up`], and every table of every connection resolved too (a Salesforce object is
+    /// described on first use), all connections at once: what a data plane does at start, so that no
+    /// tenant's first queries pay for logins and discovery.
+    pub async fn warm_tables(&self, tenant: &TenantId) -> Vec<(String, omnisql_connector::ConnectorError)> {
+        let schemas = self.schemas(tenant);
+        let warmed = schemas.iter().map(|s| async move {
+            let connector = s.connector().await.map_err(|e| vec![(s.name().to_string(), e)])?;
+            let tables = connector.table_names();
+            let resolved = futures::future::join_all(tables.iter().map(|t| connector.table(t))).await;
+            let failed: Vec<_> = resolved.into_iter().filter_map(Result::err).map(|e| (s.name().to_string(), e)).collect();
+            if failed.is_empty() { Ok(()) } else { Err(failed) }
+        });
+        futures::future::join_all(warmed).await.into_iter().filter_map(Result::err).flatten().collect()
+    }
+
     /// Plans `sql` for `caller`, binding `params` to `$1`, `$2`, … placeholders. Leading
     /// `SET omnisql.…` statements update `settings` (the caller's session) first; `Ok(None)` when the text
     /// held nothing else.

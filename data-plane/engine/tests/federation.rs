@@ -188,3 +188,30 @@ async fn a_fresh_engine_lists_every_connections_tables_in_information_schema() {
     let (_, rows, _) = run(&engine, "SHOW TABLES").await;
     assert!(rows > 10, "{rows} tables");
 }
+
+/// What a data plane does at start: every connection logged in and every Salesforce object described,
+/// concurrently; the first query then sends only its own request, and describes nothing again.
+#[tokio::test]
+async fn warmed_tables_spare_the_first_query_its_logins_and_describes() {
+    let mut config = SandboxConfig::default();
+    config.salesforce.latency = omnisql_sandbox::Latency { fixed_ms: 300, jitter_pct: 0.0 };
+    let sb = sandbox(config).await;
+    let engine = engine(&sb, true);
+    let describes = || async {
+        let stats: serde_json::Value =
+            reqwest::get(format!("{}/_sandbox/stats", sb.salesforce_url)).await.unwrap().json().await.unwrap();
+        stats["endpoints"]["GET /services/data/{version}/sobjects/{name}/describe"].as_u64().unwrap_or(0)
+    };
+    let started = std::time::Instant::now();
+    let failed = engine.warm_tables(&caller().tenant).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    let objects = describes().await;
+    assert!(objects >= 3, "every object described: {objects}");
+    // Login, then the objects side by side: far less than one describe after another.
+    assert!(started.elapsed() < std::time::Duration::from_millis(300 * (1 + objects)), "{:?}", started.elapsed());
+    let (_, rows, requests) =
+        run(&engine, "SELECT a.name, u.email FROM salesforce.account a JOIN salesforce.\"user\" u ON u.id = a.owner_id").await;
+    assert!(rows > 0);
+    assert_eq!(requests, 2, "one SOQL query per object, nothing else");
+    assert_eq!(describes().await, objects, "no object described twice");
+}

@@ -254,14 +254,7 @@ impl Applier {
             Ok(()) => {
                 tracing::info!(revision = update.revision, tenants = config.tenants.len(), "configuration applied");
                 // Log in to new connections now, so their first query does not wait for it.
-                let engine = self.engine.clone();
-                tokio::spawn(async move {
-                    for tenant in engine.tenants() {
-                        for (connection, error) in engine.warm_up(&tenant).await {
-                            tracing::warn!(%tenant, %connection, %error, "connection unavailable; its queries will fail until it recovers");
-                        }
-                    }
-                });
+                tokio::spawn(crate::warm_up(self.engine.clone()));
             }
             Err(e) => tracing::error!(revision = update.revision, error = %e, "configuration rejected; keeping the previous one"),
         }

@@ -15,6 +15,7 @@ pub mod status;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use omnisql_engine::Engine;
 use tokio::net::TcpListener;
 
@@ -37,6 +38,23 @@ pub enum ServeError {
     Tls(#[from] omnisql_tls::TlsError),
 }
 
+/// Tenants whose connections are made ready at once when the data plane starts.
+const WARM_TENANTS_AT_ONCE: usize = 8;
+
+/// Readies every tenant's connections and tables ([`Engine::warm_tables`]), a few tenants at a time;
+/// connections that fail are logged (their queries fail until they recover).
+pub(crate) async fn warm_up(engine: Arc<Engine>) {
+    let tenants = futures::stream::iter(engine.tenants()).map(|tenant| {
+        let engine = engine.clone();
+        async move {
+            for (connection, error) in engine.warm_tables(&tenant).await {
+                tracing::warn!(%tenant, %connection, %error, "connection unavailable; its queries will fail until it recovers");
+            }
+        }
+    });
+    tenants.buffer_unordered(WARM_TENANTS_AT_ONCE).collect::<()>().await;
+}
+
 /// Binds the Flight SQL listener (port 0 picks a free port).
 pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr: addr.into(), source })
@@ -51,15 +69,12 @@ pub async fn serve(
     tls: Option<&ServerTls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    // Connect every connection now (in the background) so the first query does not pay for logins and
-    // object discovery, and a misconfigured connection shows in the log at start.
+    // Connect every connection and discover its tables now (in the background, a few tenants at a time)
+    // so the first query does not pay for logins and object discovery, and a misconfigured connection
+    // shows in the log at start.
     let warm = engine.clone();
     tokio::spawn(async move {
-        for tenant in warm.tenants() {
-            for (connection, error) in warm.warm_up(&tenant).await {
-                tracing::warn!(%tenant, %connection, %error, "connection unavailable; its queries will fail until it recovers");
-            }
-        }
+        warm_up(warm).await;
         tracing::info!(target: "omnisql_data_plane::warmup", "connections ready");
     });
     let mut service = OmniFlightSql::new(engine).map_err(ServeError::Init)?;

@@ -28,7 +28,7 @@ use omnisql_connector::{
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use tokio::sync::{Mutex, RwLock};
+use tokio::sync::{OnceCell, RwLock};
 
 const NAME: &str = "salesforce";
 const VERSION: &str = "1.0.0";
@@ -86,7 +86,8 @@ impl ConnectorFactory for SalesforceFactory {
         let client = ApiClient::new(&ctx, Arc::new(SalesforceDialect), auth.clone(), HeaderMap::new())?;
         let api = Arc::new(Api { client, auth, version });
         let objects = api.sobjects(&QueryContext::default()).await?;
-        Ok(Arc::new(SalesforceConnector { api, objects, described: Mutex::new(HashMap::new()), scan: ctx.scan }))
+        let described = objects.iter().map(|o| (o.clone(), OnceCell::new())).collect();
+        Ok(Arc::new(SalesforceConnector { api, objects, described, scan: ctx.scan }))
     }
 }
 
@@ -290,7 +291,8 @@ impl Api {
 struct SalesforceConnector {
     api: Arc<Api>,
     objects: Vec<String>,
-    described: Mutex<HashMap<String, Arc<SObjectTable>>>,
+    /// Each object's description, fetched once on first use; objects are described concurrently.
+    described: HashMap<String, OnceCell<Arc<SObjectTable>>>,
     scan: ScanOptions,
 }
 
@@ -303,23 +305,23 @@ impl Connector for SalesforceConnector {
         let Some(object) = self.objects.iter().find(|o| snake_case(o) == name.to_lowercase()) else {
             return Ok(None);
         };
-        let mut described = self.described.lock().await;
-        let table = match described.get(object) {
-            Some(t) => t.clone(),
-            None => {
+        let Some(cell) = self.described.get(object) else {
+            return Ok(None);
+        };
+        let table = cell
+            .get_or_try_init(|| async {
                 let fields = self.api.describe(object).await?;
                 let (columns, types) = fields.into_iter().unzip();
-                let t = Arc::new(SObjectTable {
+                Ok::<_, ConnectorError>(Arc::new(SObjectTable {
                     api: self.api.clone(),
                     object: object.clone(),
                     columns,
                     types,
                     records: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
-                });
-                described.insert(object.clone(), t.clone());
-                t
-            }
-        };
+                }))
+            })
+            .await?
+            .clone();
         Ok(Some(Arc::new(ApiTableProvider::new(table, self.scan))))
     }
 }
