@@ -183,6 +183,10 @@ pub trait Dialect: Send + Sync + Debug {
         16
     }
     fn classify(&self, connection: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict;
+    /// Fields of each item of a list answer from `url` that no table reads: left out while parsing.
+    fn unread_fields(&self, _url: &str) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// Supplies the `Authorization` header, refreshing sessions where the API has them.
@@ -498,7 +502,7 @@ impl ApiClient {
     /// A kept answer (cached, or shared in flight) as a response again: the raw body is what is kept,
     /// so the cache's memory bound is exact.
     fn revive(&self, status: StatusCode, headers: &HeaderMap, raw: &bytes::Bytes, url: &str) -> Result<ApiResponse> {
-        let body = serde_json::from_slice(raw).map_err(|source| ConnectorError::Malformed {
+        let body = crate::prune::parse(raw, self.dialect.unread_fields(url)).map_err(|source| ConnectorError::Malformed {
             app: self.dialect.app(),
             connection: self.connection.clone(),
             url: url.to_string(),
@@ -690,7 +694,7 @@ impl ApiClient {
                 return Ok(Fetched::NotModified);
             }
             match self.dialect.classify(&self.connection, status, &headers, &body) {
-                Verdict::Ok => match serde_json::from_slice::<Value>(&body) {
+                Verdict::Ok => match crate::prune::parse(&body, self.dialect.unread_fields(url)) {
                     Ok(parsed) => {
                         return Ok(Fetched::Fresh(ApiResponse { status, headers, body: parsed }, body));
                     }

@@ -21,6 +21,7 @@ pub mod join_keys;
 pub mod json;
 pub mod lru;
 pub mod pagination;
+pub mod prune;
 pub mod shared_limit;
 pub mod table;
 

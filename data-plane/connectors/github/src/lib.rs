@@ -149,6 +149,11 @@ impl Dialect for GithubDialect {
     fn default_concurrency(&self) -> usize {
         50
     }
+    /// An organisation's issue list embeds each issue's whole repository; the name comes from the
+    /// issue's own `url`.
+    fn unread_fields(&self, url: &str) -> &'static [&'static str] {
+        if endpoint_of(url) == "/orgs/{name}/issues" { &["repository"] } else { &[] }
+    }
     fn classify(&self, connection: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict {
         if status.is_success() {
             return Verdict::Ok;
@@ -619,17 +624,6 @@ impl IssueFilter {
     }
 }
 
-/// Rows of an organisation's issue list: `_repo` from each issue's own `url`, and the embedded
-/// `repository` dropped (a whole repository object per row is most of the answer's size).
-fn of_repository(mut rows: Vec<Value>) -> Vec<Value> {
-    for r in &mut rows {
-        if let Some(o) = r.as_object_mut() {
-            o.remove("repository");
-        }
-    }
-    with_repo("", rows)
-}
-
 #[async_trait]
 impl ApiTable for GithubTable {
     fn name(&self) -> String {
@@ -811,7 +805,7 @@ impl ApiTable for GithubTable {
                     .map(move |org| {
                         let keep = keep.clone();
                         api.list(q.clone(), format!("/orgs/{org}/issues"), params.clone(), limit)
-                            .map_ok(move |rows| keep.apply(of_repository(rows)))
+                            .map_ok(move |rows| keep.apply(with_repo("", rows)))
                     })
                     .flatten_unordered(concurrency)
                     .boxed()
