@@ -101,6 +101,9 @@ def test_bound_parameters_filter_like_literals(conn):
             literal = numbers(cur)
             cur.execute("SELECT number FROM github.issues WHERE state = $1 AND repo_full_name = $2 ORDER BY number", (state, "acme/web"))
             assert numbers(cur) == literal
+            # `?`, as JDBC, ODBC and BI tools write them: numbered in the order of the text.
+            cur.execute("SELECT number FROM github.issues WHERE state = ? AND repo_full_name = ? ORDER BY number", (state, "acme/web"))
+            assert numbers(cur) == literal
             results[state] = literal
     assert results["open"] and results["closed"] and not set(results["open"]) & set(results["closed"])
 

@@ -21,7 +21,9 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{Expr, Statement};
+use datafusion::sql::sqlparser::ast::{
+    Expr, Statement, Value, ValueWithSpan, visit_expressions, visit_expressions_mut,
+};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
@@ -103,6 +105,43 @@ pub fn admit(sql: &str, limits: &StatementLimits) -> Result<DFStatement, GuardEr
     };
     allowed(&statement)?;
     check_tree(&statement, limits)?;
+    numbered_placeholders(statement)
+}
+
+/// `?` placeholders (what JDBC, ODBC and BI tools send) numbered `$1`, `$2`, … in the order they appear
+/// in the text, so they bind like `$n` ones; a statement may use one style or the other, not both.
+fn numbered_placeholders(mut statement: DFStatement) -> Result<DFStatement, GuardError> {
+    let DFStatement::Statement(inner) = &mut statement else {
+        return Ok(statement);
+    };
+    // Where each `?` is in the text; the visit's order need not be the text's.
+    let (mut positional, mut numbered) = (Vec::new(), false);
+    let _ = visit_expressions(inner.as_ref(), |e| {
+        if let Expr::Value(ValueWithSpan { value: Value::Placeholder(p), span }) = e {
+            match p.as_str() {
+                "?" => positional.push((span.start.line, span.start.column)),
+                _ => numbered = true,
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if positional.is_empty() {
+        return Ok(statement);
+    }
+    if numbered {
+        return Err(GuardError::Syntax(
+            "the statement mixes `?` and `$1`-style placeholders: use one style (`?` are numbered in the order they appear)".into(),
+        ));
+    }
+    positional.sort_unstable();
+    let _ = visit_expressions_mut(inner.as_mut(), |e| {
+        if let Expr::Value(ValueWithSpan { value: Value::Placeholder(p), span }) = e
+            && let Ok(n) = positional.binary_search(&(span.start.line, span.start.column))
+        {
+            *p = format!("${}", n + 1);
+        }
+        ControlFlow::<()>::Continue(())
+    });
     Ok(statement)
 }
 
@@ -262,6 +301,18 @@ mod tests {
         ] {
             admit(sql, &StatementLimits::default()).unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
+    }
+
+    #[test]
+    fn question_mark_placeholders_are_numbered_in_the_order_of_the_text() {
+        let sql = "WITH t AS (SELECT ? AS a) SELECT a, ? FROM t WHERE b = ? AND c IN (?, ?) ORDER BY a LIMIT 5";
+        let text = admit(sql, &StatementLimits::default()).unwrap().to_string();
+        assert!(text.contains("SELECT $1 AS a"), "{text}");
+        assert!(text.contains("SELECT a, $2 FROM t WHERE b = $3 AND c IN ($4, $5)"), "{text}");
+        // `$n` ones are left as they are.
+        let text = admit("SELECT $2, $1", &StatementLimits::default()).unwrap().to_string();
+        assert!(text.contains("SELECT $2, $1"), "{text}");
+        assert!(refused("SELECT ? WHERE $1 = 1").contains("mixes `?` and `$1`-style placeholders"));
     }
 
     #[test]
