@@ -21,9 +21,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{
-    Expr, Statement, Value, ValueWithSpan, visit_expressions, visit_expressions_mut,
-};
+use datafusion::sql::sqlparser::ast::{Expr, Statement, Value, ValueWithSpan, visit_expressions, visit_expressions_mut};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
@@ -130,7 +128,8 @@ fn numbered_placeholders(mut statement: DFStatement) -> Result<DFStatement, Guar
     }
     if numbered {
         return Err(GuardError::Syntax(
-            "the statement mixes `?` and `$1`-style placeholders: use one style (`?` are numbered in the order they appear)".into(),
+            "the statement mixes `?` and `$1`-style placeholders: use one style (`?` are numbered in the order they appear)"
+                .into(),
         ));
     }
     positional.sort_unstable();
