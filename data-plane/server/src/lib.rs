@@ -9,6 +9,7 @@
 pub mod attempt;
 pub mod client;
 pub mod control;
+pub mod metadata;
 pub mod service;
 pub mod status;
 

@@ -17,8 +17,10 @@ use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandPreparedStatementQuery, CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementSubstraitPlan, CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
     SqlSupportedCaseSensitivity, TicketStatementQuery,
 };
 use arrow_flight::{
@@ -38,6 +40,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::attempt::Attempt;
+use crate::metadata;
 use crate::status;
 
 type FlightStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
@@ -326,6 +329,23 @@ impl OmniFlightSql {
             .with_endpoint(endpoint)
             .with_descriptor(descriptor);
         Ok(Response::new(info))
+    }
+
+    /// An empty foreign-key answer: SaaS tables declare no keys.
+    async fn no_foreign_keys(&self, request: &Request<Ticket>) -> Result<Response<FlightStream>, Status> {
+        self.caller(request).await?;
+        let schema = metadata::foreign_keys_schema();
+        Self::batch_stream(schema.clone(), Ok::<_, Status>(metadata::none(schema)))
+    }
+
+    /// Refuses a write (update, ingest, Substrait plan) with the reason, audited like any refused statement.
+    async fn refuse_write<T>(&self, request: &Request<T>, what: &str) -> Status {
+        let caller = match self.caller(request).await {
+            Ok(c) => c,
+            Err(status) => return status,
+        };
+        let attempt = Attempt::start(&self.engine, &self.audit, Some(&caller), what);
+        attempt.fail("error", Status::invalid_argument(metadata::READ_ONLY)).await
     }
 
     fn batch_stream<E: std::error::Error>(
@@ -708,6 +728,128 @@ impl FlightSqlService for OmniFlightSql {
         let mut builder = query.into_builder();
         builder.append("TABLE");
         Self::batch_stream(builder.schema(), builder.build())
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request).await?;
+        let schema = query.into_builder(&metadata::XDBC_TYPES).schema();
+        self.info(&schema, query.as_any().encode_to_vec(), request.into_inner())
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<FlightStream>, Status> {
+        self.caller(&request).await?;
+        let builder = query.into_builder(&metadata::XDBC_TYPES);
+        Self::batch_stream(builder.schema(), builder.build())
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request).await?;
+        self.info(&metadata::primary_keys_schema(), query.as_any().encode_to_vec(), request.into_inner())
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<FlightStream>, Status> {
+        self.caller(&request).await?;
+        let schema = metadata::primary_keys_schema();
+        Self::batch_stream(schema.clone(), Ok::<_, Status>(metadata::none(schema)))
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request).await?;
+        self.info(&metadata::foreign_keys_schema(), query.as_any().encode_to_vec(), request.into_inner())
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<FlightStream>, Status> {
+        self.no_foreign_keys(&request).await
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request).await?;
+        self.info(&metadata::foreign_keys_schema(), query.as_any().encode_to_vec(), request.into_inner())
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<FlightStream>, Status> {
+        self.no_foreign_keys(&request).await
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request).await?;
+        self.info(&metadata::foreign_keys_schema(), query.as_any().encode_to_vec(), request.into_inner())
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        request: Request<Ticket>,
+    ) -> Result<Response<FlightStream>, Status> {
+        self.no_foreign_keys(&request).await
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        command: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(self.refuse_write(&request, &command.query).await)
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        _command: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(self.refuse_write(&request, "(a prepared update)").await)
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        command: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(self.refuse_write(&request, &format!("(bulk ingest into {})", command.table)).await)
+    }
+
+    async fn do_put_substrait_plan(
+        &self,
+        _command: CommandStatementSubstraitPlan,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(self.refuse_write(&request, "(a Substrait plan)").await)
     }
 
     async fn do_get_fallback(&self, request: Request<Ticket>, message: Any) -> Result<Response<FlightStream>, Status> {
