@@ -10,15 +10,32 @@ import urllib.parse
 HERE = pathlib.Path(__file__).resolve().parent
 
 
-def test_the_jdbc_driver_connects_queries_binds_and_browses(dev):
+def test_the_jdbc_driver_connects_queries_binds_browses_and_uses_tls(dev, tmp_path):
     assert shutil.which("mvn"), "Maven is not installed: scripts/test installs it"
-    endpoint = urllib.parse.urlparse(dev.uri)
-    url = f"jdbc:arrow-flight-sql://{endpoint.hostname}:{endpoint.port}/?useEncryption=false"
+    from conftest import Dev
+    from services import tls_pair
+
+    def jdbc_url(uri: str, query: str) -> str:
+        endpoint = urllib.parse.urlparse(uri)
+        return f"jdbc:arrow-flight-sql://{endpoint.hostname}:{endpoint.port}/?{query}"
+
+    ca, crt, key = tls_pair(tmp_path / "tls")
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text(ca)
+    tls = Dev(tmp_path, "--flight-tls-cert", str(crt), "--flight-tls-key", str(key))
     # Built outside the source tree, so a run leaves nothing behind.
     build = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", HERE.parent / "target")) / "jdbc-e2e"
-    result = subprocess.run(
-        ["mvn", "-B", "-q", "test", f"-Domnisql.jdbc.url={url}", f"-Domnisql.token={dev.token}",
-         f"-Domnisql.build.dir={build}"],
-        cwd=HERE / "jdbc", capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    try:
+        result = subprocess.run(
+            ["mvn", "-B", "-q", "test", f"-Domnisql.build.dir={build}",
+             f"-Domnisql.jdbc.url={jdbc_url(dev.uri, 'useEncryption=false')}", f"-Domnisql.token={dev.token}",
+             f"-Domnisql.jdbc.tls.url={jdbc_url(tls.uri, f'useEncryption=true&tlsRootCerts={ca_file}')}",
+             f"-Domnisql.jdbc.tls.untrusted.url={jdbc_url(tls.uri, 'useEncryption=true')}",
+             f"-Domnisql.tls.token={tls.token}"],
+            cwd=HERE / "jdbc", capture_output=True, text=True, timeout=900,
+        )
+    finally:
+        tls.stop()
+    reports = "".join(p.read_text() for p in (build / "surefire-reports").glob("*.txt")) if (build / "surefire-reports").exists() else ""
+    assert result.returncode == 0, reports[-6000:] + result.stdout[-4000:] + result.stderr[-2000:]
+    print(reports)

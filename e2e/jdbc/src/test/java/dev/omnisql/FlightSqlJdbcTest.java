@@ -25,10 +25,36 @@ class FlightSqlJdbcTest {
   private static final String URL = System.getProperty("omnisql.jdbc.url");
   private static final String TOKEN = System.getProperty("omnisql.token");
 
+  /** The same over TLS: trusting the private CA (`tlsRootCerts`), and with the system's roots only. */
+  private static final String TLS_URL = System.getProperty("omnisql.jdbc.tls.url");
+  private static final String UNTRUSTED_URL = System.getProperty("omnisql.jdbc.tls.untrusted.url");
+  private static final String TLS_TOKEN = System.getProperty("omnisql.tls.token");
+
   private static Connection connect(String token) throws SQLException {
+    return connect(URL, token);
+  }
+
+  private static Connection connect(String url, String token) throws SQLException {
     Properties p = new Properties();
     p.setProperty("token", token);
-    return DriverManager.getConnection(URL, p);
+    return DriverManager.getConnection(url, p);
+  }
+
+  @Test
+  void overTlsTheServersCertificateIsChecked() throws SQLException {
+    try (Connection c = connect(TLS_URL, TLS_TOKEN);
+        Statement s = c.createStatement();
+        ResultSet rs = s.executeQuery("SELECT name FROM slack.channels WHERE name = 'general'")) {
+      assertTrue(rs.next());
+      assertEquals("general", rs.getString(1));
+    }
+    SQLException untrusted =
+        assertThrows(SQLException.class, () -> connect(UNTRUSTED_URL, TLS_TOKEN).createStatement().executeQuery("SELECT 1"));
+    StringBuilder causes = new StringBuilder();
+    for (Throwable t = untrusted; t != null; t = t.getCause()) {
+      causes.append(t).append('\n');
+    }
+    assertTrue(causes.toString().contains("PKIX") || causes.toString().contains("certificate"), causes.toString());
   }
 
   private static List<Long> numbers(ResultSet rs) throws SQLException {
