@@ -31,7 +31,7 @@ def test_the_jdbc_driver_connects_queries_binds_browses_and_uses_tls(dev, tmp_pa
              f"-Domnisql.jdbc.url={jdbc_url(dev.uri, 'useEncryption=false')}", f"-Domnisql.token={dev.token}",
              f"-Domnisql.jdbc.tls.url={jdbc_url(tls.uri, f'useEncryption=true&tlsRootCerts={ca_file}')}",
              f"-Domnisql.jdbc.tls.untrusted.url={jdbc_url(tls.uri, 'useEncryption=true')}",
-             f"-Domnisql.tls.token={tls.token}"],
+             f"-Domnisql.tls.token={tls.token}", f"-Domnisql.github.url={dev.app('github')['base_url']}"],
             cwd=HERE / "jdbc", capture_output=True, text=True, timeout=900,
         )
     finally:

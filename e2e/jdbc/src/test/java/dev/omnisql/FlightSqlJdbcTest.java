@@ -5,6 +5,10 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
 import java.sql.Connection;
 import java.sql.DatabaseMetaData;
 import java.sql.DriverManager;
@@ -17,6 +21,9 @@ import java.util.HashSet;
 import java.util.List;
 import java.util.Properties;
 import java.util.Set;
+import java.util.concurrent.atomic.AtomicReference;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
 
 /** The cells of the client matrix for JDBC: connect, query, parameters, metadata browsing, errors. */
@@ -38,6 +45,63 @@ class FlightSqlJdbcTest {
     Properties p = new Properties();
     p.setProperty("token", token);
     return DriverManager.getConnection(url, p);
+  }
+
+  /** The sandbox GitHub's base URL, to slow it down and count the requests it receives. */
+  private static final String GITHUB = System.getProperty("omnisql.github.url");
+
+  private static String sandbox(String path, String body) throws Exception {
+    HttpRequest.Builder r = HttpRequest.newBuilder(URI.create(GITHUB + path)).header("content-type", "application/json");
+    r = body == null ? r.GET() : r.POST(HttpRequest.BodyPublishers.ofString(body));
+    return HttpClient.newHttpClient().send(r.build(), HttpResponse.BodyHandlers.ofString()).body();
+  }
+
+  private static long githubRequests() throws Exception {
+    Matcher m = Pattern.compile("\"total\"\\s*:\\s*(\\d+)").matcher(sandbox("/_sandbox/stats", null));
+    assertTrue(m.find());
+    return Long.parseLong(m.group(1));
+  }
+
+  @Test
+  void cancellingAStatementStopsItsQuery() throws Exception {
+    sandbox("/_sandbox/settings", "{\"latency\": {\"fixed_ms\": 1500, \"jitter_pct\": 0}}");
+    sandbox("/_sandbox/stats/reset", "{}");
+    try (Connection c = connect(TOKEN); Statement s = c.createStatement()) {
+      AtomicReference<Throwable> failure = new AtomicReference<>();
+      Thread worker = new Thread(() -> {
+        // Fresh data only: a cached answer would never reach GitHub.
+        try (ResultSet rs = s.executeQuery("SET omnisql.max_staleness = '0'; SELECT login, email FROM github.users")) {
+          while (rs.next()) {
+            // draining
+          }
+        } catch (Throwable t) {
+          failure.set(t);
+        }
+      });
+      worker.start();
+      long deadline = System.nanoTime() + 20_000_000_000L;
+      while (githubRequests() == 0) {
+        assertTrue(System.nanoTime() < deadline, "the query never reached GitHub");
+        Thread.sleep(50);
+      }
+      long started = System.nanoTime();
+      s.cancel();
+      worker.join(10_000);
+      assertFalse(worker.isAlive(), "the cancelled query did not return");
+      assertTrue(System.nanoTime() - started < 5_000_000_000L, "cancelling took over 5 s");
+      assertTrue(failure.get() != null, "the cancelled query should fail, not return rows");
+      StringBuilder causes = new StringBuilder();
+      for (Throwable t = failure.get(); t != null; t = t.getCause()) {
+        causes.append(t).append('\n');
+      }
+      assertTrue(causes.toString().toLowerCase().contains("cancel"), causes.toString());
+      long atCancel = githubRequests();
+      Thread.sleep(3_500); // two latency periods: anything still scheduled would have arrived
+      long after = githubRequests();
+      assertTrue(after - atCancel <= 16, atCancel + " then " + after);
+    } finally {
+      sandbox("/_sandbox/settings", "{\"latency\": {\"fixed_ms\": 0, \"jitter_pct\": 0}}");
+    }
   }
 
   @Test
