@@ -26,7 +26,8 @@ class Dev:
         self.endpoints_file = tmp / "endpoints.json"
         self.log: list[str] = []
         self.proc = subprocess.Popen(
-            [omnisql_binary(), "dev", "--flight-addr", "127.0.0.1:0", "--endpoints-file", str(self.endpoints_file), *flags],
+            [omnisql_binary(), "dev", "--flight-addr", "127.0.0.1:0", "--pg-addr", "127.0.0.1:0",
+             "--endpoints-file", str(self.endpoints_file), *flags],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

@@ -22,6 +22,9 @@ pub struct DevArgs {
     flight_addr: String,
     #[command(flatten)]
     flight_tls: crate::control::FlightTlsArgs,
+    /// Postgres wire protocol listen address (the password is the API key).
+    #[arg(long, env = "OMNISQL_PG_ADDR", default_value = "127.0.0.1:55432")]
+    pg_addr: String,
     /// The demo tenant's API key.
     #[arg(long, env = "OMNISQL_DEV_TOKEN", default_value = DEV_TOKEN)]
     token: String,
@@ -102,6 +105,8 @@ struct AppEndpoint {
 #[derive(Debug, Serialize)]
 struct Endpoints {
     flight_sql: String,
+    /// `host:port` of the Postgres wire protocol.
+    postgres: String,
     token: String,
     admin_api: String,
     control_plane_grpc: String,
@@ -184,9 +189,13 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     let listener = omnisql_data_plane::bind(&args.flight_addr).await?;
     let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
     let flight = format!("{scheme}://{}", listener.local_addr().map(|a| a.to_string()).unwrap_or(args.flight_addr.clone()));
+    let pg_listener = omnisql_data_plane::bind(&args.pg_addr).await?;
+    let postgres = pg_listener.local_addr().map(|a| a.to_string()).unwrap_or(args.pg_addr.clone());
+    tokio::spawn(omnisql_data_plane::pg::serve(dp.engine.clone(), Some(dp.outbox.clone()), pg_listener, std::future::pending()));
     let (github, salesforce, slack) = app_endpoints(&sandbox);
     let endpoints = Endpoints {
         flight_sql: flight.clone(),
+        postgres: postgres.clone(),
         token: args.token.clone(),
         admin_api: cp.admin_url(),
         control_plane_grpc: cp.grpc_url(),
@@ -200,6 +209,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         let json = serde_json::to_string_pretty(&endpoints).unwrap_or_default();
         std::fs::write(path, json).map_err(|source| CliError::Write { path: path.display().to_string(), source })?;
     }
+    let (pg_host, pg_port) = postgres.rsplit_once(':').unwrap_or((postgres.as_str(), "5432"));
     let endpoint_flag = match (&tls, args.flight_addr.as_str()) {
         (None, "127.0.0.1:50051") => String::new(),
         (None, _) => format!(" --endpoint {flight}"),
@@ -207,7 +217,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     };
     eprintln!(
         "\nOmniSQL dev is running (demo tenant `demo`, sandbox world seed {} scale {}).\n\
-         \n  Flight SQL   {flight}\n  API key      {}\n  Admin API    {} (operator key {operator_key})\n  GitHub       {}\n  Salesforce   {}\n  Slack        {}\n\
+         \n  Flight SQL   {flight}\n  Postgres     {postgres} (psql \"host={pg_host} port={pg_port} user=demo\", the API key as password)\n  API key      {}\n  Admin API    {} (operator key {operator_key})\n  GitHub       {}\n  Salesforce   {}\n  Slack        {}\n\
          \nTry:\n  omnisql sql{endpoint_flag} \"SELECT repo_full_name, number, title FROM github.issues WHERE state = 'open' LIMIT 5\"\n\
          \nCtrl-C stops it.\n",
         args.world.seed,

@@ -10,6 +10,7 @@ pub mod attempt;
 pub mod client;
 pub mod control;
 pub mod metadata;
+pub mod pg;
 pub mod service;
 pub mod status;
 
