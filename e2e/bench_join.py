@@ -26,7 +26,7 @@ class DevWith(Dev):
 def start(latency_ms, extra):
     tmp = pathlib.Path(tempfile.mkdtemp())
     endpoints = tmp / "endpoints.json"
-    proc = subprocess.Popen([omnisql_binary(), "dev", "--flight-addr", "127.0.0.1:0", "--endpoints-file", str(endpoints),
+    proc = subprocess.Popen([omnisql_binary(), "dev", "--flight-addr", "127.0.0.1:0", "--pg-addr", "127.0.0.1:0", "--endpoints-file", str(endpoints),
                              "--latency-ms", str(latency_ms), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         if "Ctrl-C stops it" in line:
