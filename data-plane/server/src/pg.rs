@@ -101,20 +101,9 @@ struct Handler {
 }
 
 impl Handler {
-    /// Who `token` is: an API key, or a sign-in JWT of an issuer the tenant trusts.
-    async fn sign_in(&self, token: &str) -> Result<Caller, Status> {
-        if !omnisql_oidc::is_jwt(token) {
-            return self
-                .engine
-                .authenticate(token)
-                .ok_or_else(|| Status::unauthenticated("unknown or revoked API key: ask your OmniSQL admin for a valid key"));
-        }
-        self.engine.sign_in(token, None).await.map_err(|e| Status::unauthenticated(format!("sign-in token refused: {e}")))
-    }
-
     /// The connection's caller, signed in again; a refusal is an audited attempt.
     async fn caller(&self, session: &Session) -> PgWireResult<Caller> {
-        match self.sign_in(&session.token).await {
+        match crate::service::sign_in(&self.engine, &session.token, None).await {
             Ok(c) => Ok(c),
             Err(status) => {
                 let status = Attempt::start(&self.engine, &self.audit, None, "").fail("unauthenticated", status).await;
@@ -203,8 +192,7 @@ impl StartupHandler for Handler {
             }
             PgWireFrontendMessage::PasswordMessageFamily(password) => {
                 let token = password.into_password()?.password;
-                if let Err(status) = self.sign_in(token.trim()).await {
-                    tracing::warn!("rejected a Postgres sign-in");
+                if let Err(status) = crate::service::sign_in(&self.engine, token.trim(), None).await {
                     let status = Attempt::start(&self.engine, &self.audit, None, "").fail("unauthenticated", status).await;
                     let mut info = ErrorInfo::new("FATAL".into(), "28P01".into(), status.message().to_string());
                     info.hint = Some("the password is your OmniSQL API key (or a sign-in token)".into());

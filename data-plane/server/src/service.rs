@@ -156,20 +156,10 @@ impl OmniFlightSql {
         }
     }
 
-    /// Who `token` is: an API key, or a JWT of an issuer a tenant trusts (the `x-omnisql-tenant` header
-    /// picks the tenant when several trust the same issuer and audience).
+    /// Who `token` is ([`sign_in`]); the `x-omnisql-tenant` header picks the tenant when several trust
+    /// the same issuer and audience.
     async fn sign_in(&self, token: &str, metadata: &tonic::metadata::MetadataMap) -> Result<Caller, Status> {
-        if !omnisql_oidc::is_jwt(token) {
-            return self.engine.authenticate(token).ok_or_else(|| {
-                tracing::warn!("rejected an unknown or revoked API key");
-                Status::unauthenticated("unknown or revoked API key: ask your OmniSQL admin for a valid key")
-            });
-        }
-        let tenant = metadata.get("x-omnisql-tenant").and_then(|v| v.to_str().ok());
-        self.engine.sign_in(token, tenant).await.map_err(|e| {
-            tracing::warn!(error = %e, "rejected a sign-in token");
-            Status::unauthenticated(format!("sign-in token refused: {e}"))
-        })
+        sign_in(&self.engine, token, metadata.get("x-omnisql-tenant").and_then(|v| v.to_str().ok())).await
     }
 
     fn prepared(&self, caller: &Caller, handle: &[u8]) -> Result<Prepared, Status> {
@@ -858,6 +848,21 @@ impl FlightSqlService for OmniFlightSql {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// Who `token` is: an API key, or a JWT of an issuer a tenant trusts (`tenant` picks one when several
+/// trust the same issuer and audience). Flight SQL and the Postgres protocol sign in alike.
+pub(crate) async fn sign_in(engine: &Engine, token: &str, tenant: Option<&str>) -> Result<Caller, Status> {
+    if !omnisql_oidc::is_jwt(token) {
+        return engine.authenticate(token).ok_or_else(|| {
+            tracing::warn!("rejected an unknown or revoked API key");
+            Status::unauthenticated("unknown or revoked API key: ask your OmniSQL admin for a valid key")
+        });
+    }
+    engine.sign_in(token, tenant).await.map_err(|e| {
+        tracing::warn!(error = %e, "rejected a sign-in token");
+        Status::unauthenticated(format!("sign-in token refused: {e}"))
+    })
 }
 
 /// The tonic server type that serves [`OmniFlightSql`].
