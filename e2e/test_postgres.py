@@ -63,3 +63,144 @@ def test_a_wrong_api_key_is_refused_at_sign_in(dev):
     out = psql(dev, "SELECT 1", password="not-a-key")
     assert out.returncode != 0
     assert "FATAL:  unknown or revoked API key" in out.stderr and "the password is your OmniSQL API key" in out.stderr, out.stderr
+
+
+# psycopg 3 and SQLAlchemy (PyPI): the extended query protocol, typed parameters, transactions and
+# catalog browsing as those libraries do them.
+
+def pg_dsn(dev, password=None):
+    host, port = dev.endpoints["postgres"].rsplit(":", 1)
+    return f"host={host} port={port} user=demo dbname=omnisql sslmode=disable password={password or dev.token}"
+
+
+def test_psycopg_binds_typed_parameters_on_the_server(dev, conn):
+    import psycopg
+
+    sql = ("SELECT name, annual_revenue FROM salesforce.account WHERE annual_revenue > {} AND industry <> {} "
+           "ORDER BY annual_revenue DESC, name LIMIT 5")
+    with conn.cursor() as cur:
+        cur.execute(sql.format("$1", "$2"), parameters=[1_000_000, "Retail"])
+        expected = [(n, float(r)) for n, r in cur.fetchall()]
+    assert expected
+    with psycopg.connect(pg_dsn(dev)) as pg:
+        # Server-side binding (psycopg's default): Parse with `$1`, `$2`, Bind with an int8 and a text value.
+        rows = pg.execute(sql.format("%s", "%s"), (1_000_000, "Retail")).fetchall()
+        assert [(n, float(r)) for n, r in rows] == expected
+        # Binary results decode to the same values.
+        with pg.cursor(binary=True) as cur:
+            cur.execute(sql.format("%s", "%s"), (1_000_000, "Retail"))
+            assert [(n, float(r)) for n, r in cur.fetchall()] == expected
+        # A prepared statement run again with other values.
+        for industry in ["Retail", "Technology"]:
+            got = pg.execute("SELECT count(*) FROM salesforce.account WHERE industry = %s", (industry,), prepare=True).fetchone()
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM salesforce.account WHERE industry = $1", parameters=[industry])
+                assert got[0] == cur.fetchone()[0]
+        # Not in autocommit mode psycopg opens a transaction first; commit and rollback are acknowledged.
+        assert pg.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        pg.commit()
+        pg.execute("SELECT 1")
+        pg.rollback()
+
+
+def test_psycopg_errors_carry_sqlstate_and_the_session_goes_on(dev):
+    import psycopg
+
+    with psycopg.connect(pg_dsn(dev), autocommit=True) as pg:
+        with pytest.raises(psycopg.errors.SyntaxErrorOrAccessRuleViolation) as err:
+            pg.execute("SELECT * FROM github.nope WHERE number = %s", (1,))
+        assert "github.nope" in str(err.value)
+        with pytest.raises(psycopg.Error) as err:
+            pg.execute("SET statement_timeout = 'soon'")
+        assert err.value.sqlstate == "22023"
+        pg.execute("SET application_name = 'report'")
+        assert pg.execute("SHOW application_name").fetchone() == ("report",)
+        assert pg.execute("SHOW transaction isolation level").fetchone() == ("read committed",)
+        assert pg.execute("SELECT 41 + %s", (1,)).fetchone() == (42,)
+    with pytest.raises(psycopg.OperationalError) as err:
+        psycopg.connect(pg_dsn(dev, password="not-a-key"))
+    assert "unknown or revoked API key" in str(err.value)
+
+
+def test_cancelling_a_streaming_statement_stops_it_and_its_upstream_requests(dev):
+    import threading
+    import time
+
+    import psycopg
+
+    dev.sandbox("github", "/_sandbox/settings", {"latency": {"fixed_ms": 1500, "jitter_pct": 0}})
+    dev.sandbox("github", "/_sandbox/stats/reset", {})
+    errors = []
+    try:
+        with psycopg.connect(pg_dsn(dev), autocommit=True) as pg:
+            def run():
+                try:
+                    pg.execute("SET omnisql.max_staleness = '0'")
+                    pg.execute("SELECT login, email FROM github.users").fetchall()
+                except Exception as e:  # the cancellation surfaces here
+                    errors.append(e)
+
+            t = threading.Thread(target=run)
+            t.start()
+            deadline = time.monotonic() + 20
+            while dev.sandbox("github", "/_sandbox/stats")["total"] == 0:
+                assert time.monotonic() < deadline, "the query never reached GitHub"
+                time.sleep(0.05)
+            # Upstream requests are made while rows stream: the statement is past planning.
+            started = time.monotonic()
+            pg.cancel_safe()
+            t.join(timeout=10)
+            assert not t.is_alive(), "the cancelled statement did not return"
+            assert time.monotonic() - started < 5
+            assert errors and isinstance(errors[0], psycopg.errors.QueryCanceled), errors
+            at_cancel = dev.sandbox("github", "/_sandbox/stats")["total"]
+            time.sleep(3.5)
+            after = dev.sandbox("github", "/_sandbox/stats")["total"]
+            assert after - at_cancel <= 16, (at_cancel, after)
+            # The connection is usable afterwards.
+            dev.sandbox("github", "/_sandbox/settings", {"latency": {"fixed_ms": 0, "jitter_pct": 0}})
+            assert pg.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        dev.sandbox("github", "/_sandbox/settings", {"latency": {"fixed_ms": 0, "jitter_pct": 0}})
+
+
+def test_sqlalchemy_queries_and_browses_the_catalog(dev, conn):
+    import sqlalchemy as sa
+
+    host, port = dev.endpoints["postgres"].rsplit(":", 1)
+    url = sa.engine.URL.create("postgresql+psycopg", username="demo", password=dev.token, host=host, port=int(port),
+                               database="omnisql", query={"sslmode": "disable"})
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as c:
+            rows = c.execute(sa.text("SELECT name FROM salesforce.account WHERE industry = :industry ORDER BY name"),
+                             {"industry": "Technology"}).fetchall()
+        with conn.cursor() as cur:
+            cur.execute("SELECT name FROM salesforce.account WHERE industry = 'Technology' ORDER BY name")
+            assert [r[0] for r in rows] == [r[0] for r in cur.fetchall()] and rows
+        inspector = sa.inspect(engine)
+        assert {"salesforce", "github", "slack"} <= set(inspector.get_schema_names())
+        assert {"account", "opportunity", "contact"} <= set(inspector.get_table_names(schema="salesforce"))
+        columns = {c["name"]: c for c in inspector.get_columns("account", schema="salesforce")}
+        assert {"id", "name", "annual_revenue"} <= set(columns)
+        # SQLAlchemy Core's own statements (bound literals, functions) run too.
+        account = sa.table("account", *(sa.column(name) for name in columns), schema="salesforce")
+        with engine.connect() as c:
+            count = c.execute(sa.select(sa.func.count()).select_from(account).where(account.c.industry == "Technology")).scalar()
+        assert count == len(rows)
+    finally:
+        engine.dispose()
+
+
+def test_psql_lists_schemas_tables_and_columns(dev):
+    out = psql(dev, r"\dn")
+    assert out.returncode == 0, out.stderr
+    assert {"salesforce", "github", "slack"} <= {line.split("|")[0] for line in out.stdout.split()}, out.stdout
+    out = psql(dev, r"\dt salesforce.*")
+    assert out.returncode == 0, out.stderr
+    tables = {line.split("|")[1] for line in out.stdout.strip().splitlines()}
+    assert {"account", "opportunity", "contact"} <= tables, out.stdout
+    out = psql(dev, r"\d salesforce.account")
+    assert out.returncode == 0, out.stderr
+    columns = {line.split("|")[0] for line in out.stdout.strip().splitlines()}
+    assert {"id", "name", "annual_revenue"} <= columns, out.stdout

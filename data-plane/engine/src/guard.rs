@@ -91,19 +91,44 @@ impl From<GuardError> for DataFusionError {
 /// The one allowed statement in `sql`, parsed, or why it is refused.
 pub fn admit(sql: &str, limits: &StatementLimits) -> Result<DFStatement, GuardError> {
     check_tokens(sql, limits)?;
-    let mut statements = DFParserBuilder::new(sql)
+    numbered_placeholders(one_allowed(parse(sql, limits)?, limits)?)
+}
+
+fn parse(sql: &str, limits: &StatementLimits) -> Result<Vec<DFStatement>, GuardError> {
+    let statements = DFParserBuilder::new(sql)
         .with_recursion_limit(4 * limits.max_nesting)
         .build()
         .and_then(|mut p| p.parse_statements())
         .map_err(|e| GuardError::Syntax(syntax_message(e, limits)))?;
+    Ok(statements.into())
+}
+
+/// [`admit`] for a Postgres client's `sql` (`?` is not a placeholder there). A statement that reads only
+/// `pg_catalog` and `information_schema` — what psql and BI tools send to list schemas, tables and
+/// columns — is parsed as Postgres with the rewrites those queries need ([`crate::postgres::parse`]);
+/// any other is parsed exactly as over Flight SQL, since those rewrites may change an answer.
+pub fn admit_postgres(sql: &str, limits: &StatementLimits) -> Result<DFStatement, GuardError> {
+    check_tokens(sql, limits)?;
+    let catalog_only = |s: &[DFStatement]| !s.is_empty() && s.iter().all(crate::postgres::reads_only_catalog);
+    let statements = match parse(sql, limits) {
+        Ok(s) if !catalog_only(&s) => s,
+        plain => match crate::postgres::parse(sql) {
+            Ok(rewritten) if catalog_only(&rewritten) => rewritten,
+            _ => plain?,
+        },
+    };
+    one_allowed(statements, limits)
+}
+
+fn one_allowed(mut statements: Vec<DFStatement>, limits: &StatementLimits) -> Result<DFStatement, GuardError> {
     let statement = match statements.len() {
         0 => return Err(GuardError::Empty),
-        1 => statements.pop_front().ok_or(GuardError::Empty)?,
+        1 => statements.pop().ok_or(GuardError::Empty)?,
         n => return Err(GuardError::Several(n)),
     };
     allowed(&statement)?;
     check_tree(&statement, limits)?;
-    numbered_placeholders(statement)
+    Ok(statement)
 }
 
 /// `?` placeholders (what JDBC, ODBC and BI tools send) numbered `$1`, `$2`, … in the order they appear
@@ -278,6 +303,23 @@ fn innermost(statement: &DFStatement) -> &DFStatement {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn postgres_clients_queries_over_tenant_tables_are_parsed_as_written() {
+        let limits = StatementLimits::default();
+        // The catalog rewrites would answer this subquery with null: it is a query over tenant tables.
+        let sql = "SELECT (SELECT a.name FROM salesforce.account a WHERE a.id = o.account_id) FROM salesforce.opportunity o";
+        let text = admit_postgres(sql, &limits).unwrap().to_string();
+        assert!(
+            text.contains("(SELECT a.name FROM salesforce.account a WHERE a.id = o.account_id)") && !text.contains("LIMIT"),
+            "{text}"
+        );
+        // A catalog query is rewritten (DataFusion plans no `OPERATOR(pg_catalog.~)`); a tenant's is not.
+        let sql = "SELECT relname FROM pg_catalog.pg_class WHERE relname OPERATOR(pg_catalog.~) '^(account)$'";
+        assert!(admit_postgres(sql, &limits).unwrap().to_string().contains("relname ~ '^(account)$'"));
+        let sql = "SELECT name FROM salesforce.account WHERE name OPERATOR(pg_catalog.~) 'a'";
+        assert!(admit_postgres(sql, &limits).unwrap().to_string().contains("OPERATOR"));
+    }
 
     fn refused(sql: &str) -> String {
         match admit(sql, &StatementLimits::default()) {

@@ -24,6 +24,7 @@ pub mod eager;
 pub mod governed;
 pub use omnisql_policy as policy;
 pub mod guard;
+pub mod postgres;
 pub mod resources;
 pub mod results;
 pub mod settings;
@@ -303,6 +304,8 @@ pub struct Engine {
     opa_http: reqwest::Client,
     /// Statements planned since start, for metrics and tests.
     planned: std::sync::atomic::AtomicU64,
+    /// Postgres clients' `pg_catalog` by caller and configuration ([`Engine::pg_catalog`]).
+    pg_catalogs: Mutex<HashMap<(Caller, u64), Arc<dyn SchemaProvider>>>,
 }
 
 /// A query ready to run: its plan (or a kept result), the context that counts its upstream requests,
@@ -411,6 +414,7 @@ impl Engine {
                 .build()
                 .unwrap_or_default(),
             planned: Default::default(),
+            pg_catalogs: Default::default(),
         };
         engine.apply(config)?;
         Ok(engine)
@@ -668,7 +672,8 @@ impl Engine {
 
     /// A DataFusion session that sees only `tenant`'s connections, draws memory from the tenant's
     /// share, and has no object stores (no file or URL can be read or written through it).
-    pub fn session(&self, caller: &Caller, query: Arc<QueryContext>) -> Result<SessionContext, DataFusionError> {
+    /// With `postgres`, it also has `pg_catalog` and the functions Postgres clients call.
+    pub fn session(&self, caller: &Caller, query: Arc<QueryContext>, postgres: bool) -> Result<SessionContext, DataFusionError> {
         let tenant = &caller.tenant;
         let mut config = SessionConfig::new()
             .with_target_partitions(self.options.target_partitions)
@@ -713,8 +718,30 @@ impl Engine {
             only_principal: self.policies_active(tenant).then(|| caller.principal.clone()),
         };
         let _ = catalog.register_schema("omnisql", Arc::new(system));
+        let pg_catalog = if postgres { Some(self.pg_catalog(caller, &catalog)?) } else { None };
         ctx.register_catalog(CATALOG, Arc::new(catalog));
+        if let Some(pg_catalog) = pg_catalog {
+            postgres::install(&ctx, CATALOG, pg_catalog)?;
+        }
         Ok(ctx)
+    }
+
+    /// The caller's `pg_catalog`, kept per configuration so that object ids stay the same from one
+    /// statement to the next.
+    fn pg_catalog(&self, caller: &Caller, catalog: &MemoryCatalogProvider) -> Result<Arc<dyn SchemaProvider>, DataFusionError> {
+        let generation = self.current().tenants.get(&caller.tenant).map_or(0, |t| t.generation);
+        let key = (caller.clone(), generation);
+        if let Some(kept) = self.pg_catalogs.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(kept.clone());
+        }
+        let schemas = catalog.schema_names().into_iter().filter_map(|n| catalog.schema(&n).map(|s| (n, s))).collect();
+        let made = postgres::catalog_schema(CATALOG, schemas)?;
+        let mut kept = self.pg_catalogs.lock().unwrap_or_else(|e| e.into_inner());
+        // Callers and configurations come and go; a rare clear bounds the map.
+        if kept.len() >= 4096 {
+            kept.clear();
+        }
+        Ok(kept.entry(key).or_insert(made).clone())
     }
 
     /// The longest `caller`'s statement may run: the session's `omnisql.statement_timeout`, never more
@@ -817,10 +844,11 @@ impl Engine {
         context.request_budget = settings.request_budget.or(self.options.request_budget);
         context.principal = caller.principal.clone();
         let context = Arc::new(context);
-        let ctx = self.session(caller, context.clone())?;
+        let postgres = settings.postgres;
+        let ctx = self.session(caller, context.clone(), postgres)?;
         let limits = self.options.statement_limits;
         let dataframe = contain::catch(deadline, timeout, async move {
-            let plan = self.admitted_plan(caller, &ctx, rest, &limits).await?;
+            let plan = self.admitted_plan(caller, &ctx, rest, &limits, postgres).await?;
             let dataframe = ctx.execute_logical_plan(plan).await?;
             match params {
                 Some(p) => dataframe.with_param_values(p),
@@ -922,13 +950,15 @@ impl Engine {
         ctx: &SessionContext,
         sql: &str,
         limits: &StatementLimits,
+        postgres: bool,
     ) -> Result<LogicalPlan, DataFusionError> {
         let tenant = &caller.tenant;
-        let statement = guard::admit(sql, limits)?;
+        let statement = if postgres { guard::admit_postgres(sql, limits)? } else { guard::admit(sql, limits)? };
         let state = ctx.state();
         let references = state.resolve_table_references(&statement)?;
-        let lists_tables =
-            references.iter().any(|r| r.schema() == Some(datafusion::catalog::information_schema::INFORMATION_SCHEMA));
+        let lists_tables = references.iter().any(|r| {
+            r.schema() == Some(datafusion::catalog::information_schema::INFORMATION_SCHEMA) || r.schema() == Some("pg_catalog")
+        });
         if lists_tables {
             for (connection, error) in self.warm_up(tenant).await {
                 tracing::warn!(%tenant, %connection, %error, "connection unavailable; it lists no tables");
@@ -956,10 +986,16 @@ impl Engine {
     }
 
     /// Plans without binding, for prepared statements: the logical plan with its placeholders.
-    /// Leading `SET omnisql.…` statements are checked here and applied when the statement runs.
-    pub async fn logical_plan(&self, caller: &Caller, sql: &str) -> Result<LogicalPlan, DataFusionError> {
+    /// Leading `SET omnisql.…` statements are checked here (on a copy of `session`) and applied when the
+    /// statement runs.
+    pub async fn logical_plan(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        session: &QuerySettings,
+    ) -> Result<LogicalPlan, DataFusionError> {
         let (sets, rest) = settings::split_sets(sql);
-        let mut settings = QuerySettings::default();
+        let mut settings = session.clone();
         for (name, value) in sets {
             settings.set(&name, &value).map_err(|e| DataFusionError::Plan(e.to_string()))?;
         }
@@ -973,10 +1009,11 @@ impl Engine {
         self.planned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut context = QueryContext::default();
         context.principal = caller.principal.clone();
-        let ctx = self.session(caller, Arc::new(context))?;
+        let ctx = self.session(caller, Arc::new(context), settings.postgres)?;
         let timeout = self.statement_timeout(caller, &settings);
         let limits = self.options.statement_limits;
-        contain::catch(Instant::now() + timeout, timeout, self.admitted_plan(caller, &ctx, rest, &limits)).await
+        let plan = self.admitted_plan(caller, &ctx, rest, &limits, settings.postgres);
+        contain::catch(Instant::now() + timeout, timeout, plan).await
     }
 
     /// Runs a planned query as a stream of batches, once one of its tenant's slots is free. The stream

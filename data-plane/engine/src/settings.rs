@@ -12,6 +12,9 @@ pub struct QuerySettings {
     pub request_budget: Option<u64>,
     /// Asked for by the session; the tenant's limit still applies.
     pub statement_timeout: Option<Duration>,
+    /// The client speaks the Postgres protocol: statements are parsed as Postgres and see `pg_catalog`
+    /// ([`crate::postgres`]). Set by the server, not by SQL.
+    pub postgres: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -86,7 +86,7 @@ async fn no_statement_reads_or_writes_files() {
             "{sql}: unexpected error {e}"
         );
         // Prepared statements plan through the same gate.
-        assert!(engine.logical_plan(&caller(), &sql).await.is_err(), "{sql} was prepared");
+        assert!(engine.logical_plan(&caller(), &sql, &Default::default()).await.is_err(), "{sql} was prepared");
     }
     assert!(!written.exists(), "a statement wrote a file on the host");
     std::fs::remove_dir_all(&dir).unwrap();

@@ -383,7 +383,7 @@ fn finish_with(data: FlightStream, attempt: Attempt, metadata: impl FnOnce() -> 
 }
 
 /// The `$1`, `$2`, … placeholders of `plan`, in order, typed where the statement says.
-fn parameter_schema(plan: &datafusion::logical_expr::LogicalPlan) -> Result<Schema, Status> {
+pub(crate) fn parameter_schema(plan: &datafusion::logical_expr::LogicalPlan) -> Result<Schema, Status> {
     let mut parameters: Vec<(String, Field)> = plan
         .get_parameter_fields()
         .map_err(|e| status::from_datafusion(&e))?
@@ -521,7 +521,7 @@ impl FlightSqlService for OmniFlightSql {
         let (dataset_schema, parameter_schema) = match self.engine.kept_schema(&caller, &query.query) {
             Some(schema) => (schema.as_ref().clone(), Schema::empty()),
             None => {
-                let plan = match self.engine.logical_plan(&caller, &query.query).await {
+                let plan = match self.engine.logical_plan(&caller, &query.query, &QuerySettings::default()).await {
                     Ok(p) => p,
                     Err(e) => {
                         let attempt = Attempt::start(&self.engine, &self.audit, Some(&caller), &query.query);
