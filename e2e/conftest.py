@@ -106,10 +106,16 @@ def start_data_plane(config: pathlib.Path, *flags: str) -> tuple[subprocess.Pope
                              "--state-dir", str(state), *flags],
                             stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
+    uri = None
     for line in proc.stderr:
         if "Flight SQL on" in line:
+            uri = line.strip().split("Flight SQL on ")[1]
+        if "Postgres protocol on" in line:
+            # With `--pg-addr`: where it listens, e.g. `127.0.0.1:5432`.
+            proc.pg_addr = line.split("Postgres protocol on ")[1].split()[0]
+        if uri and ("--pg-addr" not in flags or hasattr(proc, "pg_addr")):
             threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
-            return proc, line.strip().split("Flight SQL on ")[1]
+            return proc, uri
     raise RuntimeError("the data plane exited before it listened")
 
 

@@ -23,8 +23,12 @@ def plane(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("isolation")
     sandbox, endpoints = start_sandbox()
     config = tmp / "plane.toml"
-    config.write_text(github_only_config(endpoints["github"], "hostile", "mallory", TOKEN))
-    proc, uri = start_data_plane(config, "--memory-limit", f"{MEMORY_LIMIT}", "--statement-timeout", "20s")
+    # Another tenant on the same data plane, whose connection the hostile one must not even see.
+    config.write_text(github_only_config(endpoints["github"], "hostile", "mallory", TOKEN)
+                      + github_only_config(endpoints["github"], "victim", "victor", "victim-tenant-key-0123456789",
+                                           connection="victim_github"))
+    proc, uri = start_data_plane(config, "--memory-limit", f"{MEMORY_LIMIT}", "--statement-timeout", "20s",
+                                 "--pg-addr", "127.0.0.1:0")
     yield proc, uri, tmp
     proc.terminate()
     proc.wait(timeout=10)
@@ -164,3 +168,29 @@ def test_a_planned_schema_is_the_one_streamed(cur):
     # Folding the constant narrows the column to non-null; the client still gets the planned schema.
     cur.execute("SELECT regexp_replace(repeat('a', 1000), '(a*)*b', 'c') AS r")
     assert cur.fetchall()[0][0] == "a" * 1000
+
+
+def test_over_postgres_the_catalog_shows_only_the_tenants_own_tables(plane):
+    """pg_catalog, information_schema and psql's listings are built from the caller's session: another
+    tenant's connection is not listed, and naming it fails as if it did not exist."""
+    import psycopg
+
+    proc, _, _ = plane
+    host, port = proc.pg_addr.rsplit(":", 1)
+    with psycopg.connect(f"host={host} port={port} user=mallory dbname=omnisql sslmode=disable password={TOKEN}",
+                         autocommit=True) as pg:
+        namespaces = {r[0] for r in pg.execute("SELECT nspname FROM pg_catalog.pg_namespace").fetchall()}
+        assert "github" in namespaces and "victim_github" not in namespaces, namespaces
+        schemas = {r[0] for r in pg.execute("SELECT DISTINCT table_schema FROM information_schema.tables").fetchall()}
+        assert "github" in schemas and "victim_github" not in schemas, schemas
+        relations = pg.execute("SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                               "ON n.oid = c.relnamespace WHERE n.nspname = 'victim_github'").fetchone()[0]
+        assert relations == 0
+        with pytest.raises(psycopg.Error) as err:
+            pg.execute("SELECT count(*) FROM victim_github.repos")
+        assert "victim_github" in str(err.value)
+        # The files of the host stay out of reach over this protocol too.
+        for sql in ["SELECT * FROM '/etc/passwd'", "COPY (SELECT 1) TO '/tmp/x'", "SELECT pg_read_file('/etc/passwd')"]:
+            with pytest.raises(psycopg.Error):
+                pg.execute(sql)
+        assert pg.execute("SELECT count(*) FROM github.repos").fetchone()[0] > 0

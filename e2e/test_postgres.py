@@ -204,3 +204,37 @@ def test_psql_lists_schemas_tables_and_columns(dev):
     assert out.returncode == 0, out.stderr
     columns = {line.split("|")[0] for line in out.stdout.strip().splitlines()}
     assert {"id", "name", "annual_revenue"} <= columns, out.stdout
+
+
+def test_tls_with_the_data_planes_certificate_and_no_password_in_clear(tmp_path):
+    """With a certificate the Postgres listener speaks TLS (the Flight SQL certificate), psql and psycopg
+    verify it against the private CA, and a client that does not negotiate TLS is turned away before it
+    sends its key."""
+    import psycopg
+
+    from conftest import Dev
+    from services import tls_pair
+
+    ca, crt, key = tls_pair(tmp_path / "tls")
+    (tmp_path / "ca.pem").write_text(ca)
+    tls = Dev(tmp_path, "--flight-tls-cert", str(crt), "--flight-tls-key", str(key))
+    try:
+        host, port = tls.endpoints["postgres"].rsplit(":", 1)
+        base = f"host={host} port={port} user=demo dbname=omnisql password={tls.token}"
+        with psycopg.connect(f"{base} sslmode=verify-full sslrootcert={tmp_path / 'ca.pem'}") as pg:
+            assert pg.pgconn.ssl_in_use
+            assert pg.execute("SELECT count(*) FROM slack.channels WHERE name = %s", ("general",)).fetchone() == (1,)
+        with pytest.raises(psycopg.OperationalError) as refused:
+            psycopg.connect(f"{base} sslmode=disable")
+        assert "TLS only" in str(refused.value)
+        # A certificate the client does not trust is refused by the client.
+        with pytest.raises(psycopg.OperationalError) as untrusted:
+            psycopg.connect(f"{base} sslmode=verify-full sslrootcert=system")
+        assert "certificate" in str(untrusted.value)
+        psql_bin = shutil.which("psql")
+        out = subprocess.run([psql_bin, f"{base} sslmode=verify-full sslrootcert={tmp_path / 'ca.pem'}", "-X", "-A", "-t",
+                              "-c", "SELECT name FROM slack.channels WHERE name = 'general'"],
+                             capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+        assert out.returncode == 0 and out.stdout.strip() == "general", out.stderr
+    finally:
+        tls.stop()

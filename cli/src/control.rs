@@ -187,6 +187,11 @@ pub struct DataPlaneArgs {
     flight_addr: String,
     #[command(flatten)]
     flight_tls: FlightTlsArgs,
+    /// Also serve the Postgres wire protocol here (psql, psycopg, JDBC's and BI tools' Postgres
+    /// drivers), e.g. `0.0.0.0:5432`; with `--flight-tls-cert` it uses the same certificate and accepts
+    /// only TLS connections.
+    #[arg(long, env = "OMNISQL_PG_ADDR")]
+    pg_addr: Option<String>,
     /// HTTP health endpoints for orchestrators: `GET /live` (the process runs) and `GET /ready` (it
     /// serves Flight SQL with a configuration from its control plane).
     #[arg(long, env = "OMNISQL_HEALTH_ADDR")]
@@ -248,6 +253,20 @@ pub async fn data_plane(args: DataPlaneArgs) -> Result<(), CliError> {
     match &dp.link {
         Some(l) => eprintln!("OmniSQL data plane {} (region {}): Flight SQL on {scheme}://{addr}", l.data_plane_id, l.region),
         None => eprintln!("OmniSQL data plane: Flight SQL on {scheme}://{addr}"),
+    }
+    if let Some(pg_addr) = &args.pg_addr {
+        let pg_listener = omnisql_data_plane::bind(pg_addr).await?;
+        let bound = pg_listener.local_addr().map(|a| a.to_string()).unwrap_or(pg_addr.clone());
+        let pg = omnisql_data_plane::pg::serve(
+            dp.engine.clone(),
+            Some(dp.outbox.clone()),
+            pg_listener,
+            tls.as_ref(),
+            std::future::pending(),
+        )?;
+        let ssl = if tls.is_some() { "require" } else { "disable" };
+        eprintln!("Postgres protocol on {bound} (sslmode={ssl})");
+        tokio::spawn(pg);
     }
     if let Some(health) = &args.health_addr {
         let revision = dp.link.as_ref().map(|l| l.revision_watch());

@@ -191,7 +191,14 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     let flight = format!("{scheme}://{}", listener.local_addr().map(|a| a.to_string()).unwrap_or(args.flight_addr.clone()));
     let pg_listener = omnisql_data_plane::bind(&args.pg_addr).await?;
     let postgres = pg_listener.local_addr().map(|a| a.to_string()).unwrap_or(args.pg_addr.clone());
-    tokio::spawn(omnisql_data_plane::pg::serve(dp.engine.clone(), Some(dp.outbox.clone()), pg_listener, std::future::pending()));
+    let pg = omnisql_data_plane::pg::serve(
+        dp.engine.clone(),
+        Some(dp.outbox.clone()),
+        pg_listener,
+        tls.as_ref(),
+        std::future::pending(),
+    )?;
+    tokio::spawn(pg);
     let (github, salesforce, slack) = app_endpoints(&sandbox);
     let endpoints = Endpoints {
         flight_sql: flight.clone(),

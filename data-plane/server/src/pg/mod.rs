@@ -50,34 +50,49 @@ use tonic::{Code, Status};
 
 use crate::attempt::Attempt;
 
-/// Serves the Postgres protocol on `listener` until `shutdown` resolves.
-pub async fn serve(
+/// The Postgres protocol on `listener`, served until `shutdown` resolves by the future returned. With
+/// `tls` (the data plane's certificate, as for Flight SQL) clients negotiate TLS, and a password is
+/// accepted over TLS only.
+pub fn serve(
     engine: Arc<Engine>,
     audit: Option<Arc<Outbox>>,
     listener: TcpListener,
+    tls: Option<&omnisql_tls::ServerTls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    let service = Arc::new(PgService {
-        handler: Arc::new(Handler { engine, audit, connections: Arc::new(ConnectionManager::new()), streams: Arc::default() }),
-    });
-    tracing::info!(addr = ?listener.local_addr().ok(), "Postgres wire protocol listening");
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((socket, _)) => {
-                    let service = service.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, service).await {
-                            tracing::debug!(error = %e, "Postgres connection ended with an error");
-                        }
-                    });
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot accept a Postgres connection"),
-            },
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, omnisql_tls::TlsError> {
+    let acceptor = match tls {
+        Some(tls) => Some(pgwire::tokio::TlsAcceptor::from(tls.server_config(&[b"postgresql"])?)),
+        None => None,
+    };
+    let handler = Handler {
+        engine,
+        audit,
+        connections: Arc::new(ConnectionManager::new()),
+        streams: Arc::default(),
+        tls_required: acceptor.is_some(),
+    };
+    let service = Arc::new(PgService { handler: Arc::new(handler) });
+    tracing::info!(addr = ?listener.local_addr().ok(), tls = acceptor.is_some(), "Postgres wire protocol listening");
+    Ok(async move {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((socket, _)) => {
+                        let _ = socket.set_nodelay(true);
+                        let (service, acceptor) = (service.clone(), acceptor.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = pgwire::tokio::process_socket(socket, acceptor, service).await {
+                                tracing::debug!(error = %e, "Postgres connection ended with an error");
+                            }
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot accept a Postgres connection"),
+                },
+            }
         }
-    }
+    })
 }
 
 struct PgService {
@@ -134,6 +149,8 @@ struct Handler {
     audit: Option<Arc<Outbox>>,
     connections: Arc<ConnectionManager>,
     streams: Arc<Streams>,
+    /// The listener offers TLS: a client that did not negotiate it may not send its key.
+    tls_required: bool,
 }
 
 /// A statement of the extended protocol, planned when parsed so that its parameters and columns can be
@@ -300,6 +317,12 @@ impl StartupHandler for Handler {
     {
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
+                if self.tls_required && !client.is_secure() {
+                    let mut info =
+                        ErrorInfo::new("FATAL".into(), "28000".into(), "this server accepts connections over TLS only".into());
+                    info.hint = Some("connect with sslmode=require (or verify-full with the server's CA as sslrootcert)".into());
+                    return Err(PgWireError::UserError(Box::new(info)));
+                }
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
