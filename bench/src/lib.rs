@@ -8,6 +8,7 @@
 //! modelled latency) and peak data-plane memory, as a table, JSON and Markdown.
 
 pub mod plane;
+pub mod protocols;
 pub mod report;
 pub mod workloads;
 
@@ -90,6 +91,8 @@ pub struct BenchOptions {
     pub workloads: Vec<String>,
     /// Data planes keep results of repeated statements (off: the baseline for them).
     pub kept_results: bool,
+    /// Also compare Flight SQL with the Postgres wire protocol (point lookup, 3-source join, 100k rows).
+    pub protocols: bool,
     /// A Python with dlt and DuckDB, for the outside baseline (skipped when absent).
     pub dlt_python: Option<PathBuf>,
     pub out_dir: PathBuf,
@@ -112,6 +115,7 @@ impl BenchOptions {
             skip_naive: false,
             workloads: Vec::new(),
             kept_results: true,
+            protocols: true,
             dlt_python: None,
             out_dir,
             omnisql_bin,
@@ -204,9 +208,11 @@ pub struct Report {
     pub dlt: Option<DltResult>,
     /// Every latency sample, per workload and engine, for the distribution chart.
     pub samples_ms: BTreeMap<String, Vec<f64>>,
+    /// Flight SQL against the Postgres wire protocol (with `protocols`).
+    pub protocols: Vec<protocols::ProtocolResult>,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -493,6 +499,7 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
         peak_rss_mib: BTreeMap::new(),
         dlt: None,
         samples_ms: BTreeMap::new(),
+        protocols: Vec::new(),
     };
     let engines: &[(&'static str, bool)] =
         if options.skip_naive { &[("omnisql", false)] } else { &[("omnisql", false), ("naive", true)] };
@@ -537,6 +544,20 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
             if tenants > 1 {
                 report.neighbour = Some(neighbour(&plane, &sandbox.world, options, tenants).await?);
             }
+        }
+        if !naive && options.protocols {
+            // Fresh data for the two federated questions, so both protocols go upstream alike.
+            let fresh = |name: &str| {
+                workloads.iter().find(|w| w.name == name).map(|w| format!("SET omnisql.max_staleness = '0'; {}", w.sql))
+            };
+            let mut compared = Vec::new();
+            for name in ["point_lookup", "join_3_sources"] {
+                if let Some(sql) = fresh(name) {
+                    compared.push((name, sql, runs));
+                }
+            }
+            compared.push(("rows_100k", protocols::ROWS_100K.to_string(), runs.clamp(1, 10)));
+            report.protocols = protocols::compare(&plane, &token(0), &compared).await?;
         }
         if let Some(mib) = plane.peak_rss_mib() {
             report.peak_rss_mib.insert(engine, mib);

@@ -17,6 +17,8 @@ pub const MEMORY_LIMIT: usize = 1 << 30;
 pub struct DataPlane {
     child: Child,
     pub uri: String,
+    /// Where it serves the Postgres wire protocol.
+    pub pg_addr: Option<String>,
 }
 
 impl DataPlane {
@@ -24,7 +26,7 @@ impl DataPlane {
     /// `kept_results: false` turns kept results off.
     pub async fn start(bin: &Path, config: &Path, naive: bool, kept_results: bool) -> Result<DataPlane, BenchError> {
         let mut cmd = Command::new(bin);
-        cmd.args(["data-plane", "--flight-addr", "127.0.0.1:0", "--config"]).arg(config);
+        cmd.args(["data-plane", "--flight-addr", "127.0.0.1:0", "--pg-addr", "127.0.0.1:0", "--config"]).arg(config);
         // Each data plane keeps its own audit outbox.
         let state = config.with_file_name(format!("state-{}", if naive { "naive" } else { "omnisql" }));
         cmd.arg("--state-dir").arg(state);
@@ -45,12 +47,14 @@ impl DataPlane {
         let mut lines = BufReader::new(stderr).lines();
         let mut seen = Vec::new();
         // Listening first, then every connection logged in: measurements start after both.
-        let mut uri = None;
+        let (mut uri, mut pg_addr) = (None, None);
         loop {
             match lines.next_line().await {
                 Ok(Some(line)) => {
                     if let Some((_, u)) = line.split_once("Flight SQL on ") {
                         uri = Some(u.trim().to_string());
+                    } else if let Some((_, a)) = line.split_once("Postgres protocol on ") {
+                        pg_addr = a.split_whitespace().next().map(str::to_string);
                     } else if line.contains("connections ready") {
                         break;
                     }
@@ -62,7 +66,7 @@ impl DataPlane {
         let uri = uri.ok_or_else(|| BenchError::Start("the data plane did not say where it listens".into()))?;
         // Keep draining its log so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(DataPlane { child, uri })
+        Ok(DataPlane { child, uri, pg_addr })
     }
 
     /// Peak resident memory so far, in MiB (Linux `VmHWM`).

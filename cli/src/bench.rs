@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// Start the data planes without kept results (`--result-cache-mib 0`): the baseline for them.
     #[arg(long)]
     no_kept_results: bool,
+    /// Also run the point lookup, the 3-source join and a 100,000-row result over Flight SQL and over the
+    /// Postgres wire protocol, one connection each (`--iterations` runs; at most 10 of the 100k rows).
+    #[arg(long)]
+    protocols: bool,
     /// Where bench.json and bench.md go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -82,6 +86,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
             skip_naive: args.skip_naive,
             workloads: args.workload.clone(),
             kept_results: !args.no_kept_results,
+            protocols: args.protocols,
             dlt_python: args.dlt_python.clone(),
             out_dir: args.out.clone(),
             omnisql_bin: bin,
