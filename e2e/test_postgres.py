@@ -238,3 +238,51 @@ def test_tls_with_the_data_planes_certificate_and_no_password_in_clear(tmp_path)
         assert out.returncode == 0 and out.stdout.strip() == "general", out.stderr
     finally:
         tls.stop()
+
+
+# Catalog queries of the kinds BI tools send when they connect and browse (written for these tests, after
+# the constructs Grafana's, DBeaver's and Metabase's Postgres sources use: `current_setting`, `quote_ident`
+# over information_schema, `parse_ident`, privilege checks, `format_type` over pg_attribute, `::regclass`).
+# Each must answer, and answer with the tenant's own objects.
+BROWSING = [
+    ("server version", "SELECT current_setting('server_version_num')::int / 100 AS version", lambda rows: rows == [(1600,)]),
+    ("schemas", "SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN "
+                "('information_schema', 'pg_catalog') ORDER BY schema_name",
+     lambda rows: {"github", "salesforce", "slack"} <= {r[0] for r in rows}),
+    ("tables of a schema", "SELECT quote_ident(table_name) AS t FROM information_schema.tables "
+                           "WHERE quote_ident(table_schema) = 'salesforce' ORDER BY 1",
+     lambda rows: {"account", "contact", "opportunity"} <= {r[0] for r in rows}),
+    ("columns of a table", "SELECT quote_ident(column_name), data_type FROM information_schema.columns "
+                           "WHERE table_schema = 'salesforce' AND table_name = 'account'",
+     lambda rows: {"id", "name", "annual_revenue"} <= {r[0] for r in rows}),
+    ("a qualified name split", "SELECT (parse_ident('salesforce.account'))[1], (parse_ident('salesforce.account'))[2]",
+     lambda rows: rows == [("salesforce", "account")]),
+    ("schemas the user may use", "SELECT nspname FROM pg_catalog.pg_namespace "
+                                 "WHERE has_schema_privilege(nspname, 'USAGE') ORDER BY nspname",
+     lambda rows: {"github", "salesforce", "slack"} <= {r[0] for r in rows}),
+    ("tables the user may read", "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                                 "ON n.oid = c.relnamespace WHERE n.nspname = 'github' AND c.relkind IN ('r', 'v', 'f') "
+                                 "AND has_table_privilege(c.oid, 'SELECT') ORDER BY 1",
+     lambda rows: {"issues", "repos", "users"} <= {r[0] for r in rows}),
+    ("columns with Postgres types", "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a "
+                                    "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n "
+                                    "ON n.oid = c.relnamespace WHERE n.nspname = 'slack' AND c.relname = 'channels' "
+                                    "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+     lambda rows: ("name", "text") in rows and ("is_private", "boolean") in rows),
+    ("databases", "SELECT datname FROM pg_catalog.pg_database", lambda rows: ("omnisql",) in rows),
+    ("session", "SELECT current_schema(), current_database()", lambda rows: rows == [("public", "omnisql")]),
+    ("type oids", "SELECT t.oid, t.typname FROM pg_catalog.pg_type t WHERE t.typname IN ('int8', 'text') ORDER BY 1",
+     lambda rows: rows == [(20, "int8"), (25, "text")]),
+    ("a name as an oid", "SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = 'salesforce.account'::regclass",
+     lambda rows: rows == [("account",)]),
+    ("search path", "SHOW search_path", lambda rows: rows == [("public",)]),
+]
+
+
+@pytest.mark.parametrize("what,sql,check", BROWSING, ids=[b[0] for b in BROWSING])
+def test_what_bi_tools_send_to_browse_answers_with_the_tenants_objects(dev, what, sql, check):
+    import psycopg
+
+    with psycopg.connect(pg_dsn(dev), autocommit=True) as pg:
+        rows = pg.execute(sql).fetchall()
+        assert check(rows), rows

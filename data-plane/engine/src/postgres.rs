@@ -28,6 +28,67 @@ static STATIC_TABLES: LazyLock<Result<Arc<PgCatalogStaticTables>, String>> =
 
 static PARSER: LazyLock<PostgresCompatibilityParser> = LazyLock::new(PostgresCompatibilityParser::new);
 
+/// Postgres parameters a client may ask about (`SHOW`, `current_setting`), as a Postgres 16 server
+/// answers before the session sets them.
+const PARAMETERS: &[(&str, &str)] = &[
+    ("application_name", ""),
+    ("client_encoding", "UTF8"),
+    ("datestyle", "ISO, MDY"),
+    ("default_transaction_isolation", "read committed"),
+    ("default_transaction_read_only", "on"),
+    ("extra_float_digits", "1"),
+    ("integer_datetimes", "on"),
+    ("intervalstyle", "postgres"),
+    ("lc_collate", "C"),
+    ("lc_ctype", "C"),
+    ("max_identifier_length", "63"),
+    ("search_path", "public"),
+    ("server_encoding", "UTF8"),
+    ("server_version_num", "160006"),
+    ("standard_conforming_strings", "on"),
+    ("timezone", "UTC"),
+    ("transaction_isolation", "read committed"),
+    ("transaction_read_only", "on"),
+];
+
+/// The default of the Postgres parameter `name` (lower case), if Postgres has it.
+pub fn parameter(name: &str) -> Option<&'static str> {
+    PARAMETERS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}
+
+/// `current_setting(name)`: a parameter's default ([`parameter`]; what the session `SET` is answered by
+/// `SHOW`), an error for one Postgres does not have.
+fn current_setting() -> ScalarUDF {
+    use datafusion::arrow::array::{Array, AsArray, StringArray};
+    use datafusion::arrow::datatypes::DataType;
+    datafusion::logical_expr::create_udf(
+        "current_setting",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        datafusion::logical_expr::Volatility::Stable,
+        Arc::new(|args| {
+            let names = datafusion::logical_expr::ColumnarValue::values_to_arrays(args)?;
+            let names = names[0].as_string::<i32>();
+            let values = (0..names.len())
+                .map(|i| match names.is_null(i) {
+                    true => Ok(None),
+                    false => {
+                        let name = names.value(i).to_ascii_lowercase();
+                        let value = match name.as_str() {
+                            "server_version" => Some(format!("16.6 (OmniSQL {})", env!("CARGO_PKG_VERSION"))),
+                            _ => parameter(&name).map(str::to_string),
+                        };
+                        value.map(Some).ok_or_else(|| {
+                            DataFusionError::Plan(format!("unrecognized configuration parameter \"{}\"", names.value(i)))
+                        })
+                    }
+                })
+                .collect::<Result<StringArray, _>>()?;
+            Ok(datafusion::logical_expr::ColumnarValue::Array(Arc::new(values)))
+        }),
+    )
+}
+
 /// The functions psql and BI tools call, made once per process.
 static FUNCTIONS: LazyLock<Vec<ScalarUDF>> = LazyLock::new(|| {
     use datafusion_pg_catalog::pg_catalog::*;
@@ -55,6 +116,7 @@ static FUNCTIONS: LazyLock<Vec<ScalarUDF>> = LazyLock::new(|| {
         array_bounds_udf::create_array_lower_udf(),
     ];
     functions.push(version());
+    functions.push(current_setting());
     functions.push(to_regtype());
     functions.push(like_escape());
     functions.push(constant("pg_get_serial_sequence", 2, ScalarValue::Utf8(None)));

@@ -25,27 +25,6 @@ pub enum Compat {
     Ignore(&'static str),
 }
 
-/// Parameters a client may ask about before it sets them, as a Postgres 16 server answers.
-const DEFAULTS: &[(&str, &str)] = &[
-    ("application_name", ""),
-    ("client_encoding", "UTF8"),
-    ("datestyle", "ISO, MDY"),
-    ("default_transaction_isolation", "read committed"),
-    ("default_transaction_read_only", "on"),
-    ("extra_float_digits", "1"),
-    ("integer_datetimes", "on"),
-    ("intervalstyle", "postgres"),
-    ("lc_collate", "C"),
-    ("lc_ctype", "C"),
-    ("max_identifier_length", "63"),
-    ("search_path", "public"),
-    ("server_encoding", "UTF8"),
-    ("standard_conforming_strings", "on"),
-    ("timezone", "UTC"),
-    ("transaction_isolation", "read committed"),
-    ("transaction_read_only", "on"),
-];
-
 /// `sql` as a session statement, or `None` when it is for the engine (queries and `SET omnisql.…`).
 pub fn classify(sql: &str) -> Option<Compat> {
     let text = sql.trim().trim_end_matches(';').trim();
@@ -138,7 +117,7 @@ impl Parameters {
         match name {
             "server_version" => Some(server_version.to_string()),
             "statement_timeout" => Some("0".into()),
-            _ => DEFAULTS.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string()),
+            _ => omnisql_engine::postgres::parameter(name).map(str::to_string),
         }
     }
 }
