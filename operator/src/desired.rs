@@ -150,6 +150,9 @@ pub fn args(dp: &DataPlane) -> Vec<String> {
     if s.control_plane.ca_bundle.is_some() {
         a.push(format!("--control-plane-ca-file={CA_DIR}/ca.pem"));
     }
+    if let Some(pg) = &s.postgres {
+        a.push(format!("--pg-addr=0.0.0.0:{}", pg.port));
+    }
     if s.flight_sql.tls_secret.is_some() {
         a.push(format!("--flight-tls-cert={FLIGHT_TLS_DIR}/tls.crt"));
         a.push(format!("--flight-tls-key={FLIGHT_TLS_DIR}/tls.key"));
@@ -241,10 +244,20 @@ fn stateful_set(dp: &DataPlane) -> StatefulSet {
         args: Some(args(dp)),
         env: Some(env),
         env_from,
-        ports: Some(vec![
-            ContainerPort { name: Some("flight-sql".into()), container_port: s.flight_sql.port, ..Default::default() },
-            ContainerPort { name: Some("health".into()), container_port: HEALTH_PORT, ..Default::default() },
-        ]),
+        ports: Some(
+            [
+                Some(ContainerPort { name: Some("flight-sql".into()), container_port: s.flight_sql.port, ..Default::default() }),
+                s.postgres.as_ref().map(|pg| ContainerPort {
+                    name: Some("postgres".into()),
+                    container_port: pg.port,
+                    ..Default::default()
+                }),
+                Some(ContainerPort { name: Some("health".into()), container_port: HEALTH_PORT, ..Default::default() }),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ),
         readiness_probe: Some(probe("/ready", 5)),
         liveness_probe: Some(probe("/live", 10)),
         volume_mounts: Some(mounts),
@@ -320,19 +333,25 @@ fn service(dp: &DataPlane, name: String, headless: bool) -> Service {
             selector: Some(selector_labels(dp)),
             cluster_ip: headless.then(|| "None".to_string()),
             publish_not_ready_addresses: headless.then_some(true),
-            ports: Some(vec![ServicePort {
-                name: Some("flight-sql".into()),
-                port: dp.spec.flight_sql.port,
-                target_port: Some(IntOrString::String("flight-sql".into())),
-                ..Default::default()
-            }]),
+            ports: Some(
+                [Some(("flight-sql", dp.spec.flight_sql.port)), dp.spec.postgres.as_ref().map(|pg| ("postgres", pg.port))]
+                    .into_iter()
+                    .flatten()
+                    .map(|(name, port)| ServicePort {
+                        name: Some(name.into()),
+                        port,
+                        target_port: Some(IntOrString::String(name.into())),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
             ..Default::default()
         }),
         ..Default::default()
     }
 }
 
-/// Ingress: Flight SQL and the health port only. Egress: DNS, and 443/the named ports to the address
+/// Ingress: Flight SQL, the Postgres protocol where served, and the health port only. Egress: DNS, and 443/the named ports to the address
 /// blocks the spec lists for the SaaS APIs and the platform (control plane, KMS, Redis). Nothing else.
 fn network_policy(dp: &DataPlane) -> NetworkPolicy {
     let port = |p: i32, proto: &str| NetworkPolicyPort {
@@ -376,7 +395,13 @@ fn network_policy(dp: &DataPlane) -> NetworkPolicy {
             pod_selector: Some(LabelSelector { match_labels: Some(selector_labels(dp)), ..Default::default() }),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
-                ports: Some(vec![port(dp.spec.flight_sql.port, "TCP"), port(HEALTH_PORT, "TCP")]),
+                ports: Some(
+                    [Some(dp.spec.flight_sql.port), dp.spec.postgres.as_ref().map(|pg| pg.port), Some(HEALTH_PORT)]
+                        .into_iter()
+                        .flatten()
+                        .map(|p| port(p, "TCP"))
+                        .collect(),
+                ),
                 from: None,
             }]),
             egress: Some(egress),
@@ -497,6 +522,35 @@ mod tests {
         assert!(args(&dp).iter().any(|a| a == "--control-plane-ca-file=/var/run/omnisql/control-plane-ca/ca.pem"));
         let pod = d.stateful_set.spec.unwrap_or_default().template.spec.unwrap_or_default();
         assert!(pod.volumes.unwrap_or_default().iter().any(|v| v.name == "control-plane-ca"));
+    }
+
+    #[test]
+    fn the_postgres_protocol_is_served_listed_and_let_in_only_when_asked_for() {
+        let dp = data_plane(serde_json::json!({"postgres": {"port": 5432}}));
+        assert!(args(&dp).contains(&"--pg-addr=0.0.0.0:5432".to_string()));
+        let ports = |d: &DataPlane| -> Vec<(String, i32)> {
+            let pod = stateful_set(d).spec.unwrap_or_default().template.spec.unwrap_or_default();
+            pod.containers[0]
+                .ports
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| (p.name.unwrap_or_default(), p.container_port))
+                .collect()
+        };
+        assert!(ports(&dp).contains(&("postgres".into(), 5432)));
+        let svc = service(&dp, "x".into(), false).spec.and_then(|s| s.ports).unwrap_or_default();
+        assert!(svc.iter().any(|p| p.name.as_deref() == Some("postgres") && p.port == 5432));
+        let ingress = network_policy(&dp).spec.and_then(|s| s.ingress).unwrap_or_default();
+        let open: Vec<_> = ingress.iter().flat_map(|r| r.ports.clone().unwrap_or_default()).filter_map(|p| p.port).collect();
+        assert!(open.contains(&IntOrString::Int(5432)));
+        let plain = data_plane(serde_json::json!({}));
+        assert!(!args(&plain).iter().any(|a| a.starts_with("--pg-addr")));
+        assert!(!ports(&plain).iter().any(|(n, _)| n == "postgres"));
+        let ingress = network_policy(&plain).spec.and_then(|s| s.ingress).unwrap_or_default();
+        assert!(
+            !ingress.iter().flat_map(|r| r.ports.clone().unwrap_or_default()).any(|p| p.port == Some(IntOrString::Int(5432)))
+        );
     }
 
     #[test]

@@ -54,6 +54,11 @@ pub struct DataPlaneSpec {
     pub opa_urls: Vec<String>,
     #[serde(default)]
     pub flight_sql: ListenerSpec,
+    /// Also serve the Postgres wire protocol (psql, psycopg, pgJDBC, BI tools) on this port, e.g.
+    /// `{port: 5432}`; over TLS with `flightSql.tlsSecret`'s certificate when one is given (and then only
+    /// over TLS). Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSpec>,
     #[serde(default)]
     pub storage: StorageSpec,
     /// Where the data planes may connect besides the control plane, the KMS and Redis: the SaaS APIs.
@@ -127,6 +132,17 @@ pub struct ListenerSpec {
     /// Secret again) is served to new connections within seconds, without a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_secret: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresSpec {
+    #[serde(default = "default_postgres_port")]
+    pub port: i32,
+}
+
+fn default_postgres_port() -> i32 {
+    5432
 }
 
 fn default_flight_port() -> i32 {
@@ -239,6 +255,11 @@ impl DataPlaneSpec {
         }
         if !(1..=65535).contains(&self.flight_sql.port) {
             problems.push(format!("flightSql.port {} is not a port", self.flight_sql.port));
+        }
+        if let Some(pg) = &self.postgres
+            && (!(1..=65535).contains(&pg.port) || pg.port == self.flight_sql.port)
+        {
+            problems.push(format!("postgres.port {} is not a port apart from flightSql.port", pg.port));
         }
         if let Some(name) = &self.flight_sql.tls_secret
             && !(name.len() <= 253 && name.split('.').all(is_dns_label))
