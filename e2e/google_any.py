@@ -1,5 +1,5 @@
-"""Builds a Flight SQL CommandStatementQuery descriptor by hand (protobuf wire format), so pyarrow's
-plain Flight client can speak Flight SQL without generated code."""
+"""Builds Flight SQL command descriptors (CommandStatementQuery, CommandGetTables) by hand (protobuf wire
+format), so pyarrow's plain Flight client can speak Flight SQL without generated code."""
 
 from pyarrow import flight
 
@@ -23,4 +23,11 @@ def _field(number: int, payload: bytes) -> bytes:
 def statement_descriptor(sql: str) -> flight.FlightDescriptor:
     command = _field(1, sql.encode())
     any_message = _field(1, TYPE_URL) + _field(2, command)
+    return flight.FlightDescriptor.for_command(any_message)
+
+
+def tables_descriptor(schema_pattern: str) -> flight.FlightDescriptor:
+    """CommandGetTables for the schemas matching `schema_pattern` (a LIKE pattern)."""
+    command = _field(2, schema_pattern.encode())
+    any_message = _field(1, b"type.googleapis.com/arrow.flight.protocol.sql.CommandGetTables") + _field(2, command)
     return flight.FlightDescriptor.for_command(any_message)

@@ -32,6 +32,15 @@ def test_sql_command_prints_a_table_and_the_row_count(dev):
     assert "| general |" in out.stdout and "1 row in" in out.stdout
 
 
+def test_sql_command_browses_schemas_tables_and_columns(dev):
+    out = sql(dev, "SHOW TABLES")
+    assert out.returncode == 0, out.stderr
+    assert "| salesforce" in out.stdout and "| account" in out.stdout, out.stdout
+    out = sql(dev, "SELECT column_name, data_type FROM information_schema.columns "
+                   "WHERE table_schema = 'slack' AND table_name = 'channels' ORDER BY ordinal_position")
+    assert out.returncode == 0 and "| name " in out.stdout and "| is_private " in out.stdout, out.stdout
+
+
 def test_sql_command_reports_errors_with_a_nonzero_exit(dev):
     out = sql(dev, "SELECT * FROM github.nope")
     assert out.returncode != 0

@@ -187,6 +187,55 @@ def test_pyarrow_flight_client_reads_results(dev):
     assert "general" in table.column("name").to_pylist()
 
 
+def test_pyarrow_flight_client_lists_tables_and_cancels_a_read(dev):
+    """The raw Flight client: Flight SQL's GetTables by hand, and `cancel()` on a stream stops the query's
+    upstream requests."""
+    import time
+
+    from pyarrow import flight
+
+    from google_any import statement_descriptor, tables_descriptor
+
+    client = flight.FlightClient(dev.uri)
+    options = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {dev.token}".encode())])
+    info = client.get_flight_info(tables_descriptor("salesforce"), options)
+    tables = client.do_get(info.endpoints[0].ticket, options).read_all()
+    assert {"account", "contact", "opportunity"} <= set(tables.column("table_name").to_pylist())
+    assert set(tables.column("db_schema_name").to_pylist()) == {"salesforce"}
+
+    dev.sandbox("github", "/_sandbox/settings", {"latency": {"fixed_ms": 1500, "jitter_pct": 0}})
+    dev.sandbox("github", "/_sandbox/stats/reset", {})
+    errors: list = []
+    try:
+        info = client.get_flight_info(
+            statement_descriptor("SET omnisql.max_staleness = '0'; SELECT login, email FROM github.users"), options)
+        reader = client.do_get(info.endpoints[0].ticket, options)
+
+        def read():
+            try:
+                errors.append(reader.read_all().num_rows)  # pyarrow ends a cancelled read quietly, or
+            except Exception as e:  # raises
+                errors.append(e)
+
+        t = threading.Thread(target=read)
+        t.start()
+        deadline = time.monotonic() + 20
+        while dev.sandbox("github", "/_sandbox/stats")["total"] == 0:
+            assert time.monotonic() < deadline, "the query never reached GitHub"
+            time.sleep(0.05)
+        reader.cancel()
+        t.join(timeout=10)
+        assert not t.is_alive() and errors, "the cancelled read did not end"
+        at_cancel = dev.sandbox("github", "/_sandbox/stats")["total"]
+        time.sleep(3.5)
+        after = dev.sandbox("github", "/_sandbox/stats")["total"]
+        assert after - at_cancel <= 16, (at_cancel, after)
+        assert after < 40, f"a full scan needs 50+ requests, the cancelled one made {after}"
+    finally:
+        dev.sandbox("github", "/_sandbox/settings", {"latency": {"fixed_ms": 0, "jitter_pct": 0}})
+        client.close()
+
+
 def test_results_say_how_fresh_each_source_is_and_repeats_come_from_cache(dev):
     """Freshness per source in the last message's metadata; a repeat is a kept result, a variation reads
     the API cache."""

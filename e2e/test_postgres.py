@@ -231,6 +231,18 @@ def test_tls_with_the_data_planes_certificate_and_no_password_in_clear(tmp_path)
         with pytest.raises(psycopg.OperationalError) as untrusted:
             psycopg.connect(f"{base} sslmode=verify-full sslrootcert=system")
         assert "certificate" in str(untrusted.value)
+        # SQLAlchemy passes the same settings to psycopg.
+        import sqlalchemy as sa
+
+        url = sa.engine.URL.create("postgresql+psycopg", username="demo", password=tls.token, host=host, port=int(port),
+                                   database="omnisql",
+                                   query={"sslmode": "verify-full", "sslrootcert": str(tmp_path / "ca.pem")})
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as c:
+                assert c.execute(sa.text("SELECT name FROM slack.channels WHERE name = :n"), {"n": "general"}).scalar() == "general"
+        finally:
+            engine.dispose()
         psql_bin = shutil.which("psql")
         out = subprocess.run([psql_bin, f"{base} sslmode=verify-full sslrootcert={tmp_path / 'ca.pem'}", "-X", "-A", "-t",
                               "-c", "SELECT name FROM slack.channels WHERE name = 'general'"],
@@ -286,3 +298,30 @@ def test_what_bi_tools_send_to_browse_answers_with_the_tenants_objects(dev, what
     with psycopg.connect(pg_dsn(dev), autocommit=True) as pg:
         rows = pg.execute(sql).fetchall()
         assert check(rows), rows
+
+
+def test_psql_cancels_a_running_statement_on_ctrl_c(dev):
+    """psql sends a cancel request on SIGINT (Ctrl-C); the statement stops with 57014 and psql goes on."""
+    import signal
+    import time
+
+    dev.sandbox("github", "/_sandbox/settings", {"latency": {"fixed_ms": 1500, "jitter_pct": 0}})
+    dev.sandbox("github", "/_sandbox/stats/reset", {})
+    host, port = dev.endpoints["postgres"].rsplit(":", 1)
+    try:
+        proc = subprocess.Popen(
+            [shutil.which("psql"), f"host={host} port={port} user=demo dbname=omnisql sslmode=disable", "-X", "-A", "-t",
+             "-v", "VERBOSITY=verbose", "-c", "SET omnisql.max_staleness = '0'", "-c", "SELECT login, email FROM github.users"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={"PGPASSWORD": dev.token, "PATH": "/usr/bin:/bin"})
+        deadline = time.monotonic() + 20
+        while dev.sandbox("github", "/_sandbox/stats")["total"] == 0:
+            assert time.monotonic() < deadline, "the query never reached GitHub"
+            time.sleep(0.05)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+        assert time.monotonic() - started < 5
+        assert "57014" in err and "canceling statement due to user request" in err, err
+    finally:
+        dev.sandbox("github", "/_sandbox/settings", {"latency": {"fixed_ms": 0, "jitter_pct": 0}})
