@@ -325,3 +325,25 @@ def test_psql_cancels_a_running_statement_on_ctrl_c(dev):
         assert "57014" in err and "canceling statement due to user request" in err, err
     finally:
         dev.sandbox("github", "/_sandbox/settings", {"latency": {"fixed_ms": 0, "jitter_pct": 0}})
+
+
+def test_arrow_types_arrive_as_their_postgres_types_in_text_and_binary(dev, conn):
+    """Timestamps with time zone, lists and decimals: typed columns (OIDs) and the same values as Flight SQL."""
+    import psycopg
+
+    sql = ("SELECT created_at, labels, CAST(number AS DECIMAL(10,2)) AS n, number, state FROM github.issues "
+           "WHERE repo_full_name = 'acme/api' ORDER BY number LIMIT 20")
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        expected = [(c, list(labels), n, number, state) for c, labels, n, number, state in cur.fetchall()]
+    assert any(row[1] for row in expected), "some issue should have labels"
+    with psycopg.connect(pg_dsn(dev), autocommit=True) as pg:
+        for binary in (False, True):
+            with pg.cursor(binary=binary) as cur:
+                cur.execute(sql)
+                # timestamptz, text[], numeric, int8, text
+                assert [c.type_code for c in cur.description] == [1184, 1009, 1700, 20, 25]
+                rows = cur.fetchall()
+                assert all(r[0].tzinfo is not None for r in rows)
+                assert [(r[0].timestamp(), r[1], r[2], r[3], r[4]) for r in rows] == \
+                    [(e[0].timestamp(), e[1], e[2], e[3], e[4]) for e in expected]
