@@ -28,6 +28,7 @@ def test_pgx_connects_queries_binds_browses_cancels_and_uses_tls(dev, tmp_path):
         "OMNISQL_PG_TLS_DSN": dsn(tls, f"sslmode=verify-full sslrootcert={tmp_path / 'ca.pem'}"),
         "OMNISQL_PG_UNTRUSTED_DSN": dsn(tls, "sslmode=verify-full"),
         "OMNISQL_GITHUB_URL": dev.app("github")["base_url"],
+        "GOTOOLCHAIN": "local",  # the installed Go, never a download
     }
     try:
         result = subprocess.run(["go", "test", "-count=1", "-v", "./..."], cwd=HERE / "go", env=env,
