@@ -24,6 +24,7 @@ pub mod eager;
 pub mod governed;
 pub use omnisql_policy as policy;
 pub mod guard;
+pub mod plans;
 pub mod postgres;
 pub mod resources;
 pub mod results;
@@ -38,8 +39,9 @@ use std::time::{Duration, Instant};
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, SchemaProvider};
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
-use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use omnisql_connector::governor::Governor;
 use omnisql_connector::{CacheStats, ConnectorContext, ConnectorFactory, HttpSettings, QueryContext, ResponseCache, ScanOptions};
@@ -304,6 +306,10 @@ pub struct Engine {
     opa_http: reqwest::Client,
     /// Statements planned since start, for metrics and tests.
     planned: std::sync::atomic::AtomicU64,
+    /// Statements run from a plan (made now or kept) since start: not answered with a kept result.
+    ran: std::sync::atomic::AtomicU64,
+    /// Physical plans of statements run before, run again instead of planning anew.
+    plans: plans::PlanCache,
     /// Postgres clients' `pg_catalog` by caller and configuration ([`Engine::pg_catalog`]).
     pg_catalogs: Mutex<HashMap<(Caller, u64), Arc<dyn SchemaProvider>>>,
 }
@@ -325,12 +331,29 @@ pub struct PreparedQuery {
 
 #[derive(Debug)]
 enum Run {
-    Plan(DataFrame),
+    /// Planned now; kept under the key, if any, once its physical plan is made.
+    Plan(DataFrame, Option<plans::PlanKey>),
+    /// A plan kept from an earlier run ([`plans`]), reset, and the context it runs in.
+    Reused { plan: Arc<dyn ExecutionPlan>, task: Arc<TaskContext>, kept: Arc<plans::KeptPlan> },
     /// A kept result; `refresh`: it is popular and aging, to be fetched again in the background.
-    Kept {
-        result: Arc<results::CachedResult>,
-        refresh: Option<Refresh>,
-    },
+    Kept { result: Arc<results::CachedResult>, refresh: Option<Refresh> },
+}
+
+/// The tables `plan` reads, as `schema.table`.
+fn tables_of(plan: &LogicalPlan) -> Vec<String> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut tables = std::collections::BTreeSet::new();
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let name = &scan.table_name;
+            tables.insert(match name.schema() {
+                Some(schema) => format!("{schema}.{}", name.table()),
+                None => name.table().to_string(),
+            });
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    tables.into_iter().collect()
 }
 
 /// A kept result to fetch again: who asked, what, with which parameters.
@@ -344,7 +367,8 @@ impl PreparedQuery {
     /// The result's schema.
     pub fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
         match &self.run {
-            Run::Plan(df) => Arc::new(df.schema().as_arrow().clone()),
+            Run::Plan(df, _) => Arc::new(df.schema().as_arrow().clone()),
+            Run::Reused { kept, .. } => kept.schema.clone(),
             Run::Kept { result, .. } => result.schema.clone(),
         }
     }
@@ -359,29 +383,17 @@ impl PreparedQuery {
     pub fn take_refresh(&mut self) -> Option<Refresh> {
         match &mut self.run {
             Run::Kept { refresh, .. } => refresh.take(),
-            Run::Plan(_) => None,
+            Run::Plan(..) | Run::Reused { .. } => None,
         }
     }
 
     /// The tables the query reads, as `connection.table`.
     pub fn tables(&self) -> Vec<String> {
-        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-        let df = match &self.run {
-            Run::Plan(df) => df,
-            Run::Kept { result, .. } => return result.tables.clone(),
-        };
-        let mut tables = std::collections::BTreeSet::new();
-        let _ = df.logical_plan().apply(|node| {
-            if let LogicalPlan::TableScan(scan) = node {
-                let name = &scan.table_name;
-                tables.insert(match name.schema() {
-                    Some(schema) => format!("{schema}.{}", name.table()),
-                    None => name.table().to_string(),
-                });
-            }
-            Ok(TreeNodeRecursion::Continue)
-        });
-        tables.into_iter().collect()
+        match &self.run {
+            Run::Plan(df, _) => tables_of(df.logical_plan()),
+            Run::Reused { kept, .. } => kept.tables.clone(),
+            Run::Kept { result, .. } => result.tables.clone(),
+        }
     }
 }
 
@@ -415,6 +427,8 @@ impl Engine {
                 .unwrap_or_default(),
             planned: Default::default(),
             pg_catalogs: Default::default(),
+            plans: Default::default(),
+            ran: Default::default(),
         };
         engine.apply(config)?;
         Ok(engine)
@@ -675,21 +689,8 @@ impl Engine {
     /// With `postgres`, it also has `pg_catalog` and the functions Postgres clients call.
     pub fn session(&self, caller: &Caller, query: Arc<QueryContext>, postgres: bool) -> Result<SessionContext, DataFusionError> {
         let tenant = &caller.tenant;
-        let mut config = SessionConfig::new()
-            .with_target_partitions(self.options.target_partitions)
-            .with_information_schema(true)
-            .with_default_catalog_and_schema(CATALOG, "public")
-            .with_extension(query);
-        // API scans take a hash join's keys (sent to the API) but not a TopK's or an aggregate's dynamic
-        // filter: those change while the scan runs, and an API request cannot follow them.
-        config.options_mut().optimizer.enable_topk_dynamic_filter_pushdown = false;
-        config.options_mut().optimizer.enable_aggregate_dynamic_filter_pushdown = false;
-        if let Some(cpu) = &self.cpu {
-            let weight = self.current().tenants.get(tenant).and_then(|t| t.config.weight).unwrap_or(1.0);
-            config = config.with_extension(Arc::new(cpu.share(&tenant.0, weight)));
-        }
         let mut state = datafusion::execution::SessionStateBuilder::new()
-            .with_config(config)
+            .with_config(self.session_config(caller, query))
             .with_runtime_env(self.resources.runtime_for(&tenant.0)?)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(eager::EagerProbe))
@@ -724,6 +725,33 @@ impl Engine {
             postgres::install(&ctx, CATALOG, pg_catalog)?;
         }
         Ok(ctx)
+    }
+
+    /// A session's settings: its query's context and the tenant's CPU share travel in it to the operators.
+    fn session_config(&self, caller: &Caller, query: Arc<QueryContext>) -> SessionConfig {
+        let mut config = SessionConfig::new()
+            .with_target_partitions(self.options.target_partitions)
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG, "public")
+            .with_extension(query);
+        // API scans take a hash join's keys (sent to the API) but not a TopK's or an aggregate's dynamic
+        // filter: those change while the scan runs, and an API request cannot follow them.
+        config.options_mut().optimizer.enable_topk_dynamic_filter_pushdown = false;
+        config.options_mut().optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+        if let Some(cpu) = &self.cpu {
+            let weight = self.current().tenants.get(&caller.tenant).and_then(|t| t.config.weight).unwrap_or(1.0);
+            config = config.with_extension(Arc::new(cpu.share(&caller.tenant.0, weight)));
+        }
+        config
+    }
+
+    /// What a kept plan runs in: the session's settings and the tenant's memory, without the catalog a
+    /// plan no longer needs.
+    fn task_context(&self, caller: &Caller, query: Arc<QueryContext>) -> Result<Arc<TaskContext>, DataFusionError> {
+        let runtime = self.resources.runtime_for(&caller.tenant.0)?;
+        let config = self.session_config(caller, query);
+        let id = uuid::Uuid::new_v4().to_string();
+        Ok(Arc::new(TaskContext::new(None, id, config, HashMap::new(), HashMap::new(), HashMap::new(), HashMap::new(), runtime)))
     }
 
     /// The caller's `pg_catalog`, kept per configuration so that object ids stay the same from one
@@ -838,12 +866,19 @@ impl Engine {
                 }
             }
         }
-        self.planned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut context = QueryContext::with_deadline(Some(deadline));
         context.max_staleness = settings.max_staleness;
         context.request_budget = settings.request_budget.or(self.options.request_budget);
         context.principal = caller.principal.clone();
         let context = Arc::new(context);
+        let plan_key = self.plan_key(caller, rest, params.as_ref(), settings.postgres);
+        if let Some((plan, kept)) = plan_key.as_ref().and_then(|k| self.plans.get(k)) {
+            let task = self.task_context(caller, context.clone())?;
+            let keep = key.filter(|_| kept.result_cacheable).map(|key| results::Keep { key, leader: None });
+            let run = Run::Reused { plan, task, kept };
+            return Ok(Some(PreparedQuery { run, context, deadline, timeout, slots, tenant: caller.tenant.clone(), keep }));
+        }
+        self.planned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let postgres = settings.postgres;
         let ctx = self.session(caller, context.clone(), postgres)?;
         let limits = self.options.statement_limits;
@@ -859,8 +894,25 @@ impl Engine {
         let keep = key
             .filter(|_| results::cacheable(dataframe.logical_plan(), &self.connection_names(&caller.tenant)))
             .map(|key| results::Keep { key, leader: None });
-        let run = Run::Plan(dataframe);
+        let run = Run::Plan(dataframe, plan_key);
         Ok(Some(PreparedQuery { run, context, deadline, timeout, slots, tenant: caller.tenant.clone(), keep }))
+    }
+
+    /// Under what `caller`'s plan of `sql` is kept ([`plans`]); `None` where the tenant's OPA server
+    /// decides its policies (its answers may change without the configuration changing).
+    fn plan_key(&self, caller: &Caller, sql: &str, params: Option<&ParamValues>, postgres: bool) -> Option<plans::PlanKey> {
+        let current = self.current();
+        let tenant = current.tenants.get(&caller.tenant)?;
+        if tenant.policies.is_external() {
+            return None;
+        }
+        Some(plans::PlanKey {
+            caller: caller.clone(),
+            generation: tenant.generation,
+            sql: sql.trim().trim_end_matches(';').trim().to_string(),
+            params: params.map(|p| format!("{p:?}")).unwrap_or_default(),
+            postgres,
+        })
     }
 
     fn connection_names(&self, tenant: &TenantId) -> Vec<String> {
@@ -1021,8 +1073,9 @@ impl Engine {
     pub async fn execute(&self, query: PreparedQuery) -> Result<SendableRecordBatchStream, DataFusionError> {
         let tables = if query.keep.is_some() { query.tables() } else { Vec::new() };
         let PreparedQuery { run, context, deadline, timeout, slots, tenant, keep } = query;
-        let dataframe = match run {
-            Run::Plan(df) => df,
+        let planned = match run {
+            Run::Plan(df, reuse) => Ok((df, reuse)),
+            Run::Reused { plan, task, .. } => Err((plan, task)),
             Run::Kept { result, .. } => {
                 let batches = result.batches.clone().into_iter().map(Ok);
                 let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
@@ -1032,7 +1085,10 @@ impl Engine {
                 return Ok(Box::pin(stream));
             }
         };
-        let schema = Arc::new(dataframe.schema().as_arrow().clone());
+        let schema = match &planned {
+            Ok((df, _)) => Arc::new(df.schema().as_arrow().clone()),
+            Err((plan, _)) => plan.schema(),
+        };
         let started = std::time::SystemTime::now();
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
@@ -1047,7 +1103,29 @@ impl Engine {
                 }
             }
         };
-        let stream = contain::catch(deadline, timeout, dataframe.execute_stream()).await?;
+        self.ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let run = async {
+            let (plan, task) = match planned {
+                Ok((df, reuse)) => {
+                    let task = Arc::new(df.task_ctx());
+                    let logical = df.logical_plan().clone();
+                    let plan = df.create_physical_plan().await?;
+                    if let Some(key) = reuse {
+                        let kept = plans::KeptPlan {
+                            plan: plan.clone(),
+                            schema: schema.clone(),
+                            tables: tables_of(&logical),
+                            result_cacheable: keep.is_some(),
+                        };
+                        self.plans.insert(key, &logical, kept);
+                    }
+                    (plan, task)
+                }
+                Err(reused) => reused,
+            };
+            datafusion::physical_plan::execute_stream(plan, task)
+        };
+        let stream = contain::catch(deadline, timeout, run).await?;
         let stream: SendableRecordBatchStream = Box::pin(contain::Contained::new(stream, deadline, timeout, slot));
         Ok(match (keep, &self.results) {
             (Some(mut keep), Some(results)) => {
@@ -1063,6 +1141,11 @@ impl Engine {
     /// Statements planned since start, preparing one included (SET-only statements not counted).
     pub fn statements_planned(&self) -> u64 {
         self.planned.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Statements run since start, from a new plan or a kept one ([`plans`]); a kept result runs nothing.
+    pub fn statements_run(&self) -> u64 {
+        self.ran.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Bytes of query memory held now, across all tenants.

@@ -40,12 +40,12 @@ async fn a_repeated_question_is_answered_without_planning_or_asking_the_apis() {
     let engine = keeping_engine(&sb, None);
     let (first, rows, requests) = run(&engine, QUESTION).await;
     assert!(rows > 0 && requests > 0, "{first}");
-    let planned = engine.statements_planned();
+    let planned = engine.statements_run();
     // Trailing semicolons and surrounding blanks do not make another question.
     let (second, _, second_requests) = run(&engine, &format!("  {QUESTION} ;")).await;
     assert_eq!(second, first);
     assert_eq!(second_requests, 0);
-    assert_eq!(engine.statements_planned(), planned, "the kept result answered: nothing was planned");
+    assert_eq!(engine.statements_run(), planned, "the kept result answered: nothing ran");
     assert_eq!(served(&engine, "acme"), 1);
     let api = engine.cache_stats(&TenantId("acme".into()));
     assert_eq!(api.hits, 0, "not even the response cache was asked: {api:?}");
@@ -64,23 +64,23 @@ async fn only_the_same_caller_under_the_same_configuration_gets_a_kept_result() 
     let mut grouped = caller();
     grouped.groups = vec!["sales".into()];
     for who in [analyst, Caller::new("other", "someone"), grouped] {
-        let planned = engine.statements_planned();
+        let planned = engine.statements_run();
         engine.query(&who, QUESTION).await.unwrap();
-        assert_eq!(engine.statements_planned(), planned + 1, "{who:?} got another caller's result");
+        assert_eq!(engine.statements_run(), planned + 1, "{who:?} got another caller's result");
     }
     assert_eq!(served(&engine, "acme") + served(&engine, "other"), 0);
 
     // A new configuration of the tenant (here: a connection's TTL) retires what was kept under the old.
     engine.apply(&tenant_config(&sb, Some(120))).unwrap();
-    let planned = engine.statements_planned();
+    let planned = engine.statements_run();
     run(&engine, QUESTION).await;
-    assert_eq!(engine.statements_planned(), planned + 1);
+    assert_eq!(engine.statements_run(), planned + 1);
     run(&engine, QUESTION).await;
-    assert_eq!(engine.statements_planned(), planned + 1, "kept again under the new configuration");
+    assert_eq!(engine.statements_run(), planned + 1, "kept again under the new configuration");
     // The same configuration applied again (the control plane resends it) keeps what was kept.
     engine.apply(&tenant_config(&sb, Some(120))).unwrap();
     run(&engine, QUESTION).await;
-    assert_eq!(engine.statements_planned(), planned + 1);
+    assert_eq!(engine.statements_run(), planned + 1);
 }
 
 #[tokio::test]
@@ -95,20 +95,20 @@ async fn a_kept_result_is_served_only_while_its_data_is_as_fresh_as_the_question
     assert_eq!(served(&engine, "acme"), 0);
     tokio::time::sleep(Duration::from_millis(150)).await;
     // Older than 100 ms is too old for this question...
-    let planned = engine.statements_planned();
+    let planned = engine.statements_run();
     run(&engine, &format!("SET omnisql.max_staleness = '100 ms'; {sql}")).await;
-    assert_eq!(engine.statements_planned(), planned + 1);
+    assert_eq!(engine.statements_run(), planned + 1);
     // ...and fine for one that accepts a minute.
     run(&engine, &format!("SET omnisql.max_staleness = '60s'; {sql}")).await;
-    assert_eq!(engine.statements_planned(), planned + 1);
+    assert_eq!(engine.statements_run(), planned + 1);
     assert_eq!(served(&engine, "acme"), 1);
 
     // A connection that caches nothing (TTL 0) has no kept results either.
     let uncached = keeping_engine(&sb, Some(0));
     run(&uncached, sql).await;
-    let planned = uncached.statements_planned();
+    let planned = uncached.statements_run();
     run(&uncached, sql).await;
-    assert_eq!(uncached.statements_planned(), planned + 1);
+    assert_eq!(uncached.statements_run(), planned + 1);
 }
 
 #[tokio::test]
@@ -125,9 +125,9 @@ async fn results_that_depend_on_more_than_api_data_are_never_kept() {
         "SELECT 1",
     ] {
         run(&engine, sql).await;
-        let planned = engine.statements_planned();
+        let planned = engine.statements_run();
         run(&engine, sql).await;
-        assert_eq!(engine.statements_planned(), planned + 1, "{sql} was answered from a kept result");
+        assert_eq!(engine.statements_run(), planned + 1, "{sql} was answered from a kept result");
     }
     assert_eq!(served(&engine, "acme"), 0);
 }
@@ -153,9 +153,9 @@ async fn a_popular_aging_result_is_refreshed_in_the_background_once() {
     assert!(q.from_kept_result());
     let refresh = q.take_refresh().expect("read twice and past half its allowance: due for a refresh");
     assert!(plan(&engine, sql).await.take_refresh().is_none(), "one refresh at a time");
-    let before = engine.statements_planned();
+    let before = engine.statements_run();
     engine.refresh_result(refresh).await;
-    assert_eq!(engine.statements_planned(), before + 1, "the refresh ran the query");
+    assert_eq!(engine.statements_run(), before + 1, "the refresh ran the query");
     // The refreshed result is young again: served, and not due for another refresh.
     let mut q = plan(&engine, sql).await;
     assert!(q.from_kept_result());
@@ -180,14 +180,14 @@ async fn identical_statements_wait_for_the_one_running_instead_of_running_too() 
     });
     // Once the first one runs (GitHub has its request and takes 600 ms to answer), five more arrive.
     until_github_asked(&sb, asked).await;
-    let planned = engine.statements_planned();
+    let planned = engine.statements_run();
     let followers = futures::future::join_all((0..5).map(|_| run(&engine, sql))).await;
     let (expected, _, requests) = first.await.unwrap();
     assert!(requests > 0);
     for (answer, _, requests) in followers {
         assert_eq!((answer, requests), (expected.clone(), 0));
     }
-    assert_eq!(engine.statements_planned(), planned, "the followers planned nothing");
+    assert_eq!(engine.statements_run(), planned, "the followers planned nothing");
     assert_eq!(served(&engine, "acme"), 5);
 
     // Fresh data asked for while an identical statement runs: it runs itself.
@@ -199,10 +199,10 @@ async fn identical_statements_wait_for_the_one_running_instead_of_running_too() 
         async move { run(&engine, &fresh).await }
     });
     until_github_asked(&sb, asked).await;
-    let planned = engine.statements_planned();
+    let planned = engine.statements_run();
     let (_, _, requests) = run(&engine, &fresh).await;
     assert!(requests > 0);
-    assert_eq!(engine.statements_planned(), planned + 1);
+    assert_eq!(engine.statements_run(), planned + 1);
     running.await.unwrap();
 }
 
