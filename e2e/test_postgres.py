@@ -288,6 +288,13 @@ BROWSING = [
     ("a name as an oid", "SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = 'salesforce.account'::regclass",
      lambda rows: rows == [("account",)]),
     ("search path", "SHOW search_path", lambda rows: rows == [("public",)]),
+    ("tables on the search path, qualified elsewhere",
+     "SELECT CASE WHEN quote_ident(table_schema) IN (SELECT trim(p[i]) FROM generate_series(array_lower("
+     "string_to_array(current_setting('search_path'), ','), 1), array_upper(string_to_array(current_setting("
+     "'search_path'), ','), 1)) AS i, string_to_array(current_setting('search_path'), ',') p) THEN quote_ident(table_name) "
+     "ELSE quote_ident(table_schema) || '.' || quote_ident(table_name) END AS t FROM information_schema.tables "
+     "WHERE table_schema NOT IN ('information_schema', 'pg_catalog') ORDER BY 1",
+     lambda rows: {"salesforce.account", "github.issues", "slack.channels"} <= {r[0] for r in rows}),
 ]
 
 

@@ -58,7 +58,8 @@ pub struct BenchArgs {
     #[arg(long)]
     no_kept_results: bool,
     /// Also run the point lookup, the 3-source join and a 100,000-row result over Flight SQL and over the
-    /// Postgres wire protocol, one connection each (`--iterations` runs; at most 10 of the 100k rows).
+    /// Postgres wire protocol, one connection each (`--iterations` runs; at most 7 joins and 10 of the
+    /// 100k rows). Best in a run of its own (`--workload none`): the joins share the APIs' quotas.
     #[arg(long)]
     protocols: bool,
     /// Where bench.json and bench.md go.

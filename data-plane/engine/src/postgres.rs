@@ -16,8 +16,11 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, CaseWhen, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
-    ObjectName, Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value, ValueWithSpan, visit_expressions_mut,
+    ObjectName, Query, Select, SelectItem, SetExpr, Statement, TableAliasColumnDef, TableFactor, Value, ValueWithSpan, VisitMut,
+    VisitorMut, visit_expressions_mut,
 };
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
@@ -292,13 +295,15 @@ pub fn install(ctx: &SessionContext, catalog: &str, pg_catalog: Arc<dyn SchemaPr
 }
 
 /// Whether `statement` reads `pg_catalog` and `information_schema` and nothing else (no table at all
-/// counts too: `SELECT current_schema()`).
+/// counts too: `SELECT current_schema()`, and so do table functions).
 pub fn reads_only_catalog(statement: &DFStatement) -> bool {
     let DFStatement::Statement(statement) = statement else { return false };
     datafusion::sql::sqlparser::ast::visit_relations(statement.as_ref(), |name| {
         let parts: Vec<String> = name.0.iter().map(|p| p.to_string().to_ascii_lowercase()).collect();
         let catalog = match parts.as_slice() {
-            [table] => table.starts_with("pg_"),
+            // An unqualified name is a catalog table, a table function or a CTE (whose own reads are
+            // checked too): the tenant's tables are all in their connections' schemas, `public` is empty.
+            [_] => true,
             [.., schema, _] => schema == "pg_catalog" || schema == "information_schema",
             [] => false,
         };
@@ -316,6 +321,8 @@ pub fn parse(sql: &str) -> Result<Vec<DFStatement>, String> {
         .map(|mut s| {
             backslash_escapes(&mut s);
             aggregate_catalog_subqueries(&mut s);
+            let _ = s.visit(&mut ScalarFunctionsInFrom);
+            in_subqueries_as_arrays(&mut s);
             DFStatement::Statement(Box::new(s))
         })
         .collect())
@@ -333,6 +340,70 @@ fn backslash_escapes(statement: &mut Statement) {
             let written = std::mem::replace(pattern.as_mut(), Expr::value(Value::Null));
             **pattern = call("like_escape", vec![written, c]);
             *escape_char = None;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// A scalar function in `FROM` (`FROM …, string_to_array(current_setting('search_path'), ',') s`, as
+/// Grafana lists the tables on the search path) as Postgres reads it: a one-row table whose one column is
+/// named by the alias. DataFusion looks such a name up among table functions only.
+struct ScalarFunctionsInFrom;
+
+/// The table functions DataFusion and `pg_catalog` have; any other call in `FROM` is a scalar function.
+const TABLE_FUNCTIONS: &[&str] = &["generate_series", "range", "unnest", "pg_get_keywords"];
+
+impl VisitorMut for ScalarFunctionsInFrom {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        // `generate_series(…) AS i`: Postgres names the one column after the alias, DataFusion `value`.
+        if let TableFactor::Table { name, alias: Some(alias), args: Some(_), .. } = factor
+            && ["generate_series", "range"].contains(&name.to_string().to_ascii_lowercase().as_str())
+            && alias.columns.is_empty()
+        {
+            alias.columns.push(TableAliasColumnDef { name: alias.name.clone(), data_type: None });
+            return ControlFlow::Continue(());
+        }
+        let TableFactor::Table { name, alias: Some(alias), args: Some(args), .. } = &*factor else {
+            return ControlFlow::Continue(());
+        };
+        let function = name.to_string();
+        if TABLE_FUNCTIONS.contains(&function.to_ascii_lowercase().as_str()) {
+            return ControlFlow::Continue(());
+        }
+        let column = alias.columns.first().map_or(alias.name.clone(), |c| c.name.clone());
+        let arguments: Vec<String> = args.args.iter().map(ToString::to_string).collect();
+        let sql = format!("SELECT * FROM (SELECT {function}({}) AS {column}) AS {}", arguments.join(", "), alias.name);
+        let derived =
+            Parser::new(&PostgreSqlDialect {}).try_with_sql(&sql).and_then(|mut p| p.parse_query()).ok().and_then(|q| {
+                match *q.body {
+                    SetExpr::Select(select) => select.from.into_iter().next().map(|t| t.relation),
+                    _ => None,
+                }
+            });
+        if let Some(derived) = derived {
+            *factor = derived;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// `x IN (SELECT c FROM …)` outside a filter (Grafana's table list has it in `CASE` and `ORDER BY`), which
+/// DataFusion plans only in filters: `array_has((SELECT array_agg(c) FROM …), x)`, a scalar subquery it
+/// plans anywhere. (Where the list holds a null and `x` is not in it, Postgres answers null, this false:
+/// the same branch of a `CASE`, the same filter; `NOT IN`, where they differ, is left as written.)
+fn in_subqueries_as_arrays(statement: &mut Statement) {
+    let _ = visit_expressions_mut(statement, |e| {
+        if let Expr::InSubquery { expr, subquery, negated: false } = e
+            && let SetExpr::Select(select) = subquery.body.as_mut()
+            && select.projection.len() == 1
+            && let SelectItem::UnnamedExpr(column) | SelectItem::ExprWithAlias { expr: column, .. } = &mut select.projection[0]
+        {
+            let one = std::mem::replace(column, Expr::value(Value::Null));
+            *column = call("array_agg", vec![one]);
+            let list = Expr::Subquery(subquery.clone());
+            *e = call("array_has", vec![list, std::mem::replace(expr.as_mut(), Expr::value(Value::Null))]);
         }
         ControlFlow::<()>::Continue(())
     });
@@ -562,5 +633,7 @@ mod tests {
         assert!(only("SELECT current_schema()"));
         assert!(!only("SELECT c.relname FROM pg_catalog.pg_class c JOIN salesforce.account a ON a.name = c.relname"));
         assert!(!only("SELECT (SELECT max(name) FROM salesforce.account) FROM pg_catalog.pg_class"));
+        assert!(only("SELECT p[i] FROM generate_series(1, 2) AS i, string_to_array('a,b', ',') p"));
+        assert!(!only("WITH x AS (SELECT name FROM salesforce.account) SELECT * FROM x"));
     }
 }
