@@ -5,6 +5,7 @@ import os
 import pathlib
 import subprocess
 import threading
+import time
 import urllib.request
 
 import pytest
@@ -17,6 +18,39 @@ def omnisql_binary() -> str:
         return os.environ["OMNISQL_BIN"]
     target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     return str(target / "debug" / "omnisql")
+
+
+class SlowGithub:
+    """GitHub answering each request after 1.5 s, its request count reset: a scan of `github.users` then
+    takes 50+ requests over a minute, long enough to cancel. Use as `with SlowGithub(dev) as gh:`."""
+
+    def __init__(self, dev: "Dev"):
+        self.dev = dev
+
+    def __enter__(self) -> "SlowGithub":
+        self.dev.sandbox("github", "/_sandbox/settings", {"latency": {"fixed_ms": 1500, "jitter_pct": 0}})
+        self.dev.sandbox("github", "/_sandbox/stats/reset", {})
+        return self
+
+    def __exit__(self, *exc):
+        self.dev.sandbox("github", "/_sandbox/settings", {"latency": {"fixed_ms": 0, "jitter_pct": 0}})
+
+    def requests(self) -> int:
+        return self.dev.sandbox("github", "/_sandbox/stats")["total"]
+
+    def wait_until_asked(self, seconds: float = 20):
+        deadline = time.monotonic() + seconds
+        while self.requests() == 0:
+            assert time.monotonic() < deadline, "the query never reached GitHub"
+            time.sleep(0.05)
+
+    def assert_stopped(self):
+        """No more than what was already in flight arrives in two latency periods, far from a full scan."""
+        at_cancel = self.requests()
+        time.sleep(3.5)
+        after = self.requests()
+        assert after - at_cancel <= 16, (at_cancel, after)
+        assert after < 40, f"a full scan needs 50+ requests, the cancelled one made {after}"
 
 
 class Dev:

@@ -128,40 +128,31 @@ def test_cancelling_a_streaming_statement_stops_it_and_its_upstream_requests(dev
 
     import psycopg
 
-    dev.sandbox("github", "/_sandbox/settings", {"latency": {"fixed_ms": 1500, "jitter_pct": 0}})
-    dev.sandbox("github", "/_sandbox/stats/reset", {})
-    errors = []
-    try:
-        with psycopg.connect(pg_dsn(dev), autocommit=True) as pg:
-            def run():
-                try:
-                    pg.execute("SET omnisql.max_staleness = '0'")
-                    pg.execute("SELECT login, email FROM github.users").fetchall()
-                except Exception as e:  # the cancellation surfaces here
-                    errors.append(e)
+    from conftest import SlowGithub
 
+    errors = []
+    with psycopg.connect(pg_dsn(dev), autocommit=True) as pg:
+        def run():
+            try:
+                pg.execute("SET omnisql.max_staleness = '0'")
+                pg.execute("SELECT login, email FROM github.users").fetchall()
+            except Exception as e:  # the cancellation surfaces here
+                errors.append(e)
+
+        with SlowGithub(dev) as github:
             t = threading.Thread(target=run)
             t.start()
-            deadline = time.monotonic() + 20
-            while dev.sandbox("github", "/_sandbox/stats")["total"] == 0:
-                assert time.monotonic() < deadline, "the query never reached GitHub"
-                time.sleep(0.05)
             # Upstream requests are made while rows stream: the statement is past planning.
+            github.wait_until_asked()
             started = time.monotonic()
             pg.cancel_safe()
             t.join(timeout=10)
             assert not t.is_alive(), "the cancelled statement did not return"
             assert time.monotonic() - started < 5
             assert errors and isinstance(errors[0], psycopg.errors.QueryCanceled), errors
-            at_cancel = dev.sandbox("github", "/_sandbox/stats")["total"]
-            time.sleep(3.5)
-            after = dev.sandbox("github", "/_sandbox/stats")["total"]
-            assert after - at_cancel <= 16, (at_cancel, after)
-            # The connection is usable afterwards.
-            dev.sandbox("github", "/_sandbox/settings", {"latency": {"fixed_ms": 0, "jitter_pct": 0}})
-            assert pg.execute("SELECT 1").fetchone() == (1,)
-    finally:
-        dev.sandbox("github", "/_sandbox/settings", {"latency": {"fixed_ms": 0, "jitter_pct": 0}})
+            github.assert_stopped()
+        # The connection is usable afterwards.
+        assert pg.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_sqlalchemy_queries_and_browses_the_catalog(dev, conn):
@@ -308,30 +299,26 @@ def test_what_bi_tools_send_to_browse_answers_with_the_tenants_objects(dev, what
 
 
 def test_psql_cancels_a_running_statement_on_ctrl_c(dev):
-    """psql sends a cancel request on SIGINT (Ctrl-C); the statement stops with 57014 and psql goes on."""
+    """psql sends a cancel request on SIGINT (Ctrl-C); the statement stops with 57014."""
     import signal
     import time
 
-    dev.sandbox("github", "/_sandbox/settings", {"latency": {"fixed_ms": 1500, "jitter_pct": 0}})
-    dev.sandbox("github", "/_sandbox/stats/reset", {})
+    from conftest import SlowGithub
+
     host, port = dev.endpoints["postgres"].rsplit(":", 1)
-    try:
+    with SlowGithub(dev) as github:
         proc = subprocess.Popen(
             [shutil.which("psql"), f"host={host} port={port} user=demo dbname=omnisql sslmode=disable", "-X", "-A", "-t",
              "-v", "VERBOSITY=verbose", "-c", "SET omnisql.max_staleness = '0'", "-c", "SELECT login, email FROM github.users"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={"PGPASSWORD": dev.token, "PATH": "/usr/bin:/bin"})
-        deadline = time.monotonic() + 20
-        while dev.sandbox("github", "/_sandbox/stats")["total"] == 0:
-            assert time.monotonic() < deadline, "the query never reached GitHub"
-            time.sleep(0.05)
+        github.wait_until_asked()
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
         assert time.monotonic() - started < 5
         assert "57014" in err and "canceling statement due to user request" in err, err
-    finally:
-        dev.sandbox("github", "/_sandbox/settings", {"latency": {"fixed_ms": 0, "jitter_pct": 0}})
+        github.assert_stopped()
 
 
 def test_arrow_types_arrive_as_their_postgres_types_in_text_and_binary(dev, conn):

@@ -8,19 +8,8 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use omnisql_engine::{Caller, Engine, EngineOptions, QuerySettings, testing};
+use omnisql_engine::{Caller, Engine, EngineOptions, QuerySettings};
 use omnisql_sandbox::SandboxConfig;
-
-fn tenant_config(sb: &omnisql_sandbox::Sandbox, ttl: Option<u64>) -> omnisql_engine::config::Config {
-    let connections: Vec<_> =
-        sb.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
-    let mut acme = testing::single_tenant("acme", "tester", TOKEN, connections.clone());
-    acme.api_keys.push(omnisql_engine::config::ApiKeyConfig::with_token("analyst", "analyst-token-0123456789"));
-    for c in &mut acme.connections {
-        c.cache_ttl_seconds = ttl;
-    }
-    testing::config(vec![acme])
-}
 
 /// An engine without the response cache or kept results: every run goes to the APIs.
 fn fresh_engine(sb: &omnisql_sandbox::Sandbox) -> Arc<Engine> {

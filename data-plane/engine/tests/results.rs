@@ -8,20 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use omnisql_engine::config::Config;
-use omnisql_engine::{Caller, Engine, EngineOptions, QuerySettings, TenantId, testing};
+use omnisql_engine::{Caller, Engine, EngineOptions, QuerySettings, TenantId};
 use omnisql_sandbox::{Sandbox, SandboxConfig};
-
-fn tenant_config(sb: &Sandbox, ttl: Option<u64>) -> Config {
-    let connections: Vec<_> =
-        sb.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
-    let mut acme = testing::single_tenant("acme", "tester", TOKEN, connections.clone());
-    acme.api_keys.push(omnisql_engine::config::ApiKeyConfig::with_token("analyst", "analyst-token-0123456789"));
-    for c in &mut acme.connections {
-        c.cache_ttl_seconds = ttl;
-    }
-    testing::config(vec![acme, testing::single_tenant("other", "someone", "other-token-0123456789", connections)])
-}
 
 fn keeping_engine(sb: &Sandbox, ttl: Option<u64>) -> Engine {
     Engine::new(&tenant_config(sb, ttl), EngineOptions::default()).unwrap()

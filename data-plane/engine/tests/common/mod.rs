@@ -35,3 +35,16 @@ pub async fn run(engine: &Engine, sql: &str) -> (String, usize, u64) {
 pub fn pretty(batches: &[RecordBatch]) -> String {
     pretty_format_batches(batches).map(|d| d.to_string()).unwrap_or_default()
 }
+
+/// Tenant `acme` (principals `tester` and `analyst`) and tenant `other` over the sandbox's apps, with each of
+/// acme's connections caching answers for `ttl` seconds (the default where `None`).
+pub fn tenant_config(sb: &Sandbox, ttl: Option<u64>) -> omnisql_engine::config::Config {
+    let connections: Vec<_> =
+        sb.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
+    let mut acme = testing::single_tenant("acme", "tester", TOKEN, connections.clone());
+    acme.api_keys.push(omnisql_engine::config::ApiKeyConfig::with_token("analyst", "analyst-token-0123456789"));
+    for c in &mut acme.connections {
+        c.cache_ttl_seconds = ttl;
+    }
+    testing::config(vec![acme, testing::single_tenant("other", "someone", "other-token-0123456789", connections)])
+}

@@ -5,10 +5,6 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
-import java.net.http.HttpResponse;
 import java.sql.Connection;
 import java.sql.DatabaseMetaData;
 import java.sql.DriverManager;
@@ -22,8 +18,6 @@ import java.util.List;
 import java.util.Properties;
 import java.util.Set;
 import java.util.concurrent.atomic.AtomicReference;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
 
 /** The cells of the client matrix for JDBC: connect, query, parameters, metadata browsing, errors. */
@@ -47,25 +41,12 @@ class FlightSqlJdbcTest {
     return DriverManager.getConnection(url, p);
   }
 
-  /** The sandbox GitHub's base URL, to slow it down and count the requests it receives. */
-  private static final String GITHUB = System.getProperty("omnisql.github.url");
 
-  private static String sandbox(String path, String body) throws Exception {
-    HttpRequest.Builder r = HttpRequest.newBuilder(URI.create(GITHUB + path)).header("content-type", "application/json");
-    r = body == null ? r.GET() : r.POST(HttpRequest.BodyPublishers.ofString(body));
-    return HttpClient.newHttpClient().send(r.build(), HttpResponse.BodyHandlers.ofString()).body();
-  }
 
-  private static long githubRequests() throws Exception {
-    Matcher m = Pattern.compile("\"total\"\\s*:\\s*(\\d+)").matcher(sandbox("/_sandbox/stats", null));
-    assertTrue(m.find());
-    return Long.parseLong(m.group(1));
-  }
 
   @Test
   void cancellingAStatementStopsItsQuery() throws Exception {
-    sandbox("/_sandbox/settings", "{\"latency\": {\"fixed_ms\": 1500, \"jitter_pct\": 0}}");
-    sandbox("/_sandbox/stats/reset", "{}");
+    Sandbox.slowGithub();
     try (Connection c = connect(TOKEN); Statement s = c.createStatement()) {
       AtomicReference<Throwable> failure = new AtomicReference<>();
       Thread worker = new Thread(() -> {
@@ -79,11 +60,7 @@ class FlightSqlJdbcTest {
         }
       });
       worker.start();
-      long deadline = System.nanoTime() + 20_000_000_000L;
-      while (githubRequests() == 0) {
-        assertTrue(System.nanoTime() < deadline, "the query never reached GitHub");
-        Thread.sleep(50);
-      }
+      Sandbox.untilGithubAsked();
       long started = System.nanoTime();
       s.cancel();
       worker.join(10_000);
@@ -95,12 +72,9 @@ class FlightSqlJdbcTest {
         causes.append(t).append('\n');
       }
       assertTrue(causes.toString().toLowerCase().contains("cancel"), causes.toString());
-      long atCancel = githubRequests();
-      Thread.sleep(3_500); // two latency periods: anything still scheduled would have arrived
-      long after = githubRequests();
-      assertTrue(after - atCancel <= 16, atCancel + " then " + after);
+      Sandbox.assertGithubStopped();
     } finally {
-      sandbox("/_sandbox/settings", "{\"latency\": {\"fixed_ms\": 0, \"jitter_pct\": 0}}");
+      Sandbox.normalGithub();
     }
   }
 

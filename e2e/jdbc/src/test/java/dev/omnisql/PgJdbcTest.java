@@ -5,10 +5,6 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
-import java.net.http.HttpResponse;
 import java.sql.Connection;
 import java.sql.DatabaseMetaData;
 import java.sql.DriverManager;
@@ -22,8 +18,6 @@ import java.util.List;
 import java.util.Properties;
 import java.util.Set;
 import java.util.concurrent.atomic.AtomicReference;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -38,7 +32,6 @@ class PgJdbcTest {
   private static final String TLS_URL = System.getProperty("omnisql.pg.tls.url");
   private static final String UNTRUSTED_URL = System.getProperty("omnisql.pg.tls.untrusted.url");
   private static final String TLS_TOKEN = System.getProperty("omnisql.tls.token");
-  private static final String GITHUB = System.getProperty("omnisql.github.url");
 
   private static Connection connect(String url, String token) throws SQLException {
     Properties p = new Properties();
@@ -47,17 +40,7 @@ class PgJdbcTest {
     return DriverManager.getConnection(url, p);
   }
 
-  private static String sandbox(String path, String body) throws Exception {
-    HttpRequest.Builder r = HttpRequest.newBuilder(URI.create(GITHUB + path)).header("content-type", "application/json");
-    r = body == null ? r.GET() : r.POST(HttpRequest.BodyPublishers.ofString(body));
-    return HttpClient.newHttpClient().send(r.build(), HttpResponse.BodyHandlers.ofString()).body();
-  }
 
-  private static long githubRequests() throws Exception {
-    Matcher m = Pattern.compile("\"total\"\\s*:\\s*(\\d+)").matcher(sandbox("/_sandbox/stats", null));
-    assertTrue(m.find());
-    return Long.parseLong(m.group(1));
-  }
 
   private static List<Long> numbers(ResultSet rs) throws SQLException {
     List<Long> out = new ArrayList<>();
@@ -146,8 +129,7 @@ class PgJdbcTest {
 
   @Test
   void cancellingAStatementStopsItsQuery() throws Exception {
-    sandbox("/_sandbox/settings", "{\"latency\": {\"fixed_ms\": 1500, \"jitter_pct\": 0}}");
-    sandbox("/_sandbox/stats/reset", "{}");
+    Sandbox.slowGithub();
     try (Connection c = connect(URL, TOKEN); Statement s = c.createStatement()) {
       s.execute("SET omnisql.max_staleness = '0'");
       AtomicReference<Throwable> failure = new AtomicReference<>();
@@ -161,11 +143,7 @@ class PgJdbcTest {
         }
       });
       worker.start();
-      long deadline = System.nanoTime() + 20_000_000_000L;
-      while (githubRequests() == 0) {
-        assertTrue(System.nanoTime() < deadline, "the query never reached GitHub");
-        Thread.sleep(50);
-      }
+      Sandbox.untilGithubAsked();
       long started = System.nanoTime();
       s.cancel();
       worker.join(10_000);
@@ -173,11 +151,9 @@ class PgJdbcTest {
       assertTrue(System.nanoTime() - started < 5_000_000_000L, "cancelling took over 5 s");
       assertTrue(failure.get() instanceof SQLException, String.valueOf(failure.get()));
       assertEquals("57014", ((SQLException) failure.get()).getSQLState(), failure.get().toString());
-      long atCancel = githubRequests();
-      Thread.sleep(3_500);
-      assertTrue(githubRequests() - atCancel <= 16);
+      Sandbox.assertGithubStopped();
     } finally {
-      sandbox("/_sandbox/settings", "{\"latency\": {\"fixed_ms\": 0, \"jitter_pct\": 0}}");
+      Sandbox.normalGithub();
     }
   }
 
