@@ -436,6 +436,11 @@ def test_oidc_tokens_sign_principals_in_to_flight_sql_and_the_admin_api(setup):
         # `ula` exists with attribute country=UK; the token adds group `partners`: UK accounts only.
         partner = issuer.token("k1", email="ula", groups=["partners"])
         assert sorted(query(partner, "SELECT id FROM salesforce.account")) == sorted((a,) for a in s.uk_accounts)
+        # The same token is a password over the Postgres protocol: the same principal and policy.
+        import psycopg
+        host, port = s.dev.endpoints["postgres"].rsplit(":", 1)
+        with psycopg.connect(f"host={host} port={port} user=sso dbname=omnisql sslmode=disable password={seller}") as pg:
+            assert sorted(pg.execute("SELECT id FROM salesforce.account").fetchall()) == sorted((a,) for a in s.us_accounts)
         # No groups: the policy allows nothing.
         with pytest.raises(adbc_driver_manager.Error, match="access denied"):
             query(issuer.token("k1", email="nobody@acme.example"), "SELECT id FROM salesforce.account")
