@@ -49,8 +49,8 @@ def test_ctrl_c_on_the_sql_command_stops_its_query_upstream(dev):
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         github.wait_until_asked()
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=10)
-        assert proc.returncode != 0
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode != 0 and "cancelled (Ctrl-C)" in err, err
         github.assert_stopped()
 
 

@@ -41,12 +41,26 @@ fn print(batches: &[RecordBatch], elapsed: std::time::Duration) {
     println!("{rows} row{} in {:.3}s", if rows == 1 { "" } else { "s" }, elapsed.as_secs_f64());
 }
 
+/// `sql`'s result, or `None` when Ctrl-C came first: the request is dropped, which stops the query on the
+/// data plane (its stream ends, and with it the plan and its upstream requests).
+async fn query_until_ctrl_c(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> Option<Result<Vec<RecordBatch>, ClientError>> {
+    tokio::select! {
+        result = query(client, sql) => Some(result),
+        _ = tokio::signal::ctrl_c() => None,
+    }
+}
+
 pub async fn run(args: SqlArgs) -> Result<(), ClientError> {
     let mut client = connect(&args).await?;
     if let Some(sql) = &args.query {
         let started = std::time::Instant::now();
-        let batches = query(&mut client, sql).await?;
-        print(&batches, started.elapsed());
+        let Some(batches) = query_until_ctrl_c(&mut client, sql).await else {
+            return Err(ClientError::Query("cancelled (Ctrl-C): the query was stopped".into()));
+        };
+        print(&batches?, started.elapsed());
         return Ok(());
     }
     interactive(&mut client).await
@@ -76,9 +90,10 @@ async fn interactive(client: &mut FlightSqlServiceClient<Channel>) -> Result<(),
                     buffer.clear();
                     let _ = editor.add_history_entry(sql.as_str());
                     let started = std::time::Instant::now();
-                    match query(client, &sql).await {
-                        Ok(batches) => print(&batches, started.elapsed()),
-                        Err(e) => eprintln!("error: {e}"),
+                    match query_until_ctrl_c(client, &sql).await {
+                        Some(Ok(batches)) => print(&batches, started.elapsed()),
+                        Some(Err(e)) => eprintln!("error: {e}"),
+                        None => eprintln!("cancelled: the query was stopped"),
                     }
                 }
             }
