@@ -48,6 +48,8 @@ pub enum BenchError {
     Stats(#[source] reqwest::Error),
     #[error("the dlt baseline failed: {0}")]
     Dlt(String),
+    #[error("the load generator failed: {0}")]
+    Load(String),
 }
 
 /// The sandbox's latency model.
@@ -179,6 +181,8 @@ pub struct MixResult {
     /// p99 of the queries scheduled after the first second: without each tenant's first run of each
     /// statement, which must go upstream whatever the cache does.
     pub p99_after_first_second_ms: f64,
+    /// p99 of the queries scheduled in each second of the run (failed ones left out).
+    pub p99_by_second_ms: Vec<f64>,
 }
 
 /// The outside baseline: copy the apps into DuckDB with dlt, then ask the join there.
@@ -360,21 +364,30 @@ async fn mix(
     let total = (rate as f64 * seconds).round() as usize;
     let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
-    let mut tasks = Vec::with_capacity(total);
-    for i in 0..total {
-        let mut client = clients[i % clients.len()].clone();
-        let sql = queries[i % queries.len()].clone();
-        let scheduled = start + interval.mul_f64(i as f64);
-        tasks.push(tokio::spawn(async move {
+    // One dispatcher starts each query at its time (thousands of timers set at once would themselves
+    // stall the client when the timer wheel moves them).
+    let queries = queries.to_vec();
+    let dispatcher = tokio::spawn(async move {
+        let mut tasks = Vec::with_capacity(total);
+        for i in 0..total {
+            let mut client = clients[i % clients.len()].clone();
+            let sql = queries[i % queries.len()].clone();
+            let scheduled = start + interval.mul_f64(i as f64);
             tokio::time::sleep_until(scheduled).await;
-            let ok = client::query(&mut client, &sql).await.is_ok();
-            (ok, scheduled.elapsed().as_secs_f64() * 1000.0, tokio::time::Instant::now())
-        }));
-    }
+            tasks.push(tokio::spawn(async move {
+                let ok = client::query(&mut client, &sql).await.is_ok();
+                (ok, scheduled.elapsed().as_secs_f64() * 1000.0, tokio::time::Instant::now())
+            }));
+        }
+        tasks
+    });
+    let tasks = dispatcher.await.map_err(|e| BenchError::Load(e.to_string()))?;
     let warm_from = rate as usize;
     let (mut latencies, mut warm, mut errors, mut last) = (Vec::with_capacity(total), Vec::new(), 0, start);
+    let mut timeline = Vec::with_capacity(total);
     for (i, t) in tasks.into_iter().enumerate() {
         if let Ok((ok, ms, done)) = t.await {
+            timeline.push(if ok { ms } else { f64::NAN });
             if ok {
                 latencies.push(ms);
                 if i >= warm_from {
@@ -386,6 +399,15 @@ async fn mix(
             last = last.max(done);
         }
     }
+    // The tail second by second (by scheduled start): a cold start, a stall and queueing look different.
+    let p99_by_second_ms = timeline
+        .chunks(rate.max(1) as usize)
+        .map(|second| {
+            let mut second: Vec<f64> = second.iter().copied().filter(|ms| !ms.is_nan()).collect();
+            second.sort_by(f64::total_cmp);
+            percentile(&second, 99.0)
+        })
+        .collect();
     latencies.sort_by(f64::total_cmp);
     warm.sort_by(f64::total_cmp);
     let elapsed = last.duration_since(start).as_secs_f64().max(1e-9);
@@ -403,6 +425,7 @@ async fn mix(
         p95_ms: percentile(&latencies, 95.0),
         p99_ms: percentile(&latencies, 99.0),
         p99_after_first_second_ms: percentile(&warm, 99.0),
+        p99_by_second_ms,
     };
     Ok((result, latencies))
 }

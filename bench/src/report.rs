@@ -29,22 +29,26 @@ pub fn targets(r: &Report) -> Vec<(String, Option<bool>, String)> {
             format!("p95 {:.0} ms{}", w.p95_ms, if zero { " (zero-latency run)" } else { "" }),
         ));
     }
-    // Judged once: on the best row at 1,000 QPS or more that was held, else on the highest rate tried.
+    // The plan's rate with real API latency; with none, the engine's own (issue 13): judged once, on the
+    // best row at that rate or more that was held, else on the highest rate tried. Sustained: the p99 of
+    // the queries after the first second (the first holds each tenant's first, upstream, run of each
+    // statement; the whole run's p99 stays in the table).
+    let (rate, p99_limit) = if zero { (3000, 20.0) } else { (1000, 100.0) };
     let judged = r
         .mix
         .iter()
-        .filter(|m| m.target_qps >= 1000 && m.rate_held)
-        .min_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms))
+        .filter(|m| m.target_qps >= rate && m.rate_held)
+        .min_by(|a, b| a.p99_after_first_second_ms.total_cmp(&b.p99_after_first_second_ms))
         .or_else(|| r.mix.iter().max_by_key(|m| m.target_qps));
     if let Some(m) = judged {
         // Held: every scheduled query completed without error at ≥ 95% of the offered rate.
-        let met = m.target_qps >= 1000 && m.rate_held && m.p99_ms < 100.0;
+        let met = m.target_qps >= rate && m.rate_held && m.p99_after_first_second_ms < p99_limit;
         out.push((
-            "sustained mix: ≥ 1,000 QPS with p99 < 100 ms".into(),
+            format!("sustained mix: ≥ {rate} QPS with p99 < {p99_limit} ms after the first second"),
             Some(met),
             format!(
-                "target {} QPS, achieved {:.0} QPS, p99 {:.1} ms, {} errors",
-                m.target_qps, m.achieved_qps, m.p99_ms, m.errors
+                "target {} QPS, achieved {:.0} QPS, p99 {:.1} ms after the first second ({:.1} ms over the whole run), {} errors",
+                m.target_qps, m.achieved_qps, m.p99_after_first_second_ms, m.p99_ms, m.errors
             ),
         ));
     }
@@ -139,6 +143,10 @@ pub fn table(r: &Report) -> String {
                 m.p99_after_first_second_ms
             );
         }
+    }
+    for m in &r.mix {
+        let seconds: Vec<String> = m.p99_by_second_ms.iter().map(|ms| format!("{ms:.1}")).collect();
+        let _ = writeln!(s, "\np99 ms second by second at {} QPS: {}", m.target_qps, seconds.join(", "));
     }
     if r.mix.len() > 1 {
         match r.mix.iter().filter(|m| m.rate_held).max_by_key(|m| m.target_qps) {
