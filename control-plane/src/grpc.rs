@@ -147,6 +147,8 @@ impl v1::data_plane_service_server::DataPlaneService for DataPlaneGrpc {
             last_heartbeat_at: None,
             enrolled_by: None,
             acked_revision: 0,
+            latest_revision: 0,
+            audit_pending: 0,
             credential_sha256: keys::sha256_hex(&credential),
         };
         let dp = self.state.store.enroll(&keys::sha256_hex(req.enrollment_token.trim()), dp).await.map_err(|e| match e {
@@ -223,7 +225,12 @@ impl v1::data_plane_service_server::DataPlaneService for DataPlaneGrpc {
         let dp = self.data_plane(&request).await?;
         let req = request.into_inner();
         let version: String = req.version.chars().take(64).collect();
-        self.state.store.heartbeat(&dp.id, &version, req.config_revision as i64, now_ms()).await.map_err(store_status)?;
+        let pending = req.audit_pending.min(i64::MAX as u64) as i64;
+        self.state
+            .store
+            .heartbeat(&dp.id, &version, req.config_revision as i64, pending, now_ms())
+            .await
+            .map_err(store_status)?;
         let uses: Vec<(String, i64)> =
             req.key_uses.into_iter().take(100_000).map(|u| (u.sha256, u.last_used_at.min(now_ms()))).collect();
         if !uses.is_empty() {

@@ -246,6 +246,12 @@ pub struct DataPlane {
     pub last_heartbeat_at: Option<i64>,
     /// The configuration revision it last reported applied.
     pub acked_revision: i64,
+    /// The control plane's latest configuration revision (filled in by the API, beside `acked_revision`).
+    #[serde(default)]
+    pub latest_revision: i64,
+    /// Audit events it last reported holding that are not stored here yet.
+    #[serde(default)]
+    pub audit_pending: i64,
     /// The principal whose enrollment token it used.
     pub enrolled_by: Option<String>,
     #[serde(skip)]

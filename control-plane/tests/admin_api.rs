@@ -329,6 +329,8 @@ async fn admin_flow(cp: &ControlPlane) -> Vec<String> {
             enrolled_at: now_ms(),
             last_heartbeat_at: None,
             acked_revision: 0,
+            latest_revision: 0,
+            audit_pending: 0,
             enrolled_by: None,
             credential_sha256: format!("cred-{host}"),
         };

@@ -201,6 +201,8 @@ async fn data_planes_enroll_once_and_receive_their_regions_changes(s: &dyn Store
         enrolled_at: now,
         last_heartbeat_at: None,
         acked_revision: 0,
+        latest_revision: 0,
+        audit_pending: 0,
         enrolled_by: None,
         credential_sha256: "cred-hash".into(),
     };
@@ -211,9 +213,10 @@ async fn data_planes_enroll_once_and_receive_their_regions_changes(s: &dyn Store
     again.credential_sha256 = "cred-2".into();
     assert!(matches!(s.enroll("tok-hash", again).await, Err(StoreError::NotFound(_))), "enrollment tokens are one-time");
     assert_eq!(s.data_plane_by_credential("cred-hash").await.unwrap().unwrap().id, "dp-1");
-    s.heartbeat("dp-1", "0.2.0", 7, now).await.unwrap();
+    s.heartbeat("dp-1", "0.2.0", 7, 12, now).await.unwrap();
     let listed = s.list_data_planes().await.unwrap();
     assert_eq!((listed[0].version.as_str(), listed[0].acked_revision, listed[0].last_heartbeat_at), ("0.2.0", 7, Some(now)));
+    assert_eq!(listed[0].audit_pending, 12);
     assert_eq!(listed[0].enrolled_by.as_deref(), Some("operator"));
     s.delete_data_plane("dp-1").await.unwrap();
     assert!(s.data_plane_by_credential("cred-hash").await.unwrap().is_none(), "a removed data plane's credential is dead");

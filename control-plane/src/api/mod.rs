@@ -80,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .merge(platform::routes())
         .merge(audit::routes())
         .route("/v1/openapi.json", axum::routing::get(|| async { axum::Json(openapi::document()) }))
+        .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint; the API is described at /v1/openapi.json".into()) })
         .with_state(state)
 }

@@ -81,7 +81,9 @@ pub async fn list_data_planes(State(state): State<AppState>, caller: Caller) -> 
         return Err(ApiError::Forbidden("listing data planes needs the platform_operator or data_plane_operator role".into()));
     }
     let all = state.store.list_data_planes().await?;
-    Ok(axum::Json(all.into_iter().filter(|d| caller.manages_region(&d.region)).collect()))
+    let latest = state.store.revision().await?;
+    let mine = all.into_iter().filter(|d| caller.manages_region(&d.region));
+    Ok(axum::Json(mine.map(|d| DataPlane { latest_revision: latest, ..d }).collect()))
 }
 
 /// Removes a data plane: its credential stops working and its configuration watch ends. A

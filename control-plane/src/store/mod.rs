@@ -151,7 +151,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Uses up an enrollment token and registers the data plane in the token's region.
     async fn enroll(&self, token_sha256: &str, data_plane: DataPlane) -> Result<DataPlane>;
     async fn data_plane_by_credential(&self, sha256: &str) -> Result<Option<DataPlane>>;
-    async fn heartbeat(&self, id: &str, version: &str, acked_revision: i64, now: i64) -> Result<()>;
+    async fn heartbeat(&self, id: &str, version: &str, acked_revision: i64, audit_pending: i64, now: i64) -> Result<()>;
     async fn list_data_planes(&self) -> Result<Vec<DataPlane>>;
     /// Removes a data plane: its credential stops working at once.
     async fn delete_data_plane(&self, id: &str) -> Result<()>;

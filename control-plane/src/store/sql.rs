@@ -249,6 +249,8 @@ fn data_plane_row(r: &AnyRow) -> Result<DataPlane> {
         enrolled_at: r.try_get("enrolled_at")?,
         last_heartbeat_at: r.try_get("last_heartbeat_at")?,
         acked_revision: r.try_get("acked_revision")?,
+        latest_revision: 0,
+        audit_pending: r.try_get("audit_pending")?,
         enrolled_by: r.try_get("enrolled_by")?,
         credential_sha256: r.try_get("credential_sha256")?,
     })
@@ -879,15 +881,18 @@ impl Store for SqlStore {
         row.as_ref().map(data_plane_row).transpose()
     }
 
-    async fn heartbeat(&self, id: &str, version: &str, acked_revision: i64, now: i64) -> Result<()> {
+    async fn heartbeat(&self, id: &str, version: &str, acked_revision: i64, audit_pending: i64, now: i64) -> Result<()> {
         let mut tx = self.begin(ALL_TENANTS).await?;
-        sqlx::query("UPDATE data_planes SET version = $1, acked_revision = $2, last_heartbeat_at = $3 WHERE id = $4")
-            .bind(version.to_string())
-            .bind(acked_revision)
-            .bind(now)
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE data_planes SET version = $1, acked_revision = $2, last_heartbeat_at = $3, audit_pending = $5 WHERE id = $4",
+        )
+        .bind(version.to_string())
+        .bind(acked_revision)
+        .bind(now)
+        .bind(id.to_string())
+        .bind(audit_pending)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -434,7 +434,7 @@ async fn watch_loop(mut client: Client, mut applier: Applier, revision: tokio::s
 
 async fn heartbeat_loop(
     mut client: Client,
-    revision: tokio::sync::watch::Receiver<u64>,
+    mut revision: tokio::sync::watch::Receiver<u64>,
     outbox: Arc<Outbox>,
     engine: Arc<Engine>,
 ) {
@@ -443,7 +443,7 @@ async fn heartbeat_loop(
         unsent.extend(engine.take_key_uses());
         let request = v1::HeartbeatRequest {
             version: env!("CARGO_PKG_VERSION").into(),
-            config_revision: *revision.borrow(),
+            config_revision: *revision.borrow_and_update(),
             audit_pending: outbox.backlog() as u64,
             key_uses: unsent.iter().map(|(sha256, at)| v1::KeyUse { sha256: sha256.clone(), last_used_at: *at }).collect(),
         };
@@ -451,7 +451,11 @@ async fn heartbeat_loop(
             Ok(_) => unsent.clear(),
             Err(status) => tracing::debug!(error = %status.message(), "heartbeat failed"),
         }
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        // Every 5 s, and at once when a new configuration is applied: operators see it applied promptly.
+        tokio::select! {
+            changed = revision.changed() => if changed.is_err() { tokio::time::sleep(Duration::from_secs(5)).await },
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
     }
 }
 
