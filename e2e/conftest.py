@@ -147,7 +147,11 @@ def start_data_plane(config: pathlib.Path, *flags: str) -> tuple[subprocess.Pope
         if "Postgres protocol on" in line:
             # With `--pg-addr`: where it listens, e.g. `127.0.0.1:5432`.
             proc.pg_addr = line.split("Postgres protocol on ")[1].split()[0]
-        if uri and ("--pg-addr" not in flags or hasattr(proc, "pg_addr")):
+        if "health endpoints on " in line:
+            # With `--health-addr`: `http://127.0.0.1:PORT`, serving /live, /ready and /metrics.
+            proc.health_url = line.split("health endpoints on ")[1].split()[0]
+        if uri and ("--pg-addr" not in flags or hasattr(proc, "pg_addr")) and (
+                "--health-addr" not in flags or hasattr(proc, "health_url")):
             threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
             return proc, uri
     raise RuntimeError("the data plane exited before it listened")

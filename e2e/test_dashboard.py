@@ -22,7 +22,8 @@ allow if true
 
 rowFilters contains {"expression": "name = 'api'"} if input.action.resource.table.schemaName == "gh_dash"
 """
-PAGES = ["connections", "keys", "policies", "audit", "data-planes", "tenants", "usage"]
+PAGES = {"connections": "Connections", "keys": "Principals & API keys", "policies": "Policies", "audit": "Audit trail",
+         "data-planes": "Data planes", "tenants": "Tenants", "usage": "Usage, last hour"}
 
 
 def run(uri: str, key: str, sql: str):
@@ -211,10 +212,10 @@ def test_dashboard_end_to_end(dev, browser, tmp_path):
     page.screenshot(path=str(shots / "data-planes.png"), full_page=True)
 
     # Every page: labelled fields, and usable at a phone's width.
-    for name in PAGES:
+    for name, heading in PAGES.items():
         page.set_viewport_size({"width": 1280, "height": 800})
         page.goto(f"{admin}/#/{name}")
-        page.locator("main h1").first.wait_for()
+        page.get_by_role("heading", name=heading, exact=True).wait_for()
         assert_accessible(page, name)
         page.set_viewport_size({"width": 390, "height": 844})
         assert_accessible(page, f"{name} at 390 px")
@@ -223,6 +224,7 @@ def test_dashboard_end_to_end(dev, browser, tmp_path):
     # Leave the shared demo tenant as it was.
     page.set_viewport_size({"width": 1280, "height": 800})
     page.goto(f"{admin}/#/connections")
+    page.get_by_role("heading", name="Connections", exact=True).wait_for()
     page.once("dialog", lambda d: d.accept())
     page.get_by_role("button", name="Delete connection gh_dash").click()
     page.get_by_text("gh_dash").first.wait_for(state="detached")

@@ -270,8 +270,9 @@ pub async fn data_plane(args: DataPlaneArgs) -> Result<(), CliError> {
     }
     if let Some(health) = &args.health_addr {
         let revision = dp.link.as_ref().map(|l| l.revision_watch());
-        let bound = crate::health::serve(health, revision).await?;
-        eprintln!("health endpoints on http://{bound} (/live, /ready)");
+        let gauges = crate::health::data_plane_gauges(dp.engine.clone(), dp.outbox.clone());
+        let bound = crate::health::serve(health, revision, gauges).await?;
+        eprintln!("health endpoints on http://{bound} (/live, /ready, /metrics)");
     }
     omnisql_data_plane::serve(dp.engine.clone(), Some(dp.outbox.clone()), listener, tls.as_ref(), shutdown).await?;
     Ok(())

@@ -474,9 +474,13 @@ async function start() {
   }
 }
 
+let navigation = 0;
+
 async function route() {
   const main = document.getElementById("main");
   if (!session.me) return render();
+  // A page still loading when the user moves on must not replace the newer one.
+  const current = ++navigation;
   const shown = PAGES.filter(([, , ok]) => ok());
   const page = shown.find(([id]) => id === location.hash.split("/")[1]) || shown[0];
   if (location.hash.split("/")[1] !== page[0]) return void (location.hash = `#/${page[0]}`);
@@ -486,8 +490,10 @@ async function route() {
   try {
     if (page[0] !== "tenants" && page[0] !== "data-planes" && !session.tenant) throw new Error("There is no tenant yet: create one on the Tenants page.");
     await page[3](body);
+    if (current !== navigation) return;
     main.replaceChildren(body);
   } catch (e) {
+    if (current !== navigation) return;
     main.replaceChildren(h("p", { role: "alert" }, e.message));
   }
   main.focus();

@@ -287,6 +287,11 @@ impl v1::data_plane_service_server::DataPlaneService for DataPlaneGrpc {
             });
         }
         let stored = self.state.store.append_audit(&events, now_ms()).await.map_err(store_status)?;
+        let acknowledged: std::collections::HashSet<&str> = stored.iter().map(String::as_str).collect();
+        let metric = &omnisql_telemetry::metrics().audit_events_stored;
+        for e in events.iter().filter(|e| acknowledged.contains(e.id.as_str())) {
+            metric.get_or_create(&omnisql_telemetry::labels([("tenant", &e.tenant_id.0)])).inc();
+        }
         Ok(Response::new(v1::AuditAck { stored }))
     }
 }

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod error;
+pub mod metrics;
 pub mod openapi;
 pub mod platform;
 pub mod tenants;
@@ -80,6 +81,8 @@ pub fn router(state: AppState) -> Router {
         .merge(platform::routes())
         .merge(audit::routes())
         .route("/v1/openapi.json", axum::routing::get(|| async { axum::Json(openapi::document()) }))
+        .route_layer(axum::middleware::from_fn(metrics::track))
+        .route("/metrics", axum::routing::get(metrics::metrics))
         .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint; the API is described at /v1/openapi.json".into()) })
         .with_state(state)

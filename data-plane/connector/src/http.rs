@@ -79,6 +79,12 @@ pub struct Freshness {
     pub as_of_unix: f64,
 }
 
+/// Counts one response-cache lookup of `tenant` (`hit`, `miss`, `coalesced`, `revalidated`).
+fn cache_lookup(tenant: &str, result: &str) {
+    let labels = omnisql_telemetry::labels([("tenant", tenant), ("result", result)]);
+    omnisql_telemetry::metrics().cache_lookups.get_or_create(&labels).inc();
+}
+
 /// At most this many requests are remembered per query (all are counted).
 const LOG_LIMIT: usize = 1000;
 /// How long a background cache refresh may take before it gives up.
@@ -379,6 +385,7 @@ impl ApiClient {
         if let Some(c) = &cached {
             let age = c.fetched_at.elapsed();
             if age <= allowed && !allowed.is_zero() {
+                cache_lookup(&scope.tenant, "hit");
                 scope.cache.count(&scope.tenant, |s| {
                     s.hits += 1;
                     s.saved_calls += 1;
@@ -402,6 +409,7 @@ impl ApiClient {
                 Role::Leader(lead) => Some(lead),
                 Role::Follower(slot) => match flights::follow(slot).await {
                     Some(landed) => {
+                        cache_lookup(&scope.tenant, "coalesced");
                         scope.cache.count(&scope.tenant, |s| {
                             s.coalesced += 1;
                             s.saved_calls += 1;
@@ -419,6 +427,7 @@ impl ApiClient {
             Fetched::NotModified => {
                 let Some(c) = cached else { return Err(self.unexpected_304()) };
                 scope.cache.refresh(&key);
+                cache_lookup(&scope.tenant, "revalidated");
                 scope.cache.count(&scope.tenant, |s| {
                     s.revalidations += 1;
                     s.saved_calls += 1;
@@ -435,6 +444,7 @@ impl ApiClient {
                 self.revive(c.status, &c.headers, &c.body, url)
             }
             Fetched::Fresh(response, raw) => {
+                cache_lookup(&scope.tenant, "miss");
                 scope.cache.count(&scope.tenant, |s| s.misses += 1);
                 q.observe_age(&self.connection, SystemTime::now());
                 if let Some(lead) = lead {
@@ -593,8 +603,10 @@ impl ApiClient {
         let mut attempt = 0u32;
         let mut reauthenticated = false;
         let shown = display_url(url, params);
+        let metrics = omnisql_telemetry::metrics();
         loop {
             attempt += 1;
+            let asked = Instant::now();
             let remaining = q.remaining();
             if remaining.is_some_and(|r| r.is_zero()) {
                 return Err(ConnectorError::DeadlineExceeded { app, connection: self.connection.clone() });
@@ -635,6 +647,12 @@ impl ApiClient {
                     .await
                     .map_err(|_| ConnectorError::DeadlineExceeded { app, connection: self.connection.clone() })?;
                 q.record(format!("{} {shown}", if body.is_some() { "POST" } else { "GET" }));
+                omnisql_telemetry::observe(
+                    &metrics.upstream_wait_seconds,
+                    omnisql_telemetry::labels([("app", app)]),
+                    asked.elapsed(),
+                );
+                let sent = Instant::now();
                 let send = async {
                     let mut req = match body {
                         None => self.http.get(url),
@@ -650,7 +668,15 @@ impl ApiClient {
                     let body = resp.bytes().await?;
                     Ok::<_, reqwest::Error>((status, headers, body))
                 };
-                tokio::time::timeout(timeout, send).await
+                let outcome = tokio::time::timeout(timeout, send).await;
+                let status = match &outcome {
+                    Ok(Ok((status, _, _))) => status.as_str().to_string(),
+                    Ok(Err(_)) => "error".to_string(),
+                    Err(_) => "timeout".to_string(),
+                };
+                metrics.upstream_requests.get_or_create(&omnisql_telemetry::labels([("app", app), ("status", &status)])).inc();
+                omnisql_telemetry::observe(&metrics.upstream_seconds, omnisql_telemetry::labels([("app", app)]), sent.elapsed());
+                outcome
             };
             let (status, headers, body) = match outcome {
                 Err(_) if q.remaining().is_some_and(|r| r.is_zero()) => {

@@ -1032,6 +1032,11 @@ impl Engine {
         self.cache.as_ref().map(|c| c.stats(&tenant.0)).unwrap_or_default()
     }
 
+    /// Bytes held by the response cache and by kept results, for the metrics.
+    pub fn cache_bytes(&self) -> (usize, usize) {
+        (self.cache.as_ref().map_or(0, |c| c.bytes()), self.results.as_ref().map_or(0, |r| r.bytes()))
+    }
+
     /// Queries of `tenant` answered with a kept result.
     pub fn results_served(&self, tenant: &TenantId) -> u64 {
         self.results.as_ref().map_or(0, |r| r.hits(&tenant.0))

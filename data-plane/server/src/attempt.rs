@@ -1,6 +1,6 @@
 //! One query attempt, from the first RPC to its outcome: it writes the attempt's single audit event
-//! (durably, before the client hears the outcome), the query log line, and the entry in
-//! `omnisql.api_requests`. An attempt dropped without an outcome was cancelled by its client.
+//! (durably, before the client hears the outcome), the query log line, the query metrics, and the entry
+//! in `omnisql.api_requests`. An attempt dropped without an outcome was cancelled by its client.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +42,7 @@ impl Attempt {
             None => (NO_TENANT.to_string(), String::new(), String::new()),
         };
         let id = uuid::Uuid::now_v7().to_string();
+        omnisql_telemetry::metrics().active_queries.get_or_create(&omnisql_telemetry::labels([("tenant", &tenant)])).inc();
         if let Some(o) = outbox {
             o.started(&id, &tenant, &principal, sql, started_at);
         }
@@ -82,6 +83,11 @@ impl Attempt {
     }
 
     fn log(&self, event: &AuditEvent) {
+        let m = omnisql_telemetry::metrics();
+        m.active_queries.get_or_create(&omnisql_telemetry::labels([("tenant", &event.tenant)])).dec();
+        let labels = omnisql_telemetry::labels([("tenant", &event.tenant), ("outcome", &event.outcome)]);
+        m.queries.get_or_create(&labels).inc();
+        omnisql_telemetry::observe(&m.query_seconds, labels, self.started.elapsed());
         tracing::info!(
             tenant = %event.tenant,
             principal = %event.principal,

@@ -441,14 +441,22 @@ async fn heartbeat_loop(
     let mut unsent: HashMap<String, i64> = HashMap::new();
     loop {
         unsent.extend(engine.take_key_uses());
+        let request_revision = *revision.borrow_and_update();
         let request = v1::HeartbeatRequest {
             version: env!("CARGO_PKG_VERSION").into(),
-            config_revision: *revision.borrow_and_update(),
+            config_revision: request_revision,
             audit_pending: outbox.backlog() as u64,
             key_uses: unsent.iter().map(|(sha256, at)| v1::KeyUse { sha256: sha256.clone(), last_used_at: *at }).collect(),
         };
         match client.heartbeat(request).await {
-            Ok(_) => unsent.clear(),
+            Ok(response) => {
+                unsent.clear();
+                let m = omnisql_telemetry::metrics();
+                let applied = request_revision as i64;
+                m.config_revision.get_or_create(&omnisql_telemetry::labels([("revision", "applied")])).set(applied);
+                let latest = response.into_inner().latest_revision as i64;
+                m.config_revision.get_or_create(&omnisql_telemetry::labels([("revision", "latest")])).set(latest);
+            }
             Err(status) => tracing::debug!(error = %status.message(), "heartbeat failed"),
         }
         // Every 5 s, and at once when a new configuration is applied: operators see it applied promptly.

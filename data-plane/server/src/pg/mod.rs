@@ -83,9 +83,12 @@ pub fn serve(
                         let _ = socket.set_nodelay(true);
                         let (service, acceptor) = (service.clone(), acceptor.clone());
                         tokio::spawn(async move {
+                            let sessions = &omnisql_telemetry::metrics().postgres_sessions;
+                            sessions.inc();
                             if let Err(e) = pgwire::tokio::process_socket(socket, acceptor, service).await {
                                 tracing::debug!(error = %e, "Postgres connection ended with an error");
                             }
+                            sessions.dec();
                         });
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot accept a Postgres connection"),
