@@ -212,13 +212,12 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let quiet = matches!(cli.command, Command::Sql(_) | Command::Admin(_));
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OMNISQL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let service = match cli.command {
+        Command::Dev(_) => "omnisql-dev",
+        Command::ControlPlane(_) => "omnisql-control-plane",
+        Command::DataPlane(_) => "omnisql-data-plane",
+        _ => "omnisql",
+    };
     // Queries are planned and run on these threads: their stacks fit the deepest statement admitted, and
     // there are more of them than cores so one tenant's long synchronous step cannot hold up the others.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -234,6 +233,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // Inside the runtime: the OTLP exporter runs on it. Dropped at the end, which flushes spans.
+        let _telemetry = omnisql_telemetry::trace::init(service, if quiet { "warn" } else { "info" });
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
             Command::Sql(args) => client::run(args).await.map_err(CliError::from),

@@ -2,6 +2,7 @@
 // textContent (never parsed as HTML), and the API key lives in this tab's sessionStorage only.
 
 const KEY = "omnisql.api_key";
+const TENANT = "omnisql.tenant";
 const session = { key: sessionStorage.getItem(KEY), me: null, tenant: null, tenants: [] };
 
 // ---- the API ----
@@ -423,6 +424,7 @@ async function dataPlanesPage(main) {
 
 function signOut(message) {
   sessionStorage.removeItem(KEY);
+  sessionStorage.removeItem(TENANT);
   session.key = null;
   session.me = null;
   render(message);
@@ -437,7 +439,11 @@ function renderHeader() {
   let tenantControl = null;
   if (isOperator() && session.tenants.length) {
     tenantControl = field("Tenant", "tenant", { options: session.tenants.map((x) => [x.id, x.id]), value: session.tenant });
-    tenantControl.querySelector("select").addEventListener("change", (e) => { session.tenant = e.target.value; route(); });
+    tenantControl.querySelector("select").addEventListener("change", (e) => {
+      session.tenant = e.target.value;
+      sessionStorage.setItem(TENANT, session.tenant);
+      route();
+    });
   }
   top.replaceChildren(h("span", { class: "brand" }, "OmniSQL"), nav, tenantControl,
     h("span", { class: "who" }, `${session.me.id} · ${session.me.role.replace(/_/g, " ")}${isOperator() ? "" : ` · ${session.tenant}`}`),
@@ -468,7 +474,9 @@ async function start() {
   session.me = await api("GET", "/v1/me");
   if (session.me.role === "platform_operator") {
     session.tenants = await all("/v1/tenants");
-    session.tenant = session.tenant || (session.tenants[0] && session.tenants[0].id) || null;
+    // The tenant picked before a reload, while it still exists.
+    const picked = session.tenant || sessionStorage.getItem(TENANT);
+    session.tenant = session.tenants.some((x) => x.id === picked) ? picked : (session.tenants[0] && session.tenants[0].id) || null;
   } else {
     session.tenant = session.me.tenant_id;
   }

@@ -1,10 +1,12 @@
-//! Prometheus metrics of both planes: one registry per process, filled where things happen (a query
+//! Telemetry of both planes: logs and OpenTelemetry traces ([`trace`]), and Prometheus metrics: one registry per process, filled where things happen (a query
 //! ends, an upstream request returns, a rate limiter lets a request go) and rendered at `/metrics` in the
 //! text exposition format. A global, like a logger: the connector's HTTP client, the engine and the
 //! servers all count into it without threading a handle through every call.
 //!
 //! Labels stay bounded: tenants, apps, outcomes, HTTP statuses, rate-limit buckets, route templates and
 //! data planes — never SQL text, principals or URLs.
+
+pub mod trace;
 
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
