@@ -56,12 +56,13 @@ class SlowGithub:
 class Dev:
     """A running `omnisql dev` and what its endpoints file says."""
 
-    def __init__(self, tmp: pathlib.Path, *flags: str):
+    def __init__(self, tmp: pathlib.Path, *flags: str, env: dict | None = None):
         self.endpoints_file = tmp / "endpoints.json"
         self.log: list[str] = []
         self.proc = subprocess.Popen(
             [omnisql_binary(), "dev", "--flight-addr", "127.0.0.1:0", "--pg-addr", "127.0.0.1:0",
              "--endpoints-file", str(self.endpoints_file), *flags],
+            env={**os.environ, **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::Stream;
 use omnisql_proto::v1;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::api::AppState;
 use crate::keys;
@@ -195,7 +196,9 @@ impl v1::data_plane_service_server::DataPlaneService for DataPlaneGrpc {
                         let full = since == 0;
                         let revision = changes.revision;
                         if first || !changes.tenants.is_empty() || !changes.removed.is_empty() {
-                            if tx.send(Ok(config_update(changes, full))).await.is_err() {
+                            let push = tracing::info_span!("config_push", data_plane = %dp.id, region = %dp.region, revision,
+                                tenants = changes.tenants.len(), full);
+                            if tx.send(Ok(config_update(changes, full))).instrument(push).await.is_err() {
                                 return;
                             }
                         }
@@ -286,7 +289,8 @@ impl v1::data_plane_service_server::DataPlaneService for DataPlaneGrpc {
                 policy_revision: (!e.policy_revision.is_empty()).then_some(e.policy_revision),
             });
         }
-        let stored = self.state.store.append_audit(&events, now_ms()).await.map_err(store_status)?;
+        let store = tracing::info_span!("audit_ingest", data_plane = %dp.id, events = events.len());
+        let stored = self.state.store.append_audit(&events, now_ms()).instrument(store).await.map_err(store_status)?;
         let acknowledged: std::collections::HashSet<&str> = stored.iter().map(String::as_str).collect();
         let metric = &omnisql_telemetry::metrics().audit_events_stored;
         for e in events.iter().filter(|e| acknowledged.contains(e.id.as_str())) {

@@ -1,4 +1,4 @@
-//! `/metrics` for platform operators (Prometheus sends the operator key as a bearer token): the admin
+//! Admin API requests traced and counted, and `/metrics` for platform operators (Prometheus sends the operator key as a bearer token): the admin
 //! API's requests, audit events stored, and each data plane's heartbeat age, revision lag and audit
 //! backlog, read from the store at scrape time.
 
@@ -8,16 +8,22 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
 
 use super::{ApiError, AppState, Caller};
 use crate::model::now_ms;
 
-/// Counts every matched admin API request by method, route template and status.
+/// Counts every matched admin API request by method, route template and status, in a span that continues
+/// the caller's trace (`traceparent`).
 pub async fn track(req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_string();
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let span = tracing::info_span!("admin_api", method = %method, route = %route, status = tracing::field::Empty);
+    let headers = req.headers();
+    omnisql_telemetry::trace::continue_trace(&span, |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string));
     let started = Instant::now();
-    let response = next.run(req).await;
+    let response = next.run(req).instrument(span.clone()).await;
+    span.record("status", response.status().as_u16());
     let m = omnisql_telemetry::metrics();
     let status = response.status().as_u16().to_string();
     m.http_requests

@@ -69,6 +69,8 @@ pub struct QueryContext {
     log: Mutex<Vec<String>>,
     /// Per connection, the age of the oldest answer the query used.
     freshness: Mutex<BTreeMap<String, Freshness>>,
+    /// The query's trace span: scans and upstream requests are its children.
+    span: std::sync::OnceLock<tracing::Span>,
 }
 
 /// How current one source's data in a result is.
@@ -91,6 +93,16 @@ const LOG_LIMIT: usize = 1000;
 const REFRESH_DEADLINE: Duration = Duration::from_secs(30);
 
 impl QueryContext {
+    /// Traces the query's scans and requests under `span` (once; later calls are ignored).
+    pub fn trace_under(&self, span: tracing::Span) {
+        let _ = self.span.set(span);
+    }
+
+    /// The query's span, or none when it is not traced.
+    pub fn span(&self) -> tracing::Span {
+        self.span.get().cloned().unwrap_or_else(tracing::Span::none)
+    }
+
     pub fn with_deadline(deadline: Option<Instant>) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         QueryContext { deadline, seq: NEXT.fetch_add(1, Ordering::Relaxed), ..Default::default() }
@@ -386,6 +398,10 @@ impl ApiClient {
             let age = c.fetched_at.elapsed();
             if age <= allowed && !allowed.is_zero() {
                 cache_lookup(&scope.tenant, "hit");
+                let parent = Some(tracing::Span::current()).filter(|s| !s.is_none()).unwrap_or_else(|| q.span());
+                let endpoint = reqwest::Url::parse(url).map(|u| u.path().to_string()).unwrap_or_default();
+                let _span = tracing::info_span!(parent: &parent, "upstream_request", app = self.dialect.app(), endpoint = %endpoint,
+                    status = c.status.as_str(), cache_hit = true, waited_ms = 0.0);
                 scope.cache.count(&scope.tenant, |s| {
                     s.hits += 1;
                     s.saved_calls += 1;
@@ -604,9 +620,14 @@ impl ApiClient {
         let mut reauthenticated = false;
         let shown = display_url(url, params);
         let metrics = omnisql_telemetry::metrics();
+        let endpoint = reqwest::Url::parse(url).map(|u| u.path().to_string()).unwrap_or_default();
         loop {
             attempt += 1;
             let asked = Instant::now();
+            // A child of the scan that asks (or of the planning step); a background refresh's, of its query.
+            let parent = Some(tracing::Span::current()).filter(|s| !s.is_none()).unwrap_or_else(|| q.span());
+            let span = tracing::info_span!(parent: &parent, "upstream_request", app, endpoint = %endpoint, attempt,
+                bucket = tracing::field::Empty, status = tracing::field::Empty, cache_hit = false, waited_ms = tracing::field::Empty);
             let remaining = q.remaining();
             if remaining.is_some_and(|r| r.is_zero()) {
                 return Err(ConnectorError::DeadlineExceeded { app, connection: self.connection.clone() });
@@ -620,6 +641,9 @@ impl ApiClient {
             }
             // Rate limits first (they may wait), then the connection's concurrency bound.
             let buckets = self.buckets(url);
+            if let Some((_, spec)) = buckets.first() {
+                span.record("bucket", spec.name.as_str());
+            }
             let mut tokens = Vec::with_capacity(buckets.len());
             if let Some(g) = &self.governor {
                 for (key, spec) in &buckets {
@@ -652,6 +676,7 @@ impl ApiClient {
                     omnisql_telemetry::labels([("app", app)]),
                     asked.elapsed(),
                 );
+                span.record("waited_ms", asked.elapsed().as_secs_f64() * 1000.0);
                 let sent = Instant::now();
                 let send = async {
                     let mut req = match body {
@@ -675,6 +700,7 @@ impl ApiClient {
                     Err(_) => "timeout".to_string(),
                 };
                 metrics.upstream_requests.get_or_create(&omnisql_telemetry::labels([("app", app), ("status", &status)])).inc();
+                span.record("status", status.as_str());
                 omnisql_telemetry::observe(&metrics.upstream_seconds, omnisql_telemetry::labels([("app", app)]), sent.elapsed());
                 outcome
             };

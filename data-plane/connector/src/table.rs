@@ -475,11 +475,19 @@ impl ExecutionPlan for ApiScanExec {
         };
         let schema = self.schema.clone();
         let mut remaining = self.request.limit;
-        let pages = if self.join_filters.is_empty() {
+        // The scan's span is entered whenever its pages are polled (on whichever task), so the upstream
+        // requests it makes are its children.
+        let span = tracing::info_span!(parent: &query.span(), "scan", table = %self.table.name(), join_keys = !self.join_filters.is_empty());
+        let mut pages = if self.join_filters.is_empty() {
             self.table.fetch(self.request.clone(), query)
         } else {
             self.fetch_with_join_keys(query)
         };
+        let pages = futures::stream::poll_fn(move |cx| {
+            let _entered = span.enter();
+            pages.poll_next_unpin(cx)
+        })
+        .boxed();
         let pages = if self.options.prefetch { prefetch(pages) } else { pages };
         let batches = pages
             .take_while(move |_| {

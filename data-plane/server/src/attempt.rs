@@ -31,17 +31,44 @@ pub struct Attempt {
     pub tables: Vec<String>,
     pub context: Option<Arc<QueryContext>>,
     pub streamed: Arc<Streamed>,
+    /// The statement's trace span: planning, scans, upstream requests and the audit write are children.
+    pub span: tracing::Span,
     done: bool,
 }
 
+/// A statement's trace span, continuing the client's trace when `header` (its request's headers by name)
+/// has a `traceparent`; its log lines carry the tenant, principal, query id and trace id.
+pub fn query_span(caller: Option<&Caller>, header: impl Fn(&str) -> Option<String>) -> tracing::Span {
+    use tracing::field::Empty;
+    let (tenant, principal) = caller.map_or((NO_TENANT, ""), |c| (c.tenant.0.as_str(), c.principal.as_str()));
+    let span = tracing::info_span!("query", tenant, principal, query_id = Empty, trace_id = Empty, outcome = Empty);
+    omnisql_telemetry::trace::continue_trace(&span, header);
+    span.record("trace_id", omnisql_telemetry::trace::trace_id(&span));
+    span
+}
+
+/// The headers of a Flight SQL request, by name, for [`query_span`].
+pub fn grpc_header(metadata: &tonic::metadata::MetadataMap) -> impl Fn(&str) -> Option<String> + '_ {
+    |name| metadata.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
 impl Attempt {
-    pub fn start(engine: &Arc<Engine>, outbox: &Option<Arc<Outbox>>, caller: Option<&Caller>, sql: &str) -> Attempt {
+    /// Starts the attempt in `span` (from [`query_span`]), or in a span of its own.
+    pub fn start(
+        engine: &Arc<Engine>,
+        outbox: &Option<Arc<Outbox>>,
+        caller: Option<&Caller>,
+        sql: &str,
+        span: Option<tracing::Span>,
+    ) -> Attempt {
         let started_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         let (tenant, principal, policy_revision) = match caller {
             Some(c) => (c.tenant.0.clone(), c.principal.clone(), engine.policy_revision(&c.tenant)),
             None => (NO_TENANT.to_string(), String::new(), String::new()),
         };
         let id = uuid::Uuid::now_v7().to_string();
+        let span = span.unwrap_or_else(|| query_span(caller, |_| None));
+        span.record("query_id", id.as_str());
         omnisql_telemetry::metrics().active_queries.get_or_create(&omnisql_telemetry::labels([("tenant", &tenant)])).inc();
         if let Some(o) = outbox {
             o.started(&id, &tenant, &principal, sql, started_at);
@@ -59,12 +86,14 @@ impl Attempt {
             tables: Vec::new(),
             context: None,
             streamed: Arc::default(),
+            span,
             done: false,
         }
     }
 
     fn event(&mut self, outcome: &str, error: Option<String>) -> AuditEvent {
         self.done = true;
+        self.span.record("outcome", outcome);
         AuditEvent {
             id: self.id.clone(),
             tenant: self.tenant.clone(),
@@ -83,6 +112,7 @@ impl Attempt {
     }
 
     fn log(&self, event: &AuditEvent) {
+        let _in_query = self.span.enter();
         let m = omnisql_telemetry::metrics();
         m.active_queries.get_or_create(&omnisql_telemetry::labels([("tenant", &event.tenant)])).dec();
         let labels = omnisql_telemetry::labels([("tenant", &event.tenant), ("outcome", &event.outcome)]);
@@ -126,8 +156,9 @@ impl Attempt {
     pub async fn finish(mut self, outcome: &str, error: Option<String>) -> Result<(), Status> {
         let event = self.event(outcome, error);
         self.log(&event);
+        let audit_write = tracing::info_span!(parent: &self.span, "audit_write");
         if let Some(o) = &self.outbox
-            && let Err(e) = o.finished(event).await
+            && let Err(e) = tracing::Instrument::instrument(o.finished(event), audit_write).await
         {
             tracing::error!(error = %e, source = ?std::error::Error::source(&e), "cannot write the audit event");
             return Err(Status::unavailable(

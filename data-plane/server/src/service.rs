@@ -39,9 +39,10 @@ use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::attempt::Attempt;
+use crate::attempt::{Attempt, grpc_header, query_span};
 use crate::metadata;
 use crate::status;
+use tracing::Instrument;
 
 type FlightStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 
@@ -73,6 +74,8 @@ struct Planned {
     caller: Caller,
     revision: String,
     query: omnisql_engine::PreparedQuery,
+    /// The statement's span, begun at GetFlightInfo: DoGet's execution continues it.
+    span: tracing::Span,
 }
 
 /// Statements prepared but not yet closed, per server, at most this many (oldest evicted first).
@@ -150,7 +153,7 @@ impl OmniFlightSql {
         match result {
             Ok(c) => Ok(c),
             Err(status) => {
-                let attempt = Attempt::start(&self.engine, &self.audit, None, "");
+                let attempt = Attempt::start(&self.engine, &self.audit, None, "", None);
                 Err(attempt.fail("unauthenticated", status).await)
             }
         }
@@ -206,24 +209,24 @@ impl OmniFlightSql {
     }
 
     /// Keeps `query`, planned for GetFlightInfo, for the DoGet that follows (when there is room).
-    fn keep_planned(&self, key: PlanKey, caller: &Caller, query: omnisql_engine::PreparedQuery) {
+    fn keep_planned(&self, key: PlanKey, caller: &Caller, query: omnisql_engine::PreparedQuery, span: tracing::Span) {
         let mut planned = self.planned.lock().unwrap_or_else(|e| e.into_inner());
         if planned.len() >= MAX_PLANNED {
             planned.retain(|_, p| p.at.elapsed() < PLANNED_TTL);
         }
         if planned.len() < MAX_PLANNED {
             let revision = self.engine.policy_revision(&caller.tenant);
-            planned.insert(key, Planned { at: Instant::now(), caller: caller.clone(), revision, query });
+            planned.insert(key, Planned { at: Instant::now(), caller: caller.clone(), revision, query, span });
         }
     }
 
     /// The plan GetFlightInfo made for this DoGet, if it is fresh and was made for the same caller under
     /// the same policies (a changed key, group or policy plans again).
-    fn take_planned(&self, key: &PlanKey, caller: &Caller) -> Option<omnisql_engine::PreparedQuery> {
+    fn take_planned(&self, key: &PlanKey, caller: &Caller) -> Option<(omnisql_engine::PreparedQuery, tracing::Span)> {
         let p = self.planned.lock().unwrap_or_else(|e| e.into_inner()).remove(key)?;
         let fresh =
             p.at.elapsed() < PLANNED_TTL && p.caller == *caller && p.revision == self.engine.policy_revision(&caller.tenant);
-        fresh.then_some(p.query)
+        fresh.then_some((p.query, p.span))
     }
 
     async fn schema_of(
@@ -232,17 +235,21 @@ impl OmniFlightSql {
         session: &SessionKey,
         sql: &str,
         params: Option<Vec<ScalarValue>>,
+        span: tracing::Span,
     ) -> Result<SchemaRef, Status> {
         let key = (session.clone(), sql.to_string(), params.clone());
-        match self.plan(caller, session, sql, params).await {
+        let planning = tracing::info_span!(parent: &span, "plan");
+        match self.plan(caller, session, sql, params).instrument(planning).await {
             Ok(Some(q)) => {
                 let schema = q.schema();
-                self.keep_planned(key, caller, q);
+                self.keep_planned(key, caller, q, span);
                 Ok(schema)
             }
             Ok(None) => Ok(Arc::new(Schema::empty())),
             // The client's attempt ends here: it never fetches a result.
-            Err(status) => Err(Attempt::start(&self.engine, &self.audit, Some(caller), sql).fail("error", status).await),
+            Err(status) => {
+                Err(Attempt::start(&self.engine, &self.audit, Some(caller), sql, Some(span)).fail("error", status).await)
+            }
         }
     }
 
@@ -254,13 +261,19 @@ impl OmniFlightSql {
         session: SessionKey,
         sql: String,
         params: Option<Vec<ScalarValue>>,
+        header: impl Fn(&str) -> Option<String> + Send + Sync,
     ) -> Result<Response<FlightStream>, Status> {
-        let mut attempt = Attempt::start(&self.engine, &self.audit, Some(&caller), &sql);
         let key = (session.clone(), sql.clone(), params.clone());
-        let planned = match self.take_planned(&key, &caller) {
-            Some(q) => Ok(Some(q)),
-            None => self.plan(&caller, &session, &sql, params).await,
+        // The span GetFlightInfo began, or (planned here) a new one continuing this request's trace.
+        let (planned, span) = match self.take_planned(&key, &caller) {
+            Some((q, planned_in)) => (Ok(Some(q)), planned_in),
+            None => {
+                let span = query_span(Some(&caller), header);
+                let planning = tracing::info_span!(parent: &span, "plan");
+                (self.plan(&caller, &session, &sql, params).instrument(planning).await, span)
+            }
         };
+        let mut attempt = Attempt::start(&self.engine, &self.audit, Some(&caller), &sql, Some(span.clone()));
         let mut q = match planned {
             Ok(Some(q)) => q,
             Ok(None) => {
@@ -273,6 +286,7 @@ impl OmniFlightSql {
             Err(status) => return Err(attempt.fail("error", status).await),
         };
         attempt.tables = q.tables();
+        q.context.trace_under(span);
         attempt.context = Some(q.context.clone());
         if let Some(refresh) = q.take_refresh() {
             let engine = self.engine.clone();
@@ -334,7 +348,7 @@ impl OmniFlightSql {
             Ok(c) => c,
             Err(status) => return status,
         };
-        let attempt = Attempt::start(&self.engine, &self.audit, Some(&caller), what);
+        let attempt = Attempt::start(&self.engine, &self.audit, Some(&caller), what, None);
         attempt.fail("error", Status::invalid_argument(metadata::READ_ONLY)).await
     }
 
@@ -452,7 +466,7 @@ impl FlightSqlService for OmniFlightSql {
             ));
         };
         if let Err(status) = self.sign_in(&token, request.metadata()).await {
-            return Err(Attempt::start(&self.engine, &self.audit, None, "").fail("unauthenticated", status).await);
+            return Err(Attempt::start(&self.engine, &self.audit, None, "", None).fail("unauthenticated", status).await);
         }
         let bearer = format!("Bearer {token}");
         let response = HandshakeResponse { protocol_version: 0, payload: token.into_bytes().into() };
@@ -471,7 +485,8 @@ impl FlightSqlService for OmniFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = self.caller(&request).await?;
         let session = Self::session_key(&caller, &request);
-        let schema = self.schema_of(&caller, &session, &query.query, None).await?;
+        let span = query_span(Some(&caller), grpc_header(request.metadata()));
+        let schema = self.schema_of(&caller, &session, &query.query, None, span).await?;
         let ticket = TicketStatementQuery { statement_handle: query.query.into_bytes().into() };
         self.info(&schema, ticket.as_any().encode_to_vec(), request.into_inner())
     }
@@ -485,7 +500,7 @@ impl FlightSqlService for OmniFlightSql {
         let sql = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("the ticket is not a query"))?;
         let session = Self::session_key(&caller, &request);
-        self.run(caller, session, sql, None).await
+        self.run(caller, session, sql, None, grpc_header(request.metadata())).await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -496,7 +511,8 @@ impl FlightSqlService for OmniFlightSql {
         let caller = self.caller(&request).await?;
         let p = self.prepared(&caller, &cmd.prepared_statement_handle)?;
         let session = Self::session_key(&caller, &request);
-        let schema = self.schema_of(&caller, &session, &p.sql, p.params.clone()).await?;
+        let span = query_span(Some(&caller), grpc_header(request.metadata()));
+        let schema = self.schema_of(&caller, &session, &p.sql, p.params.clone(), span).await?;
         self.info(&schema, cmd.as_any().encode_to_vec(), request.into_inner())
     }
 
@@ -508,7 +524,7 @@ impl FlightSqlService for OmniFlightSql {
         let caller = self.caller(&request).await?;
         let p = self.prepared(&caller, &cmd.prepared_statement_handle)?;
         let session = Self::session_key(&caller, &request);
-        self.run(caller, session, p.sql, p.params).await
+        self.run(caller, session, p.sql, p.params, grpc_header(request.metadata())).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -524,7 +540,7 @@ impl FlightSqlService for OmniFlightSql {
                 let plan = match self.engine.logical_plan(&caller, &query.query, &QuerySettings::default()).await {
                     Ok(p) => p,
                     Err(e) => {
-                        let attempt = Attempt::start(&self.engine, &self.audit, Some(&caller), &query.query);
+                        let attempt = Attempt::start(&self.engine, &self.audit, Some(&caller), &query.query, None);
                         return Err(attempt.fail("error", status::from_datafusion(&e)).await);
                     }
                 };

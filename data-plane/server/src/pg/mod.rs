@@ -185,7 +185,7 @@ fn session_of(client: &impl ClientInfo) -> PgWireResult<Arc<Session>> {
 async fn caller(engine: &Arc<Engine>, audit: &Option<Arc<Outbox>>, session: &Session) -> PgWireResult<Caller> {
     match crate::service::sign_in(engine, &session.token, None).await {
         Ok(c) => Ok(c),
-        Err(status) => Err(error(&Attempt::start(engine, audit, None, "").fail("unauthenticated", status).await)),
+        Err(status) => Err(error(&Attempt::start(engine, audit, None, "", None).fail("unauthenticated", status).await)),
     }
 }
 
@@ -231,9 +231,10 @@ impl Handler {
         params: Option<ParamValues>,
         format: &Format,
     ) -> PgWireResult<Response> {
-        let mut attempt = Attempt::start(&self.engine, &self.audit, Some(caller), sql);
+        let mut attempt = Attempt::start(&self.engine, &self.audit, Some(caller), sql, None);
         let mut settings = session.settings();
-        let planned = self.engine.plan(caller, sql, params, &mut settings).await;
+        let planning = tracing::info_span!(parent: &attempt.span, "plan");
+        let planned = tracing::Instrument::instrument(self.engine.plan(caller, sql, params, &mut settings), planning).await;
         session.state.lock().unwrap_or_else(|e| e.into_inner()).0 = settings;
         let mut q = match planned {
             Ok(Some(q)) => q,
@@ -244,6 +245,7 @@ impl Handler {
             Err(e) => return Err(error(&attempt.fail("error", crate::status::from_datafusion(&e)).await)),
         };
         attempt.tables = q.tables();
+        q.context.trace_under(attempt.span.clone());
         attempt.context = Some(q.context.clone());
         if let Some(refresh) = q.take_refresh() {
             let engine = self.engine.clone();
@@ -334,7 +336,7 @@ impl StartupHandler for Handler {
             PgWireFrontendMessage::PasswordMessageFamily(password) => {
                 let token = password.into_password()?.password;
                 if let Err(status) = crate::service::sign_in(&self.engine, token.trim(), None).await {
-                    let status = Attempt::start(&self.engine, &self.audit, None, "").fail("unauthenticated", status).await;
+                    let status = Attempt::start(&self.engine, &self.audit, None, "", None).fail("unauthenticated", status).await;
                     let mut info = ErrorInfo::new("FATAL".into(), "28P01".into(), status.message().to_string());
                     info.hint = Some("the password is your OmniSQL API key (or a sign-in token)".into());
                     return Err(PgWireError::UserError(Box::new(info)));
@@ -418,7 +420,7 @@ impl QueryParser for Parser {
         let plan = match self.engine.logical_plan(&caller, &sql, &session.settings()).await {
             Ok(plan) => plan,
             Err(e) => {
-                let attempt = Attempt::start(&self.engine, &self.audit, Some(&caller), &sql);
+                let attempt = Attempt::start(&self.engine, &self.audit, Some(&caller), &sql, None);
                 return Err(error(&attempt.fail("error", crate::status::from_datafusion(&e)).await));
             }
         };
