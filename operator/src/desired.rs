@@ -294,7 +294,16 @@ fn stateful_set(dp: &DataPlane) -> StatefulSet {
                 rolling_update: Some(RollingUpdateStatefulSetStrategy { partition: Some(0), ..Default::default() }),
             }),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels(dp)), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(dp)),
+                    // Prometheus's conventional pod annotations: the health port serves /metrics.
+                    annotations: Some(BTreeMap::from([
+                        ("prometheus.io/scrape".to_string(), "true".to_string()),
+                        ("prometheus.io/port".to_string(), HEALTH_PORT.to_string()),
+                        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+                    ])),
+                    ..Default::default()
+                }),
                 spec: Some(PodSpec {
                     service_account_name: Some(dp.name_any()),
                     automount_service_account_token: Some(false),
@@ -450,6 +459,8 @@ mod tests {
         let d = desired(&dp);
         let sts = d.stateful_set.spec.unwrap_or_default();
         assert_eq!(sts.replicas, Some(2));
+        let annotations = sts.template.metadata.clone().unwrap_or_default().annotations.unwrap_or_default();
+        assert_eq!(annotations.get("prometheus.io/port").map(String::as_str), Some("8080"), "Prometheus scrapes the health port");
         assert_eq!(sts.pod_management_policy.as_deref(), Some("OrderedReady"));
         let pod = sts.template.spec.unwrap_or_default();
         let c = &pod.containers[0];

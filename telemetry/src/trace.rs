@@ -56,10 +56,18 @@ pub fn init(service: &'static str, default_filter: &str) -> Telemetry {
     } else {
         tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter()).boxed()
     };
-    // Spans go to OpenTelemetry at `info` whatever the log filter says, so a quiet log keeps full traces.
+    // Spans (not log events) at `info` and above go to OpenTelemetry whatever the log filter says, so a
+    // quiet log keeps full traces. Without an exporter they still give log lines a trace id.
     let spans = tracing_opentelemetry::layer()
         .with_tracer(tracer)
-        .with_filter(EnvFilter::new("info,h2=off,hyper=off,tonic=off,tower=off"));
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            meta.is_span()
+                && *meta.level() <= tracing::Level::INFO
+                && !["h2", "hyper", "tonic", "tower"].iter().any(|t| meta.target().starts_with(t))
+        }));
     let _ = tracing_subscriber::registry().with(logs).with(spans).try_init();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     if let Some(e) = export_error {
