@@ -207,6 +207,19 @@ pub struct DataPlane {
     pub link: Option<ControlLink>,
 }
 
+impl DataPlane {
+    /// Serves the Postgres protocol on `addr` (with `tls`, the Flight SQL certificate) in the background
+    /// for as long as the process runs; returns the bound address.
+    pub async fn serve_postgres(&self, addr: &str, tls: Option<&omnisql_tls::ServerTls>) -> Result<String, CliError> {
+        let listener = omnisql_data_plane::bind(addr).await?;
+        let bound = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
+        let pg =
+            omnisql_data_plane::pg::serve(self.engine.clone(), Some(self.outbox.clone()), listener, tls, std::future::pending())?;
+        tokio::spawn(pg);
+        Ok(bound)
+    }
+}
+
 pub async fn start_data_plane(
     config: Option<&std::path::Path>,
     link: Option<LinkOptions>,
@@ -255,18 +268,9 @@ pub async fn data_plane(args: DataPlaneArgs) -> Result<(), CliError> {
         None => eprintln!("OmniSQL data plane: Flight SQL on {scheme}://{addr}"),
     }
     if let Some(pg_addr) = &args.pg_addr {
-        let pg_listener = omnisql_data_plane::bind(pg_addr).await?;
-        let bound = pg_listener.local_addr().map(|a| a.to_string()).unwrap_or(pg_addr.clone());
-        let pg = omnisql_data_plane::pg::serve(
-            dp.engine.clone(),
-            Some(dp.outbox.clone()),
-            pg_listener,
-            tls.as_ref(),
-            std::future::pending(),
-        )?;
+        let bound = dp.serve_postgres(pg_addr, tls.as_ref()).await?;
         let ssl = if tls.is_some() { "require" } else { "disable" };
         eprintln!("Postgres protocol on {bound} (sslmode={ssl})");
-        tokio::spawn(pg);
     }
     if let Some(health) = &args.health_addr {
         let revision = dp.link.as_ref().map(|l| l.revision_watch());

@@ -189,16 +189,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     let listener = omnisql_data_plane::bind(&args.flight_addr).await?;
     let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
     let flight = format!("{scheme}://{}", listener.local_addr().map(|a| a.to_string()).unwrap_or(args.flight_addr.clone()));
-    let pg_listener = omnisql_data_plane::bind(&args.pg_addr).await?;
-    let postgres = pg_listener.local_addr().map(|a| a.to_string()).unwrap_or(args.pg_addr.clone());
-    let pg = omnisql_data_plane::pg::serve(
-        dp.engine.clone(),
-        Some(dp.outbox.clone()),
-        pg_listener,
-        tls.as_ref(),
-        std::future::pending(),
-    )?;
-    tokio::spawn(pg);
+    let postgres = dp.serve_postgres(&args.pg_addr, tls.as_ref()).await?;
     let (github, salesforce, slack) = app_endpoints(&sandbox);
     let endpoints = Endpoints {
         flight_sql: flight.clone(),
