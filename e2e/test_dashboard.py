@@ -119,6 +119,15 @@ def test_dashboard_end_to_end(dev, browser, tmp_path):
     page.get_by_role("cell", name="gh_dash", exact=True).wait_for()
     assert page.get_by_role("cell", name="token (sealed)").count() >= 1
     assert github["credentials"]["token"] not in page.content(), "a secret option is shown back"
+    # "Test" has a data plane of the tenant's region read one row through it (once it has the connection).
+    def tested():
+        page.get_by_role("button", name="Test connection gh_dash").click()
+        status = page.get_by_role("status").filter(has_text=re.compile(r"^gh_dash (works|failed|could not)"))
+        status.wait_for()
+        return status.inner_text() if "works" in status.inner_text() else None
+
+    works = until("a working connection test", tested)
+    assert re.search(r"read 1 row of \w+ \(\d+ tables\) in \d+ ms, \d+ API requests?", works), works
     page.screenshot(path=str(shots / "connections.png"), full_page=True)
 
     # A principal and its key: the key is shown once.
@@ -157,6 +166,18 @@ def test_dashboard_end_to_end(dev, browser, tmp_path):
     assert int(summary.inner_text().split()[0]) >= 1
     label = page.get_by_test_id("queries-per-minute").locator("svg").get_attribute("aria-label")
     assert int(re.search(r"total (\d+)", label).group(1)) >= 1, label
+    # The new connection's first query went to GitHub: the per-app chart names it and counts its requests.
+    upstream = page.get_by_test_id("upstream")
+    assert "GitHub: blue" in upstream.locator("figcaption").inner_text()
+    label = upstream.locator("svg").get_attribute("aria-label")
+    assert int(re.search(r"total (\d+)", label).group(1)) >= 1, label
+    assert page.get_by_test_id("cache-hit-rate").count() == 1
+    # The data plane's last heartbeat reported the new connection's buckets (every 5 s).
+    def headroom():
+        page.get_by_role("link", name="Usage").click()
+        return page.get_by_role("meter", name=re.compile(r"^gh_dash ")).count() > 0
+
+    until("gh_dash's rate-limit buckets on the usage page", headroom)
     page.screenshot(path=str(shots / "usage.png"), full_page=True)
 
     # Revoked on the page: the next query is refused.

@@ -211,6 +211,13 @@ enum AdminCommand {
         #[arg(long)]
         name: String,
     },
+    /// Have a data plane of the tenant's region read one row through the connection, and print what it found.
+    TestConnection {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+    },
     /// Store a new version of a Rego policy from a file.
     PutPolicy {
         #[arg(long)]
@@ -376,6 +383,9 @@ pub async fn run(args: AdminArgs) -> Result<(), AdminError> {
         }
         AdminCommand::DeleteConnection { tenant, name } => {
             c.call(Method::DELETE, &format!("/v1/tenants/{tenant}/connections/{name}"), None).await?
+        }
+        AdminCommand::TestConnection { tenant, name } => {
+            c.call(Method::POST, &format!("/v1/tenants/{tenant}/connections/{name}/test"), None).await?
         }
         AdminCommand::PutPolicy { tenant, name, file } => {
             let rego =

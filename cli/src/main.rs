@@ -108,6 +108,10 @@ pub(crate) struct EngineArgs {
     /// commas); a tenant naming another server is refused every table.
     #[arg(long = "opa-allow-url", env = "OMNISQL_OPA_ALLOW_URLS", value_delimiter = ',')]
     opa_allowed_urls: Vec<String>,
+    /// Threads that run query operators, apart from the threads that answer requests (0: operators run
+    /// on the request threads, a baseline for comparisons). Default: eight per core.
+    #[arg(long, env = "OMNISQL_OPERATOR_THREADS")]
+    operator_threads: Option<usize>,
 }
 
 fn parse_size(text: &str) -> Result<usize, String> {
@@ -144,6 +148,11 @@ impl EngineArgs {
         options.request_budget = (self.request_budget > 0).then_some(self.request_budget);
         options.oidc = omnisql_oidc::Verifier::new().allow_http(self.oidc_allow_http);
         options.opa_allowed_urls = self.opa_allowed_urls.clone();
+        options.operator_threads = match self.operator_threads {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => Some(omnisql_engine::operator_threads()),
+        };
         if let Some(cores) = self.fair_cpu_cores {
             options.fair_cpu_cores = (cores > 0).then_some(cores);
         }
@@ -218,10 +227,9 @@ fn main() -> ExitCode {
         Command::DataPlane(_) => "omnisql-data-plane",
         _ => "omnisql",
     };
-    // Queries are planned and run on these threads: their stacks fit the deepest statement admitted, and
-    // there are more of them than cores so one tenant's long synchronous step cannot hold up the others.
+    // One thread per core answers requests and plans queries (stacks that fit the deepest statement
+    // admitted); a data plane's query operators run on a pool of their own (`omnisql_engine::pool`).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(omnisql_engine::worker_threads())
         .thread_stack_size(omnisql_engine::THREAD_STACK_BYTES)
         .enable_all()
         .build()

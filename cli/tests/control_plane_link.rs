@@ -336,3 +336,73 @@ async fn a_tls_control_plane_is_trusted_through_its_ca_and_refused_without_it() 
     cp.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_tests_a_connection_through_a_data_plane_of_the_tenants_region() {
+    let sandbox = Sandbox::start(SandboxConfig::default()).await.unwrap();
+    let dir = temp_dir("test-connection");
+    let cp = control_plane(&dir.join("cp"), "127.0.0.1:0").await;
+    let admin = Admin { http: reqwest::Client::new(), url: cp.admin_url(), key: cp.bootstrap_key.clone().unwrap() };
+    let (member_key, _) = tenant(&admin, &sandbox).await;
+    let test = |key: String, name: &'static str| {
+        let (http, url) = (admin.http.clone(), admin.url.clone());
+        async move {
+            let resp = http.post(format!("{url}/v1/tenants/acme/connections/{name}/test")).bearer_auth(key).send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+
+    // No data plane of region eu yet: the admin is told so at once.
+    let (status, body) = test(admin.key.clone(), "github").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("no data plane of region `eu` is connected"), "{body}");
+
+    let enrollment = admin.post("/v1/enrollment-tokens", json!({"region": "eu"})).await;
+    let plane = Plane::start(&cp.grpc_url(), enrollment["token"].as_str().map(String::from), &dir.join("dp")).await;
+    plane.link.applied(cp.state.store.revision().await.unwrap() as u64).await;
+    time_until(|| async { cp.state.store.list_data_planes().await.unwrap().iter().any(|dp| dp.last_heartbeat_at.is_some()) })
+        .await;
+
+    // A working connection: the data plane read one row of its first table that needs no filter.
+    let (status, body) = test(admin.key.clone(), "github").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data_plane"], plane.link.data_plane_id.as_str(), "{body}");
+    let result = &body["result"];
+    assert_eq!(result["ok"], true, "{body}");
+    assert_eq!(result["rows"], 1, "{body}");
+    assert!(result["tables"].as_u64().unwrap() >= 3, "{body}");
+    let table = result["table"].as_str().unwrap().to_string();
+    assert!(result["api_requests"].as_u64().unwrap() >= 1, "the test must reach the API, not a cache: {body}");
+
+    // Wrong credentials: the test fails with the API's refusal, and says what to do.
+    let mut options = sandbox.connections().into_iter().find(|c| c.connector == "github").unwrap().options;
+    options.insert("token".into(), "ghp_not_a_real_token".into());
+    admin.post("/v1/tenants/acme/connections", json!({"name": "github_bad", "connector": "github", "options": options})).await;
+    plane.link.applied(cp.state.store.revision().await.unwrap() as u64).await;
+    let (status, body) = test(admin.key.clone(), "github_bad").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["ok"], false, "{body}");
+    assert!(body["result"]["error"].as_str().unwrap().contains("rejected the credentials"), "{body}");
+
+    // Only admins test connections; an unknown connection is a 404.
+    assert_eq!(test(member_key, "github").await.0, 403);
+    assert_eq!(test(admin.key.clone(), "nope").await.0, 404);
+
+    // Each test is a query attempt in the tenant's audit trail, with the table it read.
+    let expected = format!("github.{table}");
+    time_until(|| async {
+        let audit = admin.send(reqwest::Method::GET, "/v1/tenants/acme/audit", None).await;
+        let tests: Vec<&Value> = audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["sql"].as_str().unwrap().starts_with("-- connection test"))
+            .collect();
+        tests.iter().any(|e| e["outcome"] == "ok" && e["tables"].as_array().unwrap().iter().any(|t| t == &expected))
+            && tests.iter().any(|e| e["outcome"] == "error")
+    })
+    .await;
+    drop(plane);
+    cp.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -175,11 +175,32 @@ async function connectionsPage(main) {
   const latest = new Map();
   for (const c of connectors) latest.set(c.name, c); // the catalog lists versions oldest first
   const list = h("div");
+  // What the last "Test" found, read out by screen readers as it arrives.
+  const tested = h("p", { role: "status", class: "test-result" });
+  const test = async (button, name) => {
+    button.disabled = true;
+    tested.className = "test-result";
+    tested.textContent = `Testing ${name}: a data plane of the tenant's region reads one row…`;
+    try {
+      const r = (await api("POST", `/v1/tenants/${t()}/connections/${encodeURIComponent(name)}/test`)).result;
+      tested.className = `test-result ${r.ok ? "ok" : "failed"}`;
+      tested.textContent = r.ok
+        ? `${name} works: ${r.table ? `read ${r.rows} row${r.rows === 1 ? "" : "s"} of ${r.table}` : "no table could be read without a filter"} (${r.tables} tables) in ${Math.round(r.duration_ms)} ms, ${r.api_requests} API request${r.api_requests === 1 ? "" : "s"}.`
+        : `${name} failed: ${r.error}`;
+    } catch (e) {
+      tested.className = "test-result failed";
+      tested.textContent = `${name} could not be tested: ${e.message}`;
+    } finally {
+      button.disabled = false;
+    }
+  };
   const render = (rows) => list.replaceChildren(table([
     ["Name", (r) => r.name], ["Connector", (r) => `${r.connector} ${r.version}`],
     ["Options", (r) => Object.entries(r.options).map(([k, v]) => `${k}=${v}`).join(", ")],
     ["Secrets", (r) => r.secret_options.map((k) => `${k} (sealed)`).join(", ") || "—"],
     ["Cache TTL", (r) => (r.cache_ttl_seconds == null ? "default" : `${r.cache_ttl_seconds} s`)],
+    ["", (r) => h("button", { type: "button", "aria-label": `Test connection ${r.name}`,
+      onclick: (e) => test(e.currentTarget, r.name) }, "Test")],
     ["", (r) => h("button", { class: "danger", type: "button", "aria-label": `Delete connection ${r.name}`, onclick: async () => {
       if (!confirm(`Delete connection ${r.name}? Queries on its tables stop working within seconds.`)) return;
       await api("DELETE", `/v1/tenants/${t()}/connections/${encodeURIComponent(r.name)}`);
@@ -210,7 +231,7 @@ async function connectionsPage(main) {
     showParams();
     render(await all(`/v1/tenants/${t()}/connections`));
   });
-  main.append(h("h1", {}, "Connections"), list, form);
+  main.append(h("h1", {}, "Connections"), list, tested, form);
 }
 
 async function keysPage(main) {
@@ -352,7 +373,7 @@ async function auditPage(main) {
 /** Per-minute series from the audit trail of the last hour. */
 async function usagePage(main) {
   const since = Date.now() - 3600_000;
-  const events = await all(`/v1/tenants/${t()}/audit?from=${since}`, 20000);
+  const [events, limits] = await Promise.all([all(`/v1/tenants/${t()}/audit?from=${since}`, 20000), api("GET", `/v1/tenants/${t()}/rate-limits`)]);
   const minutes = Array.from({ length: 60 }, () => []);
   for (const e of events) {
     const i = Math.floor((e.started_at - since) / 60000);
@@ -366,7 +387,13 @@ async function usagePage(main) {
   const count = minutes.map((m) => m.length);
   const p50 = minutes.map((m) => pct(m.map((e) => e.duration_ms), 50));
   const p95 = minutes.map((m) => pct(m.map((e) => e.duration_ms), 95));
-  const calls = minutes.map((m) => m.reduce((s, e) => s + e.api_requests, 0));
+  const apps = [...new Set(events.flatMap((e) => Object.keys(e.api_requests_by_app || {})))].sort();
+  const byApp = apps.map((app, i) => [`s${i % 6}`, minutes.map((m) => m.reduce((s, e) => s + ((e.api_requests_by_app || {})[app] || 0), 0))]);
+  // Of the answers queries needed from APIs, the share the response cache gave without a request.
+  const hitRate = minutes.map((m) => {
+    const hits = m.reduce((s, e) => s + (e.cache_hits || 0), 0), sent = m.reduce((s, e) => s + e.api_requests, 0);
+    return hits + sent ? Math.round((100 * hits) / (hits + sent)) : null;
+  });
   const errors = minutes.map((m) => m.filter((e) => e.outcome !== "ok").length);
   const total = events.length;
   main.append(h("h1", {}, "Usage, last hour"),
@@ -374,15 +401,29 @@ async function usagePage(main) {
     h("div", { class: "charts" },
       chart("Queries per minute", [["bar", count]], "queries-per-minute"),
       chart("Latency per minute, ms (p50 blue, p95 red)", [["p50", p50], ["p95", p95]], "latency"),
-      chart("Upstream API requests per minute", [["bar", calls]], "upstream"),
+      chart(`Upstream API requests per minute, by app (${apps.map((a, i) => `${a}: ${COLORS[i % 6]}`).join(", ") || "none yet"})`,
+        byApp.length ? byApp : [["bar", minutes.map(() => 0)]], "upstream"),
+      chart("Cache hit rate per minute, % of answers served without an API request", [["p50", hitRate]], "cache-hit-rate", 100),
       chart("Queries not ok per minute", [["bar", errors]], "errors")),
-    h("p", { class: "muted" }, "From the audit trail: every query attempt of the tenant, as data planes shipped it."));
+    h("p", { class: "muted" }, "From the audit trail: every query attempt of the tenant, as data planes shipped it."),
+    h("h2", { id: "headroom" }, "Rate-limit headroom"),
+    table([
+      ["Connection", (r) => r.connection], ["Bucket", (r) => r.bucket], ["Data plane", (r) => r.data_plane],
+      ["Available now", (r) => h("span", {}, h("meter", { min: 0, max: r.capacity, value: r.available, "aria-label": `${r.connection} ${r.bucket} headroom` }),
+        ` ${Math.floor(r.available)} of ${r.capacity} per ${r.window_seconds} s`)],
+      ["Waiting", (r) => String(r.waiting)],
+      ["Paused", (r) => (r.paused_for_seconds == null ? "—" : `${Math.ceil(r.paused_for_seconds)} s (the API asked)`)],
+      ["Reported", (r) => ago(r.reported_at)],
+    ], limits, "No data plane has reported rate limits yet (each reports every few seconds, once a connection was used)."));
 }
 
-function chart(title, series, id) {
+/** The colours of series `s0`…`s5` (app.css), named for chart captions. */
+const COLORS = ["blue", "orange", "green", "purple", "brown", "grey"];
+
+function chart(title, series, id, fixedMax) {
   const NS = "http://www.w3.org/2000/svg";
   const W = 600, H = 160, pad = 24;
-  const max = Math.max(1, ...series.flatMap(([, xs]) => xs.filter((x) => x != null)));
+  const max = fixedMax || Math.max(1, ...series.flatMap(([, xs]) => xs.filter((x) => x != null)));
   const svg = document.createElementNS(NS, "svg");
   svg.setAttribute("class", "chart");
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);

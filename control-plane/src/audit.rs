@@ -30,8 +30,14 @@ pub fn chain_hash(previous: &str, seq: i64, event: &NewAuditEvent) -> String {
         event.started_at,
         event.data_plane,
     ]);
-    if let (Some(revision), Some(fields)) = (&event.policy_revision, canonical.as_array_mut()) {
-        fields.push(serde_json::json!(revision));
+    let usage = !event.api_requests_by_app.is_empty() || event.cache_hits != 0;
+    if let Some(fields) = canonical.as_array_mut() {
+        if event.policy_revision.is_some() || usage {
+            fields.push(serde_json::json!(event.policy_revision));
+        }
+        if usage {
+            fields.push(serde_json::json!({"api_requests_by_app": event.api_requests_by_app, "cache_hits": event.cache_hits}));
+        }
     }
     let mut h = Sha256::new();
     h.update(previous.as_bytes());
@@ -52,4 +58,45 @@ pub fn verify<'a>(events: impl IntoIterator<Item = &'a AuditEvent>) -> Result<(i
         expected_seq += 1;
     }
     Ok((expected_seq - 1, previous))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TenantId;
+
+    fn event() -> NewAuditEvent {
+        NewAuditEvent {
+            id: "q-1".into(),
+            tenant_id: TenantId("acme".into()),
+            principal: "ann".into(),
+            sql: "SELECT 1".into(),
+            tables: vec!["github.issues".into()],
+            api_requests: 3,
+            rows: 10,
+            bytes: 100,
+            duration_ms: 12.5,
+            outcome: "ok".into(),
+            error: None,
+            started_at: 1_700_000_000_000,
+            data_plane: "dp-1".into(),
+            policy_revision: None,
+            api_requests_by_app: Default::default(),
+            cache_hits: 0,
+        }
+    }
+
+    /// Hashes of events stored before a field was added stay as they were (pinned values), so their
+    /// chains still verify; a field added since changes the hash only when present.
+    #[test]
+    fn fields_added_later_keep_earlier_events_hashes() {
+        assert_eq!(chain_hash(GENESIS, 1, &event()), "c2f56dba2c9a8ed2af5b686a7bcfb2e8e7f02e79673d9ce1df3879cde7ba60db");
+        let revised = NewAuditEvent { policy_revision: Some("p@1".into()), ..event() };
+        assert_eq!(chain_hash(GENESIS, 1, &revised), "137eeefcc34d32f7571bfb62aea89bfcf0be48386c5e1cad9fef0cc4fedb8bc0");
+        let with_usage = NewAuditEvent { cache_hits: 2, ..event() };
+        let other_usage = NewAuditEvent { api_requests_by_app: [("GitHub".to_string(), 3)].into(), ..event() };
+        let hashes =
+            [chain_hash(GENESIS, 1, &event()), chain_hash(GENESIS, 1, &with_usage), chain_hash(GENESIS, 1, &other_usage)];
+        assert!(hashes[0] != hashes[1] && hashes[1] != hashes[2] && hashes[0] != hashes[2], "{hashes:?}");
+    }
 }

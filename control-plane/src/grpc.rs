@@ -133,6 +133,10 @@ pub fn config_update(changes: RegionChanges, full: bool) -> v1::ConfigUpdate {
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::ConfigUpdate, Status>> + Send>>;
+type TestsStream = Pin<Box<dyn Stream<Item = Result<v1::ConnectionTest, Status>> + Send>>;
+
+/// Tests older than this are not handed out: the admin who asked has stopped waiting.
+const TEST_MAX_AGE_MS: i64 = 30_000;
 
 #[tonic::async_trait]
 impl v1::data_plane_service_server::DataPlaneService for DataPlaneGrpc {
@@ -239,8 +243,97 @@ impl v1::data_plane_service_server::DataPlaneService for DataPlaneGrpc {
         if !uses.is_empty() {
             self.state.store.record_key_uses(&dp.region, &uses).await.map_err(store_status)?;
         }
+        // Only this region's tenants, a bounded number: a data plane reports on no one else.
+        let now = now_ms();
+        let mut reports = Vec::new();
+        let mut in_region: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+        for r in req.rate_limits.into_iter().take(10_000) {
+            let ok = match in_region.get(&r.tenant) {
+                Some(ok) => *ok,
+                None => {
+                    let ok = self.state.store.get_tenant(&TenantId(r.tenant.clone())).await.is_ok_and(|t| t.region == dp.region);
+                    in_region.insert(r.tenant.clone(), ok);
+                    ok
+                }
+            };
+            if ok {
+                reports.push((
+                    TenantId(r.tenant),
+                    RateLimitReport {
+                        data_plane: dp.id.clone(),
+                        connection: r.connection.chars().take(128).collect(),
+                        bucket: r.bucket.chars().take(128).collect(),
+                        capacity: r.capacity,
+                        window_seconds: r.window_seconds,
+                        available: r.available,
+                        waiting: i64::from(r.waiting),
+                        paused_for_seconds: r.paused_for_seconds,
+                        reported_at: now,
+                    },
+                ));
+            }
+        }
+        self.state.store.replace_rate_limits(&dp.id, &reports).await.map_err(store_status)?;
         let latest = self.state.store.revision().await.map_err(store_status)?;
         Ok(Response::new(v1::HeartbeatResponse { latest_revision: latest.max(0) as u64 }))
+    }
+
+    type TestsStream = TestsStream;
+
+    async fn tests(&self, request: Request<v1::TestsRequest>) -> Result<Response<Self::TestsStream>, Status> {
+        let dp = self.data_plane(&request).await?;
+        let store = self.state.store.clone();
+        let mut asked = self.state.tests.subscribe();
+        let shutdown = self.shutdown.clone();
+        let stream = async_stream(move |tx| async move {
+            loop {
+                let now = now_ms();
+                match store.claim_connection_tests(&dp.region, &dp.id, now - TEST_MAX_AGE_MS, now).await {
+                    Ok(tests) => {
+                        for (tenant, t) in tests {
+                            tracing::info!(data_plane = %dp.id, tenant = %tenant, connection = %t.connection, test = %t.id, "connection test handed out");
+                            let test = v1::ConnectionTest {
+                                id: t.id,
+                                tenant: tenant.0,
+                                connection: t.connection,
+                                requested_by: t.requested_by,
+                            };
+                            if tx.send(Ok(test)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(store_status(e))).await;
+                        return;
+                    }
+                }
+                tokio::select! {
+                    r = asked.changed() => if r.is_err() { return },
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = tx.closed() => return,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn report_test(&self, request: Request<v1::TestReport>) -> Result<Response<v1::TestAck>, Status> {
+        let dp = self.data_plane(&request).await?;
+        let r = request.into_inner();
+        let result = ConnectionTestResult {
+            ok: r.ok,
+            tables: r.tables,
+            table: Some(r.table).filter(|t| !t.is_empty()),
+            rows: r.rows,
+            api_requests: r.api_requests,
+            duration_ms: r.duration_ms,
+            error: Some(r.error.chars().take(4000).collect::<String>()).filter(|e| !e.is_empty()),
+        };
+        self.state.store.finish_connection_test(&dp.id, &r.id, &result, now_ms()).await.map_err(store_status)?;
+        self.state.tests_changed();
+        Ok(Response::new(v1::TestAck {}))
     }
 
     async fn ingest_audit(&self, request: Request<v1::AuditBatch>) -> Result<Response<v1::AuditAck>, Status> {
@@ -287,6 +380,13 @@ impl v1::data_plane_service_server::DataPlaneService for DataPlaneGrpc {
                 started_at: e.started_at,
                 data_plane: dp.id.clone(),
                 policy_revision: (!e.policy_revision.is_empty()).then_some(e.policy_revision),
+                api_requests_by_app: e
+                    .api_requests_by_app
+                    .into_iter()
+                    .take(64)
+                    .map(|(app, n)| (app.chars().take(64).collect(), n.min(i64::MAX as u64) as i64))
+                    .collect(),
+                cache_hits: e.cache_hits.min(i64::MAX as u64) as i64,
             });
         }
         let store = tracing::info_span!("audit_ingest", data_plane = %dp.id, events = events.len());
@@ -301,9 +401,9 @@ impl v1::data_plane_service_server::DataPlaneService for DataPlaneGrpc {
 }
 
 /// A stream fed by a task through a small channel (the task stops when the receiver is dropped).
-fn async_stream<F, Fut>(f: F) -> WatchStream
+fn async_stream<T: Send + 'static, F, Fut>(f: F) -> Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>
 where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<v1::ConfigUpdate, Status>>) -> Fut,
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<T, Status>>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(4);

@@ -258,6 +258,54 @@ pub struct DataPlane {
     pub credential_sha256: String,
 }
 
+/// An admin's request that a data plane of the tenant's region read one row through a connection, with
+/// its credentials: proof that the connection works from where queries run. Only counts come back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ConnectionTest {
+    pub id: String,
+    pub connection: String,
+    pub requested_by: String,
+    pub requested_at: i64,
+    /// The data plane that took the test; absent while none has.
+    pub data_plane: Option<String>,
+    pub finished_at: Option<i64>,
+    /// What the data plane found; absent until it reports.
+    pub result: Option<ConnectionTestResult>,
+}
+
+/// What a data plane found when it tested a connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ConnectionTestResult {
+    pub ok: bool,
+    /// Tables the connection lists, and the one read (the first by name).
+    pub tables: u32,
+    pub table: Option<String>,
+    /// Rows that came back (0 or 1).
+    pub rows: u64,
+    pub api_requests: u64,
+    pub duration_ms: f64,
+    /// Why it failed, as a query's error would say it.
+    pub error: Option<String>,
+}
+
+/// One rate-limit bucket of a tenant's connection, as a data plane last reported it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RateLimitReport {
+    pub data_plane: String,
+    pub connection: String,
+    pub bucket: String,
+    pub capacity: f64,
+    pub window_seconds: f64,
+    /// Requests that could be sent at once when reported.
+    pub available: f64,
+    /// Requests waiting for the bucket when reported.
+    pub waiting: i64,
+    /// Set while the API had asked for a pause.
+    pub paused_for_seconds: Option<f64>,
+    /// Unix ms.
+    pub reported_at: i64,
+}
+
 /// The outcome of a query attempt.
 pub const OUTCOMES: &[&str] = &["ok", "error", "denied", "cancelled", "unauthenticated", "interrupted"];
 
@@ -297,6 +345,12 @@ pub struct NewAuditEvent {
     /// The tenant's policies the query was checked against (`name@version,…`; absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_revision: Option<String>,
+    /// `api_requests` by app (e.g. `GitHub`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_requests_by_app: BTreeMap<String, i64>,
+    /// Answers served from the response cache instead of an upstream request.
+    #[serde(default)]
+    pub cache_hits: i64,
 }
 
 /// What to look for in the audit trail.

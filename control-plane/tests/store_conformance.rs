@@ -91,6 +91,8 @@ fn event(tenant: &str, id: &str, principal: &str, outcome: &str, started_at: i64
         started_at,
         data_plane: "dp-1".into(),
         policy_revision: None,
+        api_requests_by_app: [("GitHub".to_string(), 2), ("Slack".to_string(), 1)].into(),
+        cache_hits: 4,
     }
 }
 
@@ -337,6 +339,87 @@ async fn run_suite(store: &SqlStore) {
     audit_events_are_stored_once_chained_searchable_and_verified(store).await;
     tampering_with_the_audit_trail_is_detected(store).await;
     principals_carry_groups_and_attributes_and_events_their_policy_revision(store).await;
+    connection_tests_go_to_one_data_plane_of_the_region_and_rate_limits_stay_in_their_tenant(store).await;
+}
+
+async fn connection_tests_go_to_one_data_plane_of_the_region_and_rate_limits_stay_in_their_tenant(s: &SqlStore) {
+    let now = now_ms();
+    s.create_tenant(&tenant("ct-a", "ct")).await.unwrap();
+    s.create_tenant(&tenant("ct-b", "ct")).await.unwrap();
+    let (a, b) = (TenantId("ct-a".into()), TenantId("ct-b".into()));
+    let test = ConnectionTest {
+        id: "ct-1".into(),
+        connection: "gh".into(),
+        requested_by: "ann".into(),
+        requested_at: now,
+        data_plane: None,
+        finished_at: None,
+        result: None,
+    };
+    s.create_connection_test(&a, "ct", &test).await.unwrap();
+    let old = ConnectionTest { id: "ct-old".into(), requested_at: now - 120_000, ..test.clone() };
+    s.create_connection_test(&a, "ct", &old).await.unwrap();
+    // Another region's data planes, and tests the admin stopped waiting for, get nothing.
+    assert!(s.claim_connection_tests("elsewhere", "dp-x", now - 30_000, now).await.unwrap().is_empty());
+    let claimed = s.claim_connection_tests("ct", "dp-1", now - 30_000, now).await.unwrap();
+    assert_eq!(claimed.iter().map(|(t, c)| (t.0.as_str(), c.id.as_str())).collect::<Vec<_>>(), [("ct-a", "ct-1")]);
+    assert!(s.claim_connection_tests("ct", "dp-2", now - 30_000, now).await.unwrap().is_empty(), "a test goes to one data plane");
+    let result = ConnectionTestResult {
+        ok: true,
+        tables: 3,
+        table: Some("issues".into()),
+        rows: 1,
+        api_requests: 2,
+        duration_ms: 40.5,
+        error: None,
+    };
+    assert!(s.finish_connection_test("dp-2", "ct-1", &result, now).await.is_err(), "only the data plane that took it reports");
+    s.finish_connection_test("dp-1", "ct-1", &result, now + 5).await.unwrap();
+    assert!(s.finish_connection_test("dp-1", "ct-1", &result, now + 6).await.is_err(), "a result is final");
+    let done = s.get_connection_test(&a, "ct-1").await.unwrap();
+    assert_eq!((done.data_plane.as_deref(), done.finished_at, done.result), (Some("dp-1"), Some(now + 5), Some(result)));
+    assert!(
+        matches!(s.get_connection_test(&b, "ct-1").await, Err(StoreError::NotFound(_))),
+        "another tenant's test is not found"
+    );
+
+    let report = |connection: &str, available: f64| RateLimitReport {
+        data_plane: "dp-1".into(),
+        connection: connection.into(),
+        bucket: "core".into(),
+        capacity: 5000.0,
+        window_seconds: 3600.0,
+        available,
+        waiting: 0,
+        paused_for_seconds: None,
+        reported_at: now,
+    };
+    s.replace_rate_limits("dp-1", &[(a.clone(), report("gh", 4990.0)), (b.clone(), report("gh_b", 12.0))]).await.unwrap();
+    // Reports of a data plane that is not enrolled are not shown; an enrolled one's are, per tenant.
+    assert!(s.rate_limits(&a).await.unwrap().is_empty());
+    s.create_enrollment_token("ct-tok", "ct", "operator", now, now + 60_000).await.unwrap();
+    let dp = DataPlane {
+        id: "dp-1".into(),
+        region: String::new(),
+        hostname: "host".into(),
+        version: "0.1.0".into(),
+        enrolled_at: now,
+        last_heartbeat_at: None,
+        acked_revision: 0,
+        latest_revision: 0,
+        audit_pending: 0,
+        enrolled_by: None,
+        credential_sha256: "ct-cred".into(),
+    };
+    s.enroll("ct-tok", dp).await.unwrap();
+    assert_eq!(s.rate_limits(&a).await.unwrap(), [report("gh", 4990.0)]);
+    assert_eq!(s.rate_limits(&b).await.unwrap(), [report("gh_b", 12.0)]);
+    // The next heartbeat replaces the last; removing the data plane removes its reports.
+    s.replace_rate_limits("dp-1", &[(a.clone(), report("gh", 10.0))]).await.unwrap();
+    assert_eq!(s.rate_limits(&a).await.unwrap(), [report("gh", 10.0)]);
+    assert!(s.rate_limits(&b).await.unwrap().is_empty());
+    s.delete_data_plane("dp-1").await.unwrap();
+    assert!(s.rate_limits(&a).await.unwrap().is_empty());
 }
 
 async fn principals_carry_groups_and_attributes_and_events_their_policy_revision(s: &SqlStore) {

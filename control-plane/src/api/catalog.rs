@@ -20,6 +20,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/connectors", get(list_connectors).post(publish_connector))
         .route("/v1/tenants/{tenant}/connections", get(list_connections).post(create_connection))
         .route("/v1/tenants/{tenant}/connections/{name}", get(get_connection).delete(delete_connection))
+        .route("/v1/tenants/{tenant}/connections/{name}/test", axum::routing::post(test_connection))
+        .route("/v1/tenants/{tenant}/rate-limits", get(rate_limits))
         .route("/v1/tenants/{tenant}/policies", get(list_policies))
         .route("/v1/tenants/{tenant}/principals/{principal}/access", get(explain_policy))
         .route("/v1/tenants/{tenant}/policies/{name}", get(policy_versions).put(put_policy).delete(delete_policy))
@@ -233,6 +235,93 @@ pub async fn delete_connection(
     state.store.delete_connection(&tenant, &name).await?;
     state.config_changed();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The rate-limit buckets of the tenant's connections, as each data plane of its region last reported
+/// them (every few seconds): how many requests each could send at once, and how many wait.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/rate-limits", tag = "connections", params(("tenant" = String, Path)),
+    responses((status = 200, body = Vec<RateLimitReport>), (status = 404, body = ErrorBody)))]
+pub async fn rate_limits(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> Result<axum::Json<Vec<RateLimitReport>>, ApiError> {
+    let tenant = caller.reader_of(&tenant)?;
+    Ok(axum::Json(state.store.rate_limits(&tenant).await?))
+}
+
+/// How long a test waits for a data plane to take it and report.
+const TEST_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A data plane counts as connected when its last heartbeat is this recent.
+const CONNECTED_MS: i64 = 30_000;
+
+/// Asks a data plane of the tenant's region to read one row through the connection, with its
+/// credentials, and answers with what it found (`result.ok` false with the error when the API refused
+/// or failed). No row leaves the data plane; the data plane audits the read.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/connections/{name}/test", tag = "connections",
+    params(("tenant" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = ConnectionTest), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn test_connection(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Result<axum::Json<ConnectionTest>, ApiError> {
+    let tenant_id = caller.admin_of(&tenant)?;
+    let tenant = state.store.get_tenant(&tenant_id).await?;
+    state.store.get_connection(&tenant_id, &name).await?;
+    let now = now_ms();
+    let connected = state
+        .store
+        .list_data_planes()
+        .await?
+        .into_iter()
+        .any(|dp| dp.region == tenant.region && dp.last_heartbeat_at.is_some_and(|at| now - at < CONNECTED_MS));
+    if !connected {
+        return Err(ApiError::Unavailable(format!(
+            "no data plane of region `{}` is connected (none sent a heartbeat in the last {} s): start or enroll one, then test again",
+            tenant.region,
+            CONNECTED_MS / 1000
+        )));
+    }
+    let test = ConnectionTest {
+        id: format!("ct-{}", uuid::Uuid::now_v7().simple()),
+        connection: name,
+        requested_by: caller.principal.id.clone(),
+        requested_at: now,
+        data_plane: None,
+        finished_at: None,
+        result: None,
+    };
+    let mut woken = state.tests.subscribe();
+    state.store.create_connection_test(&tenant_id, &tenant.region, &test).await?;
+    state.tests_changed();
+    let deadline = tokio::time::Instant::now() + TEST_WAIT;
+    loop {
+        let current = state.store.get_connection_test(&tenant_id, &test.id).await?;
+        if current.result.is_some() {
+            return Ok(axum::Json(current));
+        }
+        // Reports reach this replica's watch at once; another replica's, at the next look.
+        let woke = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + std::time::Duration::from_millis(250)),
+            woken.changed(),
+        );
+        let _ = woke.await;
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::Unavailable(match current.data_plane {
+                Some(dp) => format!(
+                    "data plane `{dp}` took the test but did not report within {} s; its log says why",
+                    TEST_WAIT.as_secs()
+                ),
+                None => format!(
+                    "no data plane of region `{}` took the test within {} s (are they running this version?); try again",
+                    tenant.region,
+                    TEST_WAIT.as_secs()
+                ),
+            }));
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -39,6 +39,8 @@ pub struct AppState {
     pub default_key_id: String,
     /// Bumped after every configuration change, so data-plane watches wake at once.
     pub changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Bumped when a connection test is asked for or reported, so data planes and waiting admins wake.
+    pub tests: Arc<tokio::sync::watch::Sender<u64>>,
     /// Verifies OIDC sign-in tokens against the issuers tenants trust.
     pub oidc: omnisql_oidc::Verifier,
     in_flight: Arc<Mutex<HashSet<(TenantId, String)>>>,
@@ -57,6 +59,7 @@ impl AppState {
             sealer,
             default_key_id,
             changes: Arc::new(tokio::sync::watch::channel(0).0),
+            tests: Arc::new(tokio::sync::watch::channel(0).0),
             oidc: omnisql_oidc::Verifier::new(),
             in_flight: Arc::default(),
         }
@@ -71,6 +74,11 @@ impl AppState {
     /// Wakes every configuration watch.
     pub fn config_changed(&self) {
         self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Wakes data planes waiting for connection tests, and admins waiting for results.
+    pub fn tests_changed(&self) {
+        self.tests.send_modify(|n| *n += 1);
     }
 }
 

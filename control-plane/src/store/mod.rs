@@ -161,6 +161,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // --- configuration for data planes ---
     /// The latest configuration revision.
+    /// Replaces what `data_plane` last reported of its rate-limit buckets.
+    async fn replace_rate_limits(&self, data_plane: &str, reports: &[(TenantId, RateLimitReport)]) -> Result<()>;
+    /// The tenant's buckets as each data plane last reported them.
+    async fn rate_limits(&self, tenant: &TenantId) -> Result<Vec<RateLimitReport>>;
+
+    /// Queues a connection test for a data plane of `region`.
+    async fn create_connection_test(&self, tenant: &TenantId, region: &str, test: &ConnectionTest) -> Result<()>;
+    async fn get_connection_test(&self, tenant: &TenantId, id: &str) -> Result<ConnectionTest>;
+    /// Hands `data_plane` the tests of `region` requested since `since` that no data plane has taken.
+    async fn claim_connection_tests(
+        &self,
+        region: &str,
+        data_plane: &str,
+        since: i64,
+        now: i64,
+    ) -> Result<Vec<(TenantId, ConnectionTest)>>;
+    /// Records the result of a test `data_plane` took (once; a second report is refused).
+    async fn finish_connection_test(&self, data_plane: &str, id: &str, result: &ConnectionTestResult, now: i64) -> Result<()>;
+
     async fn revision(&self) -> Result<i64>;
     /// The tenants of `region` changed after revision `since` (all of them when `since` is 0).
     async fn region_changes(&self, region: &str, since: i64) -> Result<RegionChanges>;

@@ -256,6 +256,19 @@ fn data_plane_row(r: &AnyRow) -> Result<DataPlane> {
     })
 }
 
+fn connection_test_row(r: &AnyRow) -> Result<ConnectionTest> {
+    let result: Option<String> = r.try_get("result")?;
+    Ok(ConnectionTest {
+        id: r.try_get("id")?,
+        connection: r.try_get("connection")?,
+        requested_by: r.try_get("requested_by")?,
+        requested_at: r.try_get("requested_at")?,
+        data_plane: r.try_get("data_plane")?,
+        finished_at: r.try_get("finished_at")?,
+        result: result.map(|j| serde_json::from_str(&j)).transpose().map_err(|e| StoreError::Invalid(e.to_string()))?,
+    })
+}
+
 fn audit_row(r: &AnyRow) -> Result<AuditEvent> {
     Ok(AuditEvent {
         event: NewAuditEvent {
@@ -273,6 +286,8 @@ fn audit_row(r: &AnyRow) -> Result<AuditEvent> {
             started_at: r.try_get("started_at")?,
             data_plane: r.try_get("data_plane")?,
             policy_revision: r.try_get("policy_revision")?,
+            api_requests_by_app: parse_json(&r.try_get::<String, _>("api_requests_by_app")?, "audit requests by app")?,
+            cache_hits: r.try_get("cache_hits")?,
         },
         seq: r.try_get("seq")?,
         received_at: r.try_get("received_at")?,
@@ -300,7 +315,7 @@ const TENANT_COLUMNS: &str =
     "id, name, region, key_id, weight, statement_timeout_seconds, max_concurrent_queries, created_at, oidc, opa";
 const KEY_COLUMNS: &str =
     "k.tenant_id, k.id, k.principal_id, k.prefix, k.sha256, k.created_at, k.expires_at, k.revoked_at, k.last_used_at";
-const AUDIT_COLUMNS: &str = "tenant_id, seq, id, principal, sql, tables, api_requests, rows, bytes, duration_ms, outcome, error, started_at, data_plane, received_at, hash, policy_revision";
+const AUDIT_COLUMNS: &str = "tenant_id, seq, id, principal, sql, tables, api_requests, rows, bytes, duration_ms, outcome, error, started_at, data_plane, received_at, hash, policy_revision, api_requests_by_app, cache_hits";
 /// A principal's own columns.
 const PRINCIPAL_COLUMNS: &str = "tenant_id, id, kind, role, created_at, regions, group_names, attributes";
 /// A key's principal, joined as `p`.
@@ -905,6 +920,7 @@ impl Store for SqlStore {
 
     async fn delete_data_plane(&self, id: &str) -> Result<()> {
         let mut tx = self.begin(ALL_TENANTS).await?;
+        sqlx::query("DELETE FROM rate_limits WHERE data_plane = $1").bind(id.to_string()).execute(&mut *tx).await?;
         let done = sqlx::query("DELETE FROM data_planes WHERE id = $1").bind(id.to_string()).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("data plane `{id}`")));
@@ -925,6 +941,130 @@ impl Store for SqlStore {
             .bind(region.to_string())
             .execute(&mut *tx)
             .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn replace_rate_limits(&self, data_plane: &str, reports: &[(TenantId, RateLimitReport)]) -> Result<()> {
+        let mut tx = self.begin(ALL_TENANTS).await?;
+        sqlx::query("DELETE FROM rate_limits WHERE data_plane = $1").bind(data_plane.to_string()).execute(&mut *tx).await?;
+        for (tenant, r) in reports {
+            sqlx::query(
+                "INSERT INTO rate_limits (data_plane, tenant_id, connection, bucket, capacity, window_seconds, available, waiting,
+                   paused_for_seconds, reported_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (data_plane, tenant_id, connection, bucket) DO NOTHING",
+            )
+            .bind(data_plane.to_string())
+            .bind(tenant.0.clone())
+            .bind(r.connection.clone())
+            .bind(r.bucket.clone())
+            .bind(r.capacity)
+            .bind(r.window_seconds)
+            .bind(r.available)
+            .bind(r.waiting)
+            .bind(r.paused_for_seconds)
+            .bind(r.reported_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rate_limits(&self, tenant: &TenantId) -> Result<Vec<RateLimitReport>> {
+        let mut tx = self.begin(&tenant.0).await?;
+        let rows = sqlx::query(
+            "SELECT * FROM rate_limits WHERE tenant_id = $1 AND data_plane IN (SELECT id FROM data_planes)
+               ORDER BY connection, bucket, data_plane",
+        )
+        .bind(tenant.0.clone())
+        .fetch_all(&mut *tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RateLimitReport {
+                    data_plane: r.try_get("data_plane")?,
+                    connection: r.try_get("connection")?,
+                    bucket: r.try_get("bucket")?,
+                    capacity: r.try_get("capacity")?,
+                    window_seconds: r.try_get("window_seconds")?,
+                    available: r.try_get("available")?,
+                    waiting: r.try_get("waiting")?,
+                    paused_for_seconds: r.try_get("paused_for_seconds")?,
+                    reported_at: r.try_get("reported_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_connection_test(&self, tenant: &TenantId, region: &str, test: &ConnectionTest) -> Result<()> {
+        let mut tx = self.begin(&tenant.0).await?;
+        sqlx::query(
+            "INSERT INTO connection_tests (id, tenant_id, connection, region, requested_by, requested_at)
+               VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(test.id.clone())
+        .bind(tenant.0.clone())
+        .bind(test.connection.clone())
+        .bind(region.to_string())
+        .bind(test.requested_by.clone())
+        .bind(test.requested_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_connection_test(&self, tenant: &TenantId, id: &str) -> Result<ConnectionTest> {
+        let mut tx = self.begin(&tenant.0).await?;
+        let row = sqlx::query("SELECT * FROM connection_tests WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.0.clone())
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::from)
+            .map_err(not_found(format!("connection test `{id}`")))?;
+        connection_test_row(&row)
+    }
+
+    async fn claim_connection_tests(
+        &self,
+        region: &str,
+        data_plane: &str,
+        since: i64,
+        now: i64,
+    ) -> Result<Vec<(TenantId, ConnectionTest)>> {
+        let mut tx = self.begin(ALL_TENANTS).await?;
+        // One statement: of data planes claiming at once, each test goes to exactly one.
+        let rows = sqlx::query(
+            "UPDATE connection_tests SET data_plane = $1, claimed_at = $2
+               WHERE data_plane IS NULL AND region = $3 AND requested_at >= $4 RETURNING *",
+        )
+        .bind(data_plane.to_string())
+        .bind(now)
+        .bind(region.to_string())
+        .bind(since)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(|r| Ok((TenantId(r.try_get("tenant_id")?), connection_test_row(r)?))).collect()
+    }
+
+    async fn finish_connection_test(&self, data_plane: &str, id: &str, result: &ConnectionTestResult, now: i64) -> Result<()> {
+        let mut tx = self.begin(ALL_TENANTS).await?;
+        let json = serde_json::to_string(result).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let done = sqlx::query(
+            "UPDATE connection_tests SET finished_at = $1, result = $2 WHERE id = $3 AND data_plane = $4 AND finished_at IS NULL",
+        )
+        .bind(now)
+        .bind(json)
+        .bind(id.to_string())
+        .bind(data_plane.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("open connection test `{id}` taken by this data plane")));
         }
         tx.commit().await?;
         Ok(())
@@ -1029,7 +1169,7 @@ impl Store for SqlStore {
                     seq += 1;
                     hash = audit::chain_hash(&hash, seq, e);
                     sqlx::query(AssertSqlSafe(format!(
-                        "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+                        "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
                     )))
                     .bind(tenant.0.clone())
                     .bind(seq)
@@ -1048,6 +1188,8 @@ impl Store for SqlStore {
                     .bind(received_at)
                     .bind(hash.clone())
                     .bind(e.policy_revision.clone())
+                    .bind(json(&e.api_requests_by_app))
+                    .bind(e.cache_hits)
                     .execute(&mut *tx)
                     .await
                     .map_err(StoreError::from)

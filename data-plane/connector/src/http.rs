@@ -63,6 +63,8 @@ pub struct QueryContext {
     /// finish instead of every query getting a little.
     seq: u64,
     api_requests: AtomicU64,
+    /// The same requests by app (e.g. `GitHub`), for usage reports.
+    requests_by_app: Mutex<BTreeMap<&'static str, u64>>,
     cache_hits: AtomicU64,
     /// How long the query waited for one of its tenant's query slots.
     queued_ms: AtomicU64,
@@ -139,12 +141,17 @@ impl QueryContext {
     pub fn api_requests(&self) -> u64 {
         self.api_requests.load(Ordering::Relaxed)
     }
+    /// Upstream requests sent, by app.
+    pub fn api_requests_by_app(&self) -> BTreeMap<String, u64> {
+        self.requests_by_app.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(a, n)| (a.to_string(), *n)).collect()
+    }
     /// The first requests sent, as `GET url` lines.
     pub fn request_log(&self) -> Vec<String> {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
-    fn record(&self, line: String) {
+    fn record(&self, app: &'static str, line: String) {
         self.api_requests.fetch_add(1, Ordering::Relaxed);
+        *self.requests_by_app.lock().unwrap_or_else(|e| e.into_inner()).entry(app).or_default() += 1;
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         if log.len() < LOG_LIMIT {
             log.push(line);
@@ -670,7 +677,7 @@ impl ApiClient {
                     .acquire()
                     .await
                     .map_err(|_| ConnectorError::DeadlineExceeded { app, connection: self.connection.clone() })?;
-                q.record(format!("{} {shown}", if body.is_some() { "POST" } else { "GET" }));
+                q.record(app, format!("{} {shown}", if body.is_some() { "POST" } else { "GET" }));
                 omnisql_telemetry::observe(
                     &metrics.upstream_wait_seconds,
                     omnisql_telemetry::labels([("app", app)]),

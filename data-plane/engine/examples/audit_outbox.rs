@@ -25,6 +25,7 @@ fn event(id: String) -> AuditEvent {
         error: None,
         started_at: 0,
         policy_revision: String::new(),
+        ..Default::default()
     }
 }
 

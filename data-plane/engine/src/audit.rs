@@ -9,7 +9,7 @@
 //! event. A shipper reads events past the acknowledged offset ([`Outbox::pending`]), sends them, and
 //! advances the offset ([`Outbox::acknowledge`]); the file is truncated once everything is shipped.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use serde::{Deserialize, Serialize};
 
 /// One query attempt, as the control plane stores it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// Unique per attempt; the control plane stores an id once however often it is shipped.
     pub id: String,
@@ -40,6 +40,12 @@ pub struct AuditEvent {
     /// The tenant's policies the query was checked against (`name@version,…`; empty: none).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub policy_revision: String,
+    /// `api_requests` by app (e.g. `GitHub`), for usage per app.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_requests_by_app: BTreeMap<String, u64>,
+    /// Answers served from the response cache instead of an upstream request.
+    #[serde(default)]
+    pub cache_hits: u64,
 }
 
 /// Tenant of attempts that could not be tied to one (unknown or revoked keys).
@@ -127,7 +133,7 @@ impl Outbox {
                     outcome: "interrupted".into(),
                     error: Some("the data plane stopped while the query ran".into()),
                     started_at: *started_at,
-                    policy_revision: String::new(),
+                    ..Default::default()
                 };
                 let mut line = serde_json::to_vec(&Record::End(event)).map_err(|_| OutboxError::Stopped)?;
                 line.push(b'\n');
@@ -386,7 +392,7 @@ mod tests {
             outcome: "ok".into(),
             error: None,
             started_at: 0,
-            policy_revision: String::new(),
+            ..Default::default()
         }
     }
 

@@ -25,6 +25,7 @@ pub mod governed;
 pub use omnisql_policy as policy;
 pub mod guard;
 pub mod plans;
+pub mod pool;
 pub mod postgres;
 pub mod resources;
 pub mod results;
@@ -59,13 +60,13 @@ pub const DEFAULT_CACHE_TTL_SECS: u64 = 60;
 /// [`StatementLimits`] admit (tests/isolation.rs runs each limit at its value on threads this size).
 pub const THREAD_STACK_BYTES: usize = 32 << 20;
 
-/// Runtime threads for a process that runs queries: eight per core. Some operator steps are long and
-/// synchronous (sorting a buffer as large as the query's memory share, building a join's hash table);
-/// with more threads than cores the operating system shares the CPU between them, so one tenant's heavy
-/// step never leaves another tenant's query waiting for a thread (measured by `omnisql bench`'s noisy
-/// neighbour: other tenants' p99 12× their unloaded p99 with one thread per core, 3.1× with four, 2.0×
-/// with eight, debug build on 2 cores).
-pub fn worker_threads() -> usize {
+/// Threads of the [`pool::QueryPool`] that runs query operators: eight per core. Some operator steps are
+/// long and synchronous (sorting a buffer as large as the query's memory share, building a join's hash
+/// table); with more threads than cores the operating system shares the CPU between them, so one
+/// tenant's heavy step never leaves another tenant's query waiting for a thread (measured by `omnisql
+/// bench`'s noisy neighbour: other tenants' p99 12× their unloaded p99 with one thread per core, 3.1×
+/// with four, 2.0× with eight, debug build on 2 cores, when requests and operators shared one runtime).
+pub fn operator_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()).saturating_mul(8).clamp(8, 256)
 }
 
@@ -191,6 +192,9 @@ pub struct EngineOptions {
     /// the data plane's operator chooses which servers its pods may reach; a tenant naming another is
     /// refused every table.
     pub opa_allowed_urls: Vec<String>,
+    /// Run query operators on a [`pool::QueryPool`] of this many threads, apart from the caller's
+    /// runtime (the data plane: [`operator_threads`]); `None` runs them where the result is read.
+    pub operator_threads: Option<usize>,
 }
 
 impl EngineOptions {
@@ -231,6 +235,7 @@ impl Default for EngineOptions {
             fair_cpu_cores: Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
             oidc: omnisql_oidc::Verifier::new(),
             opa_allowed_urls: Vec::new(),
+            operator_threads: None,
         }
     }
 }
@@ -312,6 +317,8 @@ pub struct Engine {
     plans: plans::PlanCache,
     /// Postgres clients' `pg_catalog` by caller and configuration ([`Engine::pg_catalog`]).
     pg_catalogs: Mutex<HashMap<(Caller, u64), Arc<dyn SchemaProvider>>>,
+    /// Where query operators run, when not on the runtime that reads the result.
+    pool: Option<pool::QueryPool>,
 }
 
 /// A query ready to run: its plan (or a kept result), the context that counts its upstream requests,
@@ -408,6 +415,12 @@ impl Engine {
             datafusion::execution::FunctionRegistry::register_udf(&mut parser, f.clone()).map_err(EngineError::Runtime)?;
         }
         let cpu = options.fair_cpu_cores.map(cpu::CpuScheduler::new);
+        let pool = match options.operator_threads {
+            Some(threads) => {
+                Some(pool::QueryPool::new(threads).map_err(|e| EngineError::Runtime(DataFusionError::External(Box::new(e))))?)
+            }
+            None => None,
+        };
         let engine = Engine {
             logs: Arc::default(),
             current: Default::default(),
@@ -429,6 +442,7 @@ impl Engine {
             pg_catalogs: Default::default(),
             plans: Default::default(),
             ran: Default::default(),
+            pool,
         };
         engine.apply(config)?;
         Ok(engine)
@@ -1128,10 +1142,16 @@ impl Engine {
                 }
                 Err(reused) => reused,
             };
+            // Operators that start tasks as they are executed start them on the pool.
+            let _on_pool = self.pool.as_ref().and_then(pool::QueryPool::enter);
             datafusion::physical_plan::execute_stream(plan, task)
         };
         let stream = contain::catch(deadline, timeout, run).await?;
         let stream: SendableRecordBatchStream = Box::pin(contain::Contained::new(stream, deadline, timeout, slot));
+        let stream = match &self.pool {
+            Some(pool) => pool.drive(stream),
+            None => stream,
+        };
         Ok(match (keep, &self.results) {
             (Some(mut keep), Some(results)) => {
                 // Identical statements planned from now on wait for this run (unless one already runs).
@@ -1158,6 +1178,70 @@ impl Engine {
         self.resources.reserved()
     }
 
+    /// Every tenant connection's rate-limit buckets as they stand now: (tenant, connection, bucket). A
+    /// bucket shared by connections with the same credentials is listed under each.
+    pub fn rate_limits(&self) -> Vec<(TenantId, String, omnisql_connector::governor::BucketState)> {
+        let Some(governor) = &self.governor else { return Vec::new() };
+        let buckets = governor.snapshot();
+        let current = self.current();
+        let mut out = Vec::new();
+        for (tenant, t) in &current.tenants {
+            for schema in &t.schemas {
+                for b in buckets.iter().filter(|b| b.credential == schema.credential()) {
+                    out.push((tenant.clone(), schema.name().to_string(), b.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads one row with `connection`'s credentials, fresh from its API, from the first of its tables (by
+    /// name) that needs no filter: the check behind an admin's "test connection". Policies do not apply,
+    /// since no row leaves the data plane — only how many tables there are, which was read, and the count.
+    pub async fn test_connection(
+        &self,
+        tenant: &TenantId,
+        connection: &str,
+        context: Arc<QueryContext>,
+    ) -> Result<ConnectionCheck, DataFusionError> {
+        let schema = self.schemas(tenant).into_iter().find(|s| s.name() == connection).ok_or_else(|| {
+            DataFusionError::Plan(format!(
+                "this data plane has no connection `{connection}` for the tenant (its configuration may still be on the way; retry in a few seconds)"
+            ))
+        })?;
+        let deadline = context.deadline.unwrap_or_else(|| Instant::now() + self.options.query_timeout);
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let caller = Caller::new(&tenant.0, "connection-test");
+        let ctx = self.session(&caller, context, false)?;
+        let check = async {
+            let mut tables = schema.tables().await?;
+            tables.sort();
+            for table in &tables {
+                let Some(provider) = schema.table(table).await? else { continue };
+                // Up to the first row: dropping the stream then stops any further page.
+                let read = async {
+                    let scan = provider.scan(&ctx.state(), None, &[], Some(1)).await?;
+                    let one = Arc::new(datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(scan));
+                    let mut stream = datafusion::physical_plan::execute_stream(one, ctx.task_ctx())?;
+                    while let Some(batch) = futures::StreamExt::next(&mut stream).await {
+                        if batch?.num_rows() > 0 {
+                            return Ok::<_, DataFusionError>(1);
+                        }
+                    }
+                    Ok(0)
+                };
+                match read.await {
+                    Ok(rows) => return Ok(ConnectionCheck { tables: tables.len(), table: Some(table.clone()), rows }),
+                    // A table the API cannot list without a filter (e.g. a search) is skipped: nothing was sent.
+                    Err(e) if required_filter(&e) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(ConnectionCheck { tables: tables.len(), table: None, rows: 0 })
+        };
+        contain::catch(deadline, timeout, check).await
+    }
+
     /// Plans and collects, for tests and the CLI.
     pub async fn query(
         &self,
@@ -1170,6 +1254,38 @@ impl Engine {
         let batches = datafusion::physical_plan::common::collect(self.execute(q).await?).await?;
         Ok((batches, context.api_requests()))
     }
+}
+
+/// What [`Engine::test_connection`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionCheck {
+    pub tables: usize,
+    /// The table read; `None` when every table needs a filter (or there are none).
+    pub table: Option<String>,
+    pub rows: usize,
+}
+
+/// Whether `e` says a table cannot be scanned without a filter on some column.
+fn required_filter(e: &DataFusionError) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if matches!(
+            err.downcast_ref::<omnisql_connector::ConnectorError>(),
+            Some(omnisql_connector::ConnectorError::RequiredFilter { .. })
+        ) {
+            return true;
+        }
+        if let Some(DataFusionError::External(inner)) = err.downcast_ref::<DataFusionError>()
+            && matches!(
+                inner.downcast_ref::<omnisql_connector::ConnectorError>(),
+                Some(omnisql_connector::ConnectorError::RequiredFilter { .. })
+            )
+        {
+            return true;
+        }
+        current = err.source();
+    }
+    false
 }
 
 /// The policy refusal inside a DataFusion error, if any.

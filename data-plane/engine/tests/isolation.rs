@@ -27,7 +27,8 @@ fn limited_engine(
             t
         })
         .collect();
-    let options = EngineOptions { cache_bytes: None, memory, ..Default::default() };
+    // Operators on a pool of their own, as in the data plane.
+    let options = EngineOptions { cache_bytes: None, memory, operator_threads: Some(4), ..Default::default() };
     Arc::new(Engine::new(&testing::config(tenants), options).unwrap())
 }
 
@@ -219,9 +220,11 @@ async fn a_tenant_runs_at_most_its_slots_and_others_are_not_held_up() {
     let sb = sandbox(SandboxConfig::default()).await;
     let engine =
         limited_engine(&sb, MemoryLimits::for_process(256 << 20), &[("busy", Some(1), Some(1)), ("calm", None, Some(1))]);
-    // The busy tenant's one slot is held by a query whose result nobody reads yet.
+    // The busy tenant's one slot is held by a query whose result nobody reads yet (more batches than the
+    // operator pool buffers, so its operators cannot finish ahead of the reader).
     let mut settings = QuerySettings::default();
-    let held = engine.plan(&of("busy"), "SELECT 1", None, &mut settings).await.unwrap().unwrap();
+    let held =
+        engine.plan(&of("busy"), "SELECT v FROM generate_series(1, 100000) t(v)", None, &mut settings).await.unwrap().unwrap();
     let held = engine.execute(held).await.unwrap();
     let t = Instant::now();
     let e = error_of(&engine, &of("busy"), "SELECT 2").await;

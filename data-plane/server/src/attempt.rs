@@ -101,6 +101,8 @@ impl Attempt {
             sql: std::mem::take(&mut self.sql),
             tables: std::mem::take(&mut self.tables),
             api_requests: self.context.as_ref().map(|c| c.api_requests()).unwrap_or(0),
+            api_requests_by_app: self.context.as_ref().map(|c| c.api_requests_by_app()).unwrap_or_default(),
+            cache_hits: self.context.as_ref().map(|c| c.cache_hits()).unwrap_or(0),
             rows: self.streamed.rows.load(Ordering::Relaxed),
             bytes: self.streamed.bytes.load(Ordering::Relaxed),
             duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,

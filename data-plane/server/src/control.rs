@@ -217,14 +217,16 @@ pub async fn start(engine: Arc<Engine>, outbox: Arc<Outbox>, options: LinkOption
     }
 
     let engine = applier.engine.clone();
+    let applier_engine = engine.clone();
     let watch = tokio::spawn(watch_loop(client.clone(), applier, revision_tx));
     let heartbeat = tokio::spawn(heartbeat_loop(client.clone(), revision.clone(), outbox.clone(), engine));
+    let tests = tokio::spawn(tests_loop(client.clone(), applier_engine, outbox.clone()));
     let ship = tokio::spawn(ship_loop(client, outbox));
     Ok(ControlLink {
         data_plane_id: identity.data_plane_id,
         region: identity.region,
         revision,
-        tasks: vec![watch, heartbeat, ship],
+        tasks: vec![watch, heartbeat, tests, ship],
     })
 }
 
@@ -447,6 +449,20 @@ async fn heartbeat_loop(
             config_revision: request_revision,
             audit_pending: outbox.backlog() as u64,
             key_uses: unsent.iter().map(|(sha256, at)| v1::KeyUse { sha256: sha256.clone(), last_used_at: *at }).collect(),
+            rate_limits: engine
+                .rate_limits()
+                .into_iter()
+                .map(|(tenant, connection, b)| v1::RateLimit {
+                    tenant: tenant.0,
+                    connection,
+                    bucket: b.bucket,
+                    capacity: b.capacity,
+                    window_seconds: b.window_seconds,
+                    available: b.tokens.floor(),
+                    waiting: b.waiting.min(u32::MAX as usize) as u32,
+                    paused_for_seconds: b.paused_for_seconds,
+                })
+                .collect(),
         };
         match client.heartbeat(request).await {
             Ok(response) => {
@@ -465,6 +481,79 @@ async fn heartbeat_loop(
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
     }
+}
+
+/// Longest a connection test may take (the control plane waits 20 s for the report).
+const TEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Runs the connection tests admins ask for, each as soon as it arrives, and reports each.
+async fn tests_loop(mut client: Client, engine: Arc<Engine>, outbox: Arc<Outbox>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match client.tests(v1::TestsRequest {}).await {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                while let Ok(Some(test)) = stream.message().await {
+                    backoff = Duration::from_millis(200);
+                    let (mut client, engine, outbox) = (client.clone(), engine.clone(), outbox.clone());
+                    tokio::spawn(async move {
+                        let report = run_test(&engine, &outbox, test).await;
+                        if let Err(status) = client.report_test(report).await {
+                            tracing::warn!(error = %status.message(), "cannot report a connection test");
+                        }
+                    });
+                }
+            }
+            Err(status) => tracing::debug!(error = %status.message(), "cannot take connection tests yet"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(3));
+    }
+}
+
+/// One connection test, audited like a query of the admin who asked.
+async fn run_test(engine: &Arc<Engine>, outbox: &Arc<Outbox>, test: v1::ConnectionTest) -> v1::TestReport {
+    let caller = omnisql_engine::Caller::new(&test.tenant, &test.requested_by);
+    let sql = format!("-- connection test: one row of the first table of `{}`", test.connection);
+    let mut attempt = crate::attempt::Attempt::start(engine, &Some(outbox.clone()), Some(&caller), &sql, None);
+    let mut context = omnisql_connector::QueryContext::with_deadline(Some(std::time::Instant::now() + TEST_TIMEOUT));
+    context.max_staleness = Some(Duration::ZERO);
+    context.principal = test.requested_by.clone();
+    let context = Arc::new(context);
+    attempt.context = Some(context.clone());
+    let started = std::time::Instant::now();
+    let result = engine.test_connection(&caller.tenant, &test.connection, context.clone()).await;
+    let mut report = v1::TestReport {
+        id: test.id,
+        api_requests: context.api_requests(),
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        ..Default::default()
+    };
+    let audited = match result {
+        Ok(check) => {
+            report.ok = true;
+            report.tables = check.tables.min(u32::MAX as usize) as u32;
+            report.rows = check.rows as u64;
+            if let Some(table) = check.table {
+                attempt.tables.push(format!("{}.{table}", test.connection));
+                report.table = table;
+            }
+            attempt.finish("ok", None).await
+        }
+        Err(e) => {
+            let status = crate::status::from_datafusion(&e);
+            report.error = status.message().to_string();
+            Err(attempt.fail("error", status).await)
+        }
+    };
+    if let Err(status) = audited
+        && report.ok
+    {
+        // The read could not be audited: it does not count as a working connection.
+        report.ok = false;
+        report.error = status.message().to_string();
+    }
+    report
 }
 
 /// Ships the audit outbox, oldest first, until every event is acknowledged.
@@ -508,6 +597,8 @@ async fn ship_loop(mut client: Client, outbox: Arc<Outbox>) {
                     started_at: e.started_at,
                     data_plane: String::new(),
                     policy_revision: e.policy_revision,
+                    api_requests_by_app: e.api_requests_by_app.into_iter().collect(),
+                    cache_hits: e.cache_hits,
                 })
                 .collect(),
         };
