@@ -26,7 +26,7 @@ impl Drop for Telemetry {
 }
 
 /// Installs logging and tracing for `service` (e.g. `omnisql-data-plane`); `OMNISQL_LOG` filters (else
-/// `default_filter`). Call it inside the Tokio runtime: the OTLP exporter runs on it.
+/// `default_filter`).
 pub fn init(service: &'static str, default_filter: &str) -> Telemetry {
     let exporting = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
         || std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some();
@@ -36,9 +36,9 @@ pub fn init(service: &'static str, default_filter: &str) -> Telemetry {
     let mut provider = SdkTracerProvider::builder().with_resource(resource);
     let mut export_error = None;
     if exporting {
-        match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
+        match exporter_on_its_own_thread() {
             Ok(exporter) => provider = provider.with_batch_exporter(exporter),
-            Err(e) => export_error = Some(e.to_string()),
+            Err(e) => export_error = Some(e),
         }
     }
     let provider = provider.build();
@@ -74,6 +74,29 @@ pub fn init(service: &'static str, default_filter: &str) -> Telemetry {
         tracing::warn!(error = %e, "cannot export traces over OTLP; spans stay local");
     }
     Telemetry { provider }
+}
+
+/// The OTLP/gRPC exporter, its connection driven by a runtime thread of its own: exports neither wait
+/// for the request threads (one per core, busy under load) nor take them.
+fn exporter_on_its_own_thread() -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("otlp-export".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let _ = tx.send(opentelemetry_otlp::SpanExporter::builder().with_tonic().build().map_err(|e| e.to_string()));
+                std::future::pending::<()>().await
+            });
+        })
+        .map_err(|e| e.to_string())?;
+    rx.recv().map_err(|_| "the export thread stopped".to_string())?
 }
 
 /// Makes `span` a child of the trace that `header` (a request's headers, by lower-case name) carries in
