@@ -192,11 +192,10 @@ async fn idempotency_keys_replay_per_tenant(s: &dyn Store) {
     assert_eq!(s.idempotent_response(&TenantId("i-b".into()), "k1").await.unwrap(), None);
 }
 
-async fn data_planes_enroll_once_and_receive_their_regions_changes(s: &dyn Store) {
-    let now = now_ms();
-    s.create_enrollment_token("tok-hash", "us", "operator", now, now + 60_000).await.unwrap();
-    let dp = DataPlane {
-        id: "dp-1".into(),
+/// A data plane about to enroll (its region comes from the token).
+fn data_plane(id: &str, credential_sha256: &str, now: i64) -> DataPlane {
+    DataPlane {
+        id: id.into(),
         region: String::new(),
         hostname: "host".into(),
         version: "0.1.0".into(),
@@ -206,8 +205,14 @@ async fn data_planes_enroll_once_and_receive_their_regions_changes(s: &dyn Store
         latest_revision: 0,
         audit_pending: 0,
         enrolled_by: None,
-        credential_sha256: "cred-hash".into(),
-    };
+        credential_sha256: credential_sha256.into(),
+    }
+}
+
+async fn data_planes_enroll_once_and_receive_their_regions_changes(s: &dyn Store) {
+    let now = now_ms();
+    s.create_enrollment_token("tok-hash", "us", "operator", now, now + 60_000).await.unwrap();
+    let dp = data_plane("dp-1", "cred-hash", now);
     let enrolled = s.enroll("tok-hash", dp.clone()).await.unwrap();
     assert_eq!((enrolled.region.as_str(), enrolled.enrolled_by.as_deref()), ("us", Some("operator")), "who minted the token");
     let mut again = dp.clone();
@@ -398,19 +403,7 @@ async fn connection_tests_go_to_one_data_plane_of_the_region_and_rate_limits_sta
     // Reports of a data plane that is not enrolled are not shown; an enrolled one's are, per tenant.
     assert!(s.rate_limits(&a).await.unwrap().is_empty());
     s.create_enrollment_token("ct-tok", "ct", "operator", now, now + 60_000).await.unwrap();
-    let dp = DataPlane {
-        id: "dp-1".into(),
-        region: String::new(),
-        hostname: "host".into(),
-        version: "0.1.0".into(),
-        enrolled_at: now,
-        last_heartbeat_at: None,
-        acked_revision: 0,
-        latest_revision: 0,
-        audit_pending: 0,
-        enrolled_by: None,
-        credential_sha256: "ct-cred".into(),
-    };
+    let dp = data_plane("dp-1", "ct-cred", now);
     s.enroll("ct-tok", dp).await.unwrap();
     assert_eq!(s.rate_limits(&a).await.unwrap(), [report("gh", 4990.0)]);
     assert_eq!(s.rate_limits(&b).await.unwrap(), [report("gh_b", 12.0)]);
