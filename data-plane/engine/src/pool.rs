@@ -134,7 +134,6 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     fn batch(v: i64) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
@@ -180,27 +179,24 @@ mod tests {
     #[tokio::test]
     async fn dropping_the_result_stops_the_operators() {
         let pool = QueryPool::new(1).unwrap();
-        let dropped = Arc::new(AtomicBool::new(false));
-        struct Flag(Arc<AtomicBool>);
+        /// Says when the operators are dropped.
+        struct Flag(Option<tokio::sync::oneshot::Sender<()>>);
         impl Drop for Flag {
             fn drop(&mut self) {
-                self.0.store(true, Ordering::SeqCst);
+                if let Some(tx) = self.0.take() {
+                    let _ = tx.send(());
+                }
             }
         }
-        let flag = Flag(dropped.clone());
+        let (tx, dropped) = tokio::sync::oneshot::channel();
+        let flag = Flag(Some(tx));
         // Never yields: like an operator waiting on a slow API.
         let items = futures::stream::poll_fn(move |_| -> Poll<Option<Result<RecordBatch, DataFusionError>>> {
             let _keep = &flag;
             Poll::Pending
         });
-        let s = pool.drive(stream(items));
-        drop(s);
-        for _ in 0..100 {
-            if dropped.load(Ordering::SeqCst) {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!("the operators were not dropped within a second");
+        drop(pool.drive(stream(items)));
+        let within = tokio::time::timeout(std::time::Duration::from_secs(1), dropped).await;
+        assert!(matches!(within, Ok(Ok(()))), "the operators were not dropped within a second");
     }
 }
