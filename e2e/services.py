@@ -258,7 +258,10 @@ def raw_salesforce(dev, soql: str) -> list[dict]:
 
 class OidcIssuer:
     """A real OIDC issuer on a free port: serves its discovery document and JWKS over HTTP, and signs ES256
-    tokens with keys it may publish or withdraw (a rotation); counts key-set requests."""
+    tokens with keys it may publish or withdraw (a rotation); counts key-set requests. It also runs the
+    browser flow (authorization code with PKCE `S256`): `/authorize` signs in whoever `login` names (its
+    claims) without asking, as if the browser had a session there, or answers `access_denied` when `login` is
+    None; `/token` redeems each code once, for the client, redirect URI and verifier it was issued to."""
 
     def __init__(self):
         import http.server
@@ -266,20 +269,42 @@ class OidcIssuer:
         self.keys = {}
         self.published = []
         self.jwks_requests = 0
+        self.login: dict | None = None
+        self.codes: dict[str, dict] = {}
         issuer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
-                if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": issuer.url, "jwks_uri": issuer.url + "/jwks"}
-                elif self.path == "/jwks":
+                url = urllib.parse.urlsplit(self.path)
+                if url.path == "/.well-known/openid-configuration":
+                    body = {"issuer": issuer.url, "jwks_uri": issuer.url + "/jwks",
+                            "authorization_endpoint": issuer.url + "/authorize", "token_endpoint": issuer.url + "/token"}
+                elif url.path == "/jwks":
                     issuer.jwks_requests += 1
                     body = {"keys": [issuer.jwk(kid) for kid in issuer.published]}
+                elif url.path == "/authorize":
+                    self.send_response(302)
+                    self.send_header("location", issuer.authorize(dict(urllib.parse.parse_qsl(url.query))))
+                    self.end_headers()
+                    return
                 else:
                     self.send_error(404)
                     return
+                self.answer(200, body)
+
+            def do_POST(self):
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(int(self.headers["content-length"] or 0)).decode()))
+                if self.path != "/token":
+                    self.send_error(404)
+                    return
+                try:
+                    self.answer(200, issuer.redeem(form))
+                except ValueError as e:
+                    self.answer(400, {"error": "invalid_grant", "error_description": str(e)})
+
+            def answer(self, status: int, body: dict):
                 data = json.dumps(body).encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
@@ -291,6 +316,36 @@ class OidcIssuer:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def authorize(self, q: dict) -> str:
+        """Where `/authorize` sends the browser: back to the client with a code, or with an error."""
+        def back(**params):
+            return q["redirect_uri"] + "?" + urllib.parse.urlencode({**params, "state": q.get("state", "")})
+
+        if q.get("response_type") != "code" or q.get("code_challenge_method") != "S256" or not q.get("code_challenge"):
+            return back(error="invalid_request", error_description="code flow with PKCE S256 only")
+        if self.login is None:
+            return back(error="access_denied", error_description="the user declined")
+        code = os.urandom(16).hex()
+        self.codes[code] = {**q, "claims": dict(self.login)}
+        return back(code=code)
+
+    def redeem(self, form: dict) -> dict:
+        """`/token`: an ID token for a code, once, if the client, redirect URI and verifier match."""
+        import base64
+        import hashlib
+
+        pending = self.codes.pop(form.get("code", ""), None)
+        if pending is None or form.get("grant_type") != "authorization_code":
+            raise ValueError("unknown or already redeemed code")
+        if (pending["client_id"], pending["redirect_uri"]) != (form.get("client_id"), form.get("redirect_uri")):
+            raise ValueError("the code was issued to another client or redirect URI")
+        digest = hashlib.sha256(form.get("code_verifier", "").encode()).digest()
+        if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != pending["code_challenge"]:
+            raise ValueError("PKCE verification failed")
+        kid = self.published[-1]
+        token = self.token(kid, audience=pending["client_id"], nonce=pending["nonce"], **pending["claims"])
+        return {"access_token": "opaque", "token_type": "Bearer", "expires_in": 300, "id_token": token}
 
     def new_key(self, kid: str, publish: bool = True):
         from cryptography.hazmat.primitives.asymmetric import ec

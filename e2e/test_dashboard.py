@@ -250,3 +250,71 @@ def test_dashboard_end_to_end(dev, browser, tmp_path):
     page.get_by_role("button", name="Delete connection gh_dash").click()
     page.get_by_text("gh_dash").first.wait_for(state="detached")
     assert errors == [], errors
+
+
+@pytest.fixture(scope="module")
+def dev_with_issuer(tmp_path_factory):
+    """`omnisql dev` whose demo tenant trusts a real (local, plain http) OIDC issuer for browser sign-in."""
+    from conftest import Dev
+    from services import Admin, OidcIssuer
+
+    issuer = OidcIssuer()
+    issuer.new_key("k1")
+    dev = Dev(tmp_path_factory.mktemp("dashboard-oidc"), "--oidc-allow-http")
+    admin = Admin(dev.endpoints["admin_api"], dev.endpoints["operator_key"])
+    admin.ok("PUT", "/v1/tenants/demo/oidc", {"issuer": issuer.url, "audience": "omnisql-dashboard", "principal_claim": "preferred_username"})
+    admin.ok("POST", "/v1/tenants/demo/principals", {"id": "ada", "kind": "user", "role": "tenant_admin"})
+    yield dev, issuer
+    dev.stop()
+    issuer.stop()
+
+
+def test_sign_in_through_the_tenants_identity_provider(dev_with_issuer, browser, tmp_path):
+    """The browser leaves for the issuer and comes back signed in (authorization code + PKCE, the control
+    plane redeeming the code); a declined sign-in and a person who is not a principal of the tenant each come
+    back to the sign-in page with the reason; signing out forgets the token."""
+    dev, issuer = dev_with_issuer
+    admin = dev.endpoints["admin_api"]
+    shots = shots_dir(tmp_path)
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    def sign_in(tenant: str):
+        page.goto(admin + "/")
+        page.get_by_role("textbox", name="Tenant").fill(tenant)
+        page.get_by_role("button", name="Continue to your identity provider").click()
+
+    issuer.login = {"sub": "u-1", "preferred_username": "ada"}
+    page.goto(admin + "/")
+    page.get_by_role("heading", name="Sign in with your identity provider").wait_for()
+    assert_accessible(page, "sign-in")
+    page.screenshot(path=str(shots / "sign-in.png"))
+    sign_in("demo")
+    page.get_by_text("ada · tenant admin · demo").wait_for()
+    page.get_by_role("heading", name="Connections", exact=True).wait_for()
+    assert page.url == admin + "/#/connections", page.url
+    stored = page.evaluate("() => Object.keys(sessionStorage)")
+    assert "omnisql.sign_in_tenant" in stored, stored
+    assert "code=" not in page.url and "token" not in page.url
+    # As a tenant admin it may change the tenant: a principal made through the page.
+    page.get_by_role("link", name="Principals & keys").click()
+    page.get_by_role("textbox", name="Id", exact=True).fill("made-by-ada")
+    page.get_by_role("button", name="Create principal").click()
+    page.get_by_role("cell", name="made-by-ada", exact=True).first.wait_for()
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("alert").filter(has_text="Signed out.").wait_for()
+    assert page.evaluate("() => sessionStorage.getItem('omnisql.api_key')") is None
+
+    # The issuer knows this person; the tenant does not.
+    issuer.login = {"sub": "u-2", "preferred_username": "mallory"}
+    sign_in("demo")
+    page.get_by_role("alert").filter(has_text="`mallory` signed in through the identity provider but is not a principal of tenant `demo`").wait_for()
+    # The person declines at the issuer.
+    issuer.login = None
+    sign_in("demo")
+    page.get_by_role("alert").filter(has_text="did not sign you in: access_denied").wait_for()
+    # A tenant that trusts no issuer (the same answer as one that does not exist).
+    sign_in("nobody")
+    page.get_by_role("alert").filter(has_text="tenant `nobody` does not sign in through an identity provider").wait_for()
+    assert errors == [], errors

@@ -75,6 +75,11 @@ pub struct ControlPlaneArgs {
     /// Accept tenants' OIDC issuers over plain `http` (development and tests only).
     #[arg(long, env = "OMNISQL_OIDC_ALLOW_HTTP")]
     pub oidc_allow_http: bool,
+    /// The URL browsers reach the admin API and dashboard at (e.g. `https://omnisql.example.com`): the
+    /// identity provider sends browsers back to `<URL>/v1/sign-in/callback`, which must be registered with
+    /// it. Without it, the host the browser used, over http (development only).
+    #[arg(long, env = "OMNISQL_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 impl ControlPlaneArgs {
@@ -92,6 +97,7 @@ impl ControlPlaneArgs {
             grpc_tls_cert: None,
             grpc_tls_key: None,
             oidc_allow_http: false,
+            public_url: None,
         }
     }
 }
@@ -136,6 +142,7 @@ pub async fn start_control_plane(args: &ControlPlaneArgs) -> Result<ControlPlane
         default_key_id: args.default_key_id.clone(),
         connectors: catalog().await,
         oidc_allow_http: args.oidc_allow_http,
+        public_url: args.public_url.clone(),
     };
     Ok(ControlPlane::start(options).await?)
 }

@@ -48,6 +48,7 @@ async fn control_plane(dir: &Path, grpc_addr: &str) -> ControlPlane {
         grpc_tls: None,
         bootstrap_key: None,
         oidc_allow_http: true,
+        public_url: None,
     })
     .await
     .unwrap()
@@ -301,6 +302,7 @@ async fn a_tls_control_plane_is_trusted_through_its_ca_and_refused_without_it() 
         ),
         bootstrap_key: None,
         oidc_allow_http: true,
+        public_url: None,
     })
     .await
     .unwrap();

@@ -1,9 +1,13 @@
 // OmniSQL admin dashboard: a client of the public /v1 API only. Every value is put on the page with
-// textContent (never parsed as HTML), and the API key lives in this tab's sessionStorage only.
+// textContent (never parsed as HTML), and the API key (or the ID token of a sign-in through the tenant's
+// identity provider) lives in this tab's sessionStorage only.
 
 const KEY = "omnisql.api_key";
 const TENANT = "omnisql.tenant";
-const session = { key: sessionStorage.getItem(KEY), me: null, tenant: null, tenants: [] };
+// The tenant whose identity provider signed this tab in: named on every call, since one issuer may serve
+// several tenants.
+const SIGNED_IN_TENANT = "omnisql.sign_in_tenant";
+const session = { key: sessionStorage.getItem(KEY), signedInTenant: sessionStorage.getItem(SIGNED_IN_TENANT), me: null, tenant: null, tenants: [] };
 
 // ---- the API ----
 
@@ -17,7 +21,9 @@ class ApiError extends Error {
 }
 
 async function api(method, path, body) {
-  const headers = { authorization: `Bearer ${session.key}` };
+  const headers = {};
+  if (session.key) headers.authorization = `Bearer ${session.key}`;
+  if (session.signedInTenant) headers["x-omnisql-tenant"] = session.signedInTenant;
   if (body !== undefined) headers["content-type"] = "application/json";
   let response;
   try {
@@ -28,7 +34,9 @@ async function api(method, path, body) {
   const text = await response.text();
   const json = text ? JSON.parse(text) : null;
   if (!response.ok) {
-    if (response.status === 401 && path !== "/v1/me") signOut("Your key was refused: " + new ApiError(401, json).message);
+    if (response.status === 401 && session.key && path !== "/v1/me") {
+      signOut((session.signedInTenant ? "Your sign-in ended or was refused: " : "Your key was refused: ") + new ApiError(401, json).message);
+    }
     throw new ApiError(response.status, json);
   }
   return json;
@@ -466,7 +474,9 @@ async function dataPlanesPage(main) {
 function signOut(message) {
   sessionStorage.removeItem(KEY);
   sessionStorage.removeItem(TENANT);
+  sessionStorage.removeItem(SIGNED_IN_TENANT);
   session.key = null;
+  session.signedInTenant = null;
   session.me = null;
   render(message);
 }
@@ -507,8 +517,33 @@ function signInPage(message) {
       throw e;
     }
   });
-  main.replaceChildren(form);
+  // Through the tenant's identity provider: the browser leaves for it and comes back to `#signed-in`.
+  const provider = submitting(h("form", { class: "card signin", "aria-labelledby": "signin-idp" },
+    h("h2", { id: "signin-idp" }, "Sign in with your identity provider"),
+    field("Tenant", "tenant", { required: true, placeholder: "e.g. acme" }),
+    h("button", { type: "submit", class: "secondary" }, "Continue to your identity provider")), async (v) => {
+    location.assign(`/v1/tenants/${encodeURIComponent(v.tenant)}/sign-in`);
+  });
+  main.replaceChildren(form, provider);
   form.querySelector("input").focus();
+}
+
+/** Back from the identity provider: take the sign-in's token (once), or the reason it failed. */
+async function returnFromProvider() {
+  const hash = location.hash;
+  if (hash !== "#signed-in" && !hash.startsWith("#sign-in-error=")) return null;
+  history.replaceState(null, "", location.pathname);
+  if (hash !== "#signed-in") return decodeURIComponent(hash.slice("#sign-in-error=".length));
+  try {
+    const signedIn = await api("POST", "/v1/sign-in/session");
+    session.key = signedIn.token;
+    session.signedInTenant = signedIn.tenant;
+    sessionStorage.setItem(KEY, signedIn.token);
+    sessionStorage.setItem(SIGNED_IN_TENANT, signedIn.tenant);
+    return null;
+  } catch (e) {
+    return e.message;
+  }
 }
 
 async function start() {
@@ -550,6 +585,7 @@ async function route() {
 
 async function render(message) {
   renderHeader();
+  message = (await returnFromProvider()) || message;
   if (!session.key) return signInPage(message);
   try {
     await start();

@@ -35,6 +35,8 @@ pub struct Options {
     pub bootstrap_key: Option<String>,
     /// Accept OIDC issuers over plain `http` (development and tests only; production issuers are https).
     pub oidc_allow_http: bool,
+    /// The URL browsers reach the admin API at, for sign-in redirects (none: the host they used, over http).
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +75,8 @@ impl ControlPlane {
         let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&options.database_url).await?);
         let sealer = Sealer::new(options.kms.build().await?);
         let state = AppState::new(store.clone(), sealer, options.default_key_id.clone())
-            .with_oidc(omnisql_oidc::Verifier::new().allow_http(options.oidc_allow_http));
+            .with_oidc(omnisql_oidc::Verifier::new().allow_http(options.oidc_allow_http))
+            .with_public_url(options.public_url.clone());
         for c in &options.connectors {
             store.upsert_connector(c).await?;
         }

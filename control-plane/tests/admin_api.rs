@@ -38,6 +38,7 @@ async fn start(database_url: String, dir: &std::path::Path) -> ControlPlane {
         grpc_tls: None,
         bootstrap_key: None,
         oidc_allow_http: true,
+        public_url: None,
     })
     .await
     .unwrap()
@@ -360,6 +361,7 @@ async fn admin_flow(cp: &ControlPlane) -> Vec<String> {
     assert_eq!(c.get(&alice, "/v1/tenants/acme/audit?outcome=maybe").await.0, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(c.get(&op, "/v1/no-such-thing").await.0, StatusCode::NOT_FOUND);
     oidc_flow(&c, &alice, &gina).await;
+    browser_sign_in(&c, &alice).await;
     vec![alice, gina, bob, idempotent_key]
 }
 
@@ -425,6 +427,134 @@ async fn oidc_flow(c: &Client, alice: &str, gina: &str) {
     assert_eq!(c.delete(gina, "/v1/tenants/globex/oidc").await.0, StatusCode::NO_CONTENT);
     assert_eq!(c.get(&bob_token, "/v1/me").await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(issuer.jwks_requests.load(std::sync::atomic::Ordering::Relaxed), 1, "keys fetched once, then cached");
+}
+
+/// What a browser sees at one step of a sign-in: status, where it is sent next, cookies it is given.
+struct Step {
+    status: StatusCode,
+    location: String,
+    cookies: Vec<String>,
+}
+
+impl Step {
+    /// The value of cookie `name` this step set (empty when it clears it).
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.cookies.iter().find_map(|c| c.strip_prefix(&format!("{name}=")).map(|v| v.split(';').next().unwrap().to_string()))
+    }
+
+    /// The message of a `/#sign-in-error=…` redirect, decoded.
+    fn error(&self) -> String {
+        let encoded = self.location.strip_prefix("/#sign-in-error=").unwrap_or_else(|| panic!("not an error: {}", self.location));
+        let url = reqwest::Url::parse(&format!("http://x/?m={encoded}")).unwrap();
+        url.query_pairs().next().unwrap().1.into_owned()
+    }
+}
+
+async fn navigate(browser: &reqwest::Client, url: &str, cookie: Option<&str>) -> Step {
+    let mut request = browser.get(url);
+    if let Some(c) = cookie {
+        request = request.header("cookie", c);
+    }
+    let response = request.send().await.unwrap();
+    let header = |name| response.headers().get_all(name).iter().map(|v| v.to_str().unwrap().to_string()).collect::<Vec<_>>();
+    Step { status: response.status(), location: header("location").concat(), cookies: header("set-cookie") }
+}
+
+/// Browser sign-in through the tenant's issuer (authorization code + PKCE), step by step as a browser
+/// follows it: the token reaches the page only through the one-time session call; a foreign state, a
+/// replayed code, a wrong verifier, an unknown principal and a declined login are each refused with a
+/// message for the sign-in page.
+async fn browser_sign_in(c: &Client, alice: &str) {
+    use omnisql_oidc::testing::{Key, issuer};
+    let issuer = issuer().await;
+    let key = Arc::new(Key::new("b1"));
+    issuer.published.lock().unwrap().push(key.jwk());
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let start = format!("{}/v1/tenants/acme/sign-in", c.base);
+    let callback = |location: &str| {
+        assert!(location.starts_with(&format!("{}/v1/sign-in/callback?", c.base)), "{location}");
+        location.to_string()
+    };
+
+    // No trust yet; an unknown tenant gets the same answer.
+    let none = navigate(&browser, &start, None).await;
+    assert_eq!(none.status, StatusCode::SEE_OTHER);
+    assert!(none.error().contains("does not sign in through an identity provider"), "{}", none.error());
+    let unknown = navigate(&browser, &format!("{}/v1/tenants/nobody/sign-in", c.base), None).await;
+    assert!(unknown.error().contains("does not sign in through an identity provider"), "{}", unknown.error());
+
+    let trust = json!({"issuer": issuer.url, "audience": "omnisql-dashboard"});
+    assert_eq!(c.put(alice, "/v1/tenants/acme/oidc", trust).await.0, StatusCode::OK);
+    *issuer.login.lock().unwrap() = Some(("bob".into(), key.clone()));
+
+    // Off to the issuer, with the flow in an HttpOnly cookie for /v1/sign-in only.
+    let to_issuer = navigate(&browser, &start, None).await;
+    assert_eq!(to_issuer.status, StatusCode::SEE_OTHER);
+    assert!(to_issuer.location.starts_with(&format!("{}/authorize?", issuer.url)), "{}", to_issuer.location);
+    assert!(
+        to_issuer.location.contains("client_id=omnisql-dashboard") && to_issuer.location.contains("code_challenge_method=S256")
+    );
+    let set = to_issuer.cookies.concat();
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Lax") && set.contains("Path=/v1/sign-in"), "{set}");
+    let flow = format!("omnisql_sign_in={}", to_issuer.cookie("omnisql_sign_in").unwrap());
+    assert!(!to_issuer.location.contains(flow.split('.').nth(2).unwrap()), "the PKCE verifier stays in the browser");
+    let back = callback(&navigate(&browser, &to_issuer.location, None).await.location);
+
+    // Refused without the browser's cookie, or with another flow's state; neither spends the code.
+    assert!(navigate(&browser, &back, None).await.error().contains("no sign-in under way"));
+    let other_state = flow.replacen(".st_", ".st_x", 1);
+    assert!(navigate(&browser, &back, Some(&other_state)).await.error().contains("another sign-in"));
+
+    // The real return: the token waits in a cookie (not the URL) and the flow cookie is cleared.
+    let done = navigate(&browser, &back, Some(&flow)).await;
+    assert_eq!((done.status, done.location.as_str()), (StatusCode::SEE_OTHER, "/#signed-in"));
+    assert_eq!(done.cookie("omnisql_sign_in").as_deref(), Some(""), "the flow cookie is cleared");
+    let signed_in = format!("omnisql_signed_in={}", done.cookie("omnisql_signed_in").unwrap());
+    // A replayed code is refused by the issuer.
+    let replay = navigate(&browser, &back, Some(&flow)).await.error();
+    assert!(replay.contains("refused the code") && replay.contains("already redeemed"), "{replay}");
+
+    // The page takes the token once and calls the API with it as bob, a member.
+    let session = |cookie: Option<String>| {
+        let mut r = browser.post(format!("{}/v1/sign-in/session", c.base));
+        if let Some(cookie) = cookie {
+            r = r.header("cookie", cookie);
+        }
+        r.send()
+    };
+    let taken = session(Some(signed_in)).await.unwrap();
+    assert_eq!(taken.status(), StatusCode::OK);
+    assert!(taken.headers()["set-cookie"].to_str().unwrap().starts_with("omnisql_signed_in=;"), "taken once");
+    let body: Value = taken.json().await.unwrap();
+    assert_eq!(body["tenant"], "acme");
+    let token = body["token"].as_str().unwrap();
+    let me = c.http.get(format!("{}/v1/me", c.base)).bearer_auth(token).header("x-omnisql-tenant", "acme").send().await.unwrap();
+    let me: Value = me.json().await.unwrap();
+    assert_eq!((me["id"].as_str(), me["role"].as_str()), (Some("bob"), Some("tenant_member")), "{me}");
+    assert_eq!(session(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    // A flow whose verifier is not the one its challenge was made from: the issuer keeps the token.
+    let to_issuer = navigate(&browser, &start, None).await;
+    let flow = format!("omnisql_sign_in={}", to_issuer.cookie("omnisql_sign_in").unwrap());
+    let back = callback(&navigate(&browser, &to_issuer.location, None).await.location);
+    let wrong = navigate(&browser, &back, Some(&flow.replacen(".pv_", ".pv_x", 1))).await.error();
+    assert!(wrong.contains("PKCE"), "{wrong}");
+
+    // Someone the issuer knows but the tenant does not; a user who declines.
+    *issuer.login.lock().unwrap() = Some(("mallory".into(), key.clone()));
+    let to_issuer = navigate(&browser, &start, None).await;
+    let flow = format!("omnisql_sign_in={}", to_issuer.cookie("omnisql_sign_in").unwrap());
+    let back = callback(&navigate(&browser, &to_issuer.location, None).await.location);
+    let stranger = navigate(&browser, &back, Some(&flow)).await.error();
+    assert!(stranger.contains("`mallory`") && stranger.contains("not a principal of tenant `acme`"), "{stranger}");
+    *issuer.login.lock().unwrap() = None;
+    let to_issuer = navigate(&browser, &start, None).await;
+    let flow = format!("omnisql_sign_in={}", to_issuer.cookie("omnisql_sign_in").unwrap());
+    let back = callback(&navigate(&browser, &to_issuer.location, None).await.location);
+    let declined = navigate(&browser, &back, Some(&flow)).await.error();
+    assert!(declined.contains("did not sign you in: access_denied"), "{declined}");
+
+    assert_eq!(c.delete(alice, "/v1/tenants/acme/oidc").await.0, StatusCode::NO_CONTENT);
 }
 
 /// Captures log output of everything running on this (current-thread) runtime.
@@ -523,6 +653,7 @@ async fn a_bootstrap_key_chosen_by_the_deployer_becomes_the_operators_and_is_nev
         grpc_tls: None,
         bootstrap_key: Some(key.into()),
         oidc_allow_http: true,
+        public_url: None,
     };
     let weak = ControlPlane::start(options("short")).await.map(|_| ()).unwrap_err();
     assert!(weak.to_string().contains("at least 32 characters"), "{weak}");

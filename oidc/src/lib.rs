@@ -17,6 +17,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+pub mod flow;
+pub use flow::{Endpoints, Flow, authorization_url, pkce_challenge};
+
 /// Keys are fetched again at least this often.
 pub const KEYS_TTL: Duration = Duration::from_secs(600);
 /// An unknown key id fetches the keys again only if the last fetch is older than this.
@@ -142,6 +145,8 @@ pub enum OidcError {
     Claim(String),
     #[error("issuer URL `{0}` must use https")]
     Insecure(String),
+    #[error("browser sign-in failed: {0}")]
+    Flow(String),
 }
 
 #[derive(Debug)]
@@ -287,31 +292,30 @@ impl Verifier {
         self.check_url(issuer)?;
         self.fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let failed = |message: String| OidcError::Keys { issuer: issuer.into(), message };
-        let discovery = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
-        let get = |url: String| async move {
-            let mut response = self.http.get(&url).send().await.map_err(|e| format!("{url}: {e}"))?;
-            if !response.status().is_success() {
-                return Err(format!("{url} answered {}", response.status()));
-            }
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {
-                body.extend_from_slice(&chunk);
-                if body.len() > MAX_DOCUMENT_BYTES {
-                    return Err(format!("{url} answered more than {MAX_DOCUMENT_BYTES} bytes"));
-                }
-            }
-            serde_json::from_slice::<Value>(&body).map_err(|e| format!("{url} is not JSON: {e}"))
-        };
-        let document = get(discovery).await.map_err(failed)?;
+        let document = self.discovery(issuer).await.map_err(failed)?;
         let jwks_uri = document
             .get("jwks_uri")
             .and_then(Value::as_str)
             .ok_or_else(|| failed("the discovery document has no jwks_uri".into()))?;
         self.check_url(jwks_uri)?;
-        let set = get(jwks_uri.to_string()).await.map_err(failed)?;
+        let set = self.get_json(jwks_uri).await.map_err(failed)?;
         let set: JwkSet = serde_json::from_value(set).map_err(|e| failed(format!("the key set is not a JWK set: {e}")))?;
         tracing::info!(%issuer, keys = set.keys.len(), "fetched the issuer's signing keys");
         Ok(Keys { set, fetched: Instant::now() })
+    }
+
+    /// The issuer's discovery document.
+    async fn discovery(&self, issuer: &str) -> Result<Value, String> {
+        self.get_json(&format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))).await
+    }
+
+    /// A JSON document of at most [`MAX_DOCUMENT_BYTES`] (the URL must have passed `check_url`).
+    async fn get_json(&self, url: &str) -> Result<Value, String> {
+        let response = self.http.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("{url} answered {}", response.status()));
+        }
+        flow::read_json(response, url).await
     }
 }
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod platform;
+pub mod sign_in;
 pub mod tenants;
 
 use std::collections::HashSet;
@@ -43,6 +44,9 @@ pub struct AppState {
     pub tests: Arc<tokio::sync::watch::Sender<u64>>,
     /// Verifies OIDC sign-in tokens against the issuers tenants trust.
     pub oidc: omnisql_oidc::Verifier,
+    /// The URL browsers reach this control plane at (e.g. `https://omnisql.example.com`), for the
+    /// identity provider's redirect back; without it, the host the browser used, over http (development).
+    pub public_url: Option<String>,
     in_flight: Arc<Mutex<HashSet<(TenantId, String)>>>,
 }
 
@@ -61,6 +65,7 @@ impl AppState {
             changes: Arc::new(tokio::sync::watch::channel(0).0),
             tests: Arc::new(tokio::sync::watch::channel(0).0),
             oidc: omnisql_oidc::Verifier::new(),
+            public_url: None,
             in_flight: Arc::default(),
         }
     }
@@ -68,6 +73,12 @@ impl AppState {
     /// Verifies sign-in tokens with `verifier` (e.g. one that also accepts `http` issuers in development).
     pub fn with_oidc(mut self, verifier: omnisql_oidc::Verifier) -> AppState {
         self.oidc = verifier;
+        self
+    }
+
+    /// Browsers reach this control plane at `url`.
+    pub fn with_public_url(mut self, url: Option<String>) -> AppState {
+        self.public_url = url;
         self
     }
 
@@ -88,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .merge(catalog::routes())
         .merge(platform::routes())
         .merge(audit::routes())
+        .merge(sign_in::routes())
         .route("/v1/openapi.json", axum::routing::get(|| async { axum::Json(openapi::document()) }))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .route("/metrics", axum::routing::get(metrics::metrics))

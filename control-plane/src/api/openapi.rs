@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, catalog, error, platform, tenants};
+use super::{audit, catalog, error, platform, sign_in, tenants};
 use crate::model;
 
 #[derive(OpenApi)]
@@ -22,11 +22,13 @@ use crate::model;
         catalog::put_policy, catalog::list_policies, catalog::explain_policy, catalog::policy_versions, catalog::delete_policy,
         platform::create_enrollment_token, platform::list_data_planes, platform::delete_data_plane,
         audit::search_audit, audit::verify_audit,
+        sign_in::start, sign_in::callback, sign_in::session,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, error::FieldError,
         model::Tenant, model::OidcTrust, model::OpaServer, model::Principal, model::PrincipalUpdate, model::ApiKey, model::ConnectorVersion, model::Connection, model::Policy,
         catalog::AccessQuery, catalog::PolicyExplanation, model::DataPlane, model::ConnectionTest, model::ConnectionTestResult, model::RateLimitReport, model::AuditEvent, model::NewAuditEvent, model::ChainVerification, model::Role, model::PrincipalKind,
+        sign_in::SignInSession,
     )),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
