@@ -137,3 +137,68 @@ def test_every_metric_the_grafana_dashboard_charts_is_exported(dev, plane):
             break
         time.sleep(0.5)
     assert missing == [], f"charted but not exported: {missing}"
+
+
+def test_a_real_prometheus_scrapes_both_planes_and_answers_every_grafana_query(dev, plane, tmp_path):
+    """Prometheus itself (Debian's package) scrapes a data plane and the control plane (with the operator's key,
+    from a file), finds both targets up, and every expression the Grafana dashboard charts evaluates there to a
+    non-empty answer."""
+    import json
+    import pathlib
+    import shutil
+    import subprocess
+    import urllib.parse
+
+    from services import free_port, wait_for_port
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("Prometheus is not installed: scripts/test installs it (apt-get install prometheus)")
+    key_file = tmp_path / "operator.key"
+    key_file.write_text(dev.endpoints["operator_key"])
+    control_plane = urllib.parse.urlsplit(dev.endpoints["admin_api"]).netloc
+    data_plane = urllib.parse.urlsplit(plane.health_url).netloc
+    config = tmp_path / "prometheus.yml"
+    config.write_text(json.dumps({  # YAML is a superset of JSON
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {"job_name": "data-plane", "static_configs": [{"targets": [data_plane]}]},
+            {"job_name": "control-plane", "authorization": {"type": "Bearer", "credentials_file": str(key_file)},
+             "static_configs": [{"targets": [control_plane]}]},
+        ],
+    }))
+    port = free_port()
+    prometheus = subprocess.Popen(
+        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "w"))
+    try:
+        wait_for_port(port)
+
+        def query(expr: str) -> list:
+            url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                answer = json.loads(resp.read())
+            assert answer["status"] == "success", (expr, answer)
+            return answer["data"]["result"]
+
+        # Something to count on both planes, then scrapes before and after it.
+        run(plane.uri, "metrics-api-key-0001", "SET omnisql.max_staleness = '0'; SELECT count(*) FROM github.repos")
+        run(dev.uri, dev.token, "SELECT 1")
+        dashboard = json.loads((pathlib.Path(__file__).parent.parent / "charts/grafana/omnisql-dashboard.json").read_text())
+        exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+        deadline = time.monotonic() + 30
+        while True:
+            up = {r["metric"]["job"]: r["value"][1] for r in query("up")}
+            empty = [e for e in exprs if not query(e)]
+            if (up == {"data-plane": "1", "control-plane": "1"} and not empty) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert up == {"data-plane": "1", "control-plane": "1"}, (up, (tmp_path / "prometheus.log").read_text()[-2000:])
+        assert empty == [], f"Grafana expressions with no answer from Prometheus: {empty}"
+        # The scraped numbers are the data plane's own: its tenant's queries, counted.
+        ok = query('sum(omnisql_queries_total{tenant="metrics_co", outcome="ok"})')
+        assert float(ok[0]["value"][1]) >= 3, ok
+    finally:
+        prometheus.terminate()
+        prometheus.wait(timeout=20)
