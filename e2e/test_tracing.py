@@ -73,7 +73,7 @@ receivers:
       grpc:
         endpoint: 127.0.0.1:{port}
 exporters:
-  otlphttp:
+  otlp_http:
     endpoint: http://127.0.0.1:{sink.server_address[1]}
     encoding: json
     compression: none
@@ -86,7 +86,7 @@ service:
   pipelines:
     traces:
       receivers: [otlp]
-      exporters: [otlphttp]
+      exporters: [otlp_http]
 """)
     collector = subprocess.Popen([str(COLLECTOR), "--config", f"file:{config}"], stdout=subprocess.DEVNULL,
                                  stderr=open(tmp / "collector.log", "w"))

@@ -145,7 +145,7 @@ const PAGES = [
   ["keys", "Principals & keys", () => isAdmin(), keysPage],
   ["policies", "Policies", () => isAdmin(), policiesPage],
   ["audit", "Audit", () => session.me.role !== "data_plane_operator", auditPage],
-  ["usage", "Usage", () => session.me.role !== "data_plane_operator", usagePage],
+  ["usage", "Usage", () => session.me.role === "platform_operator" || session.me.role === "tenant_admin", usagePage],
   ["data-planes", "Data planes", () => isOperator() || session.me.role === "data_plane_operator", dataPlanesPage],
 ];
 
@@ -378,34 +378,28 @@ async function auditPage(main) {
   await search(values(form));
 }
 
-/** Per-minute series from the audit trail of the last hour. */
+/** Per-minute series of the last hour, from the usage the control plane rolls up from the audit trail. */
 async function usagePage(main) {
-  const since = Date.now() - 3600_000;
-  const [events, limits] = await Promise.all([all(`/v1/tenants/${t()}/audit?from=${since}`, 20000), api("GET", `/v1/tenants/${t()}/rate-limits`)]);
-  const minutes = Array.from({ length: 60 }, () => []);
-  for (const e of events) {
-    const i = Math.floor((e.started_at - since) / 60000);
-    if (i >= 0 && i < 60) minutes[i].push(e);
+  const now = Date.now(), since = Math.floor(now / 60000) * 60000 - 59 * 60000;
+  const [rows, limits] = await Promise.all([api("GET", `/v1/tenants/${t()}/usage?from=${since}&to=${now}`), api("GET", `/v1/tenants/${t()}/rate-limits`)]);
+  const minutes = Array.from({ length: 60 }, () => null);
+  for (const r of rows) {
+    const i = Math.round((r.minute - since) / 60000);
+    if (i >= 0 && i < 60) minutes[i] = r;
   }
-  const pct = (xs, p) => {
-    if (!xs.length) return null;
-    const s = [...xs].sort((a, b) => a - b);
-    return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
-  };
-  const count = minutes.map((m) => m.length);
-  const p50 = minutes.map((m) => pct(m.map((e) => e.duration_ms), 50));
-  const p95 = minutes.map((m) => pct(m.map((e) => e.duration_ms), 95));
-  const apps = [...new Set(events.flatMap((e) => Object.keys(e.api_requests_by_app || {})))].sort();
-  const byApp = apps.map((app, i) => [`s${i % 6}`, minutes.map((m) => m.reduce((s, e) => s + ((e.api_requests_by_app || {})[app] || 0), 0))]);
+  const per = (f) => minutes.map((m) => (m ? f(m) : 0));
+  const count = per((m) => m.queries);
+  const p50 = minutes.map((m) => (m ? m.p50_ms : null));
+  const p95 = minutes.map((m) => (m ? m.p95_ms : null));
+  const apps = [...new Set(rows.flatMap((r) => Object.keys(r.api_requests_by_app)))].sort();
+  const byApp = apps.map((app, i) => [`s${i % 6}`, per((m) => m.api_requests_by_app[app] || 0)]);
   // Of the answers queries needed from APIs, the share the response cache gave without a request.
-  const hitRate = minutes.map((m) => {
-    const hits = m.reduce((s, e) => s + (e.cache_hits || 0), 0), sent = m.reduce((s, e) => s + e.api_requests, 0);
-    return hits + sent ? Math.round((100 * hits) / (hits + sent)) : null;
-  });
-  const errors = minutes.map((m) => m.filter((e) => e.outcome !== "ok").length);
-  const total = events.length;
+  const hitRate = minutes.map((m) => (m && m.cache_hits + m.api_requests ? Math.round((100 * m.cache_hits) / (m.cache_hits + m.api_requests)) : null));
+  const errors = per((m) => m.not_ok);
+  const sum = (xs) => xs.reduce((a, b) => a + b, 0);
+  const total = sum(count);
   main.append(h("h1", {}, "Usage, last hour"),
-    h("p", { "data-testid": "usage-summary" }, `${total} ${total === 1 ? "query" : "queries"}, ${events.filter((e) => e.outcome !== "ok").length} not ok, ${events.reduce((s, e) => s + e.api_requests, 0)} upstream API requests.`),
+    h("p", { "data-testid": "usage-summary" }, `${total} ${total === 1 ? "query" : "queries"}, ${sum(errors)} not ok, ${sum(per((m) => m.api_requests))} upstream API requests.`),
     h("div", { class: "charts" },
       chart("Queries per minute", [["bar", count]], "queries-per-minute"),
       chart("Latency per minute, ms (p50 blue, p95 red)", [["p50", p50], ["p95", p95]], "latency"),
@@ -413,7 +407,7 @@ async function usagePage(main) {
         byApp.length ? byApp : [["bar", minutes.map(() => 0)]], "upstream"),
       chart("Cache hit rate per minute, % of answers served without an API request", [["p50", hitRate]], "cache-hit-rate", 100),
       chart("Queries not ok per minute", [["bar", errors]], "errors")),
-    h("p", { class: "muted" }, "From the audit trail: every query attempt of the tenant, as data planes shipped it."),
+    h("p", { class: "muted" }, "From the audit trail: every query attempt of the tenant, as data planes shipped it, rolled up per minute (latency percentiles from a histogram with buckets about 1.5× apart)."),
     h("h2", { id: "headroom" }, "Rate-limit headroom"),
     table([
       ["Connection", (r) => r.connection], ["Bucket", (r) => r.bucket], ["Data plane", (r) => r.data_plane],

@@ -16,6 +16,7 @@ pub mod model;
 pub mod server;
 pub mod store;
 pub mod testing;
+pub mod usage;
 
 pub use omnisql_tls::ServerTls;
 pub use server::{ControlPlane, Options};

@@ -359,6 +359,36 @@ async fn admin_flow(cp: &ControlPlane) -> Vec<String> {
     let (s, v) = c.get(&alice, "/v1/tenants/acme/audit/verify").await;
     assert_eq!((s, v["valid"].as_bool()), (StatusCode::OK, Some(true)));
     assert_eq!(c.get(&alice, "/v1/tenants/acme/audit?outcome=maybe").await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    // Usage per minute, rolled up as events are stored: for the tenant's admins and operators.
+    let started = now_ms() - 1_000;
+    let event = NewAuditEvent {
+        id: format!("usage-{started}"),
+        tenant_id: TenantId("acme".into()),
+        principal: "alice".into(),
+        sql: "SELECT 1".into(),
+        tables: vec![],
+        api_requests: 2,
+        rows: 1,
+        bytes: 8,
+        duration_ms: 4.0,
+        outcome: "ok".into(),
+        error: None,
+        started_at: started,
+        data_plane: "dp".into(),
+        policy_revision: None,
+        api_requests_by_app: [("GitHub".to_string(), 2)].into(),
+        cache_hits: 1,
+    };
+    cp.state.store.append_audit(&[event], now_ms()).await.unwrap();
+    let (s, usage) = c.get(&alice, "/v1/tenants/acme/usage").await;
+    assert_eq!(s, StatusCode::OK, "{usage}");
+    assert_eq!((usage[0]["queries"].as_i64(), usage[0]["api_requests_by_app"]["GitHub"].as_i64()), (Some(1), Some(2)), "{usage}");
+    assert!(usage[0]["p50_ms"].as_f64().is_some_and(|p| (3.0..=5.0).contains(&p)), "{usage}");
+    assert_eq!(c.get(&op, "/v1/tenants/acme/usage").await.1, usage);
+    let (_, k) = c.post(&alice, "/v1/tenants/acme/api-keys", json!({"principal": "bob"})).await;
+    assert_eq!(c.get(k["key"].as_str().unwrap(), "/v1/tenants/acme/usage").await.0, StatusCode::FORBIDDEN, "members");
+    assert_eq!(c.get(&gina, "/v1/tenants/acme/usage").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(c.get(&alice, "/v1/tenants/acme/usage?from=0&to=999999999999").await.0, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(c.get(&op, "/v1/no-such-thing").await.0, StatusCode::NOT_FOUND);
     oidc_flow(&c, &alice, &gina).await;
     browser_sign_in(&c, &alice).await;

@@ -315,6 +315,27 @@ async fn audit_events_are_stored_once_chained_searchable_and_verified(s: &dyn St
     let v = s.verify_audit(&a).await.unwrap();
     assert!(v.valid && v.events == 3, "{v:?}");
     assert!(s.verify_audit(&TenantId("a-b".into())).await.unwrap().valid);
+    usage_is_rolled_up_per_minute_as_events_are_stored(s).await;
+}
+
+/// Usage per minute follows the stored events: a resent event counts once, each tenant sees its own.
+async fn usage_is_rolled_up_per_minute_as_events_are_stored(s: &dyn Store) {
+    let (a, b) = (TenantId("a-a".into()), TenantId("a-b".into()));
+    // e1, e2 and e4 above started in minute 0; two more batches land in minute 0 and minute 2.
+    let mut slow = event("a-a", "u1", "alice", "ok", 59_999, &[]);
+    slow.duration_ms = 800.0;
+    s.append_audit(&[slow.clone(), event("a-a", "u2", "alice", "ok", 150_000, &[])], now_ms()).await.unwrap();
+    s.append_audit(&[slow], now_ms()).await.unwrap();
+    let minutes = s.usage(&a, 0, 180_000).await.unwrap();
+    let summary: Vec<_> = minutes.iter().map(|m| (m.minute, m.queries, m.not_ok, m.api_requests, m.cache_hits)).collect();
+    assert_eq!(summary, [(0, 4, 2, 12, 16), (120_000, 1, 0, 3, 4)]);
+    assert_eq!(minutes[0].api_requests_by_app, [("GitHub".to_string(), 8), ("Slack".to_string(), 4)].into());
+    let (p50, p95) = (minutes[0].p50_ms.unwrap(), minutes[0].p95_ms.unwrap());
+    assert!((10.0..=15.0).contains(&p50) && (750.0..=1000.0).contains(&p95), "{p50} {p95}");
+    // `from` is rounded down to its minute; `to` is exclusive.
+    assert_eq!(s.usage(&a, 130_000, 180_000).await.unwrap().len(), 1);
+    assert_eq!(s.usage(&a, 0, 120_000).await.unwrap().len(), 1);
+    assert_eq!(s.usage(&b, 0, 180_000).await.unwrap().iter().map(|m| m.queries).sum::<i64>(), 1);
 }
 
 async fn tampering_with_the_audit_trail_is_detected(s: &SqlStore) {

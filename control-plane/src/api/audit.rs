@@ -12,6 +12,42 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/tenants/{tenant}/audit", get(search_audit))
         .route("/v1/tenants/{tenant}/audit/verify", get(verify_audit))
+        .route("/v1/tenants/{tenant}/usage", get(usage))
+}
+
+/// The longest range one usage request covers.
+const MAX_USAGE_MS: i64 = 7 * 24 * 3_600_000;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsageQuery {
+    /// From this time (Unix ms, rounded down to its minute; default: an hour before `to`).
+    pub from: Option<i64>,
+    /// Until this time (Unix ms, default: now); at most 7 days after `from`.
+    pub to: Option<i64>,
+}
+
+/// The tenant's queries per minute (those with any): counts, failures, upstream requests per app, cache
+/// hits and latency percentiles, rolled up from the audit trail as it is stored. For tenant admins and
+/// operators: it covers every principal of the tenant.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/usage", tag = "audit", params(("tenant" = String, Path), UsageQuery),
+    responses((status = 200, body = Vec<crate::usage::UsageMinute>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    Query(q): Query<UsageQuery>,
+) -> Result<axum::Json<Vec<crate::usage::UsageMinute>>, ApiError> {
+    let tenant = caller.reader_of(&tenant)?;
+    if caller.principal.role == Role::TenantMember {
+        return Err(ApiError::Forbidden("the tenant's usage covers every principal: it needs the tenant_admin role".into()));
+    }
+    let to = q.to.unwrap_or_else(now_ms);
+    let from = q.from.unwrap_or(to - 3_600_000);
+    if from > to || to - from > MAX_USAGE_MS {
+        return Err(ApiError::field("from", "must be before `to`, by at most 7 days"));
+    }
+    Ok(axum::Json(state.store.usage(&tenant, from, to).await?))
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]

@@ -190,4 +190,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn append_audit(&self, events: &[NewAuditEvent], received_at: i64) -> Result<Vec<String>>;
     async fn search_audit(&self, tenant: &TenantId, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEvent>>;
     async fn verify_audit(&self, tenant: &TenantId) -> Result<ChainVerification>;
+    /// The tenant's usage per minute that has any, for minutes starting in `[from, to)` (Unix ms; `from`
+    /// is rounded down to its minute), rolled up as events were appended.
+    async fn usage(&self, tenant: &TenantId, from: i64, to: i64) -> Result<Vec<crate::usage::UsageMinute>>;
 }

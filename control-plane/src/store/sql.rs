@@ -10,6 +10,7 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 use super::{IdempotentResponse, NewConnection, RegionChanges, Result, Store, StoreError, TenantSnapshot};
 use crate::audit;
 use crate::model::*;
+use crate::usage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -1160,12 +1161,14 @@ impl Store for SqlStore {
                 Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
                 None => (0, audit::GENESIS.to_string()),
             };
+            let mut fresh = Vec::with_capacity(events.len());
             for e in events {
                 let exists: Option<String> = sqlx::query_scalar("SELECT id FROM audit_events WHERE id = $1")
                     .bind(e.id.clone())
                     .fetch_optional(&mut *tx)
                     .await?;
                 if exists.is_none() {
+                    fresh.push(e);
                     seq += 1;
                     hash = audit::chain_hash(&hash, seq, e);
                     sqlx::query(AssertSqlSafe(format!(
@@ -1206,9 +1209,48 @@ impl Store for SqlStore {
             .bind(hash)
             .execute(&mut *tx)
             .await?;
+            // The usage rollup changes with the events, under the same lock: a resent event counts once.
+            for (minute, rollup) in usage::by_minute(fresh) {
+                let stored: Option<String> =
+                    sqlx::query_scalar("SELECT rollup FROM usage_minutes WHERE tenant_id = $1 AND minute = $2")
+                        .bind(tenant.0.clone())
+                        .bind(minute)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let mut total: usage::Rollup = stored.map(|t| parse_json(&t, "usage rollup")).transpose()?.unwrap_or_default();
+                total.merge(&rollup);
+                sqlx::query(
+                    "INSERT INTO usage_minutes (tenant_id, minute, rollup) VALUES ($1, $2, $3)
+                     ON CONFLICT (tenant_id, minute) DO UPDATE SET rollup = excluded.rollup",
+                )
+                .bind(tenant.0.clone())
+                .bind(minute)
+                .bind(json(&total))
+                .execute(&mut *tx)
+                .await?;
+            }
             tx.commit().await?;
         }
         Ok(stored)
+    }
+
+    async fn usage(&self, tenant: &TenantId, from: i64, to: i64) -> Result<Vec<usage::UsageMinute>> {
+        let mut tx = self.begin(&tenant.0).await?;
+        let first = from.div_euclid(usage::MINUTE_MS) * usage::MINUTE_MS;
+        let rows = sqlx::query(
+            "SELECT minute, rollup FROM usage_minutes WHERE tenant_id = $1 AND minute >= $2 AND minute < $3 ORDER BY minute",
+        )
+        .bind(tenant.0.clone())
+        .bind(first)
+        .bind(to)
+        .fetch_all(&mut *tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let rollup: usage::Rollup = parse_json(&r.try_get::<String, _>("rollup")?, "usage rollup")?;
+                Ok(rollup.minute(r.try_get("minute")?))
+            })
+            .collect()
     }
 
     async fn search_audit(&self, tenant: &TenantId, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEvent>> {

@@ -1,0 +1,12 @@
+-- Each tenant's queries per minute, rolled up from its audit events as they are stored (JSON: counters and a
+-- latency histogram, control-plane/src/usage.rs), so usage charts read one row per minute. Events stored
+-- before this migration are not rolled up (the audit trail itself keeps them).
+CREATE TABLE usage_minutes (
+    tenant_id TEXT NOT NULL,
+    minute BIGINT NOT NULL,
+    rollup TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, minute)
+);
+ALTER TABLE usage_minutes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE usage_minutes FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON usage_minutes USING (omnisql_tenant_visible(tenant_id)) WITH CHECK (omnisql_tenant_visible(tenant_id));
