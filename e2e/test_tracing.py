@@ -153,6 +153,9 @@ def test_a_federated_query_is_one_span_tree_under_the_clients_trace(traced):
         assert r["attrs"]["cache_hit"] is False, "a fresh query goes upstream"
         assert r["attrs"]["status"] == "200" and r["attrs"]["bucket"], r["attrs"]
         assert float(r["attrs"]["waited_ms"]) >= 0
+    # The trace went on with each upstream request: every app saw the query's trace id in `traceparent`.
+    for app in ("github", "salesforce", "slack"):
+        assert trace_id in dev.sandbox(app, "/_sandbox/stats")["trace_ids"], app
     # Every span of the query lies within it.
     start, end = int(query["startTimeUnixNano"]), int(query["endTimeUnixNano"])
     for s in spans:

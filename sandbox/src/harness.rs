@@ -64,13 +64,20 @@ pub struct Harness {
     settings: RwLock<Settings>,
     total: AtomicU64,
     endpoints: Mutex<BTreeMap<String, u64>>,
+    traces: Mutex<std::collections::BTreeSet<String>>,
     rng: Mutex<Rng>,
 }
+
+/// At most this many trace ids are remembered between resets.
+const TRACES_KEPT: usize = 10_000;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Stats {
     pub total: u64,
     pub endpoints: BTreeMap<String, u64>,
+    /// Trace ids of the W3C `traceparent` headers requests carried (as a traced API would continue them).
+    #[serde(default)]
+    pub trace_ids: std::collections::BTreeSet<String>,
 }
 
 impl Harness {
@@ -80,6 +87,7 @@ impl Harness {
             settings: RwLock::new(settings),
             total: AtomicU64::new(0),
             endpoints: Mutex::new(BTreeMap::new()),
+            traces: Mutex::default(),
             rng: Mutex::new(Rng::new(seed ^ app as u64)),
         })
     }
@@ -92,12 +100,14 @@ impl Harness {
         Stats {
             total: self.total.load(Ordering::SeqCst),
             endpoints: self.endpoints.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            trace_ids: self.traces.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 
     fn reset(&self) {
         self.total.store(0, Ordering::SeqCst);
         self.endpoints.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.traces.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     fn roll(&self) -> f64 {
@@ -163,6 +173,13 @@ pub async fn layer(State(h): State<Arc<Harness>>, req: Request, next: Next) -> R
     }
     h.total.fetch_add(1, Ordering::SeqCst);
     *h.endpoints.lock().unwrap_or_else(|e| e.into_inner()).entry(endpoint).or_default() += 1;
+    // `00-<trace id>-<span id>-<flags>`
+    if let Some(trace) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(|v| v.split('-').nth(1)) {
+        let mut traces = h.traces.lock().unwrap_or_else(|e| e.into_inner());
+        if traces.len() < TRACES_KEPT {
+            traces.insert(trace.to_string());
+        }
+    }
 
     let s = h.settings();
     let delay = h.delay(s.latency);

@@ -691,6 +691,10 @@ impl ApiClient {
                         Some(b) => self.http.post(url).header("content-type", "application/json").body(b.clone()),
                     };
                     req = req.query(params).headers(self.headers.clone()).header("authorization", authorization);
+                    // The query's trace goes on with the request: a traced API or egress proxy continues it.
+                    if let Some(traceparent) = omnisql_telemetry::trace::traceparent(&span) {
+                        req = req.header("traceparent", traceparent);
+                    }
                     if let Some(etag) = if_none_match {
                         req = req.header("if-none-match", etag);
                     }
