@@ -73,6 +73,9 @@ pub enum ConnectorError {
     #[error("{app} cannot take this request of connection `{connection}`: {message}")]
     RequestTooLarge { app: &'static str, connection: String, message: String },
 
+    #[error("connector `{connector}`'s built-in table spec is invalid: {message}")]
+    InvalidSpec { connector: String, message: String },
+
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
 }

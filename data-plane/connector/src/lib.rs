@@ -23,6 +23,7 @@ pub mod lru;
 pub mod pagination;
 pub mod prune;
 pub mod shared_limit;
+pub mod spec;
 pub mod table;
 
 pub use cache::{CacheStats, ResponseCache};

@@ -62,7 +62,7 @@ pub fn from_connector(e: &ConnectorError) -> Status {
         ConnectorError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
         ConnectorError::RequiredFilter { .. } | ConnectorError::RequestTooLarge { .. } => Code::InvalidArgument,
         ConnectorError::BudgetExceeded { .. } => Code::ResourceExhausted,
-        ConnectorError::Arrow(_) => return internal(e),
+        ConnectorError::Arrow(_) | ConnectorError::InvalidSpec { .. } => return internal(e),
     };
     Status::new(code, e.to_string())
 }
