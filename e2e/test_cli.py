@@ -152,3 +152,22 @@ def test_admin_command_manages_a_tenant_whose_key_then_queries_the_data_plane(de
     assert events["items"][0]["tables"] == ["gh.repos"]
     code, verify, _ = admin(dev, "verify-audit", "--tenant", "cli-co")
     assert code == 0 and verify["valid"]
+
+
+def test_connector_draft_writes_a_spec_from_an_openapi_document_and_compares_it(tmp_path):
+    import tomllib
+
+    root = pathlib.Path(__file__).parent.parent
+    out = tmp_path / "slack-draft.toml"
+    run = subprocess.run([omnisql_binary(), "connector", "draft", "--openapi", str(root / "sandbox/specs/slack-web-openapi-v2.json"),
+                          "--name", "slack", "--operation", "GET /conversations.history", "--operation", "GET /users.list",
+                          "--compare", str(root / "data-plane/connectors/slack/slack.toml"), "--out", str(out)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    spec = tomllib.loads(out.read_text())
+    history = next(t for t in spec["table"] if t["path"] == "/api/conversations.history")
+    assert history["records"] == "/messages" and history["pagination"]["param"] == "cursor"
+    assert "messages (/api/conversations.history): columns" in run.stderr and "differences from the curated spec:" in run.stderr
+    bad = subprocess.run([omnisql_binary(), "connector", "draft", "--openapi", str(root / "sandbox/specs/slack-web-openapi-v2.json"),
+                          "--operation", "GET /no.such.method"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "no operation `GET /no.such.method`" in bad.stderr, bad.stderr

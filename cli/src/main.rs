@@ -12,6 +12,7 @@
 mod admin;
 mod bench;
 mod client;
+mod connector;
 mod control;
 mod dev;
 mod health;
@@ -46,6 +47,9 @@ enum Command {
     Operator(OperatorCommand),
     /// Benchmark OmniSQL against the naive engine and the physical limit; writes JSON and Markdown.
     Bench(bench::BenchArgs),
+    /// Connector tooling: draft a table spec from an OpenAPI document.
+    #[command(subcommand)]
+    Connector(connector::ConnectorCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,6 +196,8 @@ enum CliError {
     Outbox(#[from] omnisql_engine::audit::OutboxError),
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
+    #[error(transparent)]
+    Draft(#[from] connector::DraftError),
     #[error("cannot connect to Redis at {url}")]
     Redis {
         url: String,
@@ -220,7 +226,7 @@ fn main() -> ExitCode {
     // Both rustls crypto backends are linked; pick one before any TLS is used.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Sql(_) | Command::Admin(_));
+    let quiet = matches!(cli.command, Command::Sql(_) | Command::Admin(_) | Command::Connector(_));
     let service = match cli.command {
         Command::Dev(_) => "omnisql-dev",
         Command::ControlPlane(_) => "omnisql-control-plane",
@@ -251,6 +257,7 @@ fn main() -> ExitCode {
             Command::Admin(args) => admin::run(args).await.map_err(CliError::from),
             Command::Sandbox(args) => dev::sandbox(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Connector(command) => connector::run(command),
             Command::Operator(OperatorCommand::Crd) => {
                 print!("{}", omnisql_operator::crd_yaml());
                 Ok(())

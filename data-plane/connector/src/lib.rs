@@ -11,6 +11,7 @@
 //! and JSON pages back → Arrow batches.
 
 pub mod cache;
+pub mod draft;
 pub mod error;
 pub mod factory;
 pub mod filter;
