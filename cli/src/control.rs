@@ -103,9 +103,9 @@ impl ControlPlaneArgs {
 }
 
 /// The catalog entries of the connectors this build runs.
-pub async fn catalog() -> Vec<ConnectorVersion> {
-    omnisql_engine::describe_connectors()
-        .await
+pub async fn catalog() -> Result<Vec<ConnectorVersion>, CliError> {
+    Ok(omnisql_connectors::describe()
+        .await?
         .into_iter()
         .map(|d| ConnectorVersion {
             name: d.name,
@@ -125,7 +125,7 @@ pub async fn catalog() -> Vec<ConnectorVersion> {
                 .collect(),
             created_at: omnisql_control_plane::model::now_ms(),
         })
-        .collect()
+        .collect())
 }
 
 pub async fn start_control_plane(args: &ControlPlaneArgs) -> Result<ControlPlane, CliError> {
@@ -140,7 +140,7 @@ pub async fn start_control_plane(args: &ControlPlaneArgs) -> Result<ControlPlane
         database_url,
         kms: args.kms.provider(&args.data_dir),
         default_key_id: args.default_key_id.clone(),
-        connectors: catalog().await,
+        connectors: catalog().await?,
         oidc_allow_http: args.oidc_allow_http,
         public_url: args.public_url.clone(),
     };

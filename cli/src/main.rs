@@ -137,6 +137,7 @@ impl EngineArgs {
         } else {
             omnisql_engine::EngineOptions::default()
         };
+        options.connectors = omnisql_connectors::all();
         if !self.naive {
             options.cache_bytes = (self.cache_mib > 0).then_some(self.cache_mib << 20);
             options.result_cache_bytes = (self.result_cache_mib > 0).then_some(self.result_cache_mib << 20);
@@ -198,6 +199,8 @@ enum CliError {
     Admin(#[from] admin::AdminError),
     #[error(transparent)]
     Draft(#[from] connector::DraftError),
+    #[error("cannot describe this build's connectors for the catalog")]
+    Catalog(#[from] omnisql_connector::ConnectorError),
     #[error("cannot connect to Redis at {url}")]
     Redis {
         url: String,

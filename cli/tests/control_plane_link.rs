@@ -16,7 +16,7 @@ use omnisql_sandbox::{Sandbox, SandboxConfig};
 use serde_json::{Value, json};
 
 fn catalog() -> Vec<ConnectorVersion> {
-    omnisql_engine::connector_factories()
+    omnisql_connectors::all()
         .iter()
         .map(|f| ConnectorVersion {
             name: f.name().into(),
@@ -84,7 +84,10 @@ struct Plane {
 
 impl Plane {
     async fn start(grpc_url: &str, token: Option<String>, state: &Path) -> Plane {
-        let engine = Arc::new(Engine::new(&Config::default(), EngineOptions::default()).unwrap());
+        let engine = Arc::new(
+            Engine::new(&Config::default(), EngineOptions { connectors: omnisql_connectors::all(), ..EngineOptions::default() })
+                .unwrap(),
+        );
         let outbox = Outbox::open(&state.join("audit")).unwrap();
         let options = LinkOptions {
             url: grpc_url.into(),
@@ -308,7 +311,10 @@ async fn a_tls_control_plane_is_trusted_through_its_ca_and_refused_without_it() 
     .unwrap();
     assert!(cp.grpc_url().starts_with("https://"), "{}", cp.grpc_url());
     let admin = Admin { http: reqwest::Client::new(), url: cp.admin_url(), key: cp.bootstrap_key.clone().unwrap() };
-    let engine = Arc::new(Engine::new(&Config::default(), EngineOptions::default()).unwrap());
+    let engine = Arc::new(
+        Engine::new(&Config::default(), EngineOptions { connectors: omnisql_connectors::all(), ..EngineOptions::default() })
+            .unwrap(),
+    );
     let link = |state: &str, ca_pem: Option<Vec<u8>>, token: String| {
         let (engine, state) = (engine.clone(), dir.join(state));
         let options = LinkOptions {

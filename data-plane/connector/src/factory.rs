@@ -177,6 +177,11 @@ pub trait ConnectorFactory: Send + Sync + Debug {
     fn discovers_tables(&self) -> bool {
         false
     }
+    /// The connector's tables as a spec, when they are declared as one (the catalog reads their schemas
+    /// from it without building a connector). An error is a built-in spec that does not parse.
+    fn spec(&self) -> Result<Option<&'static crate::spec::ConnectorSpec>> {
+        Ok(None)
+    }
     /// Builds a connector from validated parameters. May call the API (e.g. to discover tables).
     async fn create(&self, params: Parameters, ctx: ConnectorContext) -> Result<Arc<dyn Connector>>;
 

@@ -38,7 +38,7 @@ fn engine(sb: &Sandbox, mode: &Mode) -> Arc<Engine> {
     let mut tenant = testing::single_tenant("acme", "sam", "sam-token-0123456789", connections);
     tenant.api_keys = vec![ApiKeyConfig::with_token("sam", "sam-token-0123456789")];
     tenant.principals = vec![PrincipalConfig { id: "sam".into(), groups: vec!["sales".into()], ..Default::default() }];
-    let mut options = EngineOptions::default();
+    let mut options = EngineOptions { connectors: omnisql_connectors::all(), ..EngineOptions::default() };
     match mode {
         Mode::Open => {}
         Mode::Rego => tenant.policies = vec![PolicyConfig { name: "access".into(), version: 1, rego: POLICY.into() }],

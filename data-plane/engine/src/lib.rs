@@ -73,54 +73,6 @@ pub fn operator_threads() -> usize {
 /// The SQL catalog every tenant's schemas live in.
 pub const CATALOG: &str = "omnisql";
 
-/// Every connector this data plane can run.
-pub fn connector_factories() -> Vec<Arc<dyn ConnectorFactory>> {
-    vec![
-        Arc::new(omnisql_connector_github::GithubFactory),
-        Arc::new(omnisql_connector_salesforce::SalesforceFactory),
-        Arc::new(omnisql_connector_slack::SlackFactory),
-    ]
-}
-
-/// A connector as the control plane's catalog lists it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConnectorDescription {
-    pub name: String,
-    pub version: String,
-    /// (name, description, required, secret)
-    pub parameters: Vec<(String, String, bool, bool)>,
-    /// Tables and their (column, Arrow type) pairs; empty when the connector discovers its tables.
-    pub tables: Vec<(String, Vec<(String, String)>)>,
-}
-
-/// Describes every connector this data plane runs, with the tables of those whose tables are fixed
-/// (built offline with placeholder parameters; nothing is called).
-pub async fn describe_connectors() -> Vec<ConnectorDescription> {
-    let mut out = Vec::new();
-    for f in connector_factories() {
-        let parameters = f
-            .parameters()
-            .iter()
-            .map(|p| (p.name.to_string(), p.description.to_string(), p.required && p.default.is_none(), p.secret))
-            .collect();
-        let mut tables = Vec::new();
-        if !f.discovers_tables() {
-            let placeholders =
-                f.parameters().iter().map(|p| (p.name.to_string(), p.default.unwrap_or("placeholder").to_string())).collect();
-            if let Ok(connector) = f.build(&placeholders, ConnectorContext::standalone("catalog")).await {
-                for name in connector.table_names() {
-                    if let Ok(Some(t)) = connector.table(&name).await {
-                        let columns = t.schema().fields().iter().map(|c| (c.name().clone(), c.data_type().to_string())).collect();
-                        tables.push((name, columns));
-                    }
-                }
-            }
-        }
-        out.push(ConnectorDescription { name: f.name().into(), version: f.version().into(), parameters, tables });
-    }
-    out
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TenantId(pub String);
 
@@ -159,6 +111,9 @@ pub enum SignInError {
 
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
+    /// The connectors connections may name (`omnisql_connectors::all()`); none by default, so an engine
+    /// runs exactly the connectors it is given.
+    pub connectors: Vec<Arc<dyn ConnectorFactory>>,
     /// Pushdown and prefetch; both off only for the correctness gate and the naive baseline.
     pub scan: ScanOptions,
     pub http: HttpSettings,
@@ -220,6 +175,7 @@ impl EngineOptions {
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
+            connectors: Vec::new(),
             scan: ScanOptions::default(),
             http: HttpSettings::default(),
             query_timeout: Duration::from_secs(120),
@@ -448,12 +404,17 @@ impl Engine {
         Ok(engine)
     }
 
+    /// The connectors this engine runs.
+    pub fn connectors(&self) -> &[Arc<dyn ConnectorFactory>] {
+        &self.options.connectors
+    }
+
     /// Replaces the configuration (a new one from the control plane). Connections whose configuration
     /// did not change keep their connector (logins, discovered tables); queries already running finish
     /// with the configuration they started with. An invalid configuration changes nothing.
     pub fn apply(&self, config: &Config) -> Result<(), EngineError> {
         config.validate()?;
-        let factories = connector_factories();
+        let factories = &self.options.connectors;
         let previous = self.current();
         let mut set = TenantSet::default();
         for t in &config.tenants {
@@ -480,7 +441,7 @@ impl Engine {
                     schemas.push(kept.clone());
                     continue;
                 }
-                schemas.push(Arc::new(self.connection_schema(&factories, t, c)?));
+                schemas.push(Arc::new(self.connection_schema(factories, t, c)?));
             }
             let (policies, policy_plans) = match previous.tenants.get(&tenant) {
                 Some(old)
@@ -528,7 +489,11 @@ impl Engine {
                 tenant: t.id.clone(),
                 connection: c.name.clone(),
                 connector: c.connector.clone(),
-                available: factories.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "),
+                available: if factories.is_empty() {
+                    "none: this engine was given no connectors (EngineOptions::connectors)".into()
+                } else {
+                    factories.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+                },
             })?;
         if let Some(v) = &c.version
             && v != factory.version()

@@ -17,7 +17,11 @@ fn cached_engine(sb: &Sandbox) -> Engine {
         testing::single_tenant("other", "someone", "other-token-0123456789", connections),
     ]);
     // Kept results off: these tests are about the API answers a query reads.
-    Engine::new(&config, EngineOptions { result_cache_bytes: None, ..EngineOptions::default() }).unwrap()
+    Engine::new(
+        &config,
+        EngineOptions { result_cache_bytes: None, connectors: omnisql_connectors::all(), ..EngineOptions::default() },
+    )
+    .unwrap()
 }
 
 async fn upstream_total(sb: &Sandbox) -> u64 {
@@ -164,7 +168,7 @@ async fn popular_entries_are_refreshed_ahead_of_expiry_so_queries_do_not_wait() 
         c.cache_ttl_seconds = Some(2);
     }
     // Kept results off: this is about the API answers themselves (results.rs tests their own refresh).
-    let options = EngineOptions { result_cache_bytes: None, ..EngineOptions::default() };
+    let options = EngineOptions { result_cache_bytes: None, connectors: omnisql_connectors::all(), ..EngineOptions::default() };
     let engine = Engine::new(&testing::config(vec![tenant]), options).unwrap();
     let sql = "SELECT count(*) AS n FROM github.repos";
     // Real time, not a paused clock: the cache ages entries by `std::time::Instant`, and a TTL is whole

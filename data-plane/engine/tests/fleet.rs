@@ -52,7 +52,8 @@ fn replica(sb: &Sandbox, shared: Option<SharedLimiter>) -> Arc<Engine> {
     for c in &mut tenant.connections {
         c.requests_per_second = Some(10.0);
     }
-    let options = EngineOptions { cache_bytes: None, shared_limits: shared, ..Default::default() };
+    let options =
+        EngineOptions { cache_bytes: None, shared_limits: shared, connectors: omnisql_connectors::all(), ..Default::default() };
     Arc::new(Engine::new(&testing::config(vec![tenant]), options).unwrap())
 }
 

@@ -34,7 +34,8 @@ fn engine_without_cache(sb: &Sandbox, timeout: Duration, tenants: &[(&str, f64)]
             t
         })
         .collect();
-    let options = EngineOptions { cache_bytes: None, query_timeout: timeout, ..Default::default() };
+    let options =
+        EngineOptions { cache_bytes: None, query_timeout: timeout, connectors: omnisql_connectors::all(), ..Default::default() };
     Arc::new(Engine::new(&testing::config(tenants), options).unwrap())
 }
 
@@ -185,7 +186,12 @@ async fn a_tenant_limited_to_a_share_of_the_quota_leaves_the_rest_to_others() {
         c.quota_share = Some(0.001); // 0.1% of 5,000 an hour: 5 requests
     }
     let other = testing::single_tenant("other", "p", "other-token-0123456789", connections);
-    let options = EngineOptions { cache_bytes: None, query_timeout: Duration::from_secs(5), ..Default::default() };
+    let options = EngineOptions {
+        cache_bytes: None,
+        query_timeout: Duration::from_secs(5),
+        connectors: omnisql_connectors::all(),
+        ..Default::default()
+    };
     let engine = Engine::new(&testing::config(vec![limited, other]), options).unwrap();
     // Each count needs 2 requests (the organisation's issues, two pages): two fit in the share, the third does not.
     for _ in 0..2 {

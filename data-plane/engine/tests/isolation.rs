@@ -28,7 +28,13 @@ fn limited_engine(
         })
         .collect();
     // Operators on a pool of their own, as in the data plane.
-    let options = EngineOptions { cache_bytes: None, memory, operator_threads: Some(4), ..Default::default() };
+    let options = EngineOptions {
+        cache_bytes: None,
+        memory,
+        operator_threads: Some(4),
+        connectors: omnisql_connectors::all(),
+        ..Default::default()
+    };
     Arc::new(Engine::new(&testing::config(tenants), options).unwrap())
 }
 

@@ -13,7 +13,12 @@ use omnisql_sandbox::SandboxConfig;
 
 /// An engine without the response cache or kept results: every run goes to the APIs.
 fn fresh_engine(sb: &omnisql_sandbox::Sandbox) -> Arc<Engine> {
-    let options = EngineOptions { cache_bytes: None, result_cache_bytes: None, ..EngineOptions::default() };
+    let options = EngineOptions {
+        cache_bytes: None,
+        result_cache_bytes: None,
+        connectors: omnisql_connectors::all(),
+        ..EngineOptions::default()
+    };
     Arc::new(Engine::new(&tenant_config(sb, None), options).unwrap())
 }
 

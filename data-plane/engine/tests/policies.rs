@@ -36,7 +36,13 @@ fn engine_with(sb: &Sandbox, rego: &str) -> Arc<Engine> {
     ];
     tenant.policies = vec![PolicyConfig { name: "access".into(), version: 2, rego: rego.into() }];
     let config = testing::config(vec![tenant]);
-    Arc::new(Engine::new(&config, EngineOptions { cache_bytes: None, ..EngineOptions::default() }).unwrap())
+    Arc::new(
+        Engine::new(
+            &config,
+            EngineOptions { cache_bytes: None, connectors: omnisql_connectors::all(), ..EngineOptions::default() },
+        )
+        .unwrap(),
+    )
 }
 
 fn who(principal: &str) -> Caller {

@@ -18,7 +18,7 @@ async fn set_faults(url: &str, faults: Faults) {
 fn quick_engine(sb: &Sandbox, timeout: Duration) -> Engine {
     let connections = sb.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
     let config = testing::config(vec![testing::single_tenant("acme", "tester", TOKEN, connections)]);
-    let mut options = EngineOptions { query_timeout: timeout, ..Default::default() };
+    let mut options = EngineOptions { query_timeout: timeout, connectors: omnisql_connectors::all(), ..Default::default() };
     options.http.base_backoff = Duration::from_millis(5);
     Engine::new(&config, options).unwrap()
 }
@@ -107,7 +107,8 @@ async fn wrong_credentials_name_the_app_and_the_connection() {
         }
     }
     let config = testing::config(vec![testing::single_tenant("acme", "tester", TOKEN, connections)]);
-    let engine = Engine::new(&config, EngineOptions::default()).unwrap();
+    let engine =
+        Engine::new(&config, EngineOptions { connectors: omnisql_connectors::all(), ..EngineOptions::default() }).unwrap();
     let e = error_of(&engine, "SELECT * FROM slack.users").await;
     assert!(e.contains("Slack rejected the credentials of connection `slack` (200: invalid_auth)"), "{e}");
     let e = error_of(&engine, "SELECT * FROM github.repos").await;
@@ -151,7 +152,8 @@ async fn tenants_see_only_their_own_connections() {
         testing::single_tenant("acme", "tester", TOKEN, all),
         testing::single_tenant("other", "someone", "other-token-0123456789", github_only),
     ]);
-    let engine = Engine::new(&config, EngineOptions::default()).unwrap();
+    let engine =
+        Engine::new(&config, EngineOptions { connectors: omnisql_connectors::all(), ..EngineOptions::default() }).unwrap();
     let other = engine.authenticate("other-token-0123456789").unwrap();
     assert_eq!(other.tenant.0, "other");
     let e = engine.query(&other, "SELECT * FROM salesforce.account").await.unwrap_err().to_string();
@@ -173,7 +175,7 @@ async fn the_salesforce_refresh_token_flow_is_used_when_configured() {
             }
         }
         let config = testing::config(vec![testing::single_tenant("acme", "tester", TOKEN, connections)]);
-        Engine::new(&config, EngineOptions::default()).unwrap()
+        Engine::new(&config, EngineOptions { connectors: omnisql_connectors::all(), ..EngineOptions::default() }).unwrap()
     };
     let good = with_refresh(&sb.credentials.salesforce_refresh_token);
     let (out, _, _) = run(&good, "SELECT count(*) AS n FROM salesforce.account").await;
@@ -199,7 +201,8 @@ fn keys_given_by_hash_work_until_they_expire_and_a_new_configuration_replaces_th
     let config = Config {
         tenants: vec![tenant(vec![key("ann", "ann-key-0123456789", None), key("old", "old-key-0123456789", Some(now - 1))])],
     };
-    let engine = Engine::new(&config, EngineOptions::default()).unwrap();
+    let engine =
+        Engine::new(&config, EngineOptions { connectors: omnisql_connectors::all(), ..EngineOptions::default() }).unwrap();
     assert_eq!(engine.authenticate("ann-key-0123456789").unwrap().principal, "ann");
     assert!(engine.authenticate("old-key-0123456789").is_none(), "an expired key is refused");
     assert_eq!(engine.take_key_uses().len(), 1, "only the accepted key counts as used");

@@ -12,7 +12,8 @@ use omnisql_engine::{Caller, Engine, EngineOptions, QuerySettings, TenantId};
 use omnisql_sandbox::{Sandbox, SandboxConfig};
 
 fn keeping_engine(sb: &Sandbox, ttl: Option<u64>) -> Engine {
-    Engine::new(&tenant_config(sb, ttl), EngineOptions::default()).unwrap()
+    Engine::new(&tenant_config(sb, ttl), EngineOptions { connectors: omnisql_connectors::all(), ..EngineOptions::default() })
+        .unwrap()
 }
 
 fn served(engine: &Engine, tenant: &str) -> u64 {

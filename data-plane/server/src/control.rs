@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use omnisql_engine::Engine;
 use omnisql_engine::audit::Outbox;
 use omnisql_engine::config::{
     ApiKeyConfig, Config, ConnectionConfig, OidcConfig, OpaConfig, PolicyConfig, PrincipalConfig, TenantConfig,
 };
-use omnisql_engine::{Engine, connector_factories};
 use omnisql_proto::v1;
 use omnisql_proto::v1::data_plane_service_client::DataPlaneServiceClient;
 use omnisql_secrets::{Binding, ProviderConfig, Sealed, Sealer};
@@ -296,7 +296,7 @@ impl Applier {
     /// The engine's configuration: secrets opened, connections this data plane cannot run left out
     /// (and logged) so one bad connection does not hold back every other change.
     async fn engine_config(&mut self) -> Config {
-        let factories = connector_factories();
+        let factories = self.engine.connectors();
         let mut config = Config::default();
         let mut opened = HashMap::new();
         for t in self.tenants.values() {

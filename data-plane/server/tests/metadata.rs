@@ -24,7 +24,9 @@ const TOKEN: &str = "metadata-token-0123456789";
 async fn serve(sb: &Sandbox, outbox: Arc<Outbox>) -> FlightSqlServiceClient<Channel> {
     let connections = sb.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
     let config = testing::config(vec![testing::single_tenant("acme", "ada", TOKEN, connections)]);
-    let engine = Arc::new(Engine::new(&config, EngineOptions::default()).unwrap());
+    let engine = Arc::new(
+        Engine::new(&config, EngineOptions { connectors: omnisql_connectors::all(), ..EngineOptions::default() }).unwrap(),
+    );
     let listener = omnisql_data_plane::bind("127.0.0.1:0").await.unwrap();
     let uri = format!("grpc://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {

@@ -19,7 +19,9 @@ async fn get_flight_info_and_do_get_plan_a_statement_once() {
     let sb = Sandbox::start(SandboxConfig::default()).await.unwrap();
     let connections = sb.connections().into_iter().map(|c| (c.name.to_string(), c.connector.to_string(), c.options)).collect();
     let config = testing::config(vec![testing::single_tenant("acme", "ada", TOKEN, connections)]);
-    let engine = Arc::new(Engine::new(&config, EngineOptions::default()).unwrap());
+    let engine = Arc::new(
+        Engine::new(&config, EngineOptions { connectors: omnisql_connectors::all(), ..EngineOptions::default() }).unwrap(),
+    );
     let listener = omnisql_data_plane::bind("127.0.0.1:0").await.unwrap();
     let uri = format!("grpc://{}", listener.local_addr().unwrap());
     let serving = engine.clone();

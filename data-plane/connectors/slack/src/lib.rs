@@ -46,6 +46,9 @@ impl ConnectorFactory for SlackFactory {
     fn parameters(&self) -> &'static [ParameterSpec] {
         PARAMETERS
     }
+    fn spec(&self) -> Result<Option<&'static ConnectorSpec>> {
+        spec().map(Some)
+    }
     async fn create(&self, params: Parameters, ctx: ConnectorContext) -> Result<Arc<dyn Connector>> {
         let base = params.require(self.name(), "base_url")?.trim_end_matches('/').to_string();
         url::Url::parse(&base).map_err(|e| ConnectorError::InvalidParameter {

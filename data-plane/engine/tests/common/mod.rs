@@ -20,7 +20,10 @@ pub fn engine(sandbox: &Sandbox, pushdown: bool) -> Arc<Engine> {
     let config = testing::config(vec![testing::single_tenant("acme", "tester", TOKEN, connections)]);
     let options = if pushdown { EngineOptions::default() } else { EngineOptions::without_pushdown() };
     // No response cache: these tests count what each query itself asks of the APIs.
-    Arc::new(Engine::new(&config, EngineOptions { cache_bytes: None, ..options }).expect("engine builds"))
+    Arc::new(
+        Engine::new(&config, EngineOptions { cache_bytes: None, connectors: omnisql_connectors::all(), ..options })
+            .expect("engine builds"),
+    )
 }
 
 pub fn caller() -> Caller {
