@@ -74,6 +74,8 @@ impl LatencyModel {
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
+    /// A `--quick` run: it proves the harness end to end and judges no target.
+    pub quick: bool,
     pub latency: LatencyModel,
     pub scale: u32,
     /// Measured runs per workload on OmniSQL, and on the (much slower) naive engine.
@@ -106,6 +108,7 @@ impl BenchOptions {
     /// A few seconds: enough to prove the harness works end to end.
     pub fn quick(omnisql_bin: PathBuf, out_dir: PathBuf) -> Self {
         BenchOptions {
+            quick: true,
             latency: LatencyModel::Zero,
             scale: 1,
             iterations: 3,
@@ -199,6 +202,8 @@ pub struct DltResult {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// From a `--quick` run: its numbers prove the harness, not the targets.
+    pub quick: bool,
     pub latency_model: LatencyModel,
     pub scale: u32,
     pub cores: usize,
@@ -512,6 +517,7 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
     let limit =
         |w: &Workload| w.min_round_trips.iter().map(|(app, n)| options.latency.millis(*app) * *n as f64).fold(0.0, f64::max);
     let mut report = Report {
+        quick: options.quick,
         latency_model: options.latency,
         scale: options.scale,
         cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),

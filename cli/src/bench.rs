@@ -73,6 +73,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         BenchOptions { dlt_python: args.dlt_python.clone(), ..BenchOptions::quick(bin, args.out.clone()) }
     } else {
         BenchOptions {
+            quick: false,
             latency: match args.latency {
                 Latency::Default => LatencyModel::Default,
                 Latency::Zero => LatencyModel::Zero,

@@ -41,7 +41,9 @@ fn cases(w: &World) -> Vec<(&'static str, &'static str, String)> {
 }
 
 fn golden_path(connector: &str, case: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../connectors/{connector}/golden/{case}.txt"))
+    // This crate is data-plane/engine; the connectors are its siblings.
+    let data_plane = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("data-plane/").to_path_buf();
+    data_plane.join("connectors").join(connector).join("golden").join(format!("{case}.txt"))
 }
 
 /// Zeroes every app's request counters.
