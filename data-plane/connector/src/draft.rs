@@ -1,7 +1,7 @@
 //! From a published OpenAPI document to a draft table spec ([`crate::spec`]): for each list operation,
 //! the rows' array becomes `records`, the item schema's properties become columns (one level of nested
 //! objects flattened, `profile.email` → `profile_email`), a `cursor` parameter with a `next_cursor` in the
-//! answer becomes cursor pagination, `limit` / `per_page` the page size, and each other query parameter a
+//! answer becomes cursor pagination, a `page` parameter link-header pages, `limit` / `per_page` the page size, and each other query parameter a
 //! filter rule when a column of the same name exists (inexact until someone checks the API's semantics) or
 //! a comment when none does. Swagger 2.0 and OpenAPI 3 documents, with local `$ref`s.
 //!
@@ -24,6 +24,8 @@ struct Table {
     path: String,
     records: String,
     cursor: Option<(String, String)>,
+    /// Numbered pages, followed through the `link` header.
+    link: bool,
     page_size: Option<(String, u64)>,
     columns: Vec<(String, &'static str, String)>,
     filters: Vec<String>,
@@ -45,6 +47,8 @@ pub fn draft(document: &Value, connector: &str, operations: &[String]) -> Result
         }
         if let Some((next, param)) = &t.cursor {
             let _ = writeln!(out, "pagination = {{ style = \"cursor\", next = {}, param = {} }}", quote(next), quote(param));
+        } else if t.link {
+            let _ = writeln!(out, "pagination = {{ style = \"link\" }}  # numbered pages: check that the API links the next one");
         }
         if let Some((param, max)) = &t.page_size {
             let _ = writeln!(out, "page_size = {{ param = {}, max = {max} }}", quote(param));
@@ -82,6 +86,7 @@ fn table(doc: &Value, operation: &str) -> Result<Table, String> {
         path: format!("{}{path}", base.trim_end_matches('/')),
         records: String::new(),
         cursor: None,
+        link: false,
         page_size: None,
         columns: Vec::new(),
         filters: Vec::new(),
@@ -153,9 +158,8 @@ fn table(doc: &Value, operation: &str) -> Result<Table, String> {
                 let max = schema.get("maximum").and_then(Value::as_u64).or(described).unwrap_or(100);
                 t.page_size = Some((name.into(), max));
             }
-            "page" => {
-                t.notes.push("pages are numbered (`page`): GitHub-style link-header pagination is not a spec style yet".into())
-            }
+            // Numbered pages: APIs that number them (GitHub) link the next one in the `link` header.
+            "page" => t.link = true,
             _ if NOT_FILTERS.contains(&name) => {}
             _ => {
                 let column = snake_case(name);
@@ -307,8 +311,10 @@ pub fn compare(draft: &ConnectorSpec, curated: &ConnectorSpec) -> String {
         let only_curated: Vec<_> = cp.difference(&dp).cloned().collect();
         let only_draft = dp.difference(&cp).count();
         let records = d.records == c.records;
-        let pagination = matches!((&d.pagination, &c.pagination), (Pagination::None, Pagination::None))
-            || matches!((&d.pagination, &c.pagination), (Pagination::Cursor { next: a, param: p }, Pagination::Cursor { next: b, param: q }) if a == b && p == q);
+        let pagination = matches!(
+            (&d.pagination, &c.pagination),
+            (Pagination::None, Pagination::None) | (Pagination::Link, Pagination::Link)
+        ) || matches!((&d.pagination, &c.pagination), (Pagination::Cursor { next: a, param: p }, Pagination::Cursor { next: b, param: q }) if a == b && p == q);
         let params = |t: &crate::spec::TableSpec| {
             t.filters.iter().flat_map(|f| [&f.param, &f.lower, &f.upper]).flatten().cloned().collect::<BTreeSet<_>>()
         };
@@ -378,7 +384,9 @@ mod tests {
         }
         assert!(issues.columns.iter().any(|c| c.name == "created_at" && c.kind == "timestamp"));
         assert!(issues.filters.iter().any(|f| f.param.as_deref() == Some("state") && !f.exact), "{text}");
-        assert!(text.contains("link-header pagination") && text.contains("path has parameters"), "{text}");
+        assert!(matches!(issues.pagination, Pagination::Link), "{text}");
+        assert_eq!(issues.page_size.as_ref().map(|p| (p.param.as_str(), p.max)), Some(("per_page", 100)));
+        assert!(text.contains("path has parameters"), "{text}");
     }
 
     #[test]

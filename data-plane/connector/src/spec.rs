@@ -78,6 +78,9 @@ pub enum Pagination {
     /// The answer names the next page's cursor at `next` (JSON pointer; absent or `""` at the end), sent
     /// back as `param`.
     Cursor { next: String, param: String },
+    /// The `link` header's `rel="next"` URL (RFC 8288, as GitHub pages), followed while it stays under
+    /// the connection's base URL.
+    Link,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -397,7 +400,7 @@ impl SpecTable {
     fn paged(&self) -> &'static str {
         match self.spec.pagination {
             Pagination::None => "",
-            Pagination::Cursor { .. } => " (all pages)",
+            Pagination::Cursor { .. } | Pagination::Link => " (all pages)",
         }
     }
 }
@@ -411,15 +414,27 @@ impl Endpoint {
         params: Vec<(String, String)>,
     ) -> BoxStream<'static, Result<Vec<Value>>> {
         let (client, url, app) = (self.client.clone(), format!("{}{}", self.base, table.path), self.app);
+        let base = format!("{}/", self.base);
         let (records, pagination) = (table.records.clone(), table.pagination.clone());
         crate::pagination::follow(move |cursor: Option<String>| {
-            let (client, url, q, mut params, records, pagination) =
-                (client.clone(), url.clone(), q.clone(), params.clone(), records.clone(), pagination.clone());
+            let (client, url, q, mut params, records, pagination, base) =
+                (client.clone(), url.clone(), q.clone(), params.clone(), records.clone(), pagination.clone(), base.clone());
             async move {
-                if let (Some(c), Pagination::Cursor { param, .. }) = (cursor, &pagination) {
-                    params.push((param.clone(), c));
-                }
-                let mut body = client.get(&q, &url, &params).await?.body;
+                let target = match (cursor, &pagination) {
+                    (Some(c), Pagination::Cursor { param, .. }) => {
+                        params.push((param.clone(), c));
+                        url
+                    }
+                    // The next link carries every parameter itself.
+                    (Some(next), Pagination::Link) => {
+                        params.clear();
+                        next
+                    }
+                    _ => url,
+                };
+                let response = client.get(&q, &target, &params).await?;
+                let link = response.headers.get(reqwest::header::LINK).and_then(|v| v.to_str().ok()).map(str::to_string);
+                let mut body = response.body;
                 let rows = match body.pointer_mut(&records).map(Value::take) {
                     Some(Value::Array(rows)) => rows,
                     _ => {
@@ -435,6 +450,17 @@ impl Endpoint {
                     Pagination::Cursor { next, .. } => {
                         body.pointer(next).and_then(Value::as_str).filter(|c| !c.is_empty()).map(str::to_string)
                     }
+                    Pagination::Link => match crate::pagination::link(link.as_deref(), "next") {
+                        Some(next) if next.starts_with(&base) => Some(next),
+                        Some(elsewhere) => {
+                            return Err(ConnectorError::UnexpectedShape {
+                                app,
+                                connection: client.connection().into(),
+                                field: format!("link rel=next to {elsewhere}, outside the connection's base URL"),
+                            });
+                        }
+                        None => None,
+                    },
                 };
                 Ok((rows, next))
             }
@@ -552,6 +578,31 @@ impl ApiTable for SpecTable {
             })
             .try_flatten()
             .boxed()
+    }
+}
+
+/// The dialect of an app with nothing special about its answers: HTTP statuses say what happened (401 is
+/// the credential, 403 a refusal, 429 and 5xx are retried after `Retry-After`), and buckets come from the
+/// spec. With it, a connector is its spec file alone.
+#[derive(Debug)]
+pub struct SpecDialect(pub &'static ConnectorSpec);
+
+impl crate::http::Dialect for SpecDialect {
+    fn app(&self) -> &'static str {
+        &self.0.app
+    }
+    fn bucket(&self, url: &str) -> Option<BucketSpec> {
+        self.0.bucket(url)
+    }
+    fn classify(
+        &self,
+        connection: &str,
+        status: reqwest::StatusCode,
+        headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+    ) -> crate::http::Verdict {
+        let message: String = String::from_utf8_lossy(body).chars().take(300).collect();
+        crate::http::classify_common(self.app(), connection, status, headers, message)
     }
 }
 
