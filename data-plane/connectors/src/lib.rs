@@ -7,7 +7,8 @@ use std::sync::Arc;
 use datafusion::catalog::TableProvider;
 use omnisql_connector::{ConnectorContext, ConnectorError, ConnectorFactory};
 
-/// Every connector of this build.
+/// Every connector of this build; where a connector runs in several versions, its default (what a
+/// connection that pins none gets) comes first.
 pub fn all() -> Vec<Arc<dyn ConnectorFactory>> {
     vec![
         #[cfg(feature = "github")]
@@ -15,7 +16,9 @@ pub fn all() -> Vec<Arc<dyn ConnectorFactory>> {
         #[cfg(feature = "salesforce")]
         Arc::new(omnisql_connector_salesforce::SalesforceFactory),
         #[cfg(feature = "slack")]
-        Arc::new(omnisql_connector_slack::SlackFactory),
+        Arc::new(omnisql_connector_slack::SlackFactory::V1),
+        #[cfg(feature = "slack")]
+        Arc::new(omnisql_connector_slack::SlackFactory::V2),
     ]
 }
 
@@ -75,8 +78,8 @@ mod tests {
     #[tokio::test]
     async fn the_catalog_lists_fixed_tables_and_leaves_discovered_ones_to_connections() {
         let described = describe().await.unwrap();
-        let names: Vec<_> = described.iter().map(|d| d.name.as_str()).collect();
-        assert_eq!(names, ["github", "salesforce", "slack"]);
+        let names: Vec<_> = described.iter().map(|d| format!("{} {}", d.name, d.version)).collect();
+        assert_eq!(names, ["github 1.0.0", "salesforce 1.0.0", "slack 1.0.0", "slack 2.0.0"]);
         let slack = described.iter().find(|d| d.name == "slack").unwrap();
         let messages = &slack.tables.iter().find(|(t, _)| t == "messages").unwrap().1;
         assert!(messages.iter().any(|(c, t)| c == "posted_at" && t.starts_with("Timestamp")), "{messages:?}");

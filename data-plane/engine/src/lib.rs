@@ -203,7 +203,7 @@ pub enum EngineError {
     )]
     UnknownConnector { tenant: String, connection: String, connector: String, available: String },
     #[error(
-        "connection `{connection}` pins connector `{connector}` version {wanted}, but this data plane runs version {running}"
+        "connection `{connection}` pins connector `{connector}` version {wanted}, but this data plane runs version(s) {running}"
     )]
     VersionMismatch { connection: String, connector: String, wanted: String, running: String },
     #[error(transparent)]
@@ -484,8 +484,11 @@ impl Engine {
         t: &config::TenantConfig,
         c: &config::ConnectionConfig,
     ) -> Result<ConnectionSchema, EngineError> {
-        let factory =
-            factories.iter().find(|f| f.name() == c.connector).cloned().ok_or_else(|| EngineError::UnknownConnector {
+        // Several versions of a connector may run side by side: the pinned one, else the first listed
+        // (the registry lists each connector's default version first).
+        let versions: Vec<&Arc<dyn ConnectorFactory>> = factories.iter().filter(|f| f.name() == c.connector).collect();
+        if versions.is_empty() {
+            return Err(EngineError::UnknownConnector {
                 tenant: t.id.clone(),
                 connection: c.name.clone(),
                 connector: c.connector.clone(),
@@ -494,17 +497,19 @@ impl Engine {
                 } else {
                     factories.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
                 },
-            })?;
-        if let Some(v) = &c.version
-            && v != factory.version()
-        {
-            return Err(EngineError::VersionMismatch {
-                connection: c.name.clone(),
-                connector: c.connector.clone(),
-                wanted: v.clone(),
-                running: factory.version().into(),
             });
         }
+        let factory = match &c.version {
+            None => versions[0].clone(),
+            Some(v) => {
+                versions.iter().find(|f| f.version() == v).map(|f| (*f).clone()).ok_or_else(|| EngineError::VersionMismatch {
+                    connection: c.name.clone(),
+                    connector: c.connector.clone(),
+                    wanted: v.clone(),
+                    running: versions.iter().map(|f| f.version()).collect::<Vec<_>>().join(", "),
+                })?
+            }
+        };
         let context = ConnectorContext {
             tenant: t.id.clone(),
             connection: c.name.clone(),

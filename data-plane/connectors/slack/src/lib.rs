@@ -21,10 +21,16 @@ use serde_json::Value;
 
 const APP: &str = "Slack";
 
-/// The tables, declared in `slack.toml`.
-fn spec() -> Result<&'static ConnectorSpec> {
+/// Version 1's tables (`slack.toml`).
+fn spec_v1() -> Result<&'static ConnectorSpec> {
     static SPEC: OnceLock<std::result::Result<ConnectorSpec, String>> = OnceLock::new();
     ConnectorSpec::built_in(&SPEC, "slack", include_str!("../slack.toml"))
+}
+
+/// Version 2's tables (`slack-2.toml`: `messages.user_id` renamed `author_id`, `team_id` added).
+fn spec_v2() -> Result<&'static ConnectorSpec> {
+    static SPEC: OnceLock<std::result::Result<ConnectorSpec, String>> = OnceLock::new();
+    ConnectorSpec::built_in(&SPEC, "slack", include_str!("../slack-2.toml"))
 }
 
 static PARAMETERS: &[ParameterSpec] = &[
@@ -32,8 +38,21 @@ static PARAMETERS: &[ParameterSpec] = &[
     ParameterSpec::secret("token", "bot (xoxb-) or user (xoxp-) token"),
 ];
 
-#[derive(Debug, Default)]
-pub struct SlackFactory;
+/// One version of the Slack connector; both run side by side, each connection pinning one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlackFactory {
+    V1,
+    V2,
+}
+
+impl SlackFactory {
+    fn tables(self) -> Result<&'static ConnectorSpec> {
+        match self {
+            SlackFactory::V1 => spec_v1(),
+            SlackFactory::V2 => spec_v2(),
+        }
+    }
+}
 
 #[async_trait]
 impl ConnectorFactory for SlackFactory {
@@ -41,13 +60,16 @@ impl ConnectorFactory for SlackFactory {
         "slack"
     }
     fn version(&self) -> &'static str {
-        "1.0.0"
+        match self {
+            SlackFactory::V1 => "1.0.0",
+            SlackFactory::V2 => "2.0.0",
+        }
     }
     fn parameters(&self) -> &'static [ParameterSpec] {
         PARAMETERS
     }
     fn spec(&self) -> Result<Option<&'static ConnectorSpec>> {
-        spec().map(Some)
+        self.tables().map(Some)
     }
     async fn create(&self, params: Parameters, ctx: ConnectorContext) -> Result<Arc<dyn Connector>> {
         let base = params.require(self.name(), "base_url")?.trim_end_matches('/').to_string();
@@ -57,14 +79,14 @@ impl ConnectorFactory for SlackFactory {
             reason: e.to_string(),
         })?;
         let token = params.require(self.name(), "token")?.to_string();
-        let spec = spec()?;
-        let client = ApiClient::new(&ctx, Arc::new(SlackDialect), Arc::new(BearerToken(token)), HeaderMap::new())?;
+        let spec = self.tables()?;
+        let client = ApiClient::new(&ctx, Arc::new(SlackDialect(spec)), Arc::new(BearerToken(token)), HeaderMap::new())?;
         Ok(Arc::new(SlackConnector { spec, client: Arc::new(client), base, scan: ctx.scan }))
     }
 }
 
 #[derive(Debug)]
-struct SlackDialect;
+struct SlackDialect(&'static ConnectorSpec);
 
 impl Dialect for SlackDialect {
     fn app(&self) -> &'static str {
@@ -73,7 +95,7 @@ impl Dialect for SlackDialect {
     /// One bucket per method, at its tier's calls per minute (from the spec). Slack sends no
     /// remaining-count headers, so the model is trusted and a 429's `Retry-After` corrects it.
     fn bucket(&self, url: &str) -> Option<BucketSpec> {
-        spec().ok()?.bucket(url)
+        self.0.bucket(url)
     }
     /// Slack limits calls per minute per method, not concurrency; a few at once is plenty.
     fn default_concurrency(&self) -> usize {
@@ -139,10 +161,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_spec_parses_and_declares_the_three_tables() {
-        let spec = ConnectorSpec::parse(include_str!("../slack.toml")).unwrap();
-        assert_eq!(spec.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["channels", "users", "messages"]);
-        let bucket = spec.bucket("https://slack.com/api/conversations.history?channel=C1").unwrap();
-        assert_eq!((bucket.name.as_str(), bucket.capacity), ("slack:conversations.history", 50.0));
+    fn each_versions_spec_parses_names_its_version_and_declares_the_three_tables() {
+        for f in [SlackFactory::V1, SlackFactory::V2] {
+            let spec = f.tables().unwrap();
+            assert_eq!(spec.version, f.version());
+            assert_eq!(spec.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["channels", "users", "messages"]);
+            let bucket = spec.bucket("https://slack.com/api/conversations.history?channel=C1").unwrap();
+            assert_eq!((bucket.name.as_str(), bucket.capacity), ("slack:conversations.history", 50.0));
+        }
+        let columns = |f: SlackFactory| {
+            f.tables().unwrap().table("messages").unwrap().columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>()
+        };
+        assert!(columns(SlackFactory::V1).contains(&"user_id".to_string()));
+        assert!(
+            columns(SlackFactory::V2).contains(&"author_id".to_string())
+                && !columns(SlackFactory::V2).contains(&"user_id".to_string())
+        );
     }
 }
