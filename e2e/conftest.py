@@ -107,7 +107,8 @@ class Dev:
 
 def start_sandbox(*flags: str) -> tuple[subprocess.Popen, dict]:
     """`omnisql sandbox` on free ports; returns the process and the endpoints it printed (one JSON document)."""
-    proc = subprocess.Popen([omnisql_binary(), "sandbox", "--github-port", "0", "--salesforce-port", "0", "--slack-port", "0", *flags],
+    proc = subprocess.Popen([omnisql_binary(), "sandbox", "--github-port", "0", "--salesforce-port", "0", "--slack-port", "0",
+                             "--jira-port", "0", "--stripe-port", "0", "--hubspot-port", "0", *flags],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     text = ""

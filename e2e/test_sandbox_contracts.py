@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -168,3 +169,108 @@ def test_salesforce_describe_matches_the_describe_schema(dev):
         describe, _ = fetch(f"{token['instance_url']}/services/data/v62.0/sobjects/{name}/describe", h)
         describe.pop("urls", None)  # not part of the published schema
         jsonschema.Draft7Validator(schema).validate(describe)
+
+
+def load_spec(name):
+    return nullable_alternatives(json.loads((SPECS / name).read_text()))
+
+
+def nullable_alternatives(node):
+    """Reads OpenAPI 3.0's `nullable: true` beside `anyOf` or `enum` as the document means it (null
+    allowed), which the validator applies only beside `type` (Stripe's document writes every optional
+    object and status so, and its API answers null there)."""
+    if isinstance(node, dict):
+        node = {k: nullable_alternatives(v) for k, v in node.items()}
+        if node.get("nullable") is True and "anyOf" in node:
+            node["anyOf"] = node["anyOf"] + [{"enum": [None]}]
+        if node.get("nullable") is True and isinstance(node.get("enum"), list) and None not in node["enum"]:
+            node["enum"] = node["enum"] + [None]
+        return node
+    if isinstance(node, list):
+        return [nullable_alternatives(v) for v in node]
+    return node
+
+
+def oas_validator(spec, schema):
+    return OAS30Validator({**schema, "components": spec["components"]})
+
+
+def fetch_error(url, headers):
+    """The status, body and headers of a request that must fail."""
+    try:
+        fetch(url, headers)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), e.headers
+    raise AssertionError(f"{url} did not fail")
+
+
+@pytest.mark.parametrize("path,query", [
+    ("/rest/api/3/project/search", "maxResults=2"),
+    ("/rest/api/3/search", 'jql=project = "API" AND status IN ("To Do", "In Progress")&maxResults=5&fields=summary,status,assignee,customfield_10042'),
+    ("/rest/api/3/users/search", "maxResults=5"),
+])
+def test_jira_lists_match_the_openapi_description(dev, path, query):
+    spec = load_spec("jira-platform-openapi-v3.json")
+    jira = dev.app("jira")
+    h = {"authorization": f"Bearer {jira['credentials']['token']}"}
+    body, headers = fetch(f"{jira['base_url']}{path}?{urllib.parse.quote(query, safe='=&,')}", h)
+    assert body, "the sandbox returned nothing to validate"
+    oas_validator(spec, response_schema(spec, path)).validate(body)
+    assert int(headers["x-ratelimit-remaining"]) >= 0
+
+
+def test_jira_refusals_are_error_collections(dev):
+    spec = load_spec("jira-platform-openapi-v3.json")
+    jira = dev.app("jira")
+    status, body, _ = fetch_error(f"{jira['base_url']}/rest/api/3/project/search", {"authorization": "Bearer wrong"})
+    assert status == 401
+    oas_validator(spec, {"$ref": "#/components/schemas/ErrorCollection"}).validate(body)
+    h = {"authorization": f"Bearer {jira['credentials']['token']}"}
+    status, body, _ = fetch_error(f"{jira['base_url']}/rest/api/3/search?jql=colour%20%3D%20red", h)
+    assert status == 400 and "Field 'colour' does not exist" in body["errorMessages"][0]
+
+
+@pytest.mark.parametrize("path,query", [("/v1/customers", "limit=3"), ("/v1/invoices", "limit=5&status=open")])
+def test_stripe_lists_match_the_openapi_description(dev, path, query):
+    spec = load_spec("stripe-openapi-v3.json")
+    stripe = dev.app("stripe")
+    h = {"authorization": f"Bearer {stripe['credentials']['token']}"}
+    body, _ = fetch(f"{stripe['base_url']}{path}?{query}", h)
+    assert body["data"] and body["has_more"] is True
+    oas_validator(spec, response_schema(spec, path)).validate(body)
+    after, _ = fetch(f"{stripe['base_url']}{path}?{query}&starting_after={body['data'][-1]['id']}", h)
+    assert not {r["id"] for r in after["data"]} & {r["id"] for r in body["data"]}, "the next page starts after the last row"
+
+
+def test_stripe_refusals_are_error_objects(dev):
+    spec = load_spec("stripe-openapi-v3.json")
+    stripe = dev.app("stripe")
+    status, body, _ = fetch_error(f"{stripe['base_url']}/v1/customers", {"authorization": "Bearer sk_test_wrong"})
+    assert status == 401 and body["error"]["message"].startswith("Invalid API Key provided")
+    oas_validator(spec, {"$ref": "#/components/schemas/error"}).validate(body)
+    h = {"authorization": f"Bearer {stripe['credentials']['token']}"}
+    status, body, _ = fetch_error(f"{stripe['base_url']}/v1/customers?limit=101", h)
+    assert status == 400 and body["error"]["param"] == "limit"
+
+
+@pytest.mark.parametrize("spec_file,path,query", [
+    ("hubspot-crm-companies-v3.json", "/crm/v3/objects/companies", "limit=3&properties=name,domain,numberofemployees"),
+    ("hubspot-crm-contacts-v3.json", "/crm/v3/objects/contacts", "limit=3&properties=email,company&associations=companies"),
+])
+def test_hubspot_lists_match_the_openapi_description(dev, spec_file, path, query):
+    spec = load_spec(spec_file)
+    hs = dev.app("hubspot")
+    h = {"authorization": f"Bearer {hs['credentials']['token']}"}
+    body, headers = fetch(f"{hs['base_url']}{path}?{query}", h)
+    assert len(body["results"]) == 3 and body["paging"]["next"]["after"]
+    oas_validator(spec, response_schema(spec, path)).validate(body)
+    assert all(isinstance(v, (str, type(None))) for r in body["results"] for v in r["properties"].values())
+    assert int(headers["x-hubspot-ratelimit-max"]) > 0 and int(headers["x-hubspot-ratelimit-remaining"]) >= 0
+
+
+def test_hubspot_refusals_are_error_objects(dev):
+    spec = load_spec("hubspot-crm-companies-v3.json")
+    hs = dev.app("hubspot")
+    status, body, _ = fetch_error(f"{hs['base_url']}/crm/v3/objects/companies", {"authorization": "Bearer pat-wrong"})
+    assert status == 401 and body["category"] == "INVALID_AUTHENTICATION"
+    oas_validator(spec, {"$ref": "#/components/schemas/Error"}).validate(body)

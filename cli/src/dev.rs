@@ -92,6 +92,12 @@ pub struct SandboxArgs {
     salesforce_port: u16,
     #[arg(long, default_value_t = 8083)]
     slack_port: u16,
+    #[arg(long, default_value_t = 8084)]
+    jira_port: u16,
+    #[arg(long, default_value_t = 8085)]
+    stripe_port: u16,
+    #[arg(long, default_value_t = 8086)]
+    hubspot_port: u16,
     #[command(flatten)]
     world: WorldArgs,
 }
@@ -112,19 +118,21 @@ struct Endpoints {
     control_plane_grpc: String,
     operator_key: String,
     data_dir: String,
-    github: AppEndpoint,
-    salesforce: AppEndpoint,
-    slack: AppEndpoint,
+    /// Each sandbox app by connection name (`github`, `salesforce`, …).
+    #[serde(flatten)]
+    apps: std::collections::BTreeMap<String, AppEndpoint>,
 }
 
-fn app_endpoints(sandbox: &Sandbox) -> (AppEndpoint, AppEndpoint, AppEndpoint) {
-    let mut apps = sandbox.connections().into_iter().map(|c| {
-        let base_url = c.options.get("base_url").or(c.options.get("login_url")).cloned().unwrap_or_default();
-        let credentials = c.options.into_iter().filter(|(k, _)| k != "base_url" && k != "login_url" && k != "orgs").collect();
-        AppEndpoint { base_url, credentials }
-    });
-    let mut next = || apps.next().unwrap_or(AppEndpoint { base_url: String::new(), credentials: Default::default() });
-    (next(), next(), next())
+fn app_endpoints(sandbox: &Sandbox) -> std::collections::BTreeMap<String, AppEndpoint> {
+    sandbox
+        .connections()
+        .into_iter()
+        .map(|c| {
+            let base_url = c.options.get("base_url").or(c.options.get("login_url")).cloned().unwrap_or_default();
+            let credentials = c.options.into_iter().filter(|(k, _)| k != "base_url" && k != "login_url" && k != "orgs").collect();
+            (c.name.to_string(), AppEndpoint { base_url, credentials })
+        })
+        .collect()
 }
 
 /// Removes a temporary data folder on exit.
@@ -190,7 +198,6 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
     let flight = format!("{scheme}://{}", listener.local_addr().map(|a| a.to_string()).unwrap_or(args.flight_addr.clone()));
     let postgres = dp.serve_postgres(&args.pg_addr, tls.as_ref()).await?;
-    let (github, salesforce, slack) = app_endpoints(&sandbox);
     let endpoints = Endpoints {
         flight_sql: flight.clone(),
         postgres: postgres.clone(),
@@ -199,9 +206,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         control_plane_grpc: cp.grpc_url(),
         operator_key: operator_key.clone(),
         data_dir: data_dir.display().to_string(),
-        github,
-        salesforce,
-        slack,
+        apps: app_endpoints(&sandbox),
     };
     if let Some(path) = &args.endpoints_file {
         let json = serde_json::to_string_pretty(&endpoints).unwrap_or_default();
@@ -215,7 +220,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     };
     eprintln!(
         "\nOmniSQL dev is running (demo tenant `demo`, sandbox world seed {} scale {}).\n\
-         \n  Flight SQL   {flight}\n  Postgres     {postgres} (psql \"host={pg_host} port={pg_port} user=demo\", the API key as password)\n  API key      {}\n  Admin API    {} (operator key {operator_key})\n  GitHub       {}\n  Salesforce   {}\n  Slack        {}\n\
+         \n  Flight SQL   {flight}\n  Postgres     {postgres} (psql \"host={pg_host} port={pg_port} user=demo\", the API key as password)\n  API key      {}\n  Admin API    {} (operator key {operator_key})\n  GitHub       {}\n  Salesforce   {}\n  Slack        {}\n  Jira         {}\n  Stripe       {}\n  HubSpot      {}\n\
          \nTry:\n  omnisql sql{endpoint_flag} \"SELECT repo_full_name, number, title FROM github.issues WHERE state = 'open' LIMIT 5\"\n\
          \nCtrl-C stops it.\n",
         args.world.seed,
@@ -224,7 +229,10 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         cp.admin_url(),
         sandbox.github_url,
         sandbox.salesforce_url,
-        sandbox.slack_url
+        sandbox.slack_url,
+        sandbox.jira_url,
+        sandbox.stripe_url,
+        sandbox.hubspot_url
     );
     omnisql_data_plane::serve(dp.engine.clone(), Some(dp.outbox.clone()), listener, tls.as_ref(), shutdown).await?;
     drop(dp);
@@ -262,12 +270,14 @@ pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
         github_port: args.github_port,
         salesforce_port: args.salesforce_port,
         slack_port: args.slack_port,
+        jira_port: args.jira_port,
+        stripe_port: args.stripe_port,
+        hubspot_port: args.hubspot_port,
         ..args.world.config()
     };
     let sandbox = Sandbox::start(config).await?;
     let shutdown = shutdown_signal()?;
-    let (github, salesforce, slack) = app_endpoints(&sandbox);
-    let show = serde_json::json!({"github": github, "salesforce": salesforce, "slack": slack});
+    let show = app_endpoints(&sandbox);
     println!("{}", serde_json::to_string_pretty(&show).unwrap_or_default());
     eprintln!("Sandbox running; GET /_sandbox/stats on each base URL counts requests. Ctrl-C stops it.");
     shutdown.await;

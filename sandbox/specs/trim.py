@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Writes the vendored API descriptions in this folder from the published documents.
 
-Usage: sandbox/specs/trim.py DIR, where DIR holds the published GitHub REST OpenAPI document, the Slack
-Web API OpenAPI document and the Salesforce describe schema under the file names below. Each OpenAPI
+Usage: sandbox/specs/trim.py DIR, where DIR holds the published documents under the file names below (the
+GitHub REST and Slack Web API OpenAPI documents, the Salesforce describe schema, the Jira Cloud platform,
+Stripe and HubSpot CRM companies and contacts OpenAPI documents). Each OpenAPI
 document keeps only the operations listed here (what the sandbox serves and the connectors read), with
 every schema, parameter and response they reach through `$ref`, so the files stay small and reviewable.
 To vendor another operation, add it to the list and run this again.
@@ -50,6 +51,15 @@ SLACK_PATHS = [
 
 SALESFORCE = "salesforce-sobject-describe.schema.json"
 
+# Only the GET operations of these (the lists the connectors read).
+JIRA = "jira-platform-openapi-v3.json"
+JIRA_PATHS = ["/rest/api/3/project/search", "/rest/api/3/search", "/rest/api/3/users/search"]
+STRIPE = "stripe-openapi-v3.json"
+STRIPE_PATHS = ["/v1/customers", "/v1/invoices"]
+STRIPE_SCHEMAS = ["error"]
+HUBSPOT_COMPANIES = "hubspot-crm-companies-v3.json"
+HUBSPOT_CONTACTS = "hubspot-crm-contacts-v3.json"
+
 
 def refs(node):
     """Every local `$ref` target in a JSON value, as a list of path segments."""
@@ -64,13 +74,17 @@ def refs(node):
             yield from refs(item)
 
 
-def trim(doc, paths, roots):
-    """`doc` with only `paths`, and of its other top-level sections only what they reach."""
+def trim(doc, paths, roots, methods=None):
+    """`doc` with only `paths` (only `methods` of them, if given), and of its other top-level sections only
+    what they reach."""
     missing = [p for p in paths if p not in doc["paths"]]
     if missing:
         sys.exit(f"not in the document: {missing}")
     out = {k: v for k, v in doc.items() if k not in ("paths", "components", "definitions", "parameters", "responses")}
-    out["paths"] = {p: doc["paths"][p] for p in paths}
+    out["paths"] = {
+        p: {m: op for m, op in doc["paths"][p].items() if methods is None or m in methods or m == "parameters"}
+        for p in paths
+    }
     pending = list(refs(out["paths"])) + [r.split("/") for r in roots]
     seen = set()
     while pending:
@@ -94,9 +108,14 @@ def main():
     src = pathlib.Path(sys.argv[1]) if len(sys.argv) == 2 else sys.exit(__doc__)
     github = json.loads((src / GITHUB).read_text())
     slack = json.loads((src / SLACK).read_text())
+    read = lambda name: json.loads((src / name).read_text())
     outputs = {
         GITHUB: trim(github, GITHUB_PATHS, [f"components/schemas/{s}" for s in GITHUB_SCHEMAS]),
         SLACK: trim(slack, SLACK_PATHS, []),
+        JIRA: trim(read(JIRA), JIRA_PATHS, ["components/schemas/ErrorCollection"], ("get",)),
+        STRIPE: trim(read(STRIPE), STRIPE_PATHS, [f"components/schemas/{s}" for s in STRIPE_SCHEMAS], ("get",)),
+        HUBSPOT_COMPANIES: trim(read(HUBSPOT_COMPANIES), ["/crm/v3/objects/companies"], [], ("get",)),
+        HUBSPOT_CONTACTS: trim(read(HUBSPOT_CONTACTS), ["/crm/v3/objects/contacts"], [], ("get",)),
     }
     for name, doc in outputs.items():
         (HERE / name).write_text(json.dumps(doc, indent=1) + "\n")

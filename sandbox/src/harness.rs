@@ -56,6 +56,9 @@ pub enum App {
     Github,
     Salesforce,
     Slack,
+    Jira,
+    Stripe,
+    Hubspot,
 }
 
 #[derive(Debug)]
@@ -135,6 +138,24 @@ impl Harness {
                 (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"ok": false, "error": "service_unavailable"})))
                     .into_response()
             }
+            App::Jira => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"errorMessages": ["Service unavailable. Try again later."], "errors": {}})),
+            )
+                .into_response(),
+            App::Stripe => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(serde_json::json!({"error": {"type": "api_error", "message": "An unknown error occurred"}})),
+            )
+                .into_response(),
+            App::Hubspot => (
+                StatusCode::BAD_GATEWAY,
+                Json(serde_json::json!({
+                    "status": "error", "message": "Bad Gateway", "correlationId": "00000000-0000-4000-8000-000000000502",
+                    "category": "UNKNOWN"
+                })),
+            )
+                .into_response(),
         }
     }
 
@@ -153,6 +174,9 @@ impl Harness {
             App::Slack => {
                 (StatusCode::TOO_MANY_REQUESTS, Json(serde_json::json!({"ok": false, "error": "ratelimited"}))).into_response()
             }
+            App::Jira => crate::jira::rate_limited(),
+            App::Stripe => crate::stripe::rate_limited(),
+            App::Hubspot => crate::hubspot::rate_limited(),
         };
         if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
             resp.headers_mut().insert("retry-after", v);
@@ -262,4 +286,41 @@ pub fn control_routes(h: Arc<Harness>) -> Router {
 /// Wraps an app router with the harness and its control routes.
 pub fn wrap(app: Router, h: Arc<Harness>) -> Router {
     app.merge(control_routes(h.clone())).layer(axum::middleware::from_fn_with_state(h, layer))
+}
+
+/// A limit of `limit` requests per window of `window`, counted from the window's first request — how
+/// the apps without a header-reported quota limit a credential.
+#[derive(Debug)]
+pub struct Window {
+    limit: u64,
+    length: Duration,
+    state: Mutex<(std::time::Instant, u64)>,
+}
+
+impl Window {
+    pub fn new(limit: u64, length: Duration) -> Self {
+        Window { limit: limit.max(1), length, state: Mutex::new((std::time::Instant::now(), 0)) }
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Takes one request: `Ok(remaining)`, or `Err(time until the window ends)` when none is left.
+    pub fn take(&self) -> Result<u64, Duration> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.0.elapsed() >= self.length {
+            *state = (std::time::Instant::now(), 0);
+        }
+        if state.1 >= self.limit {
+            return Err(self.length.saturating_sub(state.0.elapsed()));
+        }
+        state.1 += 1;
+        Ok(self.limit - state.1)
+    }
+}
+
+/// The bearer token of a request, if it sent one.
+pub fn bearer(req: &Request) -> Option<&str> {
+    req.headers().get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")
 }

@@ -188,7 +188,89 @@ pub struct Message {
     pub thread_ts: Option<String>,
 }
 
-/// Everything the three sandbox apps serve. Collections are in the order the APIs list them.
+/// A Jira project: one per repository, keyed by its name in capitals.
+#[derive(Debug, Clone)]
+pub struct JiraProject {
+    pub id: i64,
+    pub key: String,
+    pub name: String,
+    pub lead: usize,
+}
+
+/// A Jira issue that tracks a GitHub issue (its URL in the "GitHub issue" field) for a customer.
+#[derive(Debug, Clone)]
+pub struct JiraIssue {
+    pub id: i64,
+    pub key: String,
+    pub project: usize,
+    pub summary: String,
+    pub issue_type: &'static str,
+    pub status: &'static str,
+    pub priority: &'static str,
+    pub reporter: usize,
+    pub assignee: Option<usize>,
+    pub labels: Vec<&'static str>,
+    /// Index into `World::issues`.
+    pub github_issue: usize,
+    /// Index into `World::accounts`: the customer who raised it, when one did.
+    pub account: Option<usize>,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+}
+
+/// A Stripe customer: each Salesforce account's billing contact, plus self-serve sign-ups.
+#[derive(Debug, Clone)]
+pub struct StripeCustomer {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub account: Option<usize>,
+    pub created: DateTime<Utc>,
+    pub delinquent: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct StripeInvoice {
+    pub id: String,
+    pub number: String,
+    pub customer: usize,
+    pub status: &'static str,
+    /// In cents, as Stripe counts.
+    pub amount_due: i64,
+    pub amount_paid: i64,
+    pub created: DateTime<Utc>,
+    pub due: DateTime<Utc>,
+}
+
+/// A HubSpot company: every Salesforce account (same domain), plus prospects marketing has not handed
+/// over yet.
+#[derive(Debug, Clone)]
+pub struct HubspotCompany {
+    pub id: String,
+    pub name: String,
+    pub domain: String,
+    pub industry: &'static str,
+    pub city: &'static str,
+    pub country: &'static str,
+    pub employees: Option<i64>,
+    pub lifecycle: &'static str,
+    pub created: DateTime<Utc>,
+}
+
+/// A HubSpot contact: every Salesforce contact (same email), plus leads of the prospects.
+#[derive(Debug, Clone)]
+pub struct HubspotContact {
+    pub id: String,
+    pub email: String,
+    pub first: String,
+    pub last: String,
+    pub job_title: &'static str,
+    pub company: usize,
+    pub lifecycle: &'static str,
+    pub created: DateTime<Utc>,
+}
+
+/// Everything the sandbox apps serve. Collections are in the order the APIs list them.
 #[derive(Debug, Clone)]
 pub struct World {
     pub seed: u64,
@@ -204,6 +286,12 @@ pub struct World {
     pub commits: Vec<Commit>,
     pub channels: Vec<Channel>,
     pub messages: Vec<Message>,
+    pub jira_projects: Vec<JiraProject>,
+    pub jira_issues: Vec<JiraIssue>,
+    pub stripe_customers: Vec<StripeCustomer>,
+    pub stripe_invoices: Vec<StripeInvoice>,
+    pub hubspot_companies: Vec<HubspotCompany>,
+    pub hubspot_contacts: Vec<HubspotContact>,
 }
 
 const FIRST: &[&str] = &[
@@ -650,7 +738,7 @@ impl World {
             }
         }
 
-        World {
+        let mut world = World {
             seed,
             scale,
             employees,
@@ -664,6 +752,179 @@ impl World {
             commits,
             channels,
             messages,
+            jira_projects: Vec::new(),
+            jira_issues: Vec::new(),
+            stripe_customers: Vec::new(),
+            stripe_invoices: Vec::new(),
+            hubspot_companies: Vec::new(),
+            hubspot_contacts: Vec::new(),
+        };
+        world.add_jira_stripe_hubspot();
+        world
+    }
+
+    /// Jira, Stripe and HubSpot over the same people and companies, from a random stream of their own
+    /// so that the first three apps' data stays what it was.
+    fn add_jira_stripe_hubspot(&mut self) {
+        let mut rng = Rng::new(self.seed ^ 0x0A11_5EED_0000_0003);
+        let base = base_time();
+        let engineers: Vec<usize> = (0..self.employees.len()).filter(|i| i % 3 != 0).collect();
+
+        // Jira: a project per repository; about a third of the GitHub issues (not pull requests) tracked.
+        self.jira_projects = self
+            .repos
+            .iter()
+            .enumerate()
+            .map(|(i, r)| JiraProject {
+                id: 10_000 + i as i64,
+                key: r.name.to_uppercase(),
+                name: format!("Acme {}", r.name.to_uppercase()),
+                lead: engineers[i % engineers.len()],
+            })
+            .collect();
+        let email_account: std::collections::HashMap<&str, usize> =
+            self.contacts.iter().map(|c| (c.email.as_str(), c.account)).collect();
+        let mut per_project = vec![0usize; self.jira_projects.len()];
+        for (gi, issue) in self.issues.iter().enumerate() {
+            if issue.is_pull || !rng.chance(0.35) {
+                continue;
+            }
+            per_project[issue.repo] += 1;
+            let project = &self.jira_projects[issue.repo];
+            let account = self.github_users[issue.author].email.as_deref().and_then(|e| email_account.get(e).copied());
+            let status = if issue.open { ["To Do", "In Progress"][rng.below(2) as usize] } else { "Done" };
+            let mut labels = Vec::new();
+            if account.is_some() {
+                labels.push("customer");
+            }
+            if issue.labels.contains(&"bug") {
+                labels.push("bug");
+            }
+            self.jira_issues.push(JiraIssue {
+                id: 20_000 + self.jira_issues.len() as i64,
+                key: format!("{}-{}", project.key, per_project[issue.repo]),
+                project: issue.repo,
+                summary: issue.title.clone(),
+                issue_type: if issue.labels.contains(&"bug") { "Bug" } else { ["Task", "Story"][rng.below(2) as usize] },
+                status,
+                priority: ["Highest", "High", "Medium", "Low"][rng.below(4) as usize],
+                reporter: *rng.pick(&engineers),
+                assignee: if rng.chance(0.7) { Some(*rng.pick(&engineers)) } else { None },
+                labels,
+                github_issue: gi,
+                account,
+                created: issue.created + Duration::minutes(rng.range(5, 60 * 24) as i64),
+                updated: issue.updated + Duration::minutes(rng.range(0, 60) as i64),
+            });
+        }
+
+        // Stripe: the first contact of each account is its billing contact; some sign-ups have no account.
+        for (a, account) in self.accounts.iter().enumerate() {
+            let Some(billing) = self.contacts.iter().find(|c| c.account == a) else { continue };
+            self.stripe_customers.push(StripeCustomer {
+                id: format!("cus_{}", &hex(&mut rng, 14)),
+                email: billing.email.clone(),
+                name: account.name.clone(),
+                account: Some(a),
+                created: account.created + Duration::days(rng.range(1, 60) as i64),
+                delinquent: false,
+            });
+        }
+        let n_signups = 6 * self.scale as usize;
+        for i in 0..n_signups {
+            let first = rng.pick(FIRST).to_lowercase();
+            self.stripe_customers.push(StripeCustomer {
+                id: format!("cus_{}", &hex(&mut rng, 14)),
+                email: format!("{first}{i}@selfserve.example"),
+                name: format!("{} (self-serve)", rng.pick(FIRST)),
+                account: None,
+                created: base + Duration::days(rng.range(0, 500) as i64),
+                delinquent: false,
+            });
+        }
+        for c in 0..self.stripe_customers.len() {
+            let months = rng.range(2, 8) as i64;
+            let monthly = rng.range(5, 200) as i64 * 10_000;
+            for m in 0..months {
+                let created = self.stripe_customers[c].created + Duration::days(30 * (m + 1));
+                let last = m == months - 1;
+                let status = if !last {
+                    if rng.chance(0.05) { "void" } else { "paid" }
+                } else {
+                    ["paid", "open", "open", "uncollectible"][rng.below(4) as usize]
+                };
+                if status == "uncollectible" {
+                    self.stripe_customers[c].delinquent = true;
+                }
+                let n = self.stripe_invoices.len() + 1;
+                self.stripe_invoices.push(StripeInvoice {
+                    id: format!("in_{}", &hex(&mut rng, 14)),
+                    number: format!("ACME-{n:05}"),
+                    customer: c,
+                    status,
+                    amount_due: monthly,
+                    amount_paid: if status == "paid" { monthly } else { 0 },
+                    created,
+                    due: created + Duration::days(30),
+                });
+            }
+        }
+        // HubSpot: every account's company and contacts, plus prospects with leads.
+        for (a, account) in self.accounts.iter().enumerate() {
+            self.hubspot_companies.push(HubspotCompany {
+                id: (9_000_000_000 + a as i64 * 7).to_string(),
+                name: account.name.clone(),
+                domain: account.domain.clone(),
+                industry: account.industry,
+                city: account.city,
+                country: account.country,
+                employees: account.employees,
+                lifecycle: "customer",
+                created: account.created - Duration::days(rng.range(10, 200) as i64),
+            });
+            for c in self.contacts.iter().filter(|c| c.account == a) {
+                self.hubspot_contacts.push(HubspotContact {
+                    id: (5_000_000 + self.hubspot_contacts.len() as i64 * 3).to_string(),
+                    email: c.email.clone(),
+                    first: c.first.clone(),
+                    last: c.last.clone(),
+                    job_title: c.title,
+                    company: self.hubspot_companies.len() - 1,
+                    lifecycle: "customer",
+                    created: c.created - Duration::days(rng.range(10, 200) as i64),
+                });
+            }
+        }
+        let n_prospects = 4 * self.scale as usize;
+        for p in 0..n_prospects {
+            let name =
+                format!("{} Ventures{}", rng.pick(COMPANIES), if p >= COMPANIES.len() { format!(" {p}") } else { String::new() });
+            let domain = format!("{}.io", name.to_lowercase().replace(' ', ""));
+            let (city, country) = *rng.pick(CITIES);
+            self.hubspot_companies.push(HubspotCompany {
+                id: (9_100_000_000 + p as i64 * 7).to_string(),
+                name,
+                domain: domain.clone(),
+                industry: INDUSTRIES[rng.below(INDUSTRIES.len() as u64) as usize],
+                city,
+                country,
+                employees: Some(rng.range(5, 500) as i64),
+                lifecycle: ["lead", "marketingqualifiedlead", "salesqualifiedlead"][rng.below(3) as usize],
+                created: base + Duration::days(rng.range(100, 600) as i64),
+            });
+            for l in 0..rng.range(1, 3) {
+                let (first, last) = (rng.pick(FIRST).to_string(), rng.pick(LAST).to_string());
+                self.hubspot_contacts.push(HubspotContact {
+                    id: (5_000_000 + self.hubspot_contacts.len() as i64 * 3).to_string(),
+                    email: format!("{}.{}{l}@{domain}", first.to_lowercase(), last.to_lowercase()),
+                    first,
+                    last,
+                    job_title: TITLES[rng.below(TITLES.len() as u64) as usize],
+                    company: self.hubspot_companies.len() - 1,
+                    lifecycle: "lead",
+                    created: base + Duration::days(rng.range(100, 600) as i64),
+                });
+            }
         }
     }
 

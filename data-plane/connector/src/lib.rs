@@ -25,6 +25,7 @@ pub mod pagination;
 pub mod prune;
 pub mod shared_limit;
 pub mod spec;
+pub mod spec_connector;
 pub mod table;
 
 pub use cache::{CacheStats, ResponseCache};

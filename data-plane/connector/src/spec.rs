@@ -34,8 +34,26 @@ pub struct ConnectorSpec {
     pub version: String,
     /// The app's name in errors, metrics and traces (e.g. `Slack`).
     pub app: String,
+    /// The app's public API URL: the default of a spec connector's `base_url` parameter (none: the
+    /// connection must name its own, e.g. a Jira site).
+    pub base_url: Option<String>,
+    /// JSON pointers to an error answer's message, tried in order (e.g. Stripe's `/error/message`).
+    #[serde(default)]
+    pub error_message: Vec<String>,
+    /// Response headers that report the rate-limit bucket's state.
+    pub rate_limit_headers: Option<RateLimitHeaders>,
     #[serde(rename = "table")]
     pub tables: Vec<TableSpec>,
+}
+
+/// Headers an API reports its rate-limit state in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitHeaders {
+    pub limit: Option<String>,
+    pub remaining: String,
+    /// The window's length in milliseconds (a rolling window refills within it).
+    pub window_ms: Option<String>,
 }
 
 /// One table.
@@ -81,6 +99,13 @@ pub enum Pagination {
     /// The `link` header's `rel="next"` URL (RFC 8288, as GitHub pages), followed while it stays under
     /// the connection's base URL.
     Link,
+    /// Rows are numbered: the next page starts at `param` = the rows read so far (Jira's `startAt`). It
+    /// ends at an empty page, a page shorter than asked for, where the boolean at `last` is true, or once
+    /// the rows read reach the number at `total`.
+    Offset { param: String, last: Option<String>, total: Option<String> },
+    /// The next page starts after the last row's `key`, sent as `param`, while the boolean at `more` is
+    /// true (Stripe's `starting_after` and `has_more`).
+    AfterLast { more: String, key: String, param: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,14 +142,22 @@ pub struct ColumnSpec {
 pub struct FilterRule {
     /// The columns (one, or several that mean the same thing, like Slack's `ts` and `posted_at`).
     pub columns: Vec<String>,
-    /// `=` (sent as `param`, as the fan-out's key, or as both bounds), `in` (the fan-out's keys), `<`,
-    /// `<=`, `>`, `>=` (sent as `lower` / `upper`).
+    /// `=` (sent as `param`, as the fan-out's key, or as both bounds), `in` (the fan-out's keys, or
+    /// `clause_in`), `<`, `<=`, `>`, `>=` (sent as `lower` / `upper`).
     pub ops: Vec<String>,
     pub param: Option<String>,
+    /// The filter as a clause of a query language sent in `param`, `{}` standing for the written value
+    /// (e.g. Jira's `project = {}`); every clause sent in one parameter is joined with ` AND `, and
+    /// replaces that parameter's default in `query`.
+    pub clause: Option<String>,
+    /// The clause for `in`, `{}` standing for the values written and joined with `, `.
+    pub clause_in: Option<String>,
     pub lower: Option<String>,
     pub upper: Option<String>,
-    /// How values are written in parameters: `text` (default) or `seconds_6` (epoch seconds with six
-    /// decimals, from a number, a numeric text or a timestamp).
+    /// How values are written in parameters: `text` (default), `seconds_6` (epoch seconds with six
+    /// decimals, from a number, a numeric text or a timestamp), `epoch_seconds` (whole seconds, rounded
+    /// down) or `quoted` (a double-quoted string literal, `"` and `\` escaped: a clause's value can never
+    /// end its string).
     #[serde(default)]
     pub value: ValueFormat,
     /// Whether the API's answer is exactly the filter's rows (else the engine checks them again).
@@ -144,6 +177,8 @@ pub enum ValueFormat {
     Text,
     #[serde(rename = "seconds_6")]
     Seconds6,
+    EpochSeconds,
+    Quoted,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,7 +212,7 @@ impl ConnectorSpec {
                 for op in &r.ops {
                     let sent = match op.as_str() {
                         "=" => r.param.is_some() || r.fan_out || (r.lower.is_some() && r.upper.is_some()),
-                        "in" => r.fan_out,
+                        "in" => r.fan_out || (r.clause_in.is_some() && r.param.is_some()),
                         "<" | "<=" => r.upper.is_some(),
                         ">" | ">=" => r.lower.is_some(),
                         other => return Err(problem(format!("unknown operator `{other}`"))),
@@ -185,6 +220,9 @@ impl ConnectorSpec {
                     if !sent {
                         return Err(problem(format!("operator `{op}` on {:?} names no parameter to send it as", r.columns)));
                     }
+                }
+                if (r.clause.is_some() || r.clause_in.is_some()) && r.param.is_none() {
+                    return Err(problem(format!("the clause on {:?} names no parameter to send it in", r.columns)));
                 }
                 if r.fan_out && t.fan_out.is_none() {
                     return Err(problem("a rule feeds the fan-out, but the table has none".into()));
@@ -262,8 +300,8 @@ impl TableSpec {
                 r.columns.iter().any(|c| c == column)
                     && r.ops.iter().any(|o| o == op)
                     && values.iter().all(|v| format_value(r.value, v).is_some())
-                    // Several values go as the fan-out's keys; a plain parameter takes one.
-                    && (values.len() == 1 || r.fan_out)
+                    // Several values go as the fan-out's keys or an `in` clause; a plain parameter takes one.
+                    && (values.len() == 1 || r.fan_out || r.clause_in.is_some())
             });
         }
         let (column, op, value) = filter::comparison(f)?;
@@ -292,12 +330,24 @@ impl TableSpec {
             params.push((size.param.clone(), scan.limit.map_or(size.max, |l| l.clamp(1, size.max)).to_string()));
         }
         let mut with = BTreeMap::new();
+        let mut clauses: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for rule in self.filters.iter().filter(|r| !r.fan_out) {
             let mut lower: Option<(f64, String)> = None;
             let mut upper: Option<(f64, String)> = None;
             let mut equal: Option<String> = None;
             for f in &scan.filters {
                 if !self.rule_for(f).is_some_and(|r| std::ptr::eq(r, rule)) {
+                    continue;
+                }
+                if let (Some(param), Some((_, values))) = (&rule.param, filter::pinned_values(f))
+                    && (rule.clause.is_some() || rule.clause_in.is_some())
+                {
+                    let written: Option<Vec<String>> = values.iter().map(|v| format_value(rule.value, v)).collect();
+                    let template = if values.len() == 1 { rule.clause.as_ref() } else { rule.clause_in.as_ref() };
+                    if let (Some(written), Some(template)) = (written, template) {
+                        clauses.entry(param.clone()).or_default().push(template.replace("{}", &written.join(", ")));
+                        with.extend(rule.with.clone());
+                    }
                     continue;
                 }
                 if let Some((_, values)) = filter::pinned_values(f) {
@@ -338,6 +388,10 @@ impl TableSpec {
                 with.extend(rule.with.clone());
             }
         }
+        for (param, sent) in clauses {
+            params.retain(|(k, _)| k != &param);
+            params.push((param, sent.join(" AND ")));
+        }
         params.extend(with);
         params
     }
@@ -357,6 +411,14 @@ fn format_value(format: ValueFormat, v: &ScalarValue) -> Option<String> {
                 other => filter::timestamp_micros(other)? as f64 / 1e6,
             };
             seconds.is_finite().then(|| format!("{seconds:.6}"))
+        }
+        ValueFormat::EpochSeconds => match v {
+            ScalarValue::Int64(Some(n)) => Some(n.to_string()),
+            other => Some(filter::timestamp_micros(other)?.div_euclid(1_000_000).to_string()),
+        },
+        ValueFormat::Quoted => {
+            let text = filter::text(v)?;
+            Some(format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\"")))
         }
     }
 }
@@ -400,7 +462,7 @@ impl SpecTable {
     fn paged(&self) -> &'static str {
         match self.spec.pagination {
             Pagination::None => "",
-            Pagination::Cursor { .. } | Pagination::Link => " (all pages)",
+            _ => " (all pages)",
         }
     }
 }
@@ -416,12 +478,21 @@ impl Endpoint {
         let (client, url, app) = (self.client.clone(), format!("{}{}", self.base, table.path), self.app);
         let base = format!("{}/", self.base);
         let (records, pagination) = (table.records.clone(), table.pagination.clone());
+        // Rows asked for per page: a shorter page is the last (offset pages).
+        let asked = table
+            .page_size
+            .as_ref()
+            .and_then(|size| params.iter().find(|(k, _)| k == &size.param))
+            .and_then(|(_, v)| v.parse::<usize>().ok());
         crate::pagination::follow(move |cursor: Option<String>| {
             let (client, url, q, mut params, records, pagination, base) =
                 (client.clone(), url.clone(), q.clone(), params.clone(), records.clone(), pagination.clone(), base.clone());
+            let start = cursor.as_deref().and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
             async move {
                 let target = match (cursor, &pagination) {
-                    (Some(c), Pagination::Cursor { param, .. }) => {
+                    (Some(c), Pagination::Cursor { param, .. })
+                    | (Some(c), Pagination::Offset { param, .. })
+                    | (Some(c), Pagination::AfterLast { param, .. }) => {
                         params.push((param.clone(), c));
                         url
                     }
@@ -460,6 +531,20 @@ impl Endpoint {
                             });
                         }
                         None => None,
+                    },
+                    Pagination::Offset { last, total, .. } => {
+                        let at_end = rows.is_empty()
+                            || last.as_ref().is_some_and(|p| body.pointer(p).and_then(Value::as_bool) == Some(true))
+                            || total
+                                .as_ref()
+                                .and_then(|p| body.pointer(p)?.as_u64())
+                                .is_some_and(|t| (start + rows.len()) as u64 >= t)
+                            || asked.is_some_and(|n| rows.len() < n);
+                        (!at_end).then(|| (start + rows.len()).to_string())
+                    }
+                    Pagination::AfterLast { more, key, .. } => match body.pointer(more).and_then(Value::as_bool) {
+                        Some(true) => rows.last().and_then(|r| r.pointer(key)).and_then(|k| filter::text(&json_scalar(k)?)),
+                        _ => None,
                     },
                 };
                 Ok((rows, next))
@@ -594,6 +679,20 @@ impl crate::http::Dialect for SpecDialect {
     fn bucket(&self, url: &str) -> Option<BucketSpec> {
         self.0.bucket(url)
     }
+    /// The bucket's state from the headers the spec names, when the answer carries them.
+    fn observe(&self, headers: &reqwest::header::HeaderMap) -> Option<crate::governor::Observed> {
+        let names = self.0.rate_limit_headers.as_ref()?;
+        let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
+        Some(crate::governor::Observed {
+            limit: names.limit.as_deref().and_then(number),
+            remaining: number(&names.remaining)?,
+            reset_in: names
+                .window_ms
+                .as_deref()
+                .and_then(number)
+                .map_or(std::time::Duration::from_secs(60), |ms| std::time::Duration::from_millis(ms as u64)),
+        })
+    }
     fn classify(
         &self,
         connection: &str,
@@ -601,7 +700,16 @@ impl crate::http::Dialect for SpecDialect {
         headers: &reqwest::header::HeaderMap,
         body: &[u8],
     ) -> crate::http::Verdict {
-        let message: String = String::from_utf8_lossy(body).chars().take(300).collect();
+        if status.is_success() {
+            return crate::http::Verdict::Ok;
+        }
+        let parsed = serde_json::from_slice::<Value>(body).ok();
+        let message = self
+            .0
+            .error_message
+            .iter()
+            .find_map(|p| parsed.as_ref()?.pointer(p)?.as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(300).collect());
         crate::http::classify_common(self.app(), connection, status, headers, message)
     }
 }

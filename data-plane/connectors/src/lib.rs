@@ -7,6 +7,18 @@ use std::sync::Arc;
 use datafusion::catalog::TableProvider;
 use omnisql_connector::{ConnectorContext, ConnectorError, ConnectorFactory};
 
+/// The factory of a connector that is its spec file alone, parsed once.
+#[allow(unused_macros)]
+macro_rules! spec_file {
+    ($file:literal) => {{
+        use std::sync::OnceLock;
+        static SPEC: OnceLock<Result<omnisql_connector::spec::ConnectorSpec, String>> = OnceLock::new();
+        static PARAMETERS: OnceLock<Vec<omnisql_connector::ParameterSpec>> = OnceLock::new();
+        Arc::new(omnisql_connector::spec_connector::SpecFactory::built_in(include_str!($file), &SPEC, &PARAMETERS))
+            as Arc<dyn ConnectorFactory>
+    }};
+}
+
 /// Every connector of this build; where a connector runs in several versions, its default (what a
 /// connection that pins none gets) comes first.
 pub fn all() -> Vec<Arc<dyn ConnectorFactory>> {
@@ -19,6 +31,12 @@ pub fn all() -> Vec<Arc<dyn ConnectorFactory>> {
         Arc::new(omnisql_connector_slack::SlackFactory::V1),
         #[cfg(feature = "slack")]
         Arc::new(omnisql_connector_slack::SlackFactory::V2),
+        #[cfg(feature = "jira")]
+        spec_file!("../jira/jira.toml"),
+        #[cfg(feature = "stripe")]
+        spec_file!("../stripe/stripe.toml"),
+        #[cfg(feature = "hubspot")]
+        spec_file!("../hubspot/hubspot.toml"),
     ]
 }
 
@@ -79,7 +97,15 @@ mod tests {
     async fn the_catalog_lists_fixed_tables_and_leaves_discovered_ones_to_connections() {
         let described = describe().await.unwrap();
         let names: Vec<_> = described.iter().map(|d| format!("{} {}", d.name, d.version)).collect();
-        assert_eq!(names, ["github 1.0.0", "salesforce 1.0.0", "slack 1.0.0", "slack 2.0.0"]);
+        assert_eq!(
+            names,
+            ["github 1.0.0", "salesforce 1.0.0", "slack 1.0.0", "slack 2.0.0", "jira 1.0.0", "stripe 1.0.0", "hubspot 1.0.0"]
+        );
+        let jira = described.iter().find(|d| d.name == "jira").unwrap();
+        assert_eq!(jira.tables.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["projects", "issues", "users"]);
+        assert!(jira.parameters.iter().any(|(p, _, required, _)| p == "base_url" && *required), "a Jira site is the user's own");
+        let stripe = described.iter().find(|d| d.name == "stripe").unwrap();
+        assert!(stripe.parameters.iter().any(|(p, _, required, secret)| p == "token" && *required && *secret));
         let slack = described.iter().find(|d| d.name == "slack").unwrap();
         let messages = &slack.tables.iter().find(|(t, _)| t == "messages").unwrap().1;
         assert!(messages.iter().any(|(c, t)| c == "posted_at" && t.starts_with("Timestamp")), "{messages:?}");

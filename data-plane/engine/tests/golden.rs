@@ -18,6 +18,9 @@ fn cases(w: &World) -> Vec<(&'static str, &'static str, String)> {
     let channel = &w.channels[1].id;
     let author = &w.github_users[w.issues[3].author].login;
     let committer = &w.employees[w.commits[0].author].email;
+    let assignee =
+        omnisql_sandbox::jira::account_id(w.jira_issues.iter().find_map(|i| i.assignee).expect("an assigned Jira issue"));
+    let billing = &w.stripe_customers[0].email;
     vec![
         ("slack", "channels_by_name", "SELECT id, name, num_members FROM slack.channels ORDER BY name LIMIT 5".into()),
         ("slack", "users_of_a_domain", "SELECT id, email FROM slack.users WHERE email LIKE '%@acme.dev' ORDER BY id LIMIT 5".into()),
@@ -37,6 +40,15 @@ fn cases(w: &World) -> Vec<(&'static str, &'static str, String)> {
         ("salesforce", "large_accounts", "SELECT name, annual_revenue FROM salesforce.account WHERE annual_revenue > 100000000 ORDER BY name LIMIT 5".into()),
         ("salesforce", "won_opportunities", "SELECT name, amount FROM salesforce.opportunity WHERE is_won = true AND amount >= 100000 ORDER BY name, amount LIMIT 5".into()),
         ("salesforce", "accounts_by_industry", "SELECT industry, count(*) AS n FROM salesforce.account GROUP BY industry ORDER BY industry".into()),
+        ("jira", "projects", "SELECT key, name, lead_name FROM jira.projects ORDER BY key".into()),
+        ("jira", "open_customer_issues_of_a_project", "SELECT key, status, customer_domain FROM jira.issues WHERE project_key = 'API' AND status IN ('To Do', 'In Progress') AND customer_domain IS NOT NULL ORDER BY key LIMIT 5".into()),
+        ("jira", "issues_assigned_to_someone", format!("SELECT key, summary FROM jira.issues WHERE assignee_account_id = '{assignee}' ORDER BY key LIMIT 5")),
+        ("jira", "users_by_email", "SELECT account_id, display_name FROM jira.users WHERE email LIKE 'a%' ORDER BY account_id".into()),
+        ("stripe", "customer_by_email", format!("SELECT id, name, delinquent FROM stripe.customers WHERE email = '{billing}'")),
+        ("stripe", "open_invoices", "SELECT number, customer_email, amount_due FROM stripe.invoices WHERE status = 'open' ORDER BY number LIMIT 5".into()),
+        ("stripe", "invoices_since", "SELECT count(*) AS n, sum(amount_paid) AS paid FROM stripe.invoices WHERE created >= TIMESTAMP '2025-01-01T00:00:00Z'".into()),
+        ("hubspot", "prospects", "SELECT name, domain, lifecycle_stage FROM hubspot.companies WHERE lifecycle_stage <> 'customer' ORDER BY name LIMIT 5".into()),
+        ("hubspot", "contacts_with_companies", "SELECT c.email, co.domain FROM hubspot.contacts c JOIN hubspot.companies co ON c.company_id = co.id ORDER BY c.email LIMIT 5".into()),
     ]
 }
 
@@ -49,7 +61,7 @@ fn golden_path(connector: &str, case: &str) -> PathBuf {
 /// Zeroes every app's request counters.
 async fn reset_requests(sb: &Sandbox) {
     let http = reqwest::Client::new();
-    for base in [&sb.github_url, &sb.salesforce_url, &sb.slack_url] {
+    for (_, base) in sb.urls() {
         http.post(format!("{base}/_sandbox/stats/reset")).send().await.unwrap().error_for_status().unwrap();
     }
 }
@@ -58,7 +70,7 @@ async fn reset_requests(sb: &Sandbox) {
 async fn requests_since_reset(sb: &Sandbox) -> Vec<String> {
     let http = reqwest::Client::new();
     let mut lines = Vec::new();
-    for (app, base) in [("GitHub", &sb.github_url), ("Salesforce", &sb.salesforce_url), ("Slack", &sb.slack_url)] {
+    for (app, base) in sb.urls() {
         let stats: Value = http.get(format!("{base}/_sandbox/stats")).send().await.unwrap().json().await.unwrap();
         for (endpoint, n) in stats["endpoints"].as_object().unwrap() {
             lines.push(format!("{app} {endpoint} ×{n}"));

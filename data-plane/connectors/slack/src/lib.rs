@@ -7,13 +7,13 @@
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use datafusion::catalog::TableProvider;
 use omnisql_connector::governor::BucketSpec;
 use omnisql_connector::http::classify_common;
-use omnisql_connector::spec::{ConnectorSpec, SpecTable};
+use omnisql_connector::spec::ConnectorSpec;
+use omnisql_connector::spec_connector::{SpecConnector, base_url};
 use omnisql_connector::{
-    ApiClient, ApiTableProvider, BearerToken, Connector, ConnectorContext, ConnectorError, ConnectorFactory, Dialect,
-    ParameterSpec, Parameters, Result, ScanOptions, Verdict,
+    ApiClient, BearerToken, Connector, ConnectorContext, ConnectorError, ConnectorFactory, Dialect, ParameterSpec, Parameters,
+    Result, Verdict,
 };
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -72,16 +72,11 @@ impl ConnectorFactory for SlackFactory {
         self.tables().map(Some)
     }
     async fn create(&self, params: Parameters, ctx: ConnectorContext) -> Result<Arc<dyn Connector>> {
-        let base = params.require(self.name(), "base_url")?.trim_end_matches('/').to_string();
-        url::Url::parse(&base).map_err(|e| ConnectorError::InvalidParameter {
-            connector: self.name().into(),
-            parameter: "base_url".into(),
-            reason: e.to_string(),
-        })?;
+        let base = base_url(self.name(), &params)?;
         let token = params.require(self.name(), "token")?.to_string();
         let spec = self.tables()?;
         let client = ApiClient::new(&ctx, Arc::new(SlackDialect(spec)), Arc::new(BearerToken(token)), HeaderMap::new())?;
-        Ok(Arc::new(SlackConnector { spec, client: Arc::new(client), base, scan: ctx.scan }))
+        Ok(Arc::new(SpecConnector::new(spec, Arc::new(client), &base, ctx.scan)))
     }
 }
 
@@ -133,25 +128,6 @@ impl Dialect for SlackDialect {
             }
             _ => Verdict::Fail(ConnectorError::Upstream { app: APP, connection, status: 200, message: error }),
         }
-    }
-}
-
-#[derive(Debug)]
-struct SlackConnector {
-    spec: &'static ConnectorSpec,
-    client: Arc<ApiClient>,
-    base: String,
-    scan: ScanOptions,
-}
-
-#[async_trait]
-impl Connector for SlackConnector {
-    fn table_names(&self) -> Vec<String> {
-        self.spec.tables.iter().map(|t| t.name.clone()).collect()
-    }
-    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        Ok(SpecTable::new(self.spec, name, APP, self.client.clone(), &self.base)
-            .map(|t| Arc::new(ApiTableProvider::new(Arc::new(t), self.scan)) as Arc<dyn TableProvider>))
     }
 }
 
