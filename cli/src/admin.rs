@@ -218,6 +218,15 @@ enum AdminCommand {
         #[arg(long)]
         name: String,
     },
+    /// Move a connection to another version of its connector, after that version's smoke tests pass.
+    UpgradeConnection {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+    },
     /// Store a new version of a Rego policy from a file.
     PutPolicy {
         #[arg(long)]
@@ -386,6 +395,9 @@ pub async fn run(args: AdminArgs) -> Result<(), AdminError> {
         }
         AdminCommand::TestConnection { tenant, name } => {
             c.call(Method::POST, &format!("/v1/tenants/{tenant}/connections/{name}/test"), None).await?
+        }
+        AdminCommand::UpgradeConnection { tenant, name, version } => {
+            c.post(&format!("/v1/tenants/{tenant}/connections/{name}/upgrade"), json!({"version": version})).await?
         }
         AdminCommand::PutPolicy { tenant, name, file } => {
             let rego =

@@ -143,6 +143,8 @@ pub async fn start_control_plane(args: &ControlPlaneArgs) -> Result<ControlPlane
         connectors: catalog().await?,
         oidc_allow_http: args.oidc_allow_http,
         public_url: args.public_url.clone(),
+        // Connection upgrades run the target version's smoke tests against an in-process sandbox.
+        smoke_tests: Some(std::sync::Arc::new(omnisql_cli::smoke::SandboxSmokeTests::new())),
     };
     Ok(ControlPlane::start(options).await?)
 }

@@ -38,6 +38,14 @@ fn catalog() -> Vec<ConnectorVersion> {
 }
 
 async fn control_plane(dir: &Path, grpc_addr: &str) -> ControlPlane {
+    control_plane_with(dir, grpc_addr, None).await
+}
+
+async fn control_plane_with(
+    dir: &Path,
+    grpc_addr: &str,
+    smoke_tests: Option<Arc<dyn omnisql_control_plane::smoke::SmokeTests>>,
+) -> ControlPlane {
     ControlPlane::start(Options {
         http_addr: "127.0.0.1:0".into(),
         grpc_addr: grpc_addr.into(),
@@ -49,6 +57,7 @@ async fn control_plane(dir: &Path, grpc_addr: &str) -> ControlPlane {
         bootstrap_key: None,
         oidc_allow_http: true,
         public_url: None,
+        smoke_tests,
     })
     .await
     .unwrap()
@@ -306,6 +315,7 @@ async fn a_tls_control_plane_is_trusted_through_its_ca_and_refused_without_it() 
         bootstrap_key: None,
         oidc_allow_http: true,
         public_url: None,
+        smoke_tests: None,
     })
     .await
     .unwrap();
@@ -410,6 +420,111 @@ async fn an_admin_tests_a_connection_through_a_data_plane_of_the_tenants_region(
             && tests.iter().any(|e| e["outcome"] == "error")
     })
     .await;
+    drop(plane);
+    cp.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Smoke tests against a healthy sandbox, or — while `broken` is set — one whose Slack fails every request.
+#[derive(Debug)]
+struct Switchable {
+    broken: std::sync::atomic::AtomicBool,
+    healthy: omnisql_cli::smoke::SandboxSmokeTests,
+    failing: omnisql_cli::smoke::SandboxSmokeTests,
+}
+
+impl omnisql_control_plane::smoke::SmokeTests for Switchable {
+    fn run<'a>(
+        &'a self,
+        connector: &'a str,
+        version: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = omnisql_control_plane::smoke::SmokeReport> + Send + 'a>> {
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            self.failing.run(connector, version)
+        } else {
+            self.healthy.run(connector, version)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_runs_the_versions_smoke_tests_first_and_a_pinned_connection_keeps_answering() {
+    use omnisql_sandbox::{Faults, Quotas, Settings};
+    let sandbox = Sandbox::start(SandboxConfig::default()).await.unwrap();
+    let dir = temp_dir("upgrade");
+    let failing = SandboxConfig {
+        quotas: Quotas::generous(),
+        slack: Settings { faults: Faults { server_error_rate: 1.0, ..Faults::default() }, ..Settings::default() },
+        ..SandboxConfig::default()
+    };
+    let smoke = Arc::new(Switchable {
+        broken: true.into(),
+        healthy: omnisql_cli::smoke::SandboxSmokeTests::new(),
+        failing: omnisql_cli::smoke::SandboxSmokeTests::with_config(failing),
+    });
+    let cp = control_plane_with(&dir.join("cp"), "127.0.0.1:0", Some(smoke.clone())).await;
+    let admin = Admin { http: reqwest::Client::new(), url: cp.admin_url(), key: cp.bootstrap_key.clone().unwrap() };
+    let (key, _) = tenant(&admin, &sandbox).await;
+    let slack = sandbox.connections().into_iter().find(|c| c.connector == "slack").unwrap();
+    for name in ["slack_pinned", "slack_moving"] {
+        let body = json!({"name": name, "connector": "slack", "version": "1.0.0", "options": slack.options});
+        admin.post("/v1/tenants/acme/connections", body).await;
+    }
+    let enrollment = admin.post("/v1/enrollment-tokens", json!({"region": "eu"})).await;
+    let plane = Plane::start(&cp.grpc_url(), enrollment["token"].as_str().map(String::from), &dir.join("dp")).await;
+    plane.link.applied(cp.state.store.revision().await.unwrap() as u64).await;
+    let count = |schema: &'static str, column: &'static str| {
+        let (uri, key) = (plane.uri.clone(), key.clone());
+        async move {
+            let batches = query_sql(&uri, &key, &format!("SELECT count({column}) AS n FROM {schema}.messages")).await?;
+            Ok::<i64, String>(
+                batches[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap().value(0),
+            )
+        }
+    };
+    let before = count("slack_pinned", "user_id").await.unwrap();
+    assert!(before > 0);
+    assert_eq!(count("slack_moving", "user_id").await, Ok(before));
+
+    let upgrade = |version: &'static str, key: String| {
+        let url = format!("{}/v1/tenants/acme/connections/slack_moving/upgrade", cp.admin_url());
+        async move {
+            let resp = reqwest::Client::new().post(url).bearer_auth(key).json(&json!({"version": version})).send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    // A version the catalog does not have, and a member who is not an admin.
+    let (status, body) = upgrade("9.9.9", admin.key.clone()).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("1.0.0, 2.0.0"), "{body}");
+    assert_eq!(upgrade("2.0.0", key.clone()).await.0, 403);
+
+    // Version 2's smoke tests fail (every Slack request answers 503): refused, nothing changes.
+    let (status, body) = upgrade("2.0.0", admin.key.clone()).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["upgraded"], false);
+    assert_eq!(body["smoke"]["passed"], false);
+    let checks = body["smoke"]["checks"].as_array().unwrap();
+    assert!(checks.iter().all(|c| c["ok"] == false && c["error"].as_str().unwrap().contains("Slack")), "{body}");
+    assert_eq!(admin.send(reqwest::Method::GET, "/v1/tenants/acme/connections/slack_moving", None).await["version"], "1.0.0");
+    assert_eq!(count("slack_moving", "user_id").await, Ok(before));
+
+    // They pass: upgraded, and the data plane switches that connection only.
+    smoke.broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) = upgrade("2.0.0", admin.key.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["upgraded"].as_bool(), body["from_version"].as_str()), (Some(true), Some("1.0.0")));
+    let checks = body["smoke"]["checks"].as_array().unwrap();
+    let tables: Vec<&str> = checks.iter().map(|c| c["table"].as_str().unwrap()).collect();
+    assert_eq!(tables, ["channels", "users", "messages"]);
+    assert!(
+        checks.iter().all(|c| c["ok"] == true && c["rows"].as_u64() > Some(0) && c["api_requests"].as_u64() > Some(0)),
+        "{body}"
+    );
+    assert_eq!(admin.send(reqwest::Method::GET, "/v1/tenants/acme/connections/slack_moving", None).await["version"], "2.0.0");
+    time_until(|| async { count("slack_moving", "author_id").await == Ok(before) }).await;
+    assert!(count("slack_moving", "user_id").await.is_err_and(|e| e.contains("user_id")), "version 2 renamed the column");
+    assert_eq!(count("slack_pinned", "user_id").await, Ok(before), "the pinned connection answers as before");
     drop(plane);
     cp.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);

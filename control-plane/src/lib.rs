@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod keys;
 pub mod model;
 pub mod server;
+pub mod smoke;
 pub mod store;
 pub mod testing;
 pub mod usage;

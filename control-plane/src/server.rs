@@ -37,6 +37,8 @@ pub struct Options {
     pub oidc_allow_http: bool,
     /// The URL browsers reach the admin API at, for sign-in redirects (none: the host they used, over http).
     pub public_url: Option<String>,
+    /// Runs connector versions' smoke tests before connection upgrades (none: upgrades are refused).
+    pub smoke_tests: Option<Arc<dyn crate::smoke::SmokeTests>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +78,8 @@ impl ControlPlane {
         let sealer = Sealer::new(options.kms.build().await?);
         let state = AppState::new(store.clone(), sealer, options.default_key_id.clone())
             .with_oidc(omnisql_oidc::Verifier::new().allow_http(options.oidc_allow_http))
-            .with_public_url(options.public_url.clone());
+            .with_public_url(options.public_url.clone())
+            .with_smoke_tests(options.smoke_tests.clone());
         for c in &options.connectors {
             store.upsert_connector(c).await?;
         }

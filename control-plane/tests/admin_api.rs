@@ -39,6 +39,7 @@ async fn start(database_url: String, dir: &std::path::Path) -> ControlPlane {
         bootstrap_key: None,
         oidc_allow_http: true,
         public_url: None,
+        smoke_tests: None,
     })
     .await
     .unwrap()
@@ -684,6 +685,7 @@ async fn a_bootstrap_key_chosen_by_the_deployer_becomes_the_operators_and_is_nev
         bootstrap_key: Some(key.into()),
         oidc_allow_http: true,
         public_url: None,
+        smoke_tests: None,
     };
     let weak = ControlPlane::start(options("short")).await.map(|_| ()).unwrap_err();
     assert!(weak.to_string().contains("at least 32 characters"), "{weak}");

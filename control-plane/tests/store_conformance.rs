@@ -161,6 +161,18 @@ async fn connections_pin_catalog_versions_and_stay_in_their_tenant(s: &dyn Store
     assert!(s.create_connection(&a, &unknown, now_ms()).await.is_err(), "a connection must pin a catalog version");
     s.create_connection(&b, &connection("gh"), now_ms()).await.unwrap();
     assert_eq!(s.list_connections(&a, &PageRequest::first(10)).await.unwrap().items.len(), 1);
+    // An upgrade pins another catalog version of the connector, in that tenant only.
+    let mut next = connector();
+    next.version = "2.0.0".into();
+    s.upsert_connector(&next).await.unwrap();
+    let revision = s.revision().await.unwrap();
+    let moved = s.set_connection_version(&a, "gh", "2.0.0", now_ms() + 1).await.unwrap();
+    assert_eq!(moved.version, "2.0.0");
+    assert!(moved.updated_at > c.updated_at);
+    assert!(s.revision().await.unwrap() > revision, "data planes hear of the upgrade");
+    assert_eq!(s.get_connection(&b, "gh").await.unwrap().version, c.version, "another tenant's `gh` stays");
+    assert!(s.set_connection_version(&a, "gh", "9.9.9", now_ms()).await.is_err(), "only catalog versions");
+    assert!(matches!(s.set_connection_version(&a, "nope", "2.0.0", now_ms()).await, Err(StoreError::NotFound(_))));
     s.delete_connection(&a, "gh").await.unwrap();
     assert!(matches!(s.get_connection(&a, "gh").await, Err(StoreError::NotFound(_))));
     assert_eq!(s.get_connection(&b, "gh").await.unwrap().tenant_id, b);

@@ -21,6 +21,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tenants/{tenant}/connections", get(list_connections).post(create_connection))
         .route("/v1/tenants/{tenant}/connections/{name}", get(get_connection).delete(delete_connection))
         .route("/v1/tenants/{tenant}/connections/{name}/test", axum::routing::post(test_connection))
+        .route("/v1/tenants/{tenant}/connections/{name}/upgrade", axum::routing::post(upgrade_connection))
         .route("/v1/tenants/{tenant}/rate-limits", get(rate_limits))
         .route("/v1/tenants/{tenant}/policies", get(list_policies))
         .route("/v1/tenants/{tenant}/principals/{principal}/access", get(explain_policy))
@@ -235,6 +236,73 @@ pub async fn delete_connection(
     state.store.delete_connection(&tenant, &name).await?;
     state.config_changed();
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeConnection {
+    /// The connector version to move the connection to.
+    pub version: String,
+}
+
+/// An upgrade, done or refused, with the smoke tests that decided it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UpgradeResult {
+    pub upgraded: bool,
+    pub from_version: String,
+    pub to_version: String,
+    /// The connection as it now is (on the old version when refused).
+    pub connection: Connection,
+    pub smoke: crate::smoke::SmokeReport,
+}
+
+/// Moves a connection to another version of its connector — only after that version's smoke tests pass
+/// against the sandbox (every table read through it). Refused with 409 and the failing checks otherwise,
+/// and the connection keeps answering on its version; on success every data plane switches within seconds.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/connections/{name}/upgrade", tag = "connections",
+    params(("tenant" = String, Path), ("name" = String, Path)), request_body = UpgradeConnection,
+    responses((status = 200, body = UpgradeResult), (status = 409, body = UpgradeResult, description = "the version's smoke tests failed"),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn upgrade_connection(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, name)): Path<(String, String)>,
+    Body(req): Body<UpgradeConnection>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.admin_of(&tenant)?;
+    let connection = state.store.get_connection(&tenant, &name).await?;
+    if connection.version == req.version {
+        return Err(ApiError::field("version", format!("the connection already runs version {}", req.version)));
+    }
+    let versions: Vec<String> =
+        state.store.list_connectors().await?.into_iter().filter(|c| c.name == connection.connector).map(|c| c.version).collect();
+    if !versions.contains(&req.version) {
+        return Err(ApiError::field(
+            "version",
+            format!(
+                "connector `{}` has no version {} in the catalog (it has: {})",
+                connection.connector,
+                req.version,
+                versions.join(", ")
+            ),
+        ));
+    }
+    let Some(smoke) = &state.smoke_tests else {
+        return Err(ApiError::Unavailable(
+            "this control plane runs no connector smoke tests, so it cannot check a version before an upgrade; the upgrade is refused".into(),
+        ));
+    };
+    let report = smoke.run(&connection.connector, &req.version).await;
+    let from_version = connection.version.clone();
+    if !report.passed {
+        tracing::warn!(tenant = %tenant.0, connection = %name, version = %req.version, "upgrade refused: smoke tests failed");
+        let refused = UpgradeResult { upgraded: false, from_version, to_version: req.version, connection, smoke: report };
+        return Ok(json(StatusCode::CONFLICT, &refused));
+    }
+    let connection = state.store.set_connection_version(&tenant, &name, &req.version, now_ms()).await?;
+    state.config_changed();
+    tracing::info!(tenant = %tenant.0, connection = %name, from = %from_version, to = %req.version, "connection upgraded");
+    Ok(json(StatusCode::OK, &UpgradeResult { upgraded: true, from_version, to_version: req.version, connection, smoke: report }))
 }
 
 /// The rate-limit buckets of the tenant's connections, as each data plane of its region last reported

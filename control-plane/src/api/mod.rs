@@ -47,6 +47,9 @@ pub struct AppState {
     /// The URL browsers reach this control plane at (e.g. `https://omnisql.example.com`), for the
     /// identity provider's redirect back; without it, the host the browser used, over http (development).
     pub public_url: Option<String>,
+    /// Runs a connector version's smoke tests before a connection is upgraded to it; without it,
+    /// upgrades are refused.
+    pub smoke_tests: Option<Arc<dyn crate::smoke::SmokeTests>>,
     in_flight: Arc<Mutex<HashSet<(TenantId, String)>>>,
 }
 
@@ -66,6 +69,7 @@ impl AppState {
             tests: Arc::new(tokio::sync::watch::channel(0).0),
             oidc: omnisql_oidc::Verifier::new(),
             public_url: None,
+            smoke_tests: None,
             in_flight: Arc::default(),
         }
     }
@@ -79,6 +83,12 @@ impl AppState {
     /// Browsers reach this control plane at `url`.
     pub fn with_public_url(mut self, url: Option<String>) -> AppState {
         self.public_url = url;
+        self
+    }
+
+    /// Upgrades run `tests` first.
+    pub fn with_smoke_tests(mut self, tests: Option<Arc<dyn crate::smoke::SmokeTests>>) -> AppState {
+        self.smoke_tests = tests;
         self
     }
 

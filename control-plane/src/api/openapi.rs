@@ -18,7 +18,7 @@ use crate::model;
         tenants::create_api_key, tenants::list_api_keys, tenants::revoke_api_key,
         catalog::list_connectors, catalog::publish_connector,
         catalog::create_connection, catalog::list_connections, catalog::get_connection, catalog::delete_connection,
-        catalog::test_connection, catalog::rate_limits,
+        catalog::test_connection, catalog::upgrade_connection, catalog::rate_limits,
         catalog::put_policy, catalog::list_policies, catalog::explain_policy, catalog::policy_versions, catalog::delete_policy,
         platform::create_enrollment_token, platform::list_data_planes, platform::delete_data_plane,
         audit::search_audit, audit::verify_audit, audit::usage,
@@ -27,7 +27,7 @@ use crate::model;
     components(schemas(
         error::ErrorBody, error::ErrorDetail, error::FieldError,
         model::Tenant, model::OidcTrust, model::OpaServer, model::Principal, model::PrincipalUpdate, model::ApiKey, model::ConnectorVersion, model::Connection, model::Policy,
-        catalog::AccessQuery, catalog::PolicyExplanation, model::DataPlane, model::ConnectionTest, model::ConnectionTestResult, model::RateLimitReport, model::AuditEvent, model::NewAuditEvent, model::ChainVerification, model::Role, model::PrincipalKind,
+        catalog::AccessQuery, catalog::PolicyExplanation, model::DataPlane, model::ConnectionTest, model::ConnectionTestResult, catalog::UpgradeConnection, catalog::UpgradeResult, crate::smoke::SmokeReport, crate::smoke::SmokeCheck, model::RateLimitReport, model::AuditEvent, model::NewAuditEvent, model::ChainVerification, model::Role, model::PrincipalKind,
         sign_in::SignInSession, crate::usage::UsageMinute,
     )),
     modifiers(&BearerAuth),

@@ -126,6 +126,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get_connection(&self, tenant: &TenantId, name: &str) -> Result<Connection>;
     async fn list_connections(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<Connection>>;
     async fn delete_connection(&self, tenant: &TenantId, name: &str) -> Result<()>;
+    /// Pins the connection to another version of its connector.
+    async fn set_connection_version(&self, tenant: &TenantId, name: &str, version: &str, now: i64) -> Result<Connection>;
     /// Stores a new version of the named policy (1 for the first).
     async fn put_policy(&self, tenant: &TenantId, name: &str, rego: &str, now: i64) -> Result<Policy>;
     /// The latest version of each policy.

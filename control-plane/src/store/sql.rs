@@ -725,6 +725,23 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn set_connection_version(&self, tenant: &TenantId, name: &str, version: &str, now: i64) -> Result<Connection> {
+        let mut tx = self.begin(&tenant.0).await?;
+        let done = sqlx::query("UPDATE connections SET version = $3, updated_at = $4 WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant.0.clone())
+            .bind(name.to_string())
+            .bind(version.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("connection `{name}`")));
+        }
+        Self::bump(&mut tx, tenant).await?;
+        tx.commit().await?;
+        self.get_connection(tenant, name).await
+    }
+
     async fn delete_policy(&self, tenant: &TenantId, name: &str) -> Result<()> {
         let mut tx = self.begin(&tenant.0).await?;
         let done = sqlx::query("DELETE FROM policies WHERE tenant_id = $1 AND name = $2")
