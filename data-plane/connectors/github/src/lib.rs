@@ -76,12 +76,7 @@ impl ConnectorFactory for GithubFactory {
         PARAMETERS
     }
     async fn create(&self, params: Parameters, ctx: ConnectorContext) -> Result<Arc<dyn Connector>> {
-        let base = params.require(NAME, "base_url")?.trim_end_matches('/').to_string();
-        url::Url::parse(&base).map_err(|e| ConnectorError::InvalidParameter {
-            connector: NAME.into(),
-            parameter: "base_url".into(),
-            reason: e.to_string(),
-        })?;
+        let base = omnisql_connector::spec_connector::base_url(NAME, &params)?;
         let mut headers = HeaderMap::new();
         headers.insert("accept", HeaderValue::from_static("application/vnd.github+json"));
         headers.insert("x-github-api-version", HeaderValue::from_static("2022-11-28"));

@@ -48,13 +48,14 @@ func (r *connectionResource) Schema(_ context.Context, _ resource.SchemaRequest,
 	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
 	replaceMap := []planmodifier.Map{mapplanmodifier.RequiresReplace()}
 	resp.Schema = schema.Schema{
-		Description: "A connection of a tenant to a SaaS app through a connector; its tables appear under the schema `name`. The admin API has no update, so every change replaces it.",
+		Description: "A connection of a tenant to a SaaS app through a connector; its tables appear under the schema `name`. A new `version` upgrades it in place, after that version's smoke tests pass (the control plane refuses the upgrade otherwise); any other change replaces it.",
 		Attributes: map[string]schema.Attribute{
 			"tenant":    schema.StringAttribute{Required: true, PlanModifiers: replace},
 			"name":      schema.StringAttribute{Required: true, PlanModifiers: replace},
 			"connector": schema.StringAttribute{Required: true, PlanModifiers: replace},
-			"version": schema.StringAttribute{Optional: true, Computed: true, Description: "Pinned connector version (default: the newest in the catalog).",
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace(), stringplanmodifier.UseStateForUnknown()}},
+			"version": schema.StringAttribute{Optional: true, Computed: true,
+				Description:   "Pinned connector version (default: the newest in the catalog). Changing it upgrades the connection in place once the version's smoke tests pass.",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
 			"options": schema.MapAttribute{ElementType: types.StringType, Optional: true, PlanModifiers: replaceMap,
 				Description: "Non-secret parameters (e.g. base_url, orgs)."},
 			"secret_options": schema.MapAttribute{ElementType: types.StringType, Optional: true, Sensitive: true, PlanModifiers: replaceMap,
@@ -141,8 +142,29 @@ func (r *connectionResource) Read(ctx context.Context, req resource.ReadRequest,
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }
 
+// Update is a version change only (every other attribute replaces the connection): the control plane's
+// upgrade, which runs the version's smoke tests first and answers 409 with them when they fail.
 func (r *connectionResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
-	resp.Diagnostics.AddError("Connections cannot change in place", "every attribute replaces the connection")
+	var plan, state connectionModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if plan.Version.IsUnknown() || plan.Version.IsNull() || plan.Version.ValueString() == state.Version.ValueString() {
+		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+		return
+	}
+	var upgraded struct {
+		Connection connectionJSON `json:"connection"`
+	}
+	path := "/v1/tenants/" + state.Tenant.ValueString() + "/connections/" + state.Name.ValueString() + "/upgrade"
+	if err := r.client.call(ctx, http.MethodPost, path, map[string]any{"version": plan.Version.ValueString()}, &upgraded); err != nil {
+		resp.Diagnostics.AddError("Cannot upgrade the connection to version "+plan.Version.ValueString(), err.Error())
+		return
+	}
+	plan.Version = types.StringValue(upgraded.Connection.Version)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
 
 func (r *connectionResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {

@@ -82,3 +82,55 @@ resource "omnisql_connection" "github" {
 		},
 	})
 }
+
+// A new version upgrades the connection in place, through the control plane's smoke-tested upgrade: the
+// same connection (its creation time unchanged) on the new version; a version the catalog lacks is refused.
+func TestAccConnectionUpgrade(t *testing.T) {
+	config := func(version string) string {
+		return fmt.Sprintf(`
+resource "omnisql_tenant" "hooli" {
+  id     = "tf-hooli"
+  name   = "Hooli"
+  region = "eu"
+}
+
+resource "omnisql_connection" "slack" {
+  tenant         = omnisql_tenant.hooli.id
+  name           = "slack"
+  connector      = "slack"
+  version        = %q
+  secret_options = { token = "xoxb-tf-upgrade" }
+}`, version)
+	}
+	var created string
+	shown := func(version string, remember bool) resource.TestCheckFunc {
+		return func(*terraform.State) error {
+			var body struct {
+				Version   string `json:"version"`
+				CreatedAt int64  `json:"created_at"`
+			}
+			if err := adminClient().call(context.Background(), http.MethodGet, "/v1/tenants/tf-hooli/connections/slack", nil, &body); err != nil {
+				return err
+			}
+			if body.Version != version {
+				return fmt.Errorf("the control plane has version %s, not %s", body.Version, version)
+			}
+			at := fmt.Sprint(body.CreatedAt)
+			if remember {
+				created = at
+			} else if at != created {
+				return fmt.Errorf("the connection was replaced (created %s, then %s), not upgraded", created, at)
+			}
+			return nil
+		}
+	}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: providers,
+		Steps: []resource.TestStep{
+			{Config: config("1.0.0"), Check: shown("1.0.0", true)},
+			{Config: config("2.0.0"), Check: resource.ComposeAggregateTestCheckFunc(
+				resource.TestCheckResourceAttr("omnisql_connection.slack", "version", "2.0.0"), shown("2.0.0", false))},
+			{Config: config("9.9.9"), ExpectError: regexpMust(`has no version 9\.9\.9 in the catalog`)},
+		},
+	})
+}
