@@ -302,7 +302,7 @@ pub fn compare(draft: &ConnectorSpec, curated: &ConnectorSpec) -> String {
     let mut out = String::new();
     let mut differences = 0usize;
     for d in &draft.tables {
-        let Some(c) = curated.tables.iter().find(|c| c.path == d.path) else {
+        let Some(c) = curated.tables.iter().find(|c| path_shape(&c.path) == path_shape(&d.path)) else {
             let _ = writeln!(out, "{}: no curated table has path {}", d.name, d.path);
             continue;
         };
@@ -313,7 +313,7 @@ pub fn compare(draft: &ConnectorSpec, curated: &ConnectorSpec) -> String {
         let records = d.records == c.records;
         let pagination = matches!(
             (&d.pagination, &c.pagination),
-            (Pagination::None, Pagination::None) | (Pagination::Link, Pagination::Link)
+            (Pagination::None, Pagination::None) | (Pagination::Link { .. }, Pagination::Link { .. })
         ) || matches!((&d.pagination, &c.pagination), (Pagination::Cursor { next: a, param: p }, Pagination::Cursor { next: b, param: q }) if a == b && p == q);
         let params = |t: &crate::spec::TableSpec| {
             t.filters.iter().flat_map(|f| [&f.param, &f.lower, &f.upper]).flatten().cloned().collect::<BTreeSet<_>>()
@@ -341,6 +341,19 @@ pub fn compare(draft: &ConnectorSpec, curated: &ConnectorSpec) -> String {
         "differences from the curated spec: {differences} (curated columns missing, records, pagination, filter parameters)"
     );
     out
+}
+
+/// A path with each run of `{name}` segments as one `{}`: the document's `/repos/{owner}/{repo}/issues`
+/// is the spec's `/repos/{key}/issues`.
+fn path_shape(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        let variable = segment.starts_with('{') && segment.ends_with('}');
+        if !(variable && out.last() == Some(&"{}")) {
+            out.push(if variable { "{}" } else { segment });
+        }
+    }
+    out.join("/")
 }
 
 #[cfg(test)]
@@ -384,9 +397,12 @@ mod tests {
         }
         assert!(issues.columns.iter().any(|c| c.name == "created_at" && c.kind == "timestamp"));
         assert!(issues.filters.iter().any(|f| f.param.as_deref() == Some("state") && !f.exact), "{text}");
-        assert!(matches!(issues.pagination, Pagination::Link), "{text}");
+        assert!(matches!(issues.pagination, Pagination::Link { .. }), "{text}");
         assert_eq!(issues.page_size.as_ref().map(|p| (p.param.as_str(), p.max)), Some(("per_page", 100)));
         assert!(text.contains("path has parameters"), "{text}");
+        let curated = ConnectorSpec::parse(include_str!("../../connectors/github/github.toml")).unwrap();
+        let report = compare(&spec, &curated);
+        assert!(report.contains("issues (/repos/{key}/issues)") && report.contains("pagination same"), "{report}");
     }
 
     #[test]

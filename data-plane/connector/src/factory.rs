@@ -182,6 +182,11 @@ pub trait ConnectorFactory: Send + Sync + Debug {
     fn spec(&self) -> Result<Option<&'static crate::spec::ConnectorSpec>> {
         Ok(None)
     }
+    /// Tables a connector with a spec serves from code besides (GitHub's `users`), with their columns,
+    /// so the catalog lists them too.
+    fn code_tables(&self) -> Vec<(String, Vec<crate::json::Column>)> {
+        Vec::new()
+    }
     /// Builds a connector from validated parameters. May call the API (e.g. to discover tables).
     async fn create(&self, params: Parameters, ctx: ConnectorContext) -> Result<Arc<dyn Connector>>;
 

@@ -26,6 +26,7 @@ pub mod prune;
 pub mod shared_limit;
 pub mod spec;
 pub mod spec_connector;
+pub mod spec_table;
 pub mod table;
 
 pub use cache::{CacheStats, ResponseCache};

@@ -10,20 +10,19 @@
 //! [`ApiTable`] for one table.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
-use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use datafusion::logical_expr::{Expr, Operator};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{ConnectorError, Result};
 use crate::filter;
 use crate::governor::BucketSpec;
-use crate::http::{ApiClient, QueryContext};
 use crate::json::{Column, Kind};
-use crate::table::{ApiTable, ScanRequest};
+use crate::table::ScanRequest;
+
+pub use crate::spec_table::SpecTable;
 
 /// A connector's tables, as its spec file declares them.
 #[derive(Debug, Clone, Deserialize)]
@@ -81,9 +80,31 @@ pub struct TableSpec {
     pub filters: Vec<FilterRule>,
     /// One request (chain of pages) per row of another table of the connector.
     pub fan_out: Option<FanOut>,
+    /// Where the rows are read when no filter pins the fan-out's keys: one list holding every parent's
+    /// rows (GitHub's organisation-wide issue list) instead of the parent's list and a request per row.
+    pub unpinned: Option<Unpinned>,
+    /// Where one row is read when a `lookup` rule pins its key to one value (`{key}` in the path); the
+    /// answer is the row itself.
+    pub lookup_path: Option<String>,
     /// API error codes that mean "no such parent": that request's rows are none, not an error.
     #[serde(default)]
     pub missing_is_empty: Vec<String>,
+    /// HTTP statuses that mean the same (GitHub's 404 for a repository that is not there).
+    #[serde(default)]
+    pub missing_status: Vec<u16>,
+}
+
+/// The fan-out's alternative when its keys are not pinned.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unpinned {
+    pub path: String,
+    /// Parameters sent along (e.g. `filter = "all"`).
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// Parameters this list does not take: not sent (the rules that send them must be inexact).
+    #[serde(default)]
+    pub drop: Vec<String>,
 }
 
 /// How the pages of an answer chain.
@@ -97,8 +118,12 @@ pub enum Pagination {
     /// back as `param`.
     Cursor { next: String, param: String },
     /// The `link` header's `rel="next"` URL (RFC 8288, as GitHub pages), followed while it stays under
-    /// the connection's base URL.
-    Link,
+    /// the connection's base URL. With `page` (the page-number parameter), the pages after the first are
+    /// asked for all at once, up to the `rel="last"` page, unless a limit may stop early.
+    Link {
+        #[serde(default)]
+        page: Option<String>,
+    },
     /// Rows are numbered: the next page starts at `param` = the rows read so far (Jira's `startAt`). It
     /// ends at an empty page, a page shorter than asked for, where the boolean at `last` is true, or once
     /// the rows read reach the number at `total`.
@@ -129,11 +154,33 @@ pub struct Bucket {
 pub struct ColumnSpec {
     pub name: String,
     /// `text`, `int`, `float`, `bool`, `timestamp` (ISO 8601), `date`, `epoch_seconds`, `present`,
-    /// `text_list`.
+    /// `text_list` (an array of strings), `name_list` (an array of objects: their `name`s).
     #[serde(rename = "type")]
     pub kind: String,
     /// JSON pointer into one row, e.g. `/profile/email`.
     pub pointer: String,
+    /// Read only the part of the text after this (e.g. `/repos/` of an API URL)…
+    pub after: Option<String>,
+    /// …and of that, this many `/`-separated segments (`acme/api` of `acme/api/issues/7`).
+    pub segments: Option<usize>,
+}
+
+impl ColumnSpec {
+    fn derived(&self) -> bool {
+        self.after.is_some() || self.segments.is_some()
+    }
+
+    /// The part of `text` the column reads: after the last `after`, the first `segments` segments.
+    fn pick(&self, text: &str) -> String {
+        let rest = match &self.after {
+            Some(a) => text.rsplit_once(a.as_str()).map_or(text, |(_, r)| r),
+            None => text,
+        };
+        match self.segments {
+            Some(n) => rest.split('/').take(n).collect::<Vec<_>>().join("/"),
+            None => rest.to_string(),
+        }
+    }
 }
 
 /// What the API does with filters on some columns.
@@ -160,8 +207,24 @@ pub struct FilterRule {
     /// end its string).
     #[serde(default)]
     pub value: ValueFormat,
-    /// Whether the API's answer is exactly the filter's rows (else the engine checks them again).
+    /// Whether the API's answer is exactly the filter's rows (else the engine checks them again). Even
+    /// when true, a value the format writes with less precision, a strict bound sent as `inclusive`, and
+    /// several values sent as `several` short of all of `one_of` are checked again.
     pub exact: bool,
+    /// The values the API knows (e.g. `open`, `closed`); another value is not pushed down.
+    #[serde(default)]
+    pub one_of: Vec<String>,
+    /// What `in` with several values is sent as (GitHub's `state=all`).
+    pub several: Option<String>,
+    /// What `IS NULL` / `IS NOT NULL` are sent as (GitHub's `assignee=none` / `assignee=*`).
+    pub null_value: Option<String>,
+    pub not_null_value: Option<String>,
+    /// The API's bounds include their value: `<` and `>` are sent as `<=` and `>=`.
+    #[serde(default)]
+    pub inclusive: bool,
+    /// `=` reads the one row at the table's `lookup_path`.
+    #[serde(default)]
+    pub lookup: bool,
     /// `=` / `in` values are the fan-out's keys: one request per value instead of listing the parent.
     #[serde(default)]
     pub fan_out: bool,
@@ -179,6 +242,8 @@ pub enum ValueFormat {
     Seconds6,
     EpochSeconds,
     Quoted,
+    /// ISO 8601 in whole seconds, UTC (`2024-06-01T00:00:00Z`).
+    IsoSeconds,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,10 +253,10 @@ pub struct FanOut {
     pub parent: String,
     /// JSON pointer to the key in a parent row.
     pub key: String,
-    /// The parameter the key is sent as.
-    pub param: String,
+    /// The parameter the key is sent as; without one, the key is the path's `{key}`.
+    pub param: Option<String>,
     /// Field added to each row with the key it was fetched for (columns may point at it: `/<field>`).
-    pub field: String,
+    pub field: Option<String>,
 }
 
 impl ConnectorSpec {
@@ -211,10 +276,13 @@ impl ConnectorSpec {
                 }
                 for op in &r.ops {
                     let sent = match op.as_str() {
-                        "=" => r.param.is_some() || r.fan_out || (r.lower.is_some() && r.upper.is_some()),
-                        "in" => r.fan_out || (r.clause_in.is_some() && r.param.is_some()),
+                        "=" => r.param.is_some() || r.fan_out || r.lookup || (r.lower.is_some() && r.upper.is_some()),
+                        "in" => r.fan_out || (r.param.is_some() && (r.clause_in.is_some() || r.several.is_some())),
                         "<" | "<=" => r.upper.is_some(),
                         ">" | ">=" => r.lower.is_some(),
+                        "is_null" => r.param.is_some() && r.null_value.is_some(),
+                        "is_not_null" => r.param.is_some() && r.not_null_value.is_some(),
+                        "has" => r.param.is_some(),
                         other => return Err(problem(format!("unknown operator `{other}`"))),
                     };
                     if !sent {
@@ -227,6 +295,26 @@ impl ConnectorSpec {
                 if r.fan_out && t.fan_out.is_none() {
                     return Err(problem("a rule feeds the fan-out, but the table has none".into()));
                 }
+                if r.lookup && t.lookup_path.is_none() {
+                    return Err(problem("a rule looks rows up, but the table has no `lookup_path`".into()));
+                }
+                // A list that drops the rule's parameter answers more rows than the filter's.
+                let dropped = t.unpinned.as_ref().is_some_and(|u| r.param.as_ref().is_some_and(|p| u.drop.contains(p)));
+                if dropped && r.exact {
+                    return Err(problem(format!(
+                        "the rule on {:?} cannot be exact: the unpinned list drops its parameter",
+                        r.columns
+                    )));
+                }
+            }
+            if t.unpinned.is_some() && t.fan_out.is_none() {
+                return Err(problem("`unpinned` is the fan-out's alternative, but the table has no fan-out".into()));
+            }
+            if let Some(f) = &t.fan_out
+                && f.param.is_none()
+                && !t.path.contains("{key}")
+            {
+                return Err(problem("the fan-out sends its key in no parameter and the path has no `{key}`".into()));
             }
             if let Some(f) = &t.fan_out
                 && !spec.tables.iter().any(|p| p.name == f.parent && p.fan_out.is_none())
@@ -283,117 +371,259 @@ fn kind(name: &str) -> Option<Kind> {
         "epoch_seconds" => Kind::EpochSeconds,
         "present" => Kind::Present,
         "text_list" => Kind::StrList(""),
+        "name_list" => Kind::StrList("name"),
         _ => return None,
     })
 }
 
 impl TableSpec {
     pub fn column_list(&self) -> Vec<Column> {
-        self.columns.iter().filter_map(|c| Some(Column::new(&c.name, kind(&c.kind)?, &c.pointer))).collect()
+        self.columns
+            .iter()
+            .filter_map(|c| {
+                // A derived column reads the field `derive` adds to each row.
+                let pointer = if c.derived() { format!("/_{}", c.name) } else { c.pointer.clone() };
+                Some(Column::new(&c.name, kind(&c.kind)?, &pointer))
+            })
+            .collect()
     }
 
-    /// The rule that sends `f`, and whether exactly.
-    fn rule_for(&self, f: &Expr) -> Option<&FilterRule> {
-        if let Some((column, values)) = filter::pinned_values(f) {
-            let op = if values.len() == 1 { "=" } else { "in" };
-            return self.filters.iter().find(|r| {
-                r.columns.iter().any(|c| c == column)
-                    && r.ops.iter().any(|o| o == op)
-                    && values.iter().all(|v| format_value(r.value, v).is_some())
-                    // Several values go as the fan-out's keys or an `in` clause; a plain parameter takes one.
-                    && (values.len() == 1 || r.fan_out || r.clause_in.is_some())
-            });
+    /// Adds each derived column's value (the part of a text `after` / `segments` pick) to the rows.
+    pub(crate) fn derive(&self, rows: &mut [Value]) {
+        for c in self.columns.iter().filter(|c| c.derived()) {
+            for row in rows.iter_mut() {
+                let picked = row.pointer(&c.pointer).and_then(Value::as_str).map(|text| c.pick(text));
+                if let (Some(o), Some(v)) = (row.as_object_mut(), picked) {
+                    o.insert(format!("_{}", c.name), Value::String(v));
+                }
+            }
         }
-        let (column, op, value) = filter::comparison(f)?;
-        let op = match op {
-            Operator::Lt => "<",
-            Operator::LtEq => "<=",
-            Operator::Gt => ">",
-            Operator::GtEq => ">=",
-            _ => return None,
-        };
-        self.filters.iter().find(|r| {
-            r.columns.iter().any(|c| c == column) && r.ops.iter().any(|o| o == op) && format_value(r.value, &value).is_some()
-        })
+    }
+
+    /// The rule that sends `f`, and how `f` uses its column.
+    fn rule_for(&self, f: &Expr) -> Option<(&FilterRule, Use)> {
+        let (column, used) = Use::of(f)?;
+        let rule = self.filters.iter().find(|r| r.columns.iter().any(|c| c == column) && r.sends(&used))?;
+        Some((rule, used))
+    }
+
+    /// Whether `f` is pushed down, and exactly.
+    pub fn pushdown(&self, f: &Expr) -> Option<bool> {
+        self.rule_for(f).map(|(rule, used)| rule.exact_for(&used))
     }
 
     /// The keys the fan-out is pinned to by the scan's filters, if any.
-    fn pinned_keys(&self, scan: &ScanRequest) -> Option<Vec<String>> {
+    pub(crate) fn pinned_keys(&self, scan: &ScanRequest) -> Option<Vec<String>> {
         let rule = self.filters.iter().find(|r| r.fan_out)?;
         rule.columns.iter().find_map(|c| filter::pinned_texts(&scan.filters, c))
     }
 
-    /// The parameters of the scan's requests (before the fan-out's key and the page cursor).
-    fn params(&self, scan: &ScanRequest) -> Vec<(String, String)> {
+    /// The one key a lookup rule pins, if any.
+    pub(crate) fn lookup_key(&self, scan: &ScanRequest) -> Option<String> {
+        let rule = self.filters.iter().find(|r| r.lookup)?;
+        let keys = rule.columns.iter().find_map(|c| filter::pinned_texts(&scan.filters, c))?;
+        match keys.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        }
+    }
+
+    /// The parameters of the scan's requests (before the fan-out's key and the page cursor). A rule's
+    /// parameter replaces the table's default of that name.
+    pub(crate) fn params(&self, scan: &ScanRequest) -> Vec<(String, String)> {
         let mut params: Vec<(String, String)> = self.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         if let Some(size) = &self.page_size {
             params.push((size.param.clone(), scan.limit.map_or(size.max, |l| l.clamp(1, size.max)).to_string()));
         }
         let mut with = BTreeMap::new();
+        let mut sent: Vec<(String, String)> = Vec::new();
         let mut clauses: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for rule in self.filters.iter().filter(|r| !r.fan_out) {
-            let mut lower: Option<(f64, String)> = None;
-            let mut upper: Option<(f64, String)> = None;
+        for rule in self.filters.iter().filter(|r| !r.fan_out && !r.lookup) {
+            let mut lower: Option<Bound> = None;
+            let mut upper: Option<Bound> = None;
             let mut equal: Option<String> = None;
             for f in &scan.filters {
-                if !self.rule_for(f).is_some_and(|r| std::ptr::eq(r, rule)) {
-                    continue;
-                }
-                if let (Some(param), Some((_, values))) = (&rule.param, filter::pinned_values(f))
-                    && (rule.clause.is_some() || rule.clause_in.is_some())
-                {
-                    let written: Option<Vec<String>> = values.iter().map(|v| format_value(rule.value, v)).collect();
-                    let template = if values.len() == 1 { rule.clause.as_ref() } else { rule.clause_in.as_ref() };
-                    if let (Some(written), Some(template)) = (written, template) {
-                        clauses.entry(param.clone()).or_default().push(template.replace("{}", &written.join(", ")));
-                        with.extend(rule.with.clone());
+                let Some((_, used)) = self.rule_for(f).filter(|(r, _)| std::ptr::eq(*r, rule)) else { continue };
+                let write = |v: &ScalarValue| format_value(rule.value, v);
+                match used {
+                    Use::Values(values) if rule.clause.is_some() || rule.clause_in.is_some() => {
+                        let written: Option<Vec<String>> = values.iter().map(write).collect();
+                        let template = if values.len() == 1 { rule.clause.as_ref() } else { rule.clause_in.as_ref() };
+                        if let (Some(param), Some(written), Some(template)) = (&rule.param, written, template) {
+                            clauses.entry(param.clone()).or_default().push(template.replace("{}", &written.join(", ")));
+                            with.extend(rule.with.clone());
+                        }
                     }
-                    continue;
-                }
-                if let Some((_, values)) = filter::pinned_values(f) {
-                    if let Some(v) = values.first().and_then(|v| format_value(rule.value, v)) {
-                        match (&rule.param, rule.value) {
-                            (Some(_), _) => equal = Some(v),
-                            // `=` on a range-only rule: both bounds.
-                            (None, _) => {
-                                let n = v.parse::<f64>().unwrap_or(f64::NAN);
-                                lower = Some((n, v.clone()));
-                                upper = Some((n, v));
+                    Use::Values(values) if values.len() > 1 => equal = rule.several.clone(),
+                    Use::Values(values) => {
+                        if let Some(v) = values.first().and_then(write) {
+                            if rule.param.is_some() {
+                                equal = Some(v);
+                            } else {
+                                // `=` on a range-only rule: both bounds.
+                                lower = Some(Bound::of(&values[0], v.clone()));
+                                upper = Some(Bound::of(&values[0], v));
                             }
                         }
                     }
-                    continue;
-                }
-                let Some((_, op, value)) = filter::comparison(f) else { continue };
-                let Some(v) = format_value(rule.value, &value) else { continue };
-                let n = v.parse::<f64>().unwrap_or(f64::NAN);
-                match op {
-                    Operator::Gt | Operator::GtEq if lower.as_ref().is_none_or(|(l, _)| n > *l) => lower = Some((n, v)),
-                    Operator::Lt | Operator::LtEq if upper.as_ref().is_none_or(|(u, _)| n < *u) => upper = Some((n, v)),
-                    _ => {}
+                    Use::Null => equal = rule.null_value.clone(),
+                    Use::NotNull => equal = rule.not_null_value.clone(),
+                    Use::Has(v) => equal = write(&v),
+                    Use::Compare(op, v) => {
+                        // A bound written with less precision must not cut rows off: upper ones round up.
+                        let v = match op {
+                            Operator::Lt | Operator::LtEq if !lossless(rule.value, &v) => ceil_second(&v).unwrap_or(v),
+                            _ => v,
+                        };
+                        let Some(written) = write(&v) else { continue };
+                        let bound = Bound::of(&v, written);
+                        match op {
+                            Operator::Gt | Operator::GtEq if lower.as_ref().is_none_or(|l| bound.above(l)) => lower = Some(bound),
+                            Operator::Lt | Operator::LtEq if upper.as_ref().is_none_or(|u| u.above(&bound)) => {
+                                upper = Some(bound)
+                            }
+                            _ => {}
+                        }
+                    }
                 }
             }
-            let mut sent = false;
+            let before = sent.len();
             if let (Some(p), Some(v)) = (&rule.param, equal) {
-                params.push((p.clone(), v));
-                sent = true;
+                sent.push((p.clone(), v));
             }
             for (p, bound) in [(&rule.lower, lower), (&rule.upper, upper)] {
-                if let (Some(p), Some((_, v))) = (p, bound) {
-                    params.push((p.clone(), v));
-                    sent = true;
+                if let (Some(p), Some(b)) = (p, bound) {
+                    sent.push((p.clone(), b.written));
                 }
             }
-            if sent {
+            if sent.len() > before {
                 with.extend(rule.with.clone());
             }
         }
-        for (param, sent) in clauses {
-            params.retain(|(k, _)| k != &param);
-            params.push((param, sent.join(" AND ")));
-        }
+        sent.extend(clauses.into_iter().map(|(param, c)| (param, c.join(" AND "))));
+        params.retain(|(k, _)| !sent.iter().any(|(s, _)| s == k));
+        params.extend(sent);
         params.extend(with);
         params
+    }
+}
+
+/// How a filter uses its column, as the rules read it.
+#[derive(Debug, Clone)]
+enum Use {
+    /// `=` one value, or `IN` / `OR` of several (each once).
+    Values(Vec<ScalarValue>),
+    /// `<`, `<=`, `>`, `>=`.
+    Compare(Operator, ScalarValue),
+    Null,
+    NotNull,
+    /// `array_has(column, value)`.
+    Has(ScalarValue),
+}
+
+impl Use {
+    fn of(f: &Expr) -> Option<(&str, Use)> {
+        if let Some((c, values)) = filter::pinned_values(f) {
+            return Some((c, Use::Values(values)));
+        }
+        match f {
+            Expr::IsNull(e) => return filter::column(e).map(|c| (c, Use::Null)),
+            Expr::IsNotNull(e) => return filter::column(e).map(|c| (c, Use::NotNull)),
+            Expr::ScalarFunction(func) if func.name() == "array_has" && func.args.len() == 2 => {
+                return Some((filter::column(&func.args[0])?, Use::Has(filter::literal(&func.args[1])?)));
+            }
+            _ => {}
+        }
+        let (c, op, v) = filter::comparison(f)?;
+        matches!(op, Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq).then_some((c, Use::Compare(op, v)))
+    }
+
+    fn op(&self) -> &'static str {
+        match self {
+            Use::Values(v) if v.len() == 1 => "=",
+            Use::Values(_) => "in",
+            Use::Compare(Operator::Lt, _) => "<",
+            Use::Compare(Operator::LtEq, _) => "<=",
+            Use::Compare(Operator::Gt, _) => ">",
+            Use::Compare(_, _) => ">=",
+            Use::Null => "is_null",
+            Use::NotNull => "is_not_null",
+            Use::Has(_) => "has",
+        }
+    }
+}
+
+impl FilterRule {
+    /// Whether the rule can send this use of its column.
+    fn sends(&self, used: &Use) -> bool {
+        if !self.ops.iter().any(|o| o == used.op()) {
+            return false;
+        }
+        let known = |v: &ScalarValue| self.one_of.is_empty() || filter::text(v).is_some_and(|t| self.one_of.contains(&t));
+        match used {
+            Use::Values(values) => {
+                values.iter().all(|v| format_value(self.value, v).is_some() && known(v))
+                    // Several values go as the fan-out's keys, an `in` clause or `several`; a plain
+                    // parameter takes one.
+                    && (values.len() == 1 || self.fan_out || self.clause_in.is_some() || self.several.is_some())
+            }
+            Use::Compare(_, v) | Use::Has(v) => format_value(self.value, v).is_some(),
+            Use::Null | Use::NotNull => true,
+        }
+    }
+
+    /// Whether the API answers exactly the rows of this use.
+    fn exact_for(&self, used: &Use) -> bool {
+        self.exact
+            && match used {
+                Use::Values(values) => {
+                    values.iter().all(|v| lossless(self.value, v))
+                        && (values.len() == 1 || self.several.is_none() || values.len() == self.one_of.len())
+                }
+                Use::Compare(op, v) => lossless(self.value, v) && !(self.inclusive && matches!(op, Operator::Lt | Operator::Gt)),
+                Use::Has(v) => lossless(self.value, v),
+                Use::Null | Use::NotNull => true,
+            }
+    }
+}
+
+/// A range bound as written, with what orders it.
+struct Bound {
+    number: Option<f64>,
+    micros: Option<i64>,
+    written: String,
+}
+
+impl Bound {
+    fn of(v: &ScalarValue, written: String) -> Bound {
+        Bound { number: written.parse::<f64>().ok(), micros: filter::timestamp_micros(v), written }
+    }
+
+    /// Whether this bound lies above `other`.
+    fn above(&self, other: &Bound) -> bool {
+        match (self.micros, other.micros, self.number, other.number) {
+            (Some(a), Some(b), _, _) => a > b,
+            (_, _, Some(a), Some(b)) => a > b,
+            _ => self.written > other.written,
+        }
+    }
+}
+
+/// A timestamp rounded up to a whole second.
+fn ceil_second(v: &ScalarValue) -> Option<ScalarValue> {
+    let micros = filter::timestamp_micros(v)?;
+    let up = micros.div_euclid(1_000_000) * 1_000_000 + if micros % 1_000_000 == 0 { 0 } else { 1_000_000 };
+    Some(ScalarValue::TimestampMicrosecond(Some(up), Some("UTC".into())))
+}
+
+/// Whether `format` writes `v` without losing precision (else the engine checks the rows again).
+fn lossless(format: ValueFormat, v: &ScalarValue) -> bool {
+    match format {
+        ValueFormat::EpochSeconds | ValueFormat::IsoSeconds => match v {
+            ScalarValue::Int64(_) => true,
+            other => filter::timestamp_micros(other).is_some_and(|m| m % 1_000_000 == 0),
+        },
+        _ => true,
     }
 }
 
@@ -416,253 +646,15 @@ fn format_value(format: ValueFormat, v: &ScalarValue) -> Option<String> {
             ScalarValue::Int64(Some(n)) => Some(n.to_string()),
             other => Some(filter::timestamp_micros(other)?.div_euclid(1_000_000).to_string()),
         },
+        ValueFormat::IsoSeconds => {
+            let micros = filter::timestamp_micros(v)?;
+            let at = chrono::DateTime::from_timestamp_micros(micros.div_euclid(1_000_000) * 1_000_000)?;
+            Some(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        }
         ValueFormat::Quoted => {
             let text = filter::text(v)?;
             Some(format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\"")))
         }
-    }
-}
-
-/// A table served by its spec through the connection's client.
-#[derive(Debug)]
-pub struct SpecTable {
-    connector: String,
-    spec: TableSpec,
-    parent: Option<TableSpec>,
-    columns: Vec<Column>,
-    endpoint: Endpoint,
-}
-
-/// Where a connection's requests go: its governed client and base URL.
-#[derive(Debug, Clone)]
-struct Endpoint {
-    client: Arc<ApiClient>,
-    base: String,
-    app: &'static str,
-}
-
-impl SpecTable {
-    /// Table `name` of `spec`, fetched with `client` from `base` (the connection's base URL).
-    pub fn new(spec: &ConnectorSpec, name: &str, app: &'static str, client: Arc<ApiClient>, base: &str) -> Option<SpecTable> {
-        let table = spec.table(name)?.clone();
-        let parent = table.fan_out.as_ref().and_then(|f| spec.table(&f.parent)).cloned();
-        Some(SpecTable {
-            connector: spec.name.clone(),
-            columns: table.column_list(),
-            spec: table,
-            parent,
-            endpoint: Endpoint { client, base: base.trim_end_matches('/').to_string(), app },
-        })
-    }
-
-    fn query_string(params: &[(String, String)]) -> String {
-        url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish()
-    }
-
-    fn paged(&self) -> &'static str {
-        match self.spec.pagination {
-            Pagination::None => "",
-            _ => " (all pages)",
-        }
-    }
-}
-
-impl Endpoint {
-    /// Every page of `table`'s answer to `params`.
-    fn pages(
-        &self,
-        table: &TableSpec,
-        q: Arc<QueryContext>,
-        params: Vec<(String, String)>,
-    ) -> BoxStream<'static, Result<Vec<Value>>> {
-        let (client, url, app) = (self.client.clone(), format!("{}{}", self.base, table.path), self.app);
-        let base = format!("{}/", self.base);
-        let (records, pagination) = (table.records.clone(), table.pagination.clone());
-        // Rows asked for per page: a shorter page is the last (offset pages).
-        let asked = table
-            .page_size
-            .as_ref()
-            .and_then(|size| params.iter().find(|(k, _)| k == &size.param))
-            .and_then(|(_, v)| v.parse::<usize>().ok());
-        crate::pagination::follow(move |cursor: Option<String>| {
-            let (client, url, q, mut params, records, pagination, base) =
-                (client.clone(), url.clone(), q.clone(), params.clone(), records.clone(), pagination.clone(), base.clone());
-            let start = cursor.as_deref().and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
-            async move {
-                let target = match (cursor, &pagination) {
-                    (Some(c), Pagination::Cursor { param, .. })
-                    | (Some(c), Pagination::Offset { param, .. })
-                    | (Some(c), Pagination::AfterLast { param, .. }) => {
-                        params.push((param.clone(), c));
-                        url
-                    }
-                    // The next link carries every parameter itself.
-                    (Some(next), Pagination::Link) => {
-                        params.clear();
-                        next
-                    }
-                    _ => url,
-                };
-                let response = client.get(&q, &target, &params).await?;
-                let link = response.headers.get(reqwest::header::LINK).and_then(|v| v.to_str().ok()).map(str::to_string);
-                let mut body = response.body;
-                let rows = match body.pointer_mut(&records).map(Value::take) {
-                    Some(Value::Array(rows)) => rows,
-                    _ => {
-                        return Err(ConnectorError::UnexpectedShape {
-                            app,
-                            connection: client.connection().into(),
-                            field: records.trim_start_matches('/').into(),
-                        });
-                    }
-                };
-                let next = match &pagination {
-                    Pagination::None => None,
-                    Pagination::Cursor { next, .. } => {
-                        body.pointer(next).and_then(Value::as_str).filter(|c| !c.is_empty()).map(str::to_string)
-                    }
-                    Pagination::Link => match crate::pagination::link(link.as_deref(), "next") {
-                        Some(next) if next.starts_with(&base) => Some(next),
-                        Some(elsewhere) => {
-                            return Err(ConnectorError::UnexpectedShape {
-                                app,
-                                connection: client.connection().into(),
-                                field: format!("link rel=next to {elsewhere}, outside the connection's base URL"),
-                            });
-                        }
-                        None => None,
-                    },
-                    Pagination::Offset { last, total, .. } => {
-                        let at_end = rows.is_empty()
-                            || last.as_ref().is_some_and(|p| body.pointer(p).and_then(Value::as_bool) == Some(true))
-                            || total
-                                .as_ref()
-                                .and_then(|p| body.pointer(p)?.as_u64())
-                                .is_some_and(|t| (start + rows.len()) as u64 >= t)
-                            || asked.is_some_and(|n| rows.len() < n);
-                        (!at_end).then(|| (start + rows.len()).to_string())
-                    }
-                    Pagination::AfterLast { more, key, .. } => match body.pointer(more).and_then(Value::as_bool) {
-                        Some(true) => rows.last().and_then(|r| r.pointer(key)).and_then(|k| filter::text(&json_scalar(k)?)),
-                        _ => None,
-                    },
-                };
-                Ok((rows, next))
-            }
-        })
-    }
-}
-
-#[async_trait::async_trait]
-impl ApiTable for SpecTable {
-    fn name(&self) -> String {
-        format!("{}.{}", self.connector, self.spec.name)
-    }
-
-    fn columns(&self) -> &[Column] {
-        &self.columns
-    }
-
-    fn pushdown(&self, f: &Expr) -> TableProviderFilterPushDown {
-        match self.spec.rule_for(f) {
-            Some(r) if r.exact => TableProviderFilterPushDown::Exact,
-            Some(_) => TableProviderFilterPushDown::Inexact,
-            None => TableProviderFilterPushDown::Unsupported,
-        }
-    }
-
-    fn describe(&self, scan: &ScanRequest) -> Vec<String> {
-        let params = Self::query_string(&self.spec.params(scan));
-        let sep = if params.is_empty() { "" } else { "&" };
-        let paged = self.paged();
-        let (Some(fan), Some(parent)) = (&self.spec.fan_out, &self.parent) else {
-            let q = if params.is_empty() { String::new() } else { format!("?{params}") };
-            return vec![format!("GET {}{q}{paged}", self.spec.path)];
-        };
-        match self.spec.pinned_keys(scan) {
-            Some(keys) => keys.iter().map(|k| format!("GET {}?{}={k}{sep}{params}{paged}", self.spec.path, fan.param)).collect(),
-            None => {
-                let parent_params = Self::query_string(&parent.params(&ScanRequest::default()));
-                vec![
-                    format!("GET {}?{parent_params} (all pages)", parent.path),
-                    format!(
-                        "GET {}?{}={{{}}}{sep}{params} per {} row{paged}",
-                        self.spec.path,
-                        fan.param,
-                        fan.key.trim_start_matches('/'),
-                        parent.name
-                    ),
-                ]
-            }
-        }
-    }
-
-    fn least_requests(&self, scan: &ScanRequest) -> u64 {
-        self.spec.pinned_keys(scan).map_or(0, |k| k.len() as u64)
-    }
-
-    fn fetch(&self, scan: ScanRequest, q: Arc<QueryContext>) -> BoxStream<'static, Result<Vec<Value>>> {
-        let params = self.spec.params(&scan);
-        let endpoint = self.endpoint.clone();
-        let (Some(fan), Some(parent)) = (self.spec.fan_out.clone(), self.parent.clone()) else {
-            return endpoint.pages(&self.spec, q, params);
-        };
-        let pinned = self.spec.pinned_keys(&scan);
-        let keys = {
-            let parents = endpoint.pages(&parent, q.clone(), parent.params(&ScanRequest::default()));
-            let pointer = fan.key.clone();
-            async move {
-                match pinned {
-                    Some(keys) => Ok::<_, ConnectorError>(keys),
-                    None => {
-                        let pages: Vec<Vec<Value>> = parents.try_collect().await?;
-                        Ok(pages
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|row| row.pointer(&pointer).and_then(|k| filter::text(&json_scalar(k)?)))
-                            .collect())
-                    }
-                }
-            }
-        };
-        let table = self.spec.clone();
-        let limited = scan.limit.is_some();
-        stream::once(Box::pin(keys))
-            .map_ok(move |keys: Vec<String>| {
-                let concurrency = endpoint.client.max_concurrency();
-                let (endpoint, table, q, params, fan) = (endpoint.clone(), table.clone(), q.clone(), params.clone(), fan.clone());
-                stream::iter(keys)
-                    .map(move |key| {
-                        let mut p = params.clone();
-                        p.insert(0, (fan.param.clone(), key.clone()));
-                        let pages = endpoint.pages(&table, q.clone(), p);
-                        // With a limit every filter was exact, so one key's first rows suffice for it.
-                        let pages = if limited { pages.take(1).boxed() } else { pages };
-                        let (missing, field) = (table.missing_is_empty.clone(), fan.field.clone());
-                        pages
-                            .or_else(move |e| {
-                                let missing = missing.clone();
-                                async move {
-                                    match e {
-                                        ConnectorError::Upstream { ref message, .. } if missing.contains(message) => Ok(vec![]),
-                                        e => Err(e),
-                                    }
-                                }
-                            })
-                            .map_ok(move |mut rows| {
-                                for r in &mut rows {
-                                    if let Some(o) = r.as_object_mut() {
-                                        o.insert(field.clone(), Value::String(key.clone()));
-                                    }
-                                }
-                                rows
-                            })
-                            .boxed()
-                    })
-                    .flatten_unordered(concurrency)
-            })
-            .try_flatten()
-            .boxed()
     }
 }
 
@@ -715,7 +707,7 @@ impl crate::http::Dialect for SpecDialect {
 }
 
 /// A JSON key as a scalar (text or number).
-fn json_scalar(v: &Value) -> Option<ScalarValue> {
+pub(crate) fn json_scalar(v: &Value) -> Option<ScalarValue> {
     match v {
         Value::String(s) => Some(ScalarValue::from(s.as_str())),
         Value::Number(n) => n.as_i64().map(ScalarValue::from),
@@ -781,7 +773,7 @@ exact = true
     #[test]
     fn each_filter_is_pushed_down_only_by_the_rule_that_sends_it() {
         let t = posts();
-        let answer = |e: Expr| t.rule_for(&e).map(|r| r.exact);
+        let answer = |e: Expr| t.pushdown(&e);
         assert_eq!(answer(col("room").in_list(vec![lit("a"), lit("b")], false)), Some(true));
         assert_eq!(answer(col("ts").gt_eq(lit("1700000000.000100"))), Some(false));
         assert_eq!(answer(col("author").eq(lit("ann"))), Some(true));
@@ -823,6 +815,110 @@ exact = true
         let keys = scan(vec![col("room").in_list(vec![lit("a"), lit("b")], false)], None);
         assert_eq!(t.pinned_keys(&keys), Some(vec!["a".to_string(), "b".to_string()]));
         assert_eq!(t.params(&keys), [("limit".to_string(), "100".to_string())]);
+    }
+
+    const TRACKER: &str = r#"
+name = "tracker"
+version = "1.0.0"
+app = "Tracker"
+
+[[table]]
+name = "projects"
+path = "/orgs/{orgs}/projects"
+records = ""
+column = [{ name = "slug", type = "text", pointer = "/slug" }]
+
+[[table]]
+name = "tickets"
+path = "/projects/{key}/tickets"
+query = { state = "all" }
+records = ""
+fan_out = { parent = "projects", key = "/slug" }
+unpinned = { path = "/orgs/{orgs}/tickets", drop = ["owner"] }
+column = [
+  { name = "project", type = "text", pointer = "/url", after = "/projects/", segments = 1 },
+  { name = "state", type = "text", pointer = "/state" },
+  { name = "owner", type = "text", pointer = "/owner" },
+  { name = "tags", type = "text_list", pointer = "/tags" },
+  { name = "updated", type = "timestamp", pointer = "/updated" },
+]
+[[table.filter]]
+columns = ["project"]
+ops = ["=", "in"]
+fan_out = true
+exact = false
+[[table.filter]]
+columns = ["state"]
+ops = ["=", "in"]
+param = "state"
+one_of = ["open", "closed"]
+several = "all"
+exact = true
+[[table.filter]]
+columns = ["owner"]
+ops = ["=", "is_null", "is_not_null"]
+param = "owner"
+null_value = "none"
+not_null_value = "*"
+exact = false
+[[table.filter]]
+columns = ["tags"]
+ops = ["has"]
+param = "tag"
+exact = false
+[[table.filter]]
+columns = ["updated"]
+ops = [">", ">=", "<="]
+lower = "since"
+upper = "until"
+value = "iso_seconds"
+inclusive = true
+exact = true
+"#;
+
+    #[test]
+    fn enumerations_nulls_members_and_whole_second_bounds_are_sent_and_judged() {
+        let t = ConnectorSpec::parse(TRACKER).unwrap().table("tickets").unwrap().clone();
+        let at = |micros: i64| lit(ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into())));
+        let has = datafusion::functions_nested::expr_fn::array_has(col("tags"), lit("bug"));
+        // Both states are every state: exact as `all`; an unknown state is not pushed down.
+        assert_eq!(t.pushdown(&col("state").in_list(vec![lit("open"), lit("closed")], false)), Some(true));
+        assert_eq!(t.pushdown(&col("state").eq(lit("merged"))), None);
+        assert_eq!(t.pushdown(&col("owner").is_null()), Some(false));
+        assert_eq!(t.pushdown(&has), Some(false));
+        assert_eq!(t.pushdown(&col("updated").gt_eq(at(1_700_000_000_000_000))), Some(true));
+        assert_eq!(t.pushdown(&col("updated").gt_eq(at(1_700_000_000_500_000))), Some(false), "a second's fraction is lost");
+        assert_eq!(t.pushdown(&col("updated").gt(at(1_700_000_000_000_000))), Some(false), "`since` includes its second");
+
+        let scan = |filters: Vec<Expr>| ScanRequest { filters, ..Default::default() };
+        let params = t.params(&scan(vec![
+            col("state").in_list(vec![lit("open"), lit("closed")], false),
+            col("owner").is_not_null(),
+            has,
+            col("updated").lt_eq(at(1_700_000_000_250_000)),
+        ]));
+        let get = |k: &str| params.iter().filter(|(p, _)| p == k).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+        assert_eq!(get("state"), ["all"], "the filter's value replaces the default: {params:?}");
+        assert_eq!(get("owner"), ["*"]);
+        assert_eq!(get("tag"), ["bug"]);
+        assert_eq!(get("until"), ["2023-11-14T22:13:21Z"], "an upper bound rounds up, cutting no row off");
+        assert_eq!(t.params(&scan(vec![col("owner").is_null()])).iter().filter(|(k, _)| k == "owner").count(), 1);
+
+        // Derived columns read their part of a text.
+        let mut rows = vec![serde_json::json!({"url": "https://x/api/projects/apollo/tickets/7"})];
+        t.derive(&mut rows);
+        assert_eq!(rows[0]["_project"], "apollo");
+    }
+
+    #[test]
+    fn an_exact_rule_whose_parameter_the_unpinned_list_drops_is_refused() {
+        let e = ConnectorSpec::parse(&TRACKER.replacen(
+            "null_value = \"none\"\nnot_null_value = \"*\"\nexact = false",
+            "null_value = \"none\"\nnot_null_value = \"*\"\nexact = true",
+            1,
+        ))
+        .unwrap_err();
+        assert!(e.contains("cannot be exact"), "{e}");
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub async fn describe() -> Result<Vec<ConnectorDescription>, ConnectorError> {
             .collect();
         let mut tables = Vec::new();
         if let Some(spec) = f.spec()? {
-            for (name, columns) in spec.schemas() {
+            for (name, columns) in spec.schemas().into_iter().chain(f.code_tables()) {
                 let schema = omnisql_connector::json::schema_of(&columns);
                 tables.push((name, schema.fields().iter().map(|c| (c.name().clone(), c.data_type().to_string())).collect()));
             }

@@ -103,7 +103,7 @@ async fn explain_shows_the_api_requests_each_scan_makes() {
         "EXPLAIN SELECT title FROM github.issues WHERE repo_full_name = 'acme/api' AND state = 'open' AND user_login = 'ada-acme'",
     )
     .await;
-    assert!(out.contains("GET /repos/acme/api/issues?state=open&creator=ada-acme"), "{out}");
+    assert!(out.contains("GET /repos/acme/api/issues?per_page=100&state=open&creator=ada-acme"), "{out}");
     let (out, _, _) = run(&engine, "EXPLAIN SELECT name FROM salesforce.account WHERE annual_revenue > 1000000 LIMIT 5").await;
     assert!(out.contains("SELECT Name FROM Account WHERE AnnualRevenue > 1000000 LIMIT 5"), "{out}");
     let (out, _, _) = run(&engine, "EXPLAIN SELECT name FROM salesforce.account ORDER BY annual_revenue DESC LIMIT 3").await;

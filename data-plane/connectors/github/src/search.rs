@@ -26,27 +26,31 @@ pub struct SearchIssues {
 
 impl SearchIssues {
     pub fn new(api: Arc<Api>) -> Self {
-        use Kind::*;
-        let c = Column::new;
-        let columns = vec![
-            c("query", Str, "/_query"),
-            c("repo_full_name", Str, "/_repo"),
-            c("number", Int, "/number"),
-            c("title", Str, "/title"),
-            c("state", Str, "/state"),
-            c("user_login", Str, "/user/login"),
-            c("labels", StrList("name"), "/labels"),
-            c("assignee_login", Str, "/assignee/login"),
-            c("comments", Int, "/comments"),
-            c("created_at", Timestamp, "/created_at"),
-            c("updated_at", Timestamp, "/updated_at"),
-            c("closed_at", Timestamp, "/closed_at"),
-            c("is_pull_request", Present, "/pull_request"),
-            c("score", Float, "/score"),
-            c("html_url", Str, "/html_url"),
-        ];
-        SearchIssues { api, columns }
+        SearchIssues { api, columns: columns() }
     }
+}
+
+/// The table's columns (the catalog lists them without a connection).
+pub fn columns() -> Vec<Column> {
+    use Kind::*;
+    let c = Column::new;
+    vec![
+        c("query", Str, "/_query"),
+        c("repo_full_name", Str, "/_repo"),
+        c("number", Int, "/number"),
+        c("title", Str, "/title"),
+        c("state", Str, "/state"),
+        c("user_login", Str, "/user/login"),
+        c("labels", StrList("name"), "/labels"),
+        c("assignee_login", Str, "/assignee/login"),
+        c("comments", Int, "/comments"),
+        c("created_at", Timestamp, "/created_at"),
+        c("updated_at", Timestamp, "/updated_at"),
+        c("closed_at", Timestamp, "/closed_at"),
+        c("is_pull_request", Present, "/pull_request"),
+        c("score", Float, "/score"),
+        c("html_url", Str, "/html_url"),
+    ]
 }
 
 #[async_trait]

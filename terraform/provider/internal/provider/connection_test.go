@@ -88,14 +88,14 @@ resource "omnisql_connection" "github" {
 func TestAccConnectionUpgrade(t *testing.T) {
 	config := func(version string) string {
 		return fmt.Sprintf(`
-resource "omnisql_tenant" "hooli" {
-  id     = "tf-hooli"
-  name   = "Hooli"
+resource "omnisql_tenant" "upgrade" {
+  id     = "tf-upgrade"
+  name   = "Upgrade"
   region = "eu"
 }
 
 resource "omnisql_connection" "slack" {
-  tenant         = omnisql_tenant.hooli.id
+  tenant         = omnisql_tenant.upgrade.id
   name           = "slack"
   connector      = "slack"
   version        = %q
@@ -109,7 +109,7 @@ resource "omnisql_connection" "slack" {
 				Version   string `json:"version"`
 				CreatedAt int64  `json:"created_at"`
 			}
-			if err := adminClient().call(context.Background(), http.MethodGet, "/v1/tenants/tf-hooli/connections/slack", nil, &body); err != nil {
+			if err := adminClient().call(context.Background(), http.MethodGet, "/v1/tenants/tf-upgrade/connections/slack", nil, &body); err != nil {
 				return err
 			}
 			if body.Version != version {
@@ -126,6 +126,13 @@ resource "omnisql_connection" "slack" {
 	}
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: providers,
+		CheckDestroy: func(*terraform.State) error {
+			err := adminClient().call(context.Background(), http.MethodGet, "/v1/tenants/tf-upgrade", nil, nil)
+			if !isNotFound(err) {
+				return fmt.Errorf("the tenant outlived destroy: %v", err)
+			}
+			return nil
+		},
 		Steps: []resource.TestStep{
 			{Config: config("1.0.0"), Check: shown("1.0.0", true)},
 			{Config: config("2.0.0"), Check: resource.ComposeAggregateTestCheckFunc(
