@@ -79,6 +79,12 @@ async fn filters_become_jql_clauses_and_stripe_parameters_and_answers_stay_exact
     assert_eq!(rows, theirs);
     assert_eq!(requests(&sb.stripe_url).await["total"].as_u64(), Some(1));
 
+    // A status Stripe does not know is not sent (Stripe would refuse it): no rows, no error.
+    let (plan, _, _) = run(&e, "EXPLAIN SELECT id FROM stripe.invoices WHERE status = 'overdue'").await;
+    assert!(!plan.contains("status=overdue"), "{plan}");
+    let (_, rows, _) = run(&e, "SELECT id FROM stripe.invoices WHERE status = 'overdue'").await;
+    assert_eq!(rows, 0);
+
     // Strict bounds on whole seconds: Stripe gets inclusive ones, the engine drops the boundary row.
     let at = w.stripe_invoices[0].created.timestamp();
     let strictly_after = w.stripe_invoices.iter().filter(|i| i.created.timestamp() > at).count();
