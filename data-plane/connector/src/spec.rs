@@ -341,10 +341,16 @@ impl ConnectorSpec {
         self.tables.iter().find(|t| t.name == name)
     }
 
-    /// The bucket of the table whose path `url` ends with.
+    /// The bucket of the table one of whose paths (its own, unpinned or lookup, variables filled in)
+    /// `url` ends with.
     pub fn bucket(&self, url: &str) -> Option<BucketSpec> {
         let path = url.split('?').next().unwrap_or_default();
-        let t = self.tables.iter().find(|t| path.ends_with(&t.path))?;
+        let t = self.tables.iter().find(|t| {
+            [Some(&t.path), t.unpinned.as_ref().map(|u| &u.path), t.lookup_path.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|template| path_matches(path, template))
+        })?;
         let b = t.bucket.as_ref()?;
         Some(BucketSpec {
             name: b.name.clone(),
@@ -358,6 +364,28 @@ impl ConnectorSpec {
     pub fn schemas(&self) -> Vec<(String, Vec<Column>)> {
         self.tables.iter().map(|t| (t.name.clone(), t.column_list())).collect()
     }
+}
+
+/// Whether `path` ends with `template`, each `{name}` of it standing for one or more characters.
+fn path_matches(path: &str, template: &str) -> bool {
+    let pieces: Vec<&str> = template
+        .split('{')
+        .enumerate()
+        .map(|(i, p)| if i == 0 { p } else { p.split_once('}').map_or("", |(_, rest)| rest) })
+        .collect();
+    if pieces.len() == 1 {
+        return path.ends_with(template);
+    }
+    let Some(last) = pieces.last().filter(|l| path.ends_with(**l)) else { return false };
+    // The literal pieces in order, each after the one before, the last at the end.
+    let mut rest = &path[..path.len() - last.len()];
+    for piece in pieces[..pieces.len() - 1].iter().rev() {
+        match rest.rfind(piece) {
+            Some(at) if at + piece.len() < rest.len() || piece.is_empty() => rest = &rest[..at],
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn kind(name: &str) -> Option<Kind> {
@@ -908,6 +936,15 @@ exact = true
         let mut rows = vec![serde_json::json!({"url": "https://x/api/projects/apollo/tickets/7"})];
         t.derive(&mut rows);
         assert_eq!(rows[0]["_project"], "apollo");
+    }
+
+    #[test]
+    fn buckets_are_found_by_paths_with_variables() {
+        assert!(path_matches("https://x/orgs/acme/tickets", "/orgs/{orgs}/tickets"));
+        assert!(path_matches("https://x/projects/acme/api/tickets", "/projects/{key}/tickets"));
+        assert!(!path_matches("https://x/orgs/acme/projects", "/orgs/{orgs}/tickets"));
+        assert!(!path_matches("https://x/orgs//tickets", "/orgs/{orgs}/tickets"), "a variable stands for something");
+        assert!(path_matches("https://x/api/users.list", "/api/users.list"));
     }
 
     #[test]
